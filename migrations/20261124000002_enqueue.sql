@@ -1,0 +1,148 @@
+-- The auth backend's interface: sms_enqueue() and the guard every INSERT INTO sms_outbox passes through.
+--
+-- Refusals raise their own SQLSTATE (class SR) so callers can branch without parsing text:
+--   SR001 recipient is not E.164          SR005 expires_at is not in the future
+--   SR002 unknown template/locale         SR006 expires_at is later than the template's stated validity
+--   SR003 params is not a JSON object     SR007 recipient is outside the allow-list
+--   SR004 params misses a placeholder     SR008 recipient is over the per-recipient rate limit
+--   SR009 a new row must be pending with no attempts
+-- Error messages never contain the phone number or the params (they hold the code).
+
+CREATE FUNCTION sms_outbox_guard() RETURNS trigger
+LANGUAGE plpgsql AS $$
+DECLARE
+    tpl      sms_templates;
+    cfg      sms_settings;
+    missing  text[];
+    recent   integer;
+BEGIN
+    IF NEW.recipient IS NULL OR NEW.recipient !~ '^\+[1-9][0-9]{6,14}$' THEN
+        RAISE EXCEPTION 'sms_outbox: recipient is not an E.164 number'
+            USING ERRCODE = 'SR001', HINT = 'Use + then country code and number, 7 to 15 digits, e.g. +8801712345678.';
+    END IF;
+
+    NEW.locale := coalesce(NEW.locale, 'en');
+    SELECT * INTO tpl FROM sms_templates t WHERE t.name = NEW.template AND t.locale = NEW.locale;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'sms_outbox: unknown template "%" for locale "%"', NEW.template, NEW.locale
+            USING ERRCODE = 'SR002';
+    END IF;
+
+    IF NEW.params IS NULL OR jsonb_typeof(NEW.params) <> 'object' THEN
+        RAISE EXCEPTION 'sms_outbox: params must be a JSON object'
+            USING ERRCODE = 'SR003';
+    END IF;
+    missing := ARRAY(
+        SELECT p FROM unnest(tpl.placeholders) AS p
+        WHERE coalesce(jsonb_typeof(NEW.params -> p), 'missing') NOT IN ('string', 'number'));
+    IF cardinality(missing) > 0 THEN
+        RAISE EXCEPTION 'sms_outbox: params lack a string or number for placeholder(s) %', array_to_string(missing, ', ')
+            USING ERRCODE = 'SR004';
+    END IF;
+
+    IF NEW.expires_at IS NULL THEN
+        NEW.expires_at := now() + tpl.validity;
+    ELSIF NEW.expires_at <= now() THEN
+        RAISE EXCEPTION 'sms_outbox: expires_at is not in the future'
+            USING ERRCODE = 'SR005';
+    ELSIF NEW.expires_at > now() + tpl.validity THEN
+        RAISE EXCEPTION 'sms_outbox: expires_at is later than template "%" says (valid for %)', NEW.template, tpl.validity
+            USING ERRCODE = 'SR006', HINT = 'The message text states its validity; the code must not outlive it.';
+    END IF;
+
+    IF EXISTS (SELECT 1 FROM sms_allowed_prefixes)
+       AND NOT EXISTS (SELECT 1 FROM sms_allowed_prefixes a WHERE starts_with(NEW.recipient, a.prefix)) THEN
+        RAISE EXCEPTION 'sms_outbox: recipient country is not in sms_allowed_prefixes'
+            USING ERRCODE = 'SR007';
+    END IF;
+
+    -- Serialise enqueues for one recipient only, so the count below cannot be raced.
+    PERFORM pg_advisory_xact_lock(hashtextextended(NEW.recipient, 7707));
+    SELECT * INTO cfg FROM sms_settings;
+    SELECT count(*) INTO recent FROM sms_outbox o
+        WHERE o.recipient = NEW.recipient AND o.created_at > now() - cfg.recipient_window;
+    IF recent >= cfg.recipient_limit THEN
+        RAISE EXCEPTION 'sms_outbox: recipient is over the rate limit (% per %)', cfg.recipient_limit, cfg.recipient_window
+            USING ERRCODE = 'SR008';
+    END IF;
+
+    IF NEW.state IS DISTINCT FROM 'pending' OR NEW.attempts <> 0 OR NEW.finished_at IS NOT NULL THEN
+        RAISE EXCEPTION 'sms_outbox: a new message must be pending with no attempts'
+            USING ERRCODE = 'SR009';
+    END IF;
+
+    NEW.purpose := coalesce(NEW.purpose, NEW.template);
+    NEW.created_at := now();
+    NEW.next_attempt_at := greatest(coalesce(NEW.next_attempt_at, now()), now());
+    RETURN NEW;
+END $$;
+
+CREATE TRIGGER sms_outbox_guard BEFORE INSERT ON sms_outbox
+    FOR EACH ROW EXECUTE FUNCTION sms_outbox_guard();
+
+-- Wake an idle relay when new work commits (NOTIFY is delivered at commit, never for a rollback).
+CREATE FUNCTION sms_outbox_wake() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM sms_relay_sleepers WHERE since > now() - interval '1 minute') THEN
+        PERFORM pg_notify('sms_relay_wakeup', '');
+    END IF;
+    RETURN NULL;
+END $$;
+
+CREATE TRIGGER sms_outbox_wake AFTER INSERT ON sms_outbox
+    FOR EACH STATEMENT EXECUTE FUNCTION sms_outbox_wake();
+
+CREATE FUNCTION sms_enqueue(
+    recipient       text,
+    template        text,
+    params          jsonb       DEFAULT '{}',
+    expires_at      timestamptz DEFAULT NULL,
+    idempotency_key text        DEFAULT NULL,
+    priority        integer     DEFAULT 5,
+    locale          text        DEFAULT 'en',
+    purpose         text        DEFAULT NULL,
+    supersede       boolean     DEFAULT true
+) RETURNS uuid
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+    new_id uuid;
+BEGIN
+    IF sms_enqueue.idempotency_key IS NOT NULL THEN
+        SELECT o.id INTO new_id FROM sms_outbox o WHERE o.idempotency_key = sms_enqueue.idempotency_key;
+        IF FOUND THEN
+            RETURN new_id;
+        END IF;
+    END IF;
+
+    INSERT INTO sms_outbox (recipient, template, params, expires_at, idempotency_key, priority, locale, purpose)
+    VALUES (sms_enqueue.recipient, sms_enqueue.template, sms_enqueue.params, sms_enqueue.expires_at,
+            sms_enqueue.idempotency_key, sms_enqueue.priority, sms_enqueue.locale, sms_enqueue.purpose)
+    ON CONFLICT ON CONSTRAINT sms_outbox_idempotency_key_key DO NOTHING
+    RETURNING id INTO new_id;
+
+    IF new_id IS NULL THEN
+        -- A concurrent transaction committed the same key first.
+        SELECT o.id INTO new_id FROM sms_outbox o WHERE o.idempotency_key = sms_enqueue.idempotency_key;
+        RETURN new_id;
+    END IF;
+
+    IF sms_enqueue.supersede THEN
+        -- Older unsent codes for the same purpose are cancelled, not deleted; one in flight may finish
+        -- but is never retried (the relay sees superseded_by).
+        UPDATE sms_outbox o
+           SET state = CASE WHEN o.state = 'pending' THEN 'cancelled'::sms_state ELSE o.state END,
+               finished_at = CASE WHEN o.state = 'pending' THEN now() ELSE o.finished_at END,
+               last_error = CASE WHEN o.state = 'pending' THEN 'superseded by a newer message' ELSE o.last_error END,
+               superseded_by = new_id
+         WHERE o.recipient = sms_enqueue.recipient
+           AND o.purpose = coalesce(sms_enqueue.purpose, sms_enqueue.template)
+           AND o.state IN ('pending', 'sending')
+           AND o.id <> new_id;
+    END IF;
+    RETURN new_id;
+END $$;
+
+COMMENT ON FUNCTION sms_enqueue(text, text, jsonb, timestamptz, text, integer, text, text, boolean) IS
+    'Enqueue one SMS inside the caller''s transaction; returns the message id. See README "SQL interface".';

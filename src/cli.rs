@@ -1,0 +1,118 @@
+//! Command-line interface.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::telemetry::LogFormat;
+
+/// sms-relay: sends the SMS intents your auth backend commits to the `sms_outbox` table.
+#[derive(Debug, Parser)]
+#[command(name = "sms-relay", version, propagate_version = true)]
+pub struct Cli {
+    /// TOML configuration file (see config/sms-relay.example.toml). Values can be overridden by
+    /// SMS_RELAY__<SECTION>__<KEY> environment variables.
+    #[arg(long, global = true, env = "SMS_RELAY_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// PostgreSQL URL (wins over [database] url in the file).
+    #[arg(long, global = true, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// Log line format (logs go to stderr; RUST_LOG filters them).
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "pretty",
+        env = "SMS_RELAY_LOG_FORMAT"
+    )]
+    pub log_format: LogFormat,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create or upgrade the schema: tables, sms_enqueue(), the seeded templates. Safe to repeat.
+    Migrate,
+    /// Serve: claim due messages, send them through the provider chain, record every attempt,
+    /// schedule retries. Runs until SIGTERM/SIGINT (graceful: in-flight sends finish first).
+    Run(RunArgs),
+    /// Enqueue one message through sms_enqueue(), exactly as the auth backend would.
+    Enqueue(EnqueueArgs),
+    /// Show the queue: messages per state, age of the oldest due message, attempts per provider
+    /// and outcome.
+    Status,
+    /// Show the whole pipeline on this machine: starts a throwaway PostgreSQL (unless
+    /// DATABASE_URL is set), enqueues a burst of OTPs in auth-style transactions (some rolled back,
+    /// some refused), runs the relay with simulated providers until every message is settled, and
+    /// prints what happened.
+    Demo(DemoArgs),
+    /// Measure: (a) drain of pre-enqueued messages in messages/s, (b) commit-to-provider-call
+    /// latency at a steady enqueue rate, and the process's peak RSS. Uses the simulator at zero
+    /// latency on a throwaway PostgreSQL with default durability unless DATABASE_URL is set.
+    Bench(BenchArgs),
+}
+
+/// `run` options.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Exit 0 once nothing is due and nothing is in flight.
+    #[arg(long)]
+    pub until_idle: bool,
+}
+
+/// `enqueue` options.
+#[derive(Debug, Args)]
+pub struct EnqueueArgs {
+    /// Recipient in E.164 form, e.g. +8801712345678.
+    #[arg(long)]
+    pub to: String,
+    /// Template name (otp, admin_2fa, …).
+    #[arg(long, default_value = "otp")]
+    pub template: String,
+    /// Template parameter as KEY=VALUE; repeat for several (e.g. --param code=482913).
+    #[arg(long = "param", value_parser = parse_param)]
+    pub params: Vec<(String, String)>,
+    /// Template locale (en, bn).
+    #[arg(long)]
+    pub locale: Option<String>,
+    /// Seconds until the code expires (default: the template's validity).
+    #[arg(long)]
+    pub expires_in: Option<u32>,
+    /// A second enqueue with the same key returns the first message's id.
+    #[arg(long)]
+    pub idempotency_key: Option<String>,
+    /// 0 (most urgent) to 9.
+    #[arg(long)]
+    pub priority: Option<i32>,
+}
+
+/// `demo` options.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Login attempts to simulate.
+    #[arg(long, default_value_t = 2_000)]
+    pub logins: u32,
+}
+
+/// `bench` options.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Messages for the drain measurement.
+    #[arg(long, default_value_t = 100_000)]
+    pub drain: u32,
+    /// Enqueue rate (messages/s) for the latency measurement.
+    #[arg(long, default_value_t = 500)]
+    pub rate: u32,
+    /// Seconds of steady enqueueing for the latency measurement.
+    #[arg(long, default_value_t = 20)]
+    pub seconds: u32,
+}
+
+fn parse_param(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .ok_or_else(|| format!("expected KEY=VALUE, got {s:?}"))
+}

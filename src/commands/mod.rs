@@ -1,0 +1,115 @@
+//! One module per subcommand; [`execute`] dispatches.
+
+mod bench;
+mod demo;
+mod enqueue;
+mod run;
+mod status;
+
+use std::sync::Arc;
+
+use sqlx::PgPool;
+
+use crate::{
+    cli::{Cli, Command},
+    config::{Config, ConfigError},
+    db,
+    providers::{self, Simulator},
+    relay::{Relay, RelayError},
+    store::{EnqueueError, Store, StoreError},
+    throwaway_pg::ThrowawayPgError,
+};
+
+/// Why a command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    /// Bad configuration.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// No database URL anywhere.
+    #[error("no database: set DATABASE_URL, --database-url or [database] url")]
+    NoDatabase,
+    /// The schema is missing or older than this binary.
+    #[error("the database schema is not up to date: run `sms-relay migrate` first")]
+    NotMigrated,
+    /// Connecting or querying failed.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// A migration failed.
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A store call failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The relay could not run.
+    #[error(transparent)]
+    Relay(#[from] RelayError),
+    /// The enqueue was refused or failed.
+    #[error("enqueue: {0}")]
+    Enqueue(#[from] EnqueueError),
+    /// The throwaway PostgreSQL did not start.
+    #[error(transparent)]
+    ThrowawayPg(#[from] ThrowawayPgError),
+    /// A file or signal handler could not be set up.
+    #[error("I/O error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Runs the command the user asked for.
+pub async fn execute(cli: Cli) -> Result<(), CommandError> {
+    let config = Config::load(cli.config.as_deref())?;
+    let url = cli.database_url.or_else(|| config.database.url.clone());
+    match cli.command {
+        Command::Migrate => {
+            let pool = db::connect(&url.ok_or(CommandError::NoDatabase)?, 2).await?;
+            db::migrate(&pool).await?;
+            println!("migrations applied");
+            Ok(())
+        }
+        Command::Run(args) => {
+            run::run(
+                &config,
+                &url.ok_or(CommandError::NoDatabase)?,
+                args.until_idle,
+            )
+            .await
+        }
+        Command::Enqueue(args) => {
+            enqueue::enqueue(&url.ok_or(CommandError::NoDatabase)?, args).await
+        }
+        Command::Status => status::status(&url.ok_or(CommandError::NoDatabase)?).await,
+        Command::Demo(args) => demo::demo(url, args).await,
+        Command::Bench(args) => bench::bench(url, args).await,
+    }
+}
+
+/// Connects and checks that every embedded migration has been applied.
+async fn connect_migrated(url: &str, max_connections: u32) -> Result<PgPool, CommandError> {
+    let pool = db::connect(url, max_connections).await?;
+    let latest = db::MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0);
+    let applied: Option<i64> = sqlx::query_scalar(
+        "SELECT max(version) FROM _sqlx_migrations WHERE success AND to_regclass('_sqlx_migrations') IS NOT NULL",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap_or(None);
+    if applied.unwrap_or(0) < latest {
+        return Err(CommandError::NotMigrated);
+    }
+    Ok(pool)
+}
+
+/// A relay over `pool` built from `config`, and its simulators.
+fn build_relay(
+    config: &Config,
+    pool: PgPool,
+) -> Result<(Relay, Vec<Arc<Simulator>>), CommandError> {
+    let (chain, simulators) = providers::from_config(&config.providers)?;
+    let relay = Relay::new(
+        Store::new(pool),
+        Arc::new(chain),
+        config.relay.clone(),
+        config.retry.clone(),
+    );
+    Ok((relay, simulators))
+}

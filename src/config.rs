@@ -1,0 +1,295 @@
+//! Configuration: a TOML file (see `config/sms-relay.example.toml`), then environment variables
+//! `SMS_RELAY__<SECTION>__<KEY>` (e.g. `SMS_RELAY__RELAY__BATCH_SIZE=200`), then `DATABASE_URL`.
+
+use std::{collections::HashSet, path::Path, time::Duration};
+
+use serde::Deserialize;
+
+use crate::{providers::SimulatorSettings, relay::RetryPolicy};
+
+/// Why the configuration could not be used. Never worth retrying: fix the file or environment.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read or parsed, or a value has the wrong type.
+    #[error("cannot load configuration: {0}")]
+    Load(#[from] config::ConfigError),
+    /// A value is out of range or contradicts another.
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Database connection.
+    pub database: DatabaseConfig,
+    /// Claiming and sending.
+    pub relay: RelaySettings,
+    /// Retry schedule.
+    pub retry: RetryPolicy,
+    /// The provider chain, tried in this order. Defaults to one `simulator`.
+    pub providers: Vec<ProviderConfig>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            database: DatabaseConfig::default(),
+            relay: RelaySettings::default(),
+            retry: RetryPolicy::default(),
+            providers: vec![ProviderConfig {
+                name: "simulator".into(),
+                kind: ProviderKind::Simulator(SimulatorSettings::default()),
+                price_per_part: None,
+                currency: None,
+            }],
+        }
+    }
+}
+
+/// `[database]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// PostgreSQL URL; `DATABASE_URL` overrides it.
+    pub url: Option<String>,
+    /// Pool size for claims and completions (the LISTEN connection is extra).
+    pub max_connections: u32,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self {
+            url: None,
+            max_connections: 8,
+        }
+    }
+}
+
+/// `[relay]`
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct RelaySettings {
+    /// This relay's name in `sms_outbox.claimed_by` and `sms_attempts.relay_id`; default host-pid.
+    pub relay_id: Option<String>,
+    /// Most messages claimed by one statement.
+    pub batch_size: u32,
+    /// Most messages claimed but not yet recorded, across all sends.
+    pub max_in_flight: u32,
+    /// How long a claim holds a message; a relay that dies releases it when this runs out.
+    /// Must exceed the time one round through the chain can take.
+    pub lease_ms: u64,
+    /// Longest sleep without a NOTIFY (also the idle heartbeat).
+    pub poll_interval_ms: u64,
+    /// A message with less validity than this left is not sent (the code would arrive stale).
+    pub expiry_margin_ms: u64,
+    /// On SIGTERM, how long in-flight sends may take before they are released.
+    pub shutdown_grace_ms: u64,
+}
+
+impl Default for RelaySettings {
+    fn default() -> Self {
+        Self {
+            relay_id: None,
+            batch_size: 100,
+            max_in_flight: 1_000,
+            lease_ms: 60_000,
+            poll_interval_ms: 1_000,
+            expiry_margin_ms: 3_000,
+            shutdown_grace_ms: 10_000,
+        }
+    }
+}
+
+impl RelaySettings {
+    /// The relay id, defaulting to `<hostname>-<pid>`.
+    pub fn relay_id(&self) -> String {
+        self.relay_id.clone().unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/etc/hostname").unwrap_or_else(|_| "relay".into());
+            format!("{}-{}", host.trim(), std::process::id())
+        })
+    }
+
+    /// `lease_ms` as a duration.
+    pub fn lease(&self) -> Duration {
+        Duration::from_millis(self.lease_ms)
+    }
+
+    /// `poll_interval_ms` as a duration.
+    pub fn poll_interval(&self) -> Duration {
+        Duration::from_millis(self.poll_interval_ms)
+    }
+
+    /// `shutdown_grace_ms` as a duration.
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_millis(self.shutdown_grace_ms)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if !(1..=1_000).contains(&self.batch_size) {
+            return Err("relay.batch_size must be 1..=1000".into());
+        }
+        if self.max_in_flight < self.batch_size {
+            return Err("relay.max_in_flight must be at least relay.batch_size".into());
+        }
+        if self.lease_ms < 1_000 {
+            return Err("relay.lease_ms must be at least 1000".into());
+        }
+        if !(10..=30_000).contains(&self.poll_interval_ms) {
+            return Err(
+                "relay.poll_interval_ms must be 10..=30000 (it is also the idle heartbeat)".into(),
+            );
+        }
+        Ok(())
+    }
+}
+
+/// One `[[providers]]` entry.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ProviderConfig {
+    /// Unique name, recorded on each attempt.
+    pub name: String,
+    /// `kind = "..."` and that kind's settings.
+    #[serde(flatten)]
+    pub kind: ProviderKind,
+    /// Configured price of one SMS part, used when the provider reports none.
+    pub price_per_part: Option<f64>,
+    /// Currency of `price_per_part` (ISO 4217).
+    pub currency: Option<String>,
+}
+
+/// The provider kinds this build knows.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ProviderKind {
+    /// The built-in simulator.
+    Simulator(SimulatorSettings),
+}
+
+impl Config {
+    /// Loads `path` (if given), applies `SMS_RELAY__…` variables, and validates the result.
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut builder = config::Config::builder();
+        if let Some(path) = path {
+            builder = builder.add_source(config::File::from(path).format(config::FileFormat::Toml));
+        }
+        let config: Config = builder
+            .add_source(
+                config::Environment::with_prefix("SMS_RELAY")
+                    .prefix_separator("__")
+                    .separator("__")
+                    .try_parsing(true),
+            )
+            .build()?
+            .try_deserialize()?;
+        config.validate().map_err(ConfigError::Invalid)?;
+        Ok(config)
+    }
+
+    /// Checks ranges and cross-field rules.
+    pub fn validate(&self) -> Result<(), String> {
+        self.relay.validate()?;
+        self.retry.validate()?;
+        if self.providers.is_empty() {
+            return Err("at least one [[providers]] entry is needed".into());
+        }
+        let mut names = HashSet::new();
+        for p in &self.providers {
+            if !names.insert(p.name.as_str()) {
+                return Err(format!("provider name {:?} is used twice", p.name));
+            }
+            if p.price_per_part.is_some() != p.currency.is_some() {
+                return Err(format!(
+                    "provider {:?}: price_per_part and currency go together",
+                    p.name
+                ));
+            }
+            if let Some(c) = &p.currency
+                && (c.len() != 3 || !c.bytes().all(|b| b.is_ascii_uppercase()))
+            {
+                return Err(format!(
+                    "provider {:?}: currency must be an ISO 4217 code",
+                    p.name
+                ));
+            }
+            match &p.kind {
+                ProviderKind::Simulator(s) => s
+                    .validate()
+                    .map_err(|e| format!("provider {:?}: {e}", p.name))?,
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_str(toml: &str) -> Result<Config, ConfigError> {
+        let dir = std::env::temp_dir().join(format!("sms-relay-config-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("c.toml");
+        std::fs::write(&path, toml).unwrap();
+        let result = Config::load(Some(&path));
+        std::fs::remove_dir_all(&dir).unwrap();
+        result
+    }
+
+    #[test]
+    fn the_example_file_loads() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/sms-relay.example.toml");
+        let config = Config::load(Some(&path)).unwrap();
+        assert_eq!(config.providers.len(), 1);
+        assert_eq!(config.relay, RelaySettings::default());
+        assert_eq!(config.retry, RetryPolicy::default());
+    }
+
+    #[test]
+    fn providers_and_sections_parse() {
+        let config = load_str(
+            r#"
+            [relay]
+            batch_size = 50
+            [[providers]]
+            name = "primary"
+            kind = "simulator"
+            provider_error = 0.2
+            latency_ms = 20
+            price_per_part = 0.35
+            currency = "BDT"
+            [[providers]]
+            name = "backup"
+            kind = "simulator"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(config.relay.batch_size, 50);
+        assert_eq!(config.providers[1].name, "backup");
+        let ProviderKind::Simulator(s) = &config.providers[0].kind;
+        assert_eq!((s.latency_ms, s.provider_error), (20, 0.2));
+    }
+
+    #[test]
+    fn bad_values_are_refused_with_a_reason() {
+        let err = load_str("[relay]\nbatch_size = 0\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("batch_size"), "{err}");
+        let err = load_str("[relay]\nbatch_sise = 5\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("batch_sise"), "{err}");
+        let err = load_str("[[providers]]\nname='a'\nkind='simulator'\n[[providers]]\nname='a'\nkind='simulator'\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("twice"), "{err}");
+        let err = load_str(
+            "[[providers]]\nname='a'\nkind='simulator'\nprovider_error=0.7\nbad_recipient=0.7\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("ratios"), "{err}");
+    }
+}

@@ -1,0 +1,9 @@
+//! Values the relay works with: recipients, templates and SMS segments.
+
+pub mod recipient;
+pub mod segments;
+pub mod template;
+
+pub use recipient::Recipient;
+pub use segments::{Encoding, Segments};
+pub use template::{RenderError, render};

@@ -1,0 +1,63 @@
+//! A phone number that never prints in full.
+
+use std::fmt;
+
+/// An E.164 recipient (`+8801712345678`). `Display` and `Debug` mask the subscriber digits, so a
+/// recipient can go into a log line or an error message without leaking the number.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Recipient(String);
+
+impl Recipient {
+    /// Wraps a number the database has already validated as E.164.
+    pub fn new(e164: impl Into<String>) -> Self {
+        Self(e164.into())
+    }
+
+    /// The full number, for the provider request only.
+    pub fn e164(&self) -> &str {
+        &self.0
+    }
+
+    /// The number as `+880•••••••78`: country code kept, all but the last two digits hidden.
+    pub fn masked(&self) -> String {
+        let digits: Vec<char> = self.0.chars().collect();
+        let keep_head = 4.min(digits.len());
+        let keep_tail = 2.min(digits.len().saturating_sub(keep_head));
+        let hidden = digits.len() - keep_head - keep_tail;
+        let mut out: String = digits[..keep_head].iter().collect();
+        out.extend(std::iter::repeat_n('•', hidden));
+        out.extend(&digits[digits.len() - keep_tail..]);
+        out
+    }
+}
+
+impl fmt::Display for Recipient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.masked())
+    }
+}
+
+impl fmt::Debug for Recipient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Recipient({})", self.masked())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn display_and_debug_hide_the_subscriber_digits() {
+        let r = Recipient::new("+8801712345678");
+        assert_eq!(r.to_string(), "+880••••••••78");
+        assert!(!format!("{r:?}").contains("12345"));
+        assert_eq!(r.e164(), "+8801712345678");
+    }
+
+    #[test]
+    fn short_input_does_not_panic() {
+        assert_eq!(Recipient::new("+1").masked(), "+1");
+        assert_eq!(Recipient::new("").masked(), "");
+    }
+}

@@ -1,0 +1,148 @@
+//! The built-in `simulator` provider: no network, configurable latency and failure mix, and a
+//! count (optionally a journal file) of what it sent. For demos, tests and benchmarks.
+
+use std::{
+    fs::{File, OpenOptions},
+    io::Write,
+    path::PathBuf,
+    sync::{
+        Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use rand::RngExt;
+use serde::Deserialize;
+
+use super::{Accepted, BoxFuture, OutgoingSms, Provider, SendError};
+
+/// Behaviour of a simulator. Ratios are probabilities in `0..=1`; what they leave is accepted.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SimulatorSettings {
+    /// Time each send takes, in milliseconds.
+    #[serde(default)]
+    pub latency_ms: u64,
+    /// Share of sends answered with a provider error (503).
+    #[serde(default)]
+    pub provider_error: f64,
+    /// Share of sends answered with "invalid number".
+    #[serde(default)]
+    pub bad_recipient: f64,
+    /// Share of sends that time out after the request left (the message *was* sent).
+    #[serde(default)]
+    pub ambiguous: f64,
+    /// If set, every message handed to the network is appended here as one line: its id.
+    #[serde(default)]
+    pub journal: Option<PathBuf>,
+}
+
+impl SimulatorSettings {
+    /// Checks that the ratios are probabilities that sum to at most 1.
+    pub fn validate(&self) -> Result<(), String> {
+        let ratios = [self.provider_error, self.bad_recipient, self.ambiguous];
+        if ratios.iter().any(|r| !(0.0..=1.0).contains(r)) || ratios.iter().sum::<f64>() > 1.0 {
+            return Err("simulator ratios must be in 0..=1 and sum to at most 1".into());
+        }
+        Ok(())
+    }
+}
+
+/// The simulator provider.
+pub struct Simulator {
+    name: String,
+    settings: SimulatorSettings,
+    sent: AtomicU64,
+    calls: AtomicU64,
+    journal: Option<Mutex<File>>,
+}
+
+impl Simulator {
+    /// A simulator named `name`. Opens the journal file for appending if one is configured.
+    pub fn new(name: impl Into<String>, settings: SimulatorSettings) -> std::io::Result<Self> {
+        let journal = match &settings.journal {
+            Some(path) => Some(Mutex::new(
+                OpenOptions::new().create(true).append(true).open(path)?,
+            )),
+            None => None,
+        };
+        Ok(Self {
+            name: name.into(),
+            settings,
+            sent: AtomicU64::new(0),
+            calls: AtomicU64::new(0),
+            journal,
+        })
+    }
+
+    /// Messages this simulator handed to the (imaginary) network: accepted plus ambiguous.
+    pub fn sent(&self) -> u64 {
+        self.sent.load(Ordering::Relaxed)
+    }
+
+    /// Every call, whatever its answer.
+    pub fn calls(&self) -> u64 {
+        self.calls.load(Ordering::Relaxed)
+    }
+
+    fn record_sent(&self, sms: &OutgoingSms) {
+        self.sent.fetch_add(1, Ordering::Relaxed);
+        if let Some(journal) = &self.journal {
+            let mut file = journal
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            if let Err(error) = writeln!(file, "{}", sms.message_id) {
+                tracing::warn!(%error, "simulator journal write failed");
+            }
+        }
+    }
+
+    fn answer(&self, sms: &OutgoingSms) -> Result<Accepted, SendError> {
+        let s = &self.settings;
+        let roll: f64 = rand::rng().random();
+        if roll < s.bad_recipient {
+            return Err(SendError::BadRecipient {
+                http_status: Some(400),
+                code: "SIM_INVALID_NUMBER".into(),
+                message: "simulated invalid number".into(),
+            });
+        }
+        if roll < s.bad_recipient + s.provider_error {
+            return Err(SendError::Provider {
+                http_status: Some(503),
+                code: "SIM_UNAVAILABLE".into(),
+                message: "simulated provider outage".into(),
+                retry_after: None,
+            });
+        }
+        self.record_sent(sms);
+        if roll < s.bad_recipient + s.provider_error + s.ambiguous {
+            return Err(SendError::Ambiguous {
+                http_status: None,
+                message: "simulated timeout after the request was sent".into(),
+            });
+        }
+        Ok(Accepted {
+            provider_message_id: format!("sim-{}", uuid::Uuid::new_v4()),
+            http_status: Some(200),
+            cost: None,
+        })
+    }
+}
+
+impl Provider for Simulator {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn send<'a>(&'a self, sms: &'a OutgoingSms) -> BoxFuture<'a, Result<Accepted, SendError>> {
+        Box::pin(async move {
+            self.calls.fetch_add(1, Ordering::Relaxed);
+            if self.settings.latency_ms > 0 {
+                tokio::time::sleep(Duration::from_millis(self.settings.latency_ms)).await;
+            }
+            self.answer(sms)
+        })
+    }
+}

@@ -1,0 +1,124 @@
+//! One claimed message, one round: render, walk the chain, decide what becomes of it.
+
+use std::{sync::Arc, time::Duration};
+
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::RetryPolicy;
+use crate::{
+    domain::{Recipient, RenderError, render, segments},
+    providers::{OutgoingSms, ProviderChain, RoundResult},
+    store::{ClaimedMessage, Disposition, Finish},
+};
+
+/// What every dispatch shares.
+pub(super) struct Context {
+    pub chain: Arc<ProviderChain>,
+    pub policy: RetryPolicy,
+    pub expiry_margin: Duration,
+    /// Cancelled when the shutdown grace runs out: sends in progress are abandoned.
+    pub hard_stop: CancellationToken,
+}
+
+fn end(mut finish: Finish, disposition: Disposition, reason: impl Into<String>) -> Finish {
+    finish.disposition = disposition;
+    finish.reason = Some(reason.into());
+    finish
+}
+
+/// Runs one round for `msg`, claimed at `claimed_at`, and says how it ended.
+pub(super) async fn dispatch(ctx: &Context, msg: ClaimedMessage, claimed_at: Instant) -> Finish {
+    let finish = Finish {
+        id: msg.id,
+        round: msg.round,
+        disposition: Disposition::Sent,
+        delay_ms: 0,
+        reason: None,
+        template: msg.template.clone(),
+        segments: None,
+        attempts: Vec::new(),
+    };
+    if msg.superseded {
+        return end(
+            finish,
+            Disposition::Cancelled,
+            "superseded by a newer message",
+        );
+    }
+    let remaining = Duration::from_secs_f64((msg.remaining_ms / 1000.0).max(0.0));
+    if remaining <= ctx.expiry_margin {
+        return end(
+            finish,
+            Disposition::Expired,
+            "validity ended before the message could be sent",
+        );
+    }
+    let deadline = claimed_at + (remaining - ctx.expiry_margin);
+    let Some(body) = msg.body else {
+        let error = RenderError::UnknownTemplate {
+            name: msg.template,
+            locale: msg.locale,
+        };
+        return end(
+            finish,
+            Disposition::Failed,
+            format!("cannot render: {error}"),
+        );
+    };
+    let text = match render(&body, &msg.params) {
+        Ok(text) => text,
+        Err(error) => {
+            return end(
+                finish,
+                Disposition::Failed,
+                format!("cannot render: {error}"),
+            );
+        }
+    };
+    let sms = OutgoingSms {
+        message_id: msg.id,
+        recipient: Recipient::new(msg.recipient),
+        segments: segments::count(&text),
+        body: text,
+    };
+    let (result, attempts) = ctx.chain.send(&sms, deadline, &ctx.hard_stop).await;
+    let finish = Finish {
+        segments: Some(sms.segments),
+        attempts,
+        ..finish
+    };
+    tracing::debug!(message_id = %sms.message_id, recipient = %sms.recipient, round = msg.round, ?result, "round finished");
+    match result {
+        RoundResult::Sent => finish,
+        RoundResult::BadRecipient(reason) => end(finish, Disposition::Failed, reason),
+        RoundResult::Expired => end(
+            finish,
+            Disposition::Expired,
+            "validity ended while trying providers",
+        ),
+        RoundResult::Interrupted => end(
+            finish,
+            Disposition::Release,
+            "relay stopped during a provider call; outcome unknown",
+        ),
+        RoundResult::Exhausted {
+            reason,
+            retry_after,
+        } => {
+            let round = u32::try_from(msg.round).unwrap_or(u32::MAX);
+            if ctx.policy.exhausted(round) {
+                return end(
+                    finish,
+                    Disposition::Failed,
+                    format!("gave up after {round} rounds; last error: {reason}"),
+                );
+            }
+            let delay = ctx.policy.delay(round, retry_after, &mut rand::rng());
+            Finish {
+                delay_ms: i64::try_from(delay.as_millis()).unwrap_or(i64::MAX),
+                ..end(finish, Disposition::Retry, reason)
+            }
+        }
+    }
+}

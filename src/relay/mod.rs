@@ -1,0 +1,269 @@
+//! The relay loop: claim due messages in batches, send them concurrently (bounded), record the
+//! outcomes in batches, sleep until a NOTIFY, the next due time or the poll interval.
+//!
+//! No transaction or row lock is held across a provider call: a claim commits a lease
+//! (`next_attempt_at` in the future, state `sending`) and the completion is fenced on the round
+//! number. A relay that dies leaves leases that run out; any relay then claims those rows again.
+
+pub mod backoff;
+mod completer;
+mod dispatch;
+
+use std::{sync::Arc, time::Duration};
+
+use sqlx::postgres::PgListener;
+use tokio::{
+    sync::{Notify, Semaphore, mpsc},
+    time::Instant,
+};
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+pub use backoff::RetryPolicy;
+
+use crate::{
+    config::RelaySettings,
+    providers::ProviderChain,
+    store::{Store, WAKEUP_CHANNEL},
+};
+
+/// When [`Relay::run`] returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopWhen {
+    /// Only when the cancellation token fires (SIGTERM/SIGINT).
+    Cancelled,
+    /// Also once nothing is due now and nothing is in flight (`run --until-idle`).
+    Idle,
+    /// Also once no message is pending or in flight at all (retries included).
+    Drained,
+}
+
+/// Why the relay could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    /// The LISTEN connection could not be opened; check `DATABASE_URL` (worth retrying).
+    #[error("cannot listen for wake-ups: {0}")]
+    Listen(#[source] sqlx::Error),
+}
+
+/// Totals of one [`Relay::run`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RunReport {
+    /// Messages claimed (each round counts once).
+    pub claimed: u64,
+}
+
+/// A relay: the store, the provider chain and the settings.
+pub struct Relay {
+    store: Store,
+    chain: Arc<ProviderChain>,
+    settings: RelaySettings,
+    policy: RetryPolicy,
+    relay_id: String,
+}
+
+impl Relay {
+    /// Builds a relay; nothing runs until [`Relay::run`].
+    pub fn new(
+        store: Store,
+        chain: Arc<ProviderChain>,
+        settings: RelaySettings,
+        policy: RetryPolicy,
+    ) -> Self {
+        let relay_id = settings.relay_id();
+        Self {
+            store,
+            chain,
+            settings,
+            policy,
+            relay_id,
+        }
+    }
+
+    /// This relay's id.
+    pub fn id(&self) -> &str {
+        &self.relay_id
+    }
+
+    /// Serves until `cancel` fires or `stop` says so. On cancel: stops claiming, gives in-flight
+    /// sends `shutdown_grace_ms`, then abandons the rest (recorded as ambiguous and released).
+    pub async fn run(
+        self,
+        stop: StopWhen,
+        cancel: CancellationToken,
+    ) -> Result<RunReport, RelayError> {
+        let wake = Arc::new(Notify::new());
+        let mut listener = PgListener::connect_with(self.store.pool())
+            .await
+            .map_err(RelayError::Listen)?;
+        listener
+            .listen(WAKEUP_CHANNEL)
+            .await
+            .map_err(RelayError::Listen)?;
+        let listening = tokio::spawn(forward_notifications(listener, wake.clone()));
+
+        let max_in_flight = self.settings.max_in_flight as usize;
+        let slots = Arc::new(Semaphore::new(max_in_flight));
+        let (done_tx, done_rx) = mpsc::unbounded_channel();
+        let margin_ms = i64::try_from(self.settings.expiry_margin_ms).unwrap_or(i64::MAX);
+        let completer = tokio::spawn(completer::run(
+            self.store.clone(),
+            done_rx,
+            wake.clone(),
+            self.relay_id.clone(),
+            margin_ms,
+        ));
+        let ctx = Arc::new(dispatch::Context {
+            chain: self.chain.clone(),
+            policy: self.policy.clone(),
+            expiry_margin: Duration::from_millis(self.settings.expiry_margin_ms),
+            hard_stop: CancellationToken::new(),
+        });
+        let sends = TaskTracker::new();
+        tracing::info!(relay_id = %self.relay_id, providers = ?self.chain.names(), "relay started");
+
+        let mut report = RunReport::default();
+        let mut registered: Option<Instant> = None;
+        let mut claim_failures = 0u32;
+        let poll = self.settings.poll_interval();
+        loop {
+            if cancel.is_cancelled() {
+                break;
+            }
+            let free = slots.available_permits();
+            if free == 0 {
+                tokio::select! {
+                    biased;
+                    () = cancel.cancelled() => break,
+                    _ = slots.acquire() => continue,
+                }
+            }
+            let want = self
+                .settings
+                .batch_size
+                .min(u32::try_from(free).unwrap_or(u32::MAX));
+            let claimed = match self
+                .store
+                .claim(want, self.settings.lease(), &self.relay_id)
+                .await
+            {
+                Ok(claimed) => {
+                    claim_failures = 0;
+                    claimed
+                }
+                Err(error) => {
+                    claim_failures += 1;
+                    let pause = Duration::from_millis(100 << claim_failures.min(6));
+                    tracing::warn!(%error, ?pause, "claim failed; will try again");
+                    tokio::select! {
+                        () = cancel.cancelled() => break,
+                        () = tokio::time::sleep(pause) => continue,
+                    }
+                }
+            };
+            let claimed_at = Instant::now();
+            let got = claimed.len();
+            report.claimed += got as u64;
+            for msg in claimed {
+                let Ok(permit) = slots.clone().try_acquire_owned() else {
+                    unreachable!("claims never exceed the free slots counted before them");
+                };
+                let (ctx, done_tx) = (ctx.clone(), done_tx.clone());
+                sends.spawn(async move {
+                    let finish = dispatch::dispatch(&ctx, msg, claimed_at).await;
+                    // The completer outlives every send task, so this cannot fail.
+                    let _ = done_tx.send(completer::Done { finish, permit });
+                });
+            }
+            if got == want as usize {
+                if registered.take().is_some() {
+                    self.log_store_error(self.store.deregister_sleeper(&self.relay_id).await);
+                }
+                continue;
+            }
+
+            // Fewer due messages than we could take. Register as idle (inserts then NOTIFY), and
+            // on the first registration look once more so a commit just before it is not missed.
+            if registered.is_none_or(|at| at.elapsed() >= poll / 2) {
+                let first = registered.is_none();
+                match self.store.register_sleeper(&self.relay_id).await {
+                    Ok(()) => registered = Some(Instant::now()),
+                    Err(error) => tracing::warn!(%error, "cannot register for wake-ups; polling"),
+                }
+                if first {
+                    continue;
+                }
+            }
+            let next_due_ms = match self.store.next_due_in_ms().await {
+                Ok(next) => next,
+                Err(error) => {
+                    tracing::warn!(%error, "cannot read the next due time; polling");
+                    Some(poll.as_millis() as f64)
+                }
+            };
+            let in_flight = max_in_flight - slots.available_permits();
+            let quiet = got == 0 && in_flight == 0;
+            let stop_now = match stop {
+                StopWhen::Cancelled => false,
+                StopWhen::Idle => quiet && next_due_ms.is_none_or(|ms| ms > 0.0),
+                StopWhen::Drained => quiet && next_due_ms.is_none(),
+            };
+            if stop_now {
+                break;
+            }
+            let nap = next_due_ms.map_or(poll, |ms| {
+                Duration::from_secs_f64(ms.max(5.0) / 1000.0).min(poll)
+            });
+            tokio::select! {
+                biased;
+                () = cancel.cancelled() => break,
+                () = wake.notified() => {}
+                () = tokio::time::sleep(nap) => {}
+            }
+        }
+
+        sends.close();
+        if tokio::time::timeout(self.settings.shutdown_grace(), sends.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                in_flight = sends.len(),
+                "shutdown grace ran out; releasing messages still in flight"
+            );
+            ctx.hard_stop.cancel();
+            sends.wait().await;
+        }
+        drop(done_tx);
+        if completer.await.is_err() {
+            tracing::error!(
+                "the completer task panicked; unrecorded sends will be retried after their leases"
+            );
+        }
+        listening.abort();
+        if registered.is_some() {
+            self.log_store_error(self.store.deregister_sleeper(&self.relay_id).await);
+        }
+        tracing::info!(relay_id = %self.relay_id, claimed = report.claimed, "relay stopped");
+        Ok(report)
+    }
+
+    fn log_store_error(&self, result: crate::store::Result<()>) {
+        if let Err(error) = result {
+            tracing::warn!(%error, relay_id = %self.relay_id, "wake-up registration failed");
+        }
+    }
+}
+
+/// Turns NOTIFYs into in-process wake-ups. The listener reconnects by itself; notifications sent
+/// while it was disconnected are covered by the poll interval.
+async fn forward_notifications(mut listener: PgListener, wake: Arc<Notify>) {
+    loop {
+        match listener.recv().await {
+            Ok(_) => wake.notify_one(),
+            Err(error) => {
+                tracing::warn!(%error, "wake-up listener lost its connection; reconnecting");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    }
+}

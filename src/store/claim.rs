@@ -1,0 +1,74 @@
+//! Claiming due messages: one statement, SKIP LOCKED, lease, round + 1.
+
+use std::time::Duration;
+
+use uuid::Uuid;
+
+use super::{Result, Store};
+
+/// A message this relay now holds until its lease runs out.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ClaimedMessage {
+    /// `sms_outbox.id`.
+    pub id: Uuid,
+    /// E.164 recipient.
+    pub recipient: String,
+    /// Template name.
+    pub template: String,
+    /// Template locale.
+    pub locale: String,
+    /// Template parameters (hold the code).
+    pub params: serde_json::Value,
+    /// The template body, `None` if the template was deleted.
+    pub body: Option<String>,
+    /// This claim's round number (`sms_outbox.attempts` after the claim).
+    pub round: i32,
+    /// A newer message for the same recipient and purpose exists.
+    pub superseded: bool,
+    /// Validity left at claim time, by the database's clock, in milliseconds.
+    pub remaining_ms: f64,
+}
+
+/// Rows become claimable when due: new, retry time reached, or lease expired. The `MATERIALIZED`
+/// CTE keeps `LIMIT … FOR UPDATE SKIP LOCKED` from being flattened into the UPDATE, and the
+/// ORDER BY matches `sms_outbox_claim_idx`, so the plan is an index scan under generic plans too.
+const CLAIM: &str = r#"
+WITH due AS MATERIALIZED (
+    SELECT id FROM sms_outbox
+     WHERE state IN ('pending', 'sending') AND next_attempt_at <= now()
+     ORDER BY priority, expires_at
+     LIMIT $1
+     FOR UPDATE SKIP LOCKED
+)
+UPDATE sms_outbox o
+   SET state = 'sending',
+       attempts = o.attempts + 1,
+       next_attempt_at = now() + $2 * interval '1 millisecond',
+       claimed_by = $3
+  FROM due
+ WHERE o.id = due.id
+RETURNING o.id, o.recipient, o.template, o.locale, o.params,
+          (SELECT t.body FROM sms_templates t WHERE t.name = o.template AND t.locale = o.locale) AS body,
+          o.attempts AS round,
+          o.superseded_by IS NOT NULL AS superseded,
+          (extract(epoch FROM o.expires_at - now()) * 1000)::float8 AS remaining_ms
+"#;
+
+impl Store {
+    /// Claims up to `limit` due messages for `lease`, in priority then deadline order.
+    pub async fn claim(
+        &self,
+        limit: u32,
+        lease: Duration,
+        relay_id: &str,
+    ) -> Result<Vec<ClaimedMessage>> {
+        let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
+        let rows = sqlx::query_as::<_, ClaimedMessage>(CLAIM)
+            .bind(i64::from(limit))
+            .bind(lease_ms as f64)
+            .bind(relay_id)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows)
+    }
+}

@@ -1,0 +1,215 @@
+//! Recording a batch of finished sends: attempt rows plus the messages' new states, one statement.
+
+use uuid::Uuid;
+
+use super::{Result, Store};
+use crate::{domain::Segments, providers::AttemptRecord};
+
+/// What becomes of a claimed message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Disposition {
+    /// A provider accepted it.
+    Sent,
+    /// It can never be sent (bad recipient, unrenderable, out of rounds).
+    Failed,
+    /// Its validity ended before it could be sent.
+    Expired,
+    /// A newer message superseded it.
+    Cancelled,
+    /// Every provider failed; try again after `delay_ms` (the database turns this into `expired`
+    /// if that is past the validity, or `cancelled` if the message was superseded meanwhile).
+    Retry,
+    /// This relay gave the message back unsent (shutdown); it is due again at once.
+    Release,
+}
+
+impl Disposition {
+    fn as_str(self) -> &'static str {
+        match self {
+            Disposition::Sent => "sent",
+            Disposition::Failed => "failed",
+            Disposition::Expired => "expired",
+            Disposition::Cancelled => "cancelled",
+            Disposition::Retry => "retry",
+            Disposition::Release => "release",
+        }
+    }
+
+    /// Whether the message comes back to the queue.
+    pub fn reschedules(self) -> bool {
+        matches!(self, Disposition::Retry | Disposition::Release)
+    }
+}
+
+/// The end of one claimed round of one message.
+#[derive(Debug, Clone)]
+pub struct Finish {
+    /// Message id.
+    pub id: Uuid,
+    /// The round this relay claimed; the update applies only if the message is still in it.
+    pub round: i32,
+    /// New state.
+    pub disposition: Disposition,
+    /// Wait before the retry (Retry only).
+    pub delay_ms: i64,
+    /// Why it did not end `sent`.
+    pub reason: Option<String>,
+    /// Template name, copied to the attempt rows for reports.
+    pub template: String,
+    /// Encoding and parts of the rendered text.
+    pub segments: Option<Segments>,
+    /// The provider calls made in this round.
+    pub attempts: Vec<AttemptRecord>,
+}
+
+/// The UPDATE is fenced on `state = 'sending' AND attempts = round`, so a relay whose lease ran out
+/// and whose message was claimed again cannot overwrite the newer round. The attempt rows are
+/// inserted either way: the provider calls happened.
+const COMPLETE: &str = r#"
+WITH f AS (
+    SELECT * FROM unnest($1::uuid[], $2::int[], $3::text[], $4::bigint[], $5::text[])
+        AS f(id, round, disposition, delay_ms, reason)
+), decided AS (
+    SELECT f.id, f.round, f.delay_ms,
+           CASE
+             WHEN f.disposition <> 'retry' THEN f.disposition
+             WHEN o.superseded_by IS NOT NULL THEN 'cancelled'
+             WHEN now() + (f.delay_ms + $6) * interval '1 millisecond' >= o.expires_at THEN 'expired'
+             ELSE 'retry'
+           END AS disposition,
+           CASE
+             WHEN f.disposition <> 'retry' THEN f.reason
+             WHEN o.superseded_by IS NOT NULL THEN 'superseded by a newer message; last error: ' || f.reason
+             WHEN now() + (f.delay_ms + $6) * interval '1 millisecond' >= o.expires_at
+               THEN 'validity ends before the next retry; last error: ' || f.reason
+             ELSE f.reason
+           END AS reason
+      FROM f JOIN sms_outbox o ON o.id = f.id
+), updated AS (
+    UPDATE sms_outbox o
+       SET state = CASE WHEN d.disposition IN ('retry', 'release') THEN 'pending'
+                        ELSE d.disposition END::sms_state,
+           next_attempt_at = CASE WHEN d.disposition IN ('retry', 'release')
+                                  THEN now() + d.delay_ms * interval '1 millisecond'
+                                  ELSE o.next_attempt_at END,
+           finished_at = CASE WHEN d.disposition IN ('retry', 'release') THEN NULL ELSE now() END,
+           last_error = d.reason,
+           claimed_by = NULL
+      FROM decided d
+     WHERE o.id = d.id AND o.state = 'sending' AND o.attempts = d.round
+)
+INSERT INTO sms_attempts (message_id, attempt_number, chain_step, provider, template, relay_id,
+                          started_at, finished_at, outcome, http_status, error_code, error_message,
+                          provider_message_id, segments, encoding, cost, currency)
+SELECT a.message_id, a.attempt_number, a.chain_step, a.provider, a.template, $7,
+       a.started_at, a.finished_at, a.outcome::sms_outcome, a.http_status, a.error_code, a.error_message,
+       a.provider_message_id, a.segments, a.encoding, a.cost_micros / 1000000.0, a.currency
+  FROM unnest($8::uuid[], $9::int[], $10::int[], $11::text[], $12::text[], $13::timestamptz[],
+              $14::timestamptz[], $15::text[], $16::int2[], $17::text[], $18::text[], $19::text[],
+              $20::int2[], $21::text[], $22::int8[], $23::text[])
+    AS a(message_id, attempt_number, chain_step, provider, template, started_at,
+         finished_at, outcome, http_status, error_code, error_message,
+         provider_message_id, segments, encoding, cost_micros, currency)
+"#;
+
+/// Column arrays for the attempt rows of a batch.
+#[derive(Default)]
+struct AttemptColumns {
+    message_id: Vec<Uuid>,
+    attempt_number: Vec<i32>,
+    chain_step: Vec<i32>,
+    provider: Vec<String>,
+    template: Vec<String>,
+    started_at: Vec<chrono::DateTime<chrono::Utc>>,
+    finished_at: Vec<chrono::DateTime<chrono::Utc>>,
+    outcome: Vec<&'static str>,
+    http_status: Vec<Option<i16>>,
+    error_code: Vec<Option<String>>,
+    error_message: Vec<Option<String>>,
+    provider_message_id: Vec<Option<String>>,
+    segments: Vec<i16>,
+    encoding: Vec<&'static str>,
+    cost_micros: Vec<Option<i64>>,
+    currency: Vec<Option<String>>,
+}
+
+impl AttemptColumns {
+    fn push(&mut self, finish: &Finish, segments: Segments, a: &AttemptRecord) {
+        self.message_id.push(finish.id);
+        self.attempt_number.push(finish.round);
+        self.chain_step.push(a.chain_step);
+        self.provider.push(a.provider.clone());
+        self.template.push(finish.template.clone());
+        self.started_at.push(a.started_at);
+        self.finished_at.push(a.finished_at);
+        self.outcome.push(a.outcome.as_str());
+        self.http_status
+            .push(a.http_status.and_then(|s| i16::try_from(s).ok()));
+        self.error_code.push(a.error_code.clone());
+        self.error_message.push(a.error_message.clone());
+        self.provider_message_id.push(a.provider_message_id.clone());
+        self.segments
+            .push(i16::try_from(segments.parts).unwrap_or(i16::MAX));
+        self.encoding.push(segments.encoding.as_str());
+        self.cost_micros.push(a.cost.as_ref().map(|c| c.micros));
+        self.currency
+            .push(a.cost.as_ref().map(|c| c.currency.clone()));
+    }
+}
+
+impl Store {
+    /// Records a batch of finished rounds. `expiry_margin_ms` is the validity a retry must still
+    /// have when it comes due.
+    pub async fn complete(
+        &self,
+        batch: &[Finish],
+        relay_id: &str,
+        expiry_margin_ms: i64,
+    ) -> Result<()> {
+        let mut cols = AttemptColumns::default();
+        for finish in batch {
+            if let Some(segments) = finish.segments {
+                for attempt in &finish.attempts {
+                    cols.push(finish, segments, attempt);
+                }
+            }
+        }
+        sqlx::query(COMPLETE)
+            .bind(batch.iter().map(|f| f.id).collect::<Vec<_>>())
+            .bind(batch.iter().map(|f| f.round).collect::<Vec<_>>())
+            .bind(
+                batch
+                    .iter()
+                    .map(|f| f.disposition.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(batch.iter().map(|f| f.delay_ms).collect::<Vec<_>>())
+            .bind(
+                batch
+                    .iter()
+                    .map(|f| f.reason.as_deref())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(expiry_margin_ms)
+            .bind(relay_id)
+            .bind(cols.message_id)
+            .bind(cols.attempt_number)
+            .bind(cols.chain_step)
+            .bind(cols.provider)
+            .bind(cols.template)
+            .bind(cols.started_at)
+            .bind(cols.finished_at)
+            .bind(cols.outcome)
+            .bind(cols.http_status)
+            .bind(cols.error_code)
+            .bind(cols.error_message)
+            .bind(cols.provider_message_id)
+            .bind(cols.segments)
+            .bind(cols.encoding)
+            .bind(cols.cost_micros)
+            .bind(cols.currency)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,42 @@
+//! Every SQL statement the relay runs lives in this module.
+
+mod claim;
+mod complete;
+mod enqueue;
+mod status;
+mod wakeup;
+
+use sqlx::PgPool;
+
+pub use claim::ClaimedMessage;
+pub use complete::{Disposition, Finish};
+pub use enqueue::{EnqueueError, EnqueueRequest, Refusal, enqueue};
+pub use status::{AttemptCount, StateCount, Status};
+pub use wakeup::WAKEUP_CHANNEL;
+
+/// Errors from the store: the database was unreachable or refused a statement. Worth retrying
+/// after a pause unless the schema is missing (run `sms-relay migrate`).
+#[derive(Debug, thiserror::Error)]
+#[error("database error: {0}")]
+pub struct StoreError(#[from] pub sqlx::Error);
+
+/// Result alias for store calls.
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// The relay's view of the database.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: PgPool,
+}
+
+impl Store {
+    /// Wraps a pool.
+    pub fn new(pool: PgPool) -> Self {
+        Self { pool }
+    }
+
+    /// The underlying pool.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+}

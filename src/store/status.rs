@@ -1,0 +1,75 @@
+//! What `sms-relay status` shows: the queue by state, its oldest due message, attempts by outcome.
+
+use super::{Result, Store};
+
+/// Messages in one state.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct StateCount {
+    /// `sms_state` label.
+    pub state: String,
+    /// Number of messages.
+    pub count: i64,
+}
+
+/// Attempts of one provider with one outcome.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct AttemptCount {
+    /// Provider name.
+    pub provider: String,
+    /// `sms_outcome` label.
+    pub outcome: String,
+    /// Number of attempts.
+    pub count: i64,
+}
+
+/// A snapshot of the queue.
+#[derive(Debug, Clone)]
+pub struct Status {
+    /// Messages per state (every state listed, zeros included).
+    pub states: Vec<StateCount>,
+    /// How long the oldest due message has been waiting, in seconds.
+    pub oldest_due_age_s: Option<f64>,
+    /// Attempts per provider and outcome.
+    pub attempts: Vec<AttemptCount>,
+}
+
+impl Status {
+    /// Messages in `state`.
+    pub fn count(&self, state: &str) -> i64 {
+        self.states
+            .iter()
+            .find(|s| s.state == state)
+            .map_or(0, |s| s.count)
+    }
+}
+
+impl Store {
+    /// Reads the queue's state. Scans the outbox: meant for operators, not hot paths.
+    pub async fn status(&self) -> Result<Status> {
+        let states = sqlx::query_as::<_, StateCount>(
+            "SELECT s.state::text AS state, count(o.id) AS count \
+               FROM unnest(enum_range(NULL::sms_state)) AS s(state) \
+               LEFT JOIN sms_outbox o ON o.state = s.state \
+              GROUP BY s.state ORDER BY s.state",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let oldest_due_age_s: Option<f64> = sqlx::query_scalar(
+            "SELECT extract(epoch FROM now() - min(next_attempt_at))::float8 FROM sms_outbox \
+              WHERE state IN ('pending', 'sending') AND next_attempt_at <= now()",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        let attempts = sqlx::query_as::<_, AttemptCount>(
+            "SELECT provider, outcome::text AS outcome, count(*) AS count FROM sms_attempts \
+              GROUP BY provider, outcome ORDER BY provider, outcome",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(Status {
+            states,
+            oldest_due_age_s,
+            attempts,
+        })
+    }
+}

@@ -1,0 +1,42 @@
+//! Idle relays register in `sms_relay_sleepers`; while any fresh registration exists, inserts NOTIFY.
+
+use super::{Result, Store};
+
+/// The channel `sms_outbox` inserts notify on.
+pub const WAKEUP_CHANNEL: &str = "sms_relay_wakeup";
+
+impl Store {
+    /// Marks this relay idle (or refreshes the mark), and drops marks of relays gone for an hour.
+    pub async fn register_sleeper(&self, relay_id: &str) -> Result<()> {
+        sqlx::query(
+            "WITH gone AS (DELETE FROM sms_relay_sleepers WHERE since < now() - interval '1 hour') \
+             INSERT INTO sms_relay_sleepers (relay_id) VALUES ($1) \
+             ON CONFLICT (relay_id) DO UPDATE SET since = now()",
+        )
+        .bind(relay_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Marks this relay busy: inserts need not notify on its behalf.
+    pub async fn deregister_sleeper(&self, relay_id: &str) -> Result<()> {
+        sqlx::query("DELETE FROM sms_relay_sleepers WHERE relay_id = $1")
+            .bind(relay_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Milliseconds until the earliest pending retry or lease expiry (negative: already due);
+    /// `None` when no message is pending or in flight.
+    pub async fn next_due_in_ms(&self) -> Result<Option<f64>> {
+        let due: Option<f64> = sqlx::query_scalar(
+            "SELECT (extract(epoch FROM min(next_attempt_at) - now()) * 1000)::float8 \
+               FROM sms_outbox WHERE state IN ('pending', 'sending')",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(due)
+    }
+}

@@ -1,0 +1,298 @@
+//! The auth backend's SQL interface: sms_enqueue(), plain INSERTs, refusals, idempotency,
+//! superseding and the NOTIFY wake-up.
+
+use chrono::{TimeDelta, Utc};
+use serde_json::json;
+use sms_relay::store::{EnqueueError, EnqueueRequest, Refusal, enqueue};
+use sqlx::{Connection, PgConnection, postgres::PgListener};
+
+use crate::support::{TestDb, accepting, otp_request, quick_retries, run_until_idle, within};
+
+const NUMBER: &str = "+8801712345678";
+
+#[tokio::test]
+async fn committed_enqueue_is_sent_exactly_once() {
+    let db = TestDb::new().await;
+    let mut tx = db.pool.begin().await.unwrap();
+    let id = enqueue(&mut *tx, &otp_request(NUMBER, "482913")).await.unwrap();
+    tx.commit().await.unwrap();
+
+    let sim = accepting("sim");
+    run_until_idle(&db, &[sim.clone()], quick_retries()).await;
+    run_until_idle(&db, &[sim.clone()], quick_retries()).await;
+
+    assert_eq!(sim.sent(), 1);
+    assert_eq!(db.state_of(id).await.0, "sent");
+    assert_eq!(db.attempts_of(id).await, [("sim".into(), 1, 1, "accepted".into())]);
+}
+
+#[tokio::test]
+async fn rolled_back_enqueue_leaves_nothing() {
+    let db = TestDb::new().await;
+    let mut tx = db.pool.begin().await.unwrap();
+    enqueue(&mut *tx, &otp_request(NUMBER, "482913")).await.unwrap();
+    tx.rollback().await.unwrap();
+
+    let sim = accepting("sim");
+    run_until_idle(&db, &[sim.clone()], quick_retries()).await;
+
+    assert_eq!(sim.calls(), 0);
+    assert_eq!(db.count("SELECT count(*) FROM sms_outbox").await, 0);
+}
+
+async fn refused(db: &TestDb, request: EnqueueRequest) -> Refusal {
+    match enqueue(&db.pool, &request).await {
+        Err(EnqueueError::Refused { reason, message }) => {
+            assert!(!message.contains(&request.recipient[4..]), "the number leaked into: {message}");
+            assert_eq!(db.count("SELECT count(*) FROM sms_outbox").await, 0, "a refusal left a row");
+            reason
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn refuses_a_recipient_that_is_not_e164() {
+    let db = TestDb::new().await;
+    for bad in ["01712345678", "+0171234567", "+88017123456789012", "+880 1712345678", "+88017abc45678"] {
+        assert_eq!(refused(&db, otp_request(bad, "1")).await, Refusal::InvalidRecipient, "{bad}");
+    }
+}
+
+#[tokio::test]
+async fn refuses_an_unknown_template_or_locale() {
+    let db = TestDb::new().await;
+    let request = EnqueueRequest {
+        template: "welcome".into(),
+        ..otp_request(NUMBER, "1")
+    };
+    assert_eq!(refused(&db, request).await, Refusal::UnknownTemplate);
+    let request = EnqueueRequest {
+        locale: Some("fr".into()),
+        ..otp_request(NUMBER, "1")
+    };
+    assert_eq!(refused(&db, request).await, Refusal::UnknownTemplate);
+}
+
+#[tokio::test]
+async fn refuses_params_that_are_not_an_object() {
+    let db = TestDb::new().await;
+    let request = EnqueueRequest {
+        params: json!(["482913"]),
+        ..otp_request(NUMBER, "1")
+    };
+    assert_eq!(refused(&db, request).await, Refusal::ParamsNotObject);
+}
+
+#[tokio::test]
+async fn refuses_params_missing_a_placeholder() {
+    let db = TestDb::new().await;
+    for params in [json!({}), json!({"cod": "1"}), json!({"code": {"v": 1}}), json!({"code": null})] {
+        let request = EnqueueRequest {
+            params: params.clone(),
+            ..otp_request(NUMBER, "1")
+        };
+        assert_eq!(refused(&db, request).await, Refusal::MissingPlaceholder, "{params}");
+    }
+}
+
+#[tokio::test]
+async fn refuses_an_expiry_in_the_past() {
+    let db = TestDb::new().await;
+    let request = EnqueueRequest {
+        expires_at: Some(Utc::now() - TimeDelta::seconds(1)),
+        ..otp_request(NUMBER, "1")
+    };
+    assert_eq!(refused(&db, request).await, Refusal::ExpiryInPast);
+}
+
+#[tokio::test]
+async fn refuses_an_expiry_beyond_what_the_text_promises() {
+    let db = TestDb::new().await;
+    let request = EnqueueRequest {
+        template: "admin_2fa".into(),
+        expires_at: Some(Utc::now() + TimeDelta::minutes(6)),
+        ..otp_request(NUMBER, "1")
+    };
+    assert_eq!(refused(&db, request).await, Refusal::ExpiryBeyondValidity);
+}
+
+#[tokio::test]
+async fn refuses_a_recipient_outside_the_allow_list() {
+    let db = TestDb::new().await;
+    assert_eq!(refused(&db, otp_request("+447400123456", "1")).await, Refusal::RecipientNotAllowed);
+    // An empty allow-list allows every country.
+    sqlx::query("DELETE FROM sms_allowed_prefixes").execute(&db.pool).await.unwrap();
+    enqueue(&db.pool, &otp_request("+447400123456", "1")).await.unwrap();
+}
+
+#[tokio::test]
+async fn refuses_a_recipient_over_the_rate_limit() {
+    let db = TestDb::new().await;
+    sqlx::query("UPDATE sms_settings SET recipient_limit = 3").execute(&db.pool).await.unwrap();
+    for i in 0..3 {
+        let request = EnqueueRequest {
+            purpose: Some(format!("p{i}")),
+            ..otp_request(NUMBER, "1")
+        };
+        enqueue(&db.pool, &request).await.unwrap();
+    }
+    let before = db.count("SELECT count(*) FROM sms_outbox").await;
+    let err = enqueue(&db.pool, &otp_request(NUMBER, "1")).await.unwrap_err();
+    assert!(matches!(err, EnqueueError::Refused { reason: Refusal::RateLimited, .. }), "{err}");
+    assert_eq!(db.count("SELECT count(*) FROM sms_outbox").await, before);
+    // Other recipients are not affected.
+    db.otp("+8801812345678", "1").await;
+}
+
+#[tokio::test]
+async fn refuses_an_insert_that_is_not_a_new_pending_message() {
+    let db = TestDb::new().await;
+    let err = sqlx::query(
+        "INSERT INTO sms_outbox (recipient, template, params, state) VALUES ($1, 'otp', '{\"code\":\"1\"}', 'sent')",
+    )
+    .bind(NUMBER)
+    .execute(&db.pool)
+    .await
+    .unwrap_err();
+    assert_eq!(err.as_database_error().unwrap().code().as_deref(), Some(Refusal::NotPending.sqlstate()));
+}
+
+#[tokio::test]
+async fn a_plain_insert_is_guarded_like_sms_enqueue() {
+    let db = TestDb::new().await;
+    let insert = "INSERT INTO sms_outbox (recipient, template, params) VALUES ($1, $2, $3)";
+    let cases = [
+        ("0171", "otp", json!({"code": "1"}), Refusal::InvalidRecipient),
+        (NUMBER, "nope", json!({"code": "1"}), Refusal::UnknownTemplate),
+        (NUMBER, "otp", json!("x"), Refusal::ParamsNotObject),
+        (NUMBER, "otp", json!({}), Refusal::MissingPlaceholder),
+    ];
+    for (recipient, template, params, refusal) in cases {
+        let err = sqlx::query(insert)
+            .bind(recipient)
+            .bind(template)
+            .bind(&params)
+            .execute(&db.pool)
+            .await
+            .unwrap_err();
+        let code = err.as_database_error().unwrap().code().map(|c| c.into_owned());
+        assert_eq!(code.as_deref(), Some(refusal.sqlstate()), "{template} {params}");
+    }
+    sqlx::query(insert)
+        .bind(NUMBER)
+        .bind("otp")
+        .bind(json!({"code": "1"}))
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let (expires_in, purpose): (f64, String) = sqlx::query_as(
+        "SELECT extract(epoch FROM expires_at - created_at)::float8, purpose FROM sms_outbox",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!((expires_in, purpose.as_str()), (600.0, "otp"), "defaults follow the template");
+}
+
+#[tokio::test]
+async fn the_same_idempotency_key_returns_the_first_message() {
+    let db = TestDb::new().await;
+    let request = EnqueueRequest {
+        idempotency_key: Some("login-42".into()),
+        ..otp_request(NUMBER, "111111")
+    };
+    let first = enqueue(&db.pool, &request).await.unwrap();
+    let again = enqueue(&db.pool, &EnqueueRequest { params: json!({"code": "222222"}), ..request }).await.unwrap();
+    assert_eq!(first, again);
+    assert_eq!(db.count("SELECT count(*) FROM sms_outbox").await, 1);
+
+    let sim = accepting("sim");
+    run_until_idle(&db, &[sim.clone()], quick_retries()).await;
+    assert_eq!(sim.sent(), 1);
+}
+
+#[tokio::test]
+async fn a_new_code_supersedes_older_unsent_ones() {
+    let db = TestDb::new().await;
+    let old = db.otp(NUMBER, "111111").await;
+    let other_purpose = enqueue(
+        &db.pool,
+        &EnqueueRequest {
+            template: "admin_2fa".into(),
+            ..otp_request(NUMBER, "999999")
+        },
+    )
+    .await
+    .unwrap();
+    let new = db.otp(NUMBER, "222222").await;
+
+    let (state, reason) = db.state_of(old).await;
+    assert_eq!(state, "cancelled");
+    assert!(reason.unwrap().contains("superseded"));
+    let superseded_by: Option<uuid::Uuid> = sqlx::query_scalar("SELECT superseded_by FROM sms_outbox WHERE id = $1")
+        .bind(old)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(superseded_by, Some(new));
+
+    let sim = accepting("sim");
+    run_until_idle(&db, &[sim.clone()], quick_retries()).await;
+    assert_eq!(sim.sent(), 2, "the new code and the other purpose's code");
+    assert_eq!(db.state_of(new).await.0, "sent");
+    assert_eq!(db.state_of(other_purpose).await.0, "sent");
+    assert!(db.attempts_of(old).await.is_empty());
+}
+
+#[tokio::test]
+async fn superseding_can_be_turned_off() {
+    let db = TestDb::new().await;
+    let first = db.otp(NUMBER, "1").await;
+    sqlx::query("SELECT sms_enqueue($1, 'otp', '{\"code\":\"2\"}', supersede => false)")
+        .bind(NUMBER)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(db.state_of(first).await.0, "pending");
+}
+
+#[tokio::test]
+async fn inserts_notify_only_while_a_relay_is_idle() {
+    let db = TestDb::new().await;
+    let mut listener = PgListener::connect_with(&db.pool).await.unwrap();
+    listener.listen("sms_relay_wakeup").await.unwrap();
+
+    db.otp("+8801711111111", "1").await;
+    let quiet = tokio::time::timeout(std::time::Duration::from_millis(300), listener.recv()).await;
+    assert!(quiet.is_err(), "no relay is idle, so no NOTIFY");
+
+    db.store().register_sleeper("relay-a").await.unwrap();
+    let mut tx = db.pool.begin().await.unwrap();
+    enqueue(&mut *tx, &otp_request("+8801722222222", "2")).await.unwrap();
+    tx.rollback().await.unwrap();
+    let after_rollback = tokio::time::timeout(std::time::Duration::from_millis(300), listener.recv()).await;
+    assert!(after_rollback.is_err(), "a rolled-back enqueue wakes nobody");
+
+    db.otp("+8801733333333", "3").await;
+    within(10, listener.recv()).await.expect("a committed enqueue notifies an idle relay");
+
+    db.store().deregister_sleeper("relay-a").await.unwrap();
+    db.otp("+8801744444444", "4").await;
+    let quiet = tokio::time::timeout(std::time::Duration::from_millis(300), listener.recv()).await;
+    assert!(quiet.is_err(), "busy relays are not notified");
+}
+
+#[tokio::test]
+async fn the_auth_transaction_example_runs() {
+    let db = TestDb::new().await;
+    let example = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/sql/examples/auth_login.sql")).unwrap();
+    let mut conn = PgConnection::connect(&db.url).await.unwrap();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(example)).execute(&mut conn).await.unwrap();
+    let rows: Vec<(String, String)> =
+        sqlx::query_as("SELECT o.state::text, a.purpose FROM sms_outbox o JOIN auth_otp a ON a.sms_id = o.id")
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(rows, [("pending".to_owned(), "login".to_owned())], "only the committed login queued an SMS");
+}

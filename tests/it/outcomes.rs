@@ -1,0 +1,253 @@
+//! What a round's outcome does to a message: fallback, retries with backoff, expiry, max rounds,
+//! bad recipients, poison rows, and what each attempt row records.
+
+use std::sync::Arc;
+
+use chrono::{TimeDelta, Utc};
+use serde_json::json;
+use sms_relay::{
+    providers::{Price, Provider, ProviderChain, SimulatorSettings},
+    relay::{Relay, RetryPolicy, StopWhen},
+    store::{EnqueueRequest, enqueue},
+};
+use tokio_util::sync::CancellationToken;
+
+use crate::support::{
+    TestDb, accepting, failing, otp_request, quick_retries, run_until_idle, settings, simulator, within,
+};
+
+const NUMBER: &str = "+8801712345678";
+
+#[tokio::test]
+async fn a_provider_problem_falls_over_to_the_next_provider() {
+    let db = TestDb::new().await;
+    let id = db.otp(NUMBER, "1").await;
+    let (primary, backup) = (failing("primary"), accepting("backup"));
+    run_until_idle(&db, &[primary.clone(), backup.clone()], quick_retries()).await;
+
+    assert_eq!(db.state_of(id).await.0, "sent");
+    assert_eq!(
+        db.attempts_of(id).await,
+        [
+            ("primary".into(), 1, 1, "provider_error".into()),
+            ("backup".into(), 1, 2, "accepted".into())
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_bad_recipient_fails_at_once_without_trying_other_providers() {
+    let db = TestDb::new().await;
+    let id = db.otp(NUMBER, "1").await;
+    let rejecting = simulator(
+        "primary",
+        SimulatorSettings {
+            bad_recipient: 1.0,
+            ..SimulatorSettings::default()
+        },
+    );
+    let backup = accepting("backup");
+    run_until_idle(&db, &[rejecting, backup.clone()], quick_retries()).await;
+
+    let (state, reason) = db.state_of(id).await;
+    assert_eq!(state, "failed");
+    assert!(reason.unwrap().contains("recipient rejected"));
+    assert_eq!(backup.calls(), 0);
+    assert_eq!(db.attempts_of(id).await.len(), 1);
+}
+
+#[tokio::test]
+async fn an_ambiguous_send_is_recorded_as_such_and_falls_over() {
+    let db = TestDb::new().await;
+    let id = db.otp(NUMBER, "1").await;
+    let unsure = simulator(
+        "unsure",
+        SimulatorSettings {
+            ambiguous: 1.0,
+            ..SimulatorSettings::default()
+        },
+    );
+    run_until_idle(&db, &[unsure, accepting("backup")], quick_retries()).await;
+    assert_eq!(
+        db.attempts_of(id).await,
+        [("unsure".into(), 1, 1, "ambiguous".into()), ("backup".into(), 1, 2, "accepted".into())]
+    );
+}
+
+#[tokio::test]
+async fn when_every_provider_fails_a_retry_is_scheduled_with_backoff() {
+    let db = TestDb::new().await;
+    let id = db.otp(NUMBER, "1").await;
+    let policy = RetryPolicy {
+        base_ms: 60_000,
+        cap_ms: 60_000,
+        jitter: 0.0,
+        ..RetryPolicy::default()
+    };
+    run_until_idle(&db, &[failing("a"), failing("b")], policy).await;
+
+    let (state, reason) = db.state_of(id).await;
+    assert_eq!(state, "pending");
+    assert!(reason.unwrap().contains("simulated provider outage"));
+    let wait: f64 = sqlx::query_scalar("SELECT extract(epoch FROM next_attempt_at - now())::float8 FROM sms_outbox")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert!((55.0..=60.0).contains(&wait), "next try in {wait} s");
+    assert_eq!(db.attempts_of(id).await.len(), 2);
+}
+
+#[tokio::test]
+async fn retries_continue_until_a_provider_recovers() {
+    let db = TestDb::new().await;
+    let id = db.otp(NUMBER, "1").await;
+    let flaky = failing("flaky");
+    run_until_idle(&db, &[flaky.clone()], quick_retries()).await;
+    // Still pending with a retry scheduled; the provider recovers.
+    assert_eq!(db.state_of(id).await.0, "pending");
+    let relay = Relay::new(db.store(), crate::support::chain(&[accepting("flaky")]), settings(), quick_retries());
+    within(60, relay.run(StopWhen::Drained, CancellationToken::new())).await.unwrap();
+    assert_eq!(db.state_of(id).await.0, "sent");
+    let rounds: Vec<i32> = db.attempts_of(id).await.iter().map(|a| a.1).collect();
+    assert_eq!(rounds, [1, 2]);
+}
+
+#[tokio::test]
+async fn a_code_that_expires_before_its_retry_ends_expired_and_is_never_sent() {
+    let db = TestDb::new().await;
+    let id = enqueue(
+        &db.pool,
+        &EnqueueRequest {
+            expires_at: Some(Utc::now() + TimeDelta::seconds(2)),
+            ..otp_request(NUMBER, "1")
+        },
+    )
+    .await
+    .unwrap();
+    let down = failing("down");
+    let policy = RetryPolicy {
+        base_ms: 5_000,
+        cap_ms: 5_000,
+        jitter: 0.0,
+        ..RetryPolicy::default()
+    };
+    run_until_idle(&db, &[down.clone()], policy.clone()).await;
+
+    let (state, reason) = db.state_of(id).await;
+    assert_eq!(state, "expired");
+    assert!(reason.unwrap().contains("validity ends before the next retry"));
+    assert_eq!(down.calls(), 1);
+    assert_eq!(down.sent(), 0);
+    // Nothing is left to do, and a later relay sends nothing.
+    let later = accepting("later");
+    run_until_idle(&db, &[later.clone()], policy).await;
+    assert_eq!(later.calls(), 0);
+}
+
+#[tokio::test]
+async fn a_message_claimed_after_its_validity_is_expired_without_a_send() {
+    let db = TestDb::new().await;
+    let id = db.otp(NUMBER, "1").await;
+    sqlx::query("UPDATE sms_outbox SET created_at = now() - interval '20 minutes', expires_at = now() - interval '1 second'")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let sim = accepting("sim");
+    run_until_idle(&db, &[sim.clone()], quick_retries()).await;
+    assert_eq!(db.state_of(id).await.0, "expired");
+    assert_eq!(sim.calls(), 0);
+}
+
+#[tokio::test]
+async fn max_rounds_ends_the_message_failed_with_the_reason() {
+    let db = TestDb::new().await;
+    let id = db.otp(NUMBER, "1").await;
+    let down = failing("down");
+    let policy = RetryPolicy {
+        max_rounds: 3,
+        ..quick_retries()
+    };
+    let relay = Relay::new(db.store(), crate::support::chain(&[down.clone()]), settings(), policy);
+    within(60, relay.run(StopWhen::Drained, CancellationToken::new())).await.unwrap();
+
+    let (state, reason) = db.state_of(id).await;
+    assert_eq!(state, "failed");
+    let reason = reason.unwrap();
+    assert!(reason.contains("gave up after 3 rounds") && reason.contains("provider outage"), "{reason}");
+    assert_eq!(down.calls(), 3);
+    let rounds: Vec<i32> = db.attempts_of(id).await.iter().map(|a| a.1).collect();
+    assert_eq!(rounds, [1, 2, 3]);
+}
+
+#[tokio::test]
+async fn a_poison_row_fails_with_a_reason_and_blocks_nobody() {
+    let db = TestDb::new().await;
+    let poison_params = db.otp("+8801711111111", "1").await;
+    sqlx::query("UPDATE sms_outbox SET params = '{\"code\": {\"nested\": true}}' WHERE id = $1")
+        .bind(poison_params)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let poison_template = db.otp("+8801722222222", "2").await;
+    sqlx::query("UPDATE sms_outbox SET template = 'deleted_later' WHERE id = $1")
+        .bind(poison_template)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let healthy = db.otps(50).await;
+
+    let sim = accepting("sim");
+    run_until_idle(&db, &[sim.clone()], quick_retries()).await;
+
+    let (state, reason) = db.state_of(poison_params).await;
+    assert_eq!(state, "failed");
+    assert!(reason.unwrap().contains("not a string or number"));
+    let (state, reason) = db.state_of(poison_template).await;
+    assert_eq!(state, "failed");
+    assert!(reason.unwrap().contains("template deleted_later/en does not exist"));
+    assert_eq!(sim.sent(), healthy.len() as u64);
+    assert_eq!(db.states().await.get("sent"), Some(&(healthy.len() as i64)));
+}
+
+#[tokio::test]
+async fn each_attempt_records_segments_encoding_cost_and_provider_ids() {
+    let db = TestDb::new().await;
+    let english = db.otp(NUMBER, "482913").await;
+    let bengali = enqueue(
+        &db.pool,
+        &EnqueueRequest {
+            locale: Some("bn".into()),
+            params: json!({"code": 771204}),
+            ..otp_request("+8801812345678", "")
+        },
+    )
+    .await
+    .unwrap();
+    let priced = ProviderChain::new(vec![(
+        accepting("local") as Arc<dyn Provider>,
+        Some(Price {
+            micros_per_part: 250_000,
+            currency: "BDT".into(),
+        }),
+    )]);
+    let relay = Relay::new(db.store(), Arc::new(priced), settings(), quick_retries());
+    within(60, relay.run(StopWhen::Idle, CancellationToken::new())).await.unwrap();
+
+    type Row = (String, i32, String, Option<String>, Option<String>, Option<i16>, Option<String>, String, f64);
+    let row = |id| {
+        sqlx::query_as::<_, Row>(
+            "SELECT provider, segments::int, encoding, cost::text, currency::text, http_status, \
+                    provider_message_id, template, latency_ms FROM sms_attempts WHERE message_id = $1",
+        )
+        .bind(id)
+        .fetch_one(&db.pool)
+    };
+    let en = row(english).await.unwrap();
+    assert_eq!((en.0.as_str(), en.1, en.2.as_str()), ("local", 1, "gsm7"));
+    assert_eq!((en.3.as_deref(), en.4.as_deref(), en.5), (Some("0.250000"), Some("BDT"), Some(200)));
+    assert!(en.6.unwrap().starts_with("sim-"));
+    assert_eq!(en.7, "otp");
+    assert!(en.8 >= 0.0);
+    let bn = row(bengali).await.unwrap();
+    assert_eq!((bn.1, bn.2.as_str()), (1, "ucs2"));
+}

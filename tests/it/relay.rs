@@ -1,0 +1,212 @@
+//! The relay loop: claim order, leases, concurrency, wake-ups, graceful shutdown.
+
+use std::time::Duration;
+
+use sms_relay::{
+    providers::SimulatorSettings,
+    relay::{Relay, StopWhen},
+    store::{EnqueueRequest, enqueue},
+};
+use tokio_util::sync::CancellationToken;
+
+use crate::support::{
+    TestDb, accepting, chain, eventually, otp_request, quick_retries, run_until_idle, settings, simulator, within,
+};
+
+#[tokio::test]
+async fn claims_by_priority_then_earliest_deadline() {
+    let db = TestDb::new().await;
+    let late = db.otp("+8801711111111", "1").await;
+    let soon = enqueue(
+        &db.pool,
+        &EnqueueRequest {
+            template: "admin_2fa".into(),
+            ..otp_request("+8801722222222", "2")
+        },
+    )
+    .await
+    .unwrap();
+    let urgent = enqueue(
+        &db.pool,
+        &EnqueueRequest {
+            priority: Some(0),
+            ..otp_request("+8801733333333", "3")
+        },
+    )
+    .await
+    .unwrap();
+    let store = db.store();
+    let mut order = Vec::new();
+    for _ in 0..3 {
+        let claimed = store.claim(1, Duration::from_secs(60), "r").await.unwrap();
+        order.push(claimed[0].id);
+    }
+    assert_eq!(order, [urgent, soon, late]);
+    assert!(store.claim(10, Duration::from_secs(60), "r").await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_claim_whose_relay_vanished_is_sent_by_another_relay() {
+    let db = TestDb::new().await;
+    let id = db.otp("+8801712345678", "482913").await;
+    // A relay claims the message and dies before sending it.
+    let ghost = db.store().claim(10, Duration::from_millis(300), "ghost").await.unwrap();
+    assert_eq!(ghost.len(), 1);
+
+    let sim = accepting("sim");
+    run_until_idle(&db, &[sim.clone()], quick_retries()).await;
+    assert_eq!(sim.sent(), 0, "the lease still holds, so nothing is due");
+
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    run_until_idle(&db, &[sim.clone()], quick_retries()).await;
+    assert_eq!(sim.sent(), 1);
+    assert_eq!(db.state_of(id).await.0, "sent");
+    assert_eq!(db.attempts_of(id).await, [("sim".into(), 2, 1, "accepted".into())]);
+}
+
+#[tokio::test]
+async fn a_stale_relay_cannot_overwrite_a_newer_round() {
+    let db = TestDb::new().await;
+    let id = db.otp("+8801712345678", "1").await;
+    let store = db.store();
+    let stale = store.claim(1, Duration::from_millis(1), "stale").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let fresh = store.claim(1, Duration::from_secs(60), "fresh").await.unwrap();
+    assert_eq!((stale[0].round, fresh[0].round), (1, 2));
+
+    let finish = |round, disposition| sms_relay::store::Finish {
+        id,
+        round,
+        disposition,
+        delay_ms: 0,
+        reason: Some("test".into()),
+        template: "otp".into(),
+        segments: None,
+        attempts: Vec::new(),
+    };
+    store.complete(&[finish(1, sms_relay::store::Disposition::Failed)], "stale", 0).await.unwrap();
+    assert_eq!(db.state_of(id).await.0, "sending", "the stale completion is fenced off");
+    store.complete(&[finish(2, sms_relay::store::Disposition::Sent)], "fresh", 0).await.unwrap();
+    assert_eq!(db.state_of(id).await.0, "sent");
+}
+
+#[tokio::test]
+async fn four_relays_send_five_thousand_messages_once_each() {
+    let db = TestDb::new().await;
+    db.otps(5_000).await;
+    let sim = accepting("sim");
+    let relays = (0..4).map(|_| {
+        let relay = Relay::new(
+            db.store(),
+            chain(&[sim.clone()]),
+            sms_relay::config::RelaySettings {
+                batch_size: 50,
+                ..settings()
+            },
+            quick_retries(),
+        );
+        tokio::spawn(relay.run(StopWhen::Idle, CancellationToken::new()))
+    });
+    let reports = within(120, futures_join(relays)).await;
+    let claimed: u64 = reports.iter().map(|r| r.claimed).sum();
+
+    assert_eq!(sim.sent(), 5_000, "the simulator was called once per message");
+    assert_eq!(claimed, 5_000);
+    assert_eq!(db.states().await.get("sent"), Some(&5_000));
+    assert!(reports.iter().filter(|r| r.claimed > 0).count() >= 2, "work was shared: {reports:?}");
+    assert_eq!(db.count("SELECT count(*) FROM sms_attempts").await, 5_000);
+}
+
+async fn futures_join(
+    handles: impl Iterator<Item = tokio::task::JoinHandle<Result<sms_relay::relay::RunReport, sms_relay::relay::RelayError>>>,
+) -> Vec<sms_relay::relay::RunReport> {
+    let mut reports = Vec::new();
+    for handle in handles.collect::<Vec<_>>() {
+        reports.push(handle.await.unwrap().unwrap());
+    }
+    reports
+}
+
+#[tokio::test]
+async fn a_commit_wakes_an_idle_relay_before_its_poll_interval() {
+    let db = TestDb::new().await;
+    let sim = accepting("sim");
+    let relay = Relay::new(
+        db.store(),
+        chain(&[sim.clone()]),
+        sms_relay::config::RelaySettings {
+            poll_interval_ms: 30_000,
+            ..settings()
+        },
+        quick_retries(),
+    );
+    let cancel = CancellationToken::new();
+    let running = tokio::spawn(relay.run(StopWhen::Cancelled, cancel.clone()));
+    // Wait until the relay has gone idle and registered for wake-ups.
+    eventually(async || db.count("SELECT count(*) FROM sms_relay_sleepers").await == 1).await;
+
+    let id = db.otp("+8801712345678", "1").await;
+    // Without the NOTIFY the relay would sleep for 30 s; the hang guard is 20 s.
+    within(20, eventually(async || db.state_of(id).await.0 == "sent")).await;
+    cancel.cancel();
+    within(20, running).await.unwrap().unwrap();
+    assert_eq!(db.count("SELECT count(*) FROM sms_relay_sleepers").await, 0, "deregistered on stop");
+}
+
+#[tokio::test]
+async fn shutdown_lets_in_flight_sends_finish_and_leaves_nothing_stuck() {
+    let db = TestDb::new().await;
+    db.otps(20).await;
+    let sim = simulator(
+        "slow",
+        SimulatorSettings {
+            latency_ms: 300,
+            ..SimulatorSettings::default()
+        },
+    );
+    let relay = Relay::new(db.store(), chain(&[sim.clone()]), settings(), quick_retries());
+    let cancel = CancellationToken::new();
+    let running = tokio::spawn(relay.run(StopWhen::Cancelled, cancel.clone()));
+    eventually(async || sim.calls() == 20).await;
+    cancel.cancel();
+    within(20, running).await.unwrap().unwrap();
+
+    assert_eq!(db.states().await.get("sent"), Some(&20));
+    assert_eq!(sim.sent(), 20);
+}
+
+#[tokio::test]
+async fn sends_outlasting_the_grace_are_released_and_sent_later() {
+    let db = TestDb::new().await;
+    let id = db.otp("+8801712345678", "1").await;
+    let stuck = simulator(
+        "stuck",
+        SimulatorSettings {
+            latency_ms: 60_000,
+            ..SimulatorSettings::default()
+        },
+    );
+    let relay = Relay::new(
+        db.store(),
+        chain(&[stuck.clone()]),
+        sms_relay::config::RelaySettings {
+            shutdown_grace_ms: 100,
+            ..settings()
+        },
+        quick_retries(),
+    );
+    let cancel = CancellationToken::new();
+    let running = tokio::spawn(relay.run(StopWhen::Cancelled, cancel.clone()));
+    eventually(async || stuck.calls() == 1).await;
+    cancel.cancel();
+    within(20, running).await.unwrap().unwrap();
+
+    let (state, reason) = db.state_of(id).await;
+    assert_eq!(state, "pending");
+    assert!(reason.unwrap().contains("outcome unknown"));
+    assert_eq!(db.attempts_of(id).await, [("stuck".into(), 1, 1, "ambiguous".into())]);
+
+    let sim = accepting("sim");
+    run_until_idle(&db, &[sim.clone()], quick_retries()).await;
+    assert_eq!(db.state_of(id).await.0, "sent");
+}

@@ -1,0 +1,268 @@
+//! Test support: a PostgreSQL server for the run, a fresh database per test, relay builders.
+//!
+//! Without `DATABASE_URL` the first test starts a throwaway server (see `sms_relay::throwaway_pg`)
+//! that goes away with the test process. With `DATABASE_URL` (a superuser URL) the tests create
+//! their databases there and drop them when they pass.
+
+use std::{
+    collections::HashMap,
+    hash::{DefaultHasher, Hash, Hasher},
+    process::Command,
+    sync::{Arc, OnceLock},
+    time::Duration,
+};
+
+use serde_json::json;
+use sms_relay::{
+    config::RelaySettings,
+    db,
+    providers::{Price, Provider, ProviderChain, Simulator, SimulatorSettings},
+    relay::{Relay, RetryPolicy, RunReport, StopWhen},
+    store::{EnqueueRequest, Store, enqueue},
+    throwaway_pg::{Durability, ThrowawayPg},
+};
+use sqlx::{AssertSqlSafe, Connection, PgConnection, PgPool};
+use tokio::sync::OnceCell;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+struct Server {
+    admin_url: String,
+    _throwaway: Option<ThrowawayPg>,
+}
+
+fn server() -> &'static Server {
+    static SERVER: OnceLock<Server> = OnceLock::new();
+    SERVER.get_or_init(|| match std::env::var("DATABASE_URL") {
+        Ok(url) => Server {
+            admin_url: url,
+            _throwaway: None,
+        },
+        Err(_) => {
+            let pg = ThrowawayPg::start(Durability::Fast).expect("start a throwaway PostgreSQL");
+            Server {
+                admin_url: pg.url("postgres"),
+                _throwaway: Some(pg),
+            }
+        }
+    })
+}
+
+fn url_for(admin_url: &str, db: &str) -> String {
+    let (base, _) = admin_url.rsplit_once('/').expect("DATABASE_URL has a database path");
+    format!("{base}/{db}")
+}
+
+/// A migrated database to clone tests from, named after the migrations' checksums.
+async fn template() -> &'static str {
+    static TEMPLATE: OnceCell<String> = OnceCell::const_new();
+    TEMPLATE
+        .get_or_init(|| async {
+            let mut hasher = DefaultHasher::new();
+            for m in db::MIGRATOR.iter() {
+                m.checksum.hash(&mut hasher);
+            }
+            let name = format!("sms_relay_tpl_{:016x}", hasher.finish());
+            let admin_url = &server().admin_url;
+            let mut admin = PgConnection::connect(admin_url).await.expect("connect as admin");
+            let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+                .bind(&name)
+                .fetch_one(&mut admin)
+                .await
+                .unwrap();
+            if !exists {
+                let scratch = format!("sms_relay_tmp_{}", Uuid::new_v4().simple());
+                sqlx::query(AssertSqlSafe(format!("CREATE DATABASE {scratch}"))).execute(&mut admin).await.unwrap();
+                let pool = db::connect(&url_for(admin_url, &scratch), 1).await.unwrap();
+                db::migrate(&pool).await.expect("migrations apply to an empty database");
+                pool.close().await;
+                // Another test process may have won the race; then ours is dropped.
+                if sqlx::query(AssertSqlSafe(format!("ALTER DATABASE {scratch} RENAME TO {name}")))
+                    .execute(&mut admin)
+                    .await
+                    .is_err()
+                {
+                    sqlx::query(AssertSqlSafe(format!("DROP DATABASE {scratch}"))).execute(&mut admin).await.unwrap();
+                }
+            }
+            admin.close().await.unwrap();
+            name
+        })
+        .await
+}
+
+/// A fresh, migrated database for one test.
+pub struct TestDb {
+    pub pool: PgPool,
+    pub url: String,
+    name: String,
+}
+
+impl TestDb {
+    pub async fn new() -> Self {
+        let template = template().await;
+        let name = format!("sms_relay_test_{}", Uuid::new_v4().simple());
+        let admin_url = &server().admin_url;
+        let mut admin = PgConnection::connect(admin_url).await.unwrap();
+        sqlx::query(AssertSqlSafe(format!("CREATE DATABASE {name} TEMPLATE {template}")))
+            .execute(&mut admin)
+            .await
+            .unwrap();
+        admin.close().await.unwrap();
+        let url = url_for(admin_url, &name);
+        let pool = db::connect(&url, 10).await.unwrap();
+        Self { pool, url, name }
+    }
+
+    pub fn store(&self) -> Store {
+        Store::new(self.pool.clone())
+    }
+
+    /// Enqueues an English OTP for `recipient` with `code`.
+    pub async fn otp(&self, recipient: &str, code: &str) -> Uuid {
+        enqueue(&self.pool, &otp_request(recipient, code)).await.expect("enqueue")
+    }
+
+    /// Enqueues `n` OTPs to distinct numbers in one transaction each, returning their ids.
+    pub async fn otps(&self, n: usize) -> Vec<Uuid> {
+        let ids: Vec<Uuid> = sqlx::query_scalar(
+            "SELECT sms_enqueue('+88017' || lpad(i::text, 8, '0'), 'otp', jsonb_build_object('code', lpad(i::text, 6, '0'))) \
+               FROM generate_series(1, $1) AS i",
+        )
+        .bind(n as i32)
+        .fetch_all(&self.pool)
+        .await
+        .unwrap();
+        ids
+    }
+
+    /// Messages per state.
+    pub async fn states(&self) -> HashMap<String, i64> {
+        sqlx::query_as::<_, (String, i64)>("SELECT state::text, count(*) FROM sms_outbox GROUP BY 1")
+            .fetch_all(&self.pool)
+            .await
+            .unwrap()
+            .into_iter()
+            .collect()
+    }
+
+    pub async fn state_of(&self, id: Uuid) -> (String, Option<String>) {
+        sqlx::query_as("SELECT state::text, last_error FROM sms_outbox WHERE id = $1")
+            .bind(id)
+            .fetch_one(&self.pool)
+            .await
+            .unwrap()
+    }
+
+    /// (provider, chain_step, outcome) of every attempt for `id`, in order.
+    pub async fn attempts_of(&self, id: Uuid) -> Vec<(String, i32, i32, String)> {
+        sqlx::query_as(
+            "SELECT provider, attempt_number, chain_step, outcome::text FROM sms_attempts \
+              WHERE message_id = $1 ORDER BY attempt_number, chain_step",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await
+        .unwrap()
+    }
+
+    pub async fn count(&self, sql: &'static str) -> i64 {
+        sqlx::query_scalar(sql).fetch_one(&self.pool).await.unwrap()
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("kept database {} for inspection", self.name);
+            return;
+        }
+        let _ = Command::new("psql")
+            .arg(&server().admin_url)
+            .args(["-q", "-c"])
+            .arg(format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name))
+            .status();
+    }
+}
+
+pub fn otp_request(recipient: &str, code: &str) -> EnqueueRequest {
+    EnqueueRequest {
+        recipient: recipient.into(),
+        template: "otp".into(),
+        params: json!({ "code": code }),
+        ..EnqueueRequest::default()
+    }
+}
+
+/// Relay settings for tests: quick polls and short leases, no expiry margin.
+pub fn settings() -> RelaySettings {
+    RelaySettings {
+        relay_id: Some(format!("test-{}", Uuid::new_v4().simple())),
+        poll_interval_ms: 50,
+        lease_ms: 5_000,
+        expiry_margin_ms: 0,
+        shutdown_grace_ms: 5_000,
+        ..RelaySettings::default()
+    }
+}
+
+/// A quick retry schedule: 20 ms, 40 ms, … capped at 100 ms.
+pub fn quick_retries() -> RetryPolicy {
+    RetryPolicy {
+        base_ms: 20,
+        cap_ms: 100,
+        ..RetryPolicy::default()
+    }
+}
+
+pub fn simulator(name: &str, settings: SimulatorSettings) -> Arc<Simulator> {
+    Arc::new(Simulator::new(name, settings).unwrap())
+}
+
+pub fn accepting(name: &str) -> Arc<Simulator> {
+    simulator(name, SimulatorSettings::default())
+}
+
+pub fn failing(name: &str) -> Arc<Simulator> {
+    simulator(
+        name,
+        SimulatorSettings {
+            provider_error: 1.0,
+            ..SimulatorSettings::default()
+        },
+    )
+}
+
+pub fn chain(providers: &[Arc<Simulator>]) -> Arc<ProviderChain> {
+    Arc::new(ProviderChain::new(
+        providers
+            .iter()
+            .map(|p| (p.clone() as Arc<dyn Provider>, None::<Price>))
+            .collect(),
+    ))
+}
+
+/// Runs one relay over `db` with `providers` until nothing is due or in flight.
+pub async fn run_until_idle(db: &TestDb, providers: &[Arc<Simulator>], policy: RetryPolicy) -> RunReport {
+    let relay = Relay::new(db.store(), chain(providers), settings(), policy);
+    within(60, relay.run(StopWhen::Idle, CancellationToken::new()))
+        .await
+        .expect("relay runs")
+}
+
+/// Awaits `fut`, failing the test if it takes more than `secs` (a hang guard, not a speed test).
+pub async fn within<T>(secs: u64, fut: impl Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(secs), fut)
+        .await
+        .expect("did not finish in time")
+}
+
+/// Polls `check` every 20 ms until it is true (hang guard: 60 s).
+pub async fn eventually<F: AsyncFnMut() -> bool>(mut check: F) {
+    within(60, async {
+        while !check().await {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+}
