@@ -89,21 +89,43 @@ CREATE TABLE sms_outbox (
     attempts        integer     NOT NULL DEFAULT 0 CHECK (attempts >= 0),
     claimed_by      text,
     last_error      text,
+    -- Whether this message cancels older unsent ones for the same recipient and purpose.
+    supersede       boolean     NOT NULL DEFAULT true,
     superseded_by   uuid,
     created_at      timestamptz NOT NULL DEFAULT now(),
     finished_at     timestamptz,
     CONSTRAINT sms_outbox_finished_iff_final
         CHECK ((state IN ('sent', 'failed', 'expired', 'cancelled')) = (finished_at IS NOT NULL)),
     CONSTRAINT sms_outbox_expiry_after_creation CHECK (expires_at > created_at)
-) WITH (fillfactor = 90);
+) WITH (
+    -- A queue table churns: every message leaves dead versions in the claim index until VACUUM.
+    -- Vacuum it after a few thousand changes instead of after 20% of the table (the relay also
+    -- vacuums it after bursts, see relay.vacuum_every).
+    autovacuum_vacuum_scale_factor = 0.0,
+    autovacuum_vacuum_threshold = 5000,
+    autovacuum_vacuum_insert_scale_factor = 0.0,
+    autovacuum_vacuum_insert_threshold = 5000,
+    autovacuum_vacuum_cost_delay = 0
+);
 
 COMMENT ON TABLE sms_outbox IS 'Transactional outbox: one row per SMS intent, written in the auth backend''s own transaction.';
 
 -- The claim index: same order as the claim query, due time checked inside the index.
 CREATE INDEX sms_outbox_claim_idx ON sms_outbox (priority, expires_at, next_attempt_at)
     WHERE state IN ('pending', 'sending');
--- Rate limit and superseding look up recent messages per recipient.
+-- When the next message comes due (the relay sleeps until then).
+CREATE INDEX sms_outbox_due_idx ON sms_outbox (next_attempt_at)
+    WHERE state IN ('pending', 'sending');
+-- Superseding looks up earlier messages per recipient.
 CREATE INDEX sms_outbox_recipient_idx ON sms_outbox (recipient, created_at);
+
+-- Per-recipient enqueue counter for the rate limit: a row lock serialises enqueues for one
+-- recipient only, and under REPEATABLE READ a concurrent enqueue fails instead of slipping through.
+CREATE TABLE sms_recipient_budget (
+    recipient    text        PRIMARY KEY,
+    window_start timestamptz NOT NULL,
+    used         integer     NOT NULL CHECK (used > 0)
+);
 
 -- One row per provider call. Insert-only; analysts read it (see sql/README.md).
 CREATE TABLE sms_attempts (

@@ -6,6 +6,7 @@
 --   SR003 params is not a JSON object     SR007 recipient is outside the allow-list
 --   SR004 params misses a placeholder     SR008 recipient is over the per-recipient rate limit
 --   SR009 a new row must be pending with no attempts
+--   SR010 priority is not 0..9               SR011 idempotency_key is empty or over 200 characters
 -- Error messages never contain the phone number or the params (they hold the code).
 
 CREATE FUNCTION sms_outbox_guard() RETURNS trigger
@@ -56,12 +57,24 @@ BEGIN
             USING ERRCODE = 'SR007';
     END IF;
 
-    -- Serialise enqueues for one recipient only, so the count below cannot be raced.
-    PERFORM pg_advisory_xact_lock(hashtextextended(NEW.recipient, 7707));
+    IF NEW.priority IS NULL OR NEW.priority NOT BETWEEN 0 AND 9 THEN
+        RAISE EXCEPTION 'sms_outbox: priority must be 0 (most urgent) to 9'
+            USING ERRCODE = 'SR010';
+    END IF;
+    IF NEW.idempotency_key IS NOT NULL AND length(NEW.idempotency_key) NOT BETWEEN 1 AND 200 THEN
+        RAISE EXCEPTION 'sms_outbox: idempotency_key must be 1 to 200 characters'
+            USING ERRCODE = 'SR011';
+    END IF;
+
+    -- Fixed-window counter per recipient; the row lock serialises enqueues for that recipient only.
     SELECT * INTO cfg FROM sms_settings;
-    SELECT count(*) INTO recent FROM sms_outbox o
-        WHERE o.recipient = NEW.recipient AND o.created_at > now() - cfg.recipient_window;
-    IF recent >= cfg.recipient_limit THEN
+    INSERT INTO sms_recipient_budget AS b (recipient, window_start, used)
+    VALUES (NEW.recipient, now(), 1)
+    ON CONFLICT (recipient) DO UPDATE
+        SET window_start = CASE WHEN b.window_start <= now() - cfg.recipient_window THEN now() ELSE b.window_start END,
+            used = CASE WHEN b.window_start <= now() - cfg.recipient_window THEN 1 ELSE b.used + 1 END
+    RETURNING used INTO recent;
+    IF recent > cfg.recipient_limit THEN
         RAISE EXCEPTION 'sms_outbox: recipient is over the rate limit (% per %)', cfg.recipient_limit, cfg.recipient_window
             USING ERRCODE = 'SR008';
     END IF;
@@ -73,14 +86,34 @@ BEGIN
 
     NEW.purpose := coalesce(NEW.purpose, NEW.template);
     NEW.created_at := now();
-    NEW.next_attempt_at := greatest(coalesce(NEW.next_attempt_at, now()), now());
+    NEW.next_attempt_at := least(greatest(coalesce(NEW.next_attempt_at, now()), now()), NEW.expires_at);
+    NEW.superseded_by := NULL;
     RETURN NEW;
 END $$;
 
 CREATE TRIGGER sms_outbox_guard BEFORE INSERT ON sms_outbox
     FOR EACH ROW EXECUTE FUNCTION sms_outbox_guard();
 
--- Wake an idle relay when new work commits (NOTIFY is delivered at commit, never for a rollback).
+-- Older unsent codes for the same recipient and purpose are cancelled, not deleted. A message in
+-- flight is left to finish, but the relay never retries or re-sends it (it checks for a newer one).
+CREATE FUNCTION sms_outbox_supersede() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE sms_outbox o
+       SET state = 'cancelled', finished_at = now(), superseded_by = NEW.id,
+           last_error = 'superseded by a newer message'
+     WHERE o.recipient = NEW.recipient
+       AND o.purpose = NEW.purpose
+       AND o.state = 'pending'
+       AND o.id <> NEW.id;
+    RETURN NULL;
+END $$;
+
+CREATE TRIGGER sms_outbox_supersede AFTER INSERT ON sms_outbox
+    FOR EACH ROW WHEN (NEW.supersede) EXECUTE FUNCTION sms_outbox_supersede();
+
+-- Wake an idle relay when new work commits. Deferred to commit time, so a relay that registered
+-- as idle while this transaction was open is still told; NOTIFY is never sent for a rollback.
 CREATE FUNCTION sms_outbox_wake() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
@@ -90,8 +123,8 @@ BEGIN
     RETURN NULL;
 END $$;
 
-CREATE TRIGGER sms_outbox_wake AFTER INSERT ON sms_outbox
-    FOR EACH STATEMENT EXECUTE FUNCTION sms_outbox_wake();
+CREATE CONSTRAINT TRIGGER sms_outbox_wake AFTER INSERT ON sms_outbox
+    DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION sms_outbox_wake();
 
 CREATE FUNCTION sms_enqueue(
     recipient       text,
@@ -116,30 +149,17 @@ BEGIN
         END IF;
     END IF;
 
-    INSERT INTO sms_outbox (recipient, template, params, expires_at, idempotency_key, priority, locale, purpose)
+    INSERT INTO sms_outbox (recipient, template, params, expires_at, idempotency_key, priority, locale,
+                            purpose, supersede)
     VALUES (sms_enqueue.recipient, sms_enqueue.template, sms_enqueue.params, sms_enqueue.expires_at,
-            sms_enqueue.idempotency_key, sms_enqueue.priority, sms_enqueue.locale, sms_enqueue.purpose)
+            sms_enqueue.idempotency_key, sms_enqueue.priority, sms_enqueue.locale, sms_enqueue.purpose,
+            sms_enqueue.supersede)
     ON CONFLICT ON CONSTRAINT sms_outbox_idempotency_key_key DO NOTHING
     RETURNING id INTO new_id;
 
     IF new_id IS NULL THEN
         -- A concurrent transaction committed the same key first.
         SELECT o.id INTO new_id FROM sms_outbox o WHERE o.idempotency_key = sms_enqueue.idempotency_key;
-        RETURN new_id;
-    END IF;
-
-    IF sms_enqueue.supersede THEN
-        -- Older unsent codes for the same purpose are cancelled, not deleted; one in flight may finish
-        -- but is never retried (the relay sees superseded_by).
-        UPDATE sms_outbox o
-           SET state = CASE WHEN o.state = 'pending' THEN 'cancelled'::sms_state ELSE o.state END,
-               finished_at = CASE WHEN o.state = 'pending' THEN now() ELSE o.finished_at END,
-               last_error = CASE WHEN o.state = 'pending' THEN 'superseded by a newer message' ELSE o.last_error END,
-               superseded_by = new_id
-         WHERE o.recipient = sms_enqueue.recipient
-           AND o.purpose = coalesce(sms_enqueue.purpose, sms_enqueue.template)
-           AND o.state IN ('pending', 'sending')
-           AND o.id <> new_id;
     END IF;
     RETURN new_id;
 END $$;

@@ -54,7 +54,7 @@ impl Default for Config {
 pub struct DatabaseConfig {
     /// PostgreSQL URL; `DATABASE_URL` overrides it.
     pub url: Option<String>,
-    /// Pool size for claims and completions (the LISTEN connection is extra).
+    /// Pool size, including the connection held for LISTEN (at least 2).
     pub max_connections: u32,
 }
 
@@ -86,6 +86,9 @@ pub struct RelaySettings {
     pub expiry_margin_ms: u64,
     /// On SIGTERM, how long in-flight sends may take before they are released.
     pub shutdown_grace_ms: u64,
+    /// Finished messages between two `VACUUM sms_outbox` runs by this relay, which keep the claim
+    /// index free of dead entries after bursts; 0 leaves it to autovacuum.
+    pub vacuum_every: u64,
 }
 
 impl Default for RelaySettings {
@@ -98,6 +101,7 @@ impl Default for RelaySettings {
             poll_interval_ms: 1_000,
             expiry_margin_ms: 3_000,
             shutdown_grace_ms: 10_000,
+            vacuum_every: 20_000,
         }
     }
 }
@@ -189,6 +193,11 @@ impl Config {
 
     /// Checks ranges and cross-field rules.
     pub fn validate(&self) -> Result<(), String> {
+        if self.database.max_connections < 2 {
+            return Err(
+                "database.max_connections must be at least 2 (one is held for LISTEN)".into(),
+            );
+        }
         self.relay.validate()?;
         self.retry.validate()?;
         if self.providers.is_empty() {

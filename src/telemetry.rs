@@ -12,10 +12,11 @@ pub enum LogFormat {
     Json,
 }
 
-/// Installs the global subscriber (once; later calls are ignored).
-pub fn init(format: LogFormat) {
+/// Installs the global subscriber (once; later calls are ignored). `default_filter` applies when
+/// `RUST_LOG` is unset.
+pub fn init(format: LogFormat, default_filter: &str) {
     let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
     let builder = fmt().with_env_filter(filter).with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Pretty => builder.try_init(),

@@ -1,6 +1,233 @@
+//! `sms-relay bench`: drain throughput and commit-to-provider-call latency with a zero-latency
+//! provider, plus the process's peak RSS.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use comfy_table::Table;
+use hdrhistogram::Histogram;
+use sqlx::PgPool;
+use tokio::time::MissedTickBehavior;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use super::{CommandError, database_or_throwaway};
+use crate::{
+    cli::BenchArgs,
+    config::{Config, RelaySettings},
+    providers::{Accepted, BoxFuture, OutgoingSms, Provider, ProviderChain, SendError},
+    relay::{Relay, RetryPolicy, StopWhen},
+    store::{EnqueueRequest, Store, enqueue},
+    throwaway_pg::Durability,
+};
+
+/// A zero-latency provider that accepts everything and notes when each message reached it.
+#[derive(Default)]
+struct Stopwatch {
+    calls: Mutex<HashMap<Uuid, Instant>>,
+}
+
+impl Provider for Stopwatch {
+    fn name(&self) -> &str {
+        "stopwatch"
+    }
+
+    fn send<'a>(&'a self, sms: &'a OutgoingSms) -> BoxFuture<'a, Result<Accepted, SendError>> {
+        let now = Instant::now();
+        self.calls
+            .lock()
+            .expect("stopwatch lock")
+            .insert(sms.message_id, now);
+        Box::pin(async move {
+            Ok(Accepted {
+                provider_message_id: sms.message_id.to_string(),
+                http_status: Some(200),
+                cost: None,
+            })
+        })
+    }
+}
+
+/// A relay with the configured settings and the stopwatch as its only provider.
+fn relay(pool: &PgPool, settings: &RelaySettings, provider: Arc<dyn Provider>) -> Relay {
+    Relay::new(
+        Store::new(pool.clone()),
+        Arc::new(ProviderChain::new(vec![(provider, None)])),
+        RelaySettings {
+            relay_id: Some("bench".into()),
+            ..settings.clone()
+        },
+        RetryPolicy::default(),
+    )
+}
+
+/// Peak resident set size of this process (relay and load generator together), in MiB.
+fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
+
+/// (a) Enqueue `n` messages, then time one relay draining them.
+async fn drain(
+    pool: &PgPool,
+    settings: &RelaySettings,
+    n: u32,
+) -> Result<(Duration, f64), CommandError> {
+    let started = Instant::now();
+    sqlx::query(
+        "SELECT sms_enqueue('+88017' || lpad(i::text, 8, '0'), 'otp', jsonb_build_object('code', lpad(i::text, 6, '0'))) \
+           FROM generate_series(1, $1) AS i",
+    )
+    .bind(i64::from(n))
+    .execute(pool)
+    .await?;
+    let enqueue_time = started.elapsed();
+    sqlx::query("VACUUM ANALYZE sms_outbox")
+        .execute(pool)
+        .await?;
+
+    let provider = Arc::new(Stopwatch::default());
+    let started = Instant::now();
+    relay(pool, settings, provider.clone())
+        .run(StopWhen::Idle, CancellationToken::new())
+        .await?;
+    let elapsed = started.elapsed();
+    let sent = provider.calls.lock().expect("stopwatch lock").len();
+    assert_eq!(sent, n as usize, "every message reached the provider once");
+    Ok((enqueue_time, f64::from(n) / elapsed.as_secs_f64()))
+}
+
+/// (b) Enqueue at `rate` per second for `seconds` (one transaction each, as the auth backend
+/// does) into an idle relay, and measure from each commit's acknowledgement to the provider call.
+async fn latency(
+    pool: &PgPool,
+    settings: &RelaySettings,
+    rate: u32,
+    seconds: u32,
+) -> Result<Histogram<u64>, CommandError> {
+    let provider = Arc::new(Stopwatch::default());
+    let stop = CancellationToken::new();
+    let running = tokio::spawn(
+        relay(pool, settings, provider.clone()).run(StopWhen::Cancelled, stop.clone()),
+    );
+    let idle = async {
+        loop {
+            let sleeping: i64 = sqlx::query_scalar("SELECT count(*) FROM sms_relay_sleepers")
+                .fetch_one(pool)
+                .await?;
+            if sleeping > 0 {
+                return Ok::<(), sqlx::Error>(());
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    idle.await?;
+
+    let mut committed = Vec::with_capacity((rate * seconds) as usize);
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(rate)));
+    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    for i in 0..rate * seconds {
+        tick.tick().await;
+        let request = EnqueueRequest {
+            recipient: format!("+88018{i:08}"),
+            template: "otp".into(),
+            params: serde_json::json!({ "code": format!("{:06}", i % 1_000_000) }),
+            ..EnqueueRequest::default()
+        };
+        let id = enqueue(pool, &request).await?;
+        committed.push((id, Instant::now()));
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while provider.calls.lock().expect("stopwatch lock").len() < committed.len()
+        && Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    stop.cancel();
+    running.await.map_err(std::io::Error::other)??;
+
+    let calls = provider.calls.lock().expect("stopwatch lock");
+    let mut histogram =
+        Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds");
+    for (id, acked) in &committed {
+        if let Some(called) = calls.get(id) {
+            // NOTIFY reaches the relay at commit, possibly before our acknowledgement: count 0 µs.
+            let micros = called.saturating_duration_since(*acked).as_micros() as u64;
+            histogram.saturating_record(micros.max(1));
+        }
+    }
+    Ok(histogram)
+}
+
+/// Runs both measurements and prints the figures.
 pub(super) async fn bench(
-    _u: Option<String>,
-    _a: crate::cli::BenchArgs,
-) -> Result<(), super::CommandError> {
-    todo!()
+    config: &Config,
+    url: Option<String>,
+    args: BenchArgs,
+) -> Result<(), CommandError> {
+    let (_server, pool) =
+        database_or_throwaway(url, Durability::Default, config.database.max_connections).await?;
+    let queued: i64 = sqlx::query_scalar("SELECT count(*) FROM sms_outbox")
+        .fetch_one(&pool)
+        .await?;
+    if queued > 0 {
+        return Err(CommandError::Io(std::io::Error::other(
+            "bench needs an empty sms_outbox; point DATABASE_URL at a scratch database or unset it",
+        )));
+    }
+    let sync: String = sqlx::query_scalar("SELECT current_setting('synchronous_commit')")
+        .fetch_one(&pool)
+        .await?;
+    let fsync: String = sqlx::query_scalar("SELECT current_setting('fsync')")
+        .fetch_one(&pool)
+        .await?;
+
+    eprintln!("(a) draining {} messages…", args.drain);
+    let (enqueue_time, drain_rate) = drain(&pool, &config.relay, args.drain).await?;
+    if std::env::var_os("BENCH_VACUUM").is_some() {
+        sqlx::query("VACUUM sms_outbox").execute(&pool).await?;
+    }
+    eprintln!(
+        "(b) {} msgs/s for {} s into an idle relay…",
+        args.rate, args.seconds
+    );
+    let latency = latency(&pool, &config.relay, args.rate, args.seconds).await?;
+    let ms = |q: f64| format!("{:.2}", latency.value_at_quantile(q) as f64 / 1000.0);
+
+    let mut table = Table::new();
+    table.set_header(["measure", "value"]);
+    table.add_row([
+        "PostgreSQL fsync / synchronous_commit".into(),
+        format!("{fsync} / {sync}"),
+    ]);
+    table.add_row([
+        format!("enqueue {} (one statement)", args.drain),
+        format!("{:.2} s", enqueue_time.as_secs_f64()),
+    ]);
+    table.add_row([
+        format!("drain {} messages", args.drain),
+        format!("{drain_rate:.0} msgs/s"),
+    ]);
+    table.add_row([
+        format!("commit -> provider call at {}/s, p50", args.rate),
+        format!("{} ms", ms(0.5)),
+    ]);
+    table.add_row(["… p90".into(), format!("{} ms", ms(0.9))]);
+    table.add_row(["… p99".into(), format!("{} ms", ms(0.99))]);
+    table.add_row([
+        "… max".into(),
+        format!("{:.2} ms", latency.max() as f64 / 1000.0),
+    ]);
+    table.add_row(["… messages measured".into(), latency.len().to_string()]);
+    table.add_row([
+        "peak RSS (relay + load generator, one process)".into(),
+        peak_rss_mib().map_or_else(|| "unknown".into(), |m| format!("{m:.1} MiB")),
+    ]);
+    println!("{table}");
+    Ok(())
 }

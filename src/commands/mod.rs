@@ -17,7 +17,7 @@ use crate::{
     providers::{self, Simulator},
     relay::{Relay, RelayError},
     store::{EnqueueError, Store, StoreError},
-    throwaway_pg::ThrowawayPgError,
+    throwaway_pg::{Durability, ThrowawayPg, ThrowawayPgError},
 };
 
 /// Why a command failed.
@@ -79,7 +79,7 @@ pub async fn execute(cli: Cli) -> Result<(), CommandError> {
         }
         Command::Status => status::status(&url.ok_or(CommandError::NoDatabase)?).await,
         Command::Demo(args) => demo::demo(url, args).await,
-        Command::Bench(args) => bench::bench(url, args).await,
+        Command::Bench(args) => bench::bench(&config, url, args).await,
     }
 }
 
@@ -112,4 +112,29 @@ fn build_relay(
         config.retry.clone(),
     );
     Ok((relay, simulators))
+}
+
+/// Connects to `url`, or, without one, to a new throwaway PostgreSQL (kept alive by the returned
+/// guard); then applies the migrations.
+async fn database_or_throwaway(
+    url: Option<String>,
+    durability: Durability,
+    max_connections: u32,
+) -> Result<(Option<ThrowawayPg>, PgPool), CommandError> {
+    let (server, url) = match url {
+        Some(url) => (None, url),
+        None => {
+            eprintln!(
+                "DATABASE_URL is not set: starting a throwaway PostgreSQL from this machine's binaries"
+            );
+            let server = tokio::task::spawn_blocking(move || ThrowawayPg::start(durability))
+                .await
+                .map_err(std::io::Error::other)??;
+            let url = server.url("postgres");
+            (Some(server), url)
+        }
+    };
+    let pool = db::connect(&url, max_connections).await?;
+    db::migrate(&pool).await?;
+    Ok((server, pool))
 }

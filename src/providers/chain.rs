@@ -75,8 +75,9 @@ pub enum RoundResult {
         /// The longest wait any provider asked for.
         retry_after: Option<Duration>,
     },
-    /// The code's validity ran out before the next provider could be tried.
-    Expired,
+    /// The round's deadline (the code's validity or the claim's lease) came before an answer, or
+    /// before the next provider could be tried.
+    OutOfTime,
     /// The relay was told to stop during a provider call; that call's outcome is unknown.
     Interrupted,
 }
@@ -97,8 +98,8 @@ impl ProviderChain {
     }
 
     /// Offers `sms` to each provider in turn until one accepts it, one rejects the recipient, or
-    /// the list (or the `deadline`) runs out. Every call yields one [`AttemptRecord`]; a call cut
-    /// short by `stop` is recorded as ambiguous.
+    /// the list runs out. No call runs past `deadline`; a call still unanswered then, or cut short
+    /// by `stop`, is recorded as ambiguous. Every call yields one [`AttemptRecord`].
     pub async fn send(
         &self,
         sms: &OutgoingSms,
@@ -106,38 +107,45 @@ impl ProviderChain {
         stop: &CancellationToken,
     ) -> (RoundResult, Vec<AttemptRecord>) {
         let mut records = Vec::with_capacity(1);
-        let mut last: Option<SendError> = None;
+        let mut last_reason: Option<String> = None;
         let mut retry_after: Option<Duration> = None;
         for (index, link) in self.links.iter().enumerate() {
             if Instant::now() >= deadline {
-                return (RoundResult::Expired, records);
+                return (RoundResult::OutOfTime, records);
             }
             let started_at = Utc::now();
             let answer = tokio::select! {
-                answer = link.provider.send(sms) => Some(answer),
+                answer = tokio::time::timeout_at(deadline, link.provider.send(sms)) => Some(answer),
                 () = stop.cancelled() => None,
             };
-            let finished_at = Utc::now();
             let mut record = AttemptRecord {
                 provider: link.provider.name().to_owned(),
                 chain_step: i32::try_from(index + 1).unwrap_or(i32::MAX),
                 started_at,
-                finished_at,
-                outcome: Outcome::Accepted,
+                finished_at: Utc::now(),
+                outcome: Outcome::Ambiguous,
                 http_status: None,
                 error_code: None,
                 error_message: None,
                 provider_message_id: None,
                 cost: None,
             };
-            let Some(answer) = answer else {
-                record.outcome = Outcome::Ambiguous;
-                record.error_message = Some("relay stopped during the call".into());
-                records.push(record);
-                return (RoundResult::Interrupted, records);
+            let answer = match answer {
+                None => {
+                    record.error_message = Some("relay stopped during the call".into());
+                    records.push(record);
+                    return (RoundResult::Interrupted, records);
+                }
+                Some(Err(_elapsed)) => {
+                    record.error_message = Some("no answer before the round's deadline".into());
+                    records.push(record);
+                    return (RoundResult::OutOfTime, records);
+                }
+                Some(Ok(answer)) => answer,
             };
             match answer {
                 Ok(accepted) => {
+                    record.outcome = Outcome::Accepted;
                     record.http_status = accepted.http_status;
                     record.provider_message_id = Some(accepted.provider_message_id);
                     record.cost = accepted
@@ -148,14 +156,21 @@ impl ProviderChain {
                 }
                 Err(error) => {
                     let (http_status, code, message) = error.parts();
+                    let message = scrub(message, &sms.body);
+                    let reason = format!(
+                        "{} from {}{}: {message}",
+                        error.outcome().as_str(),
+                        link.provider.name(),
+                        code.map(|c| format!(" ({c})")).unwrap_or_default()
+                    );
                     record.outcome = error.outcome();
                     record.http_status = http_status;
                     record.error_code = code.map(str::to_owned);
-                    record.error_message = Some(message.to_owned());
+                    record.error_message = Some(message);
                     records.push(record);
-                    tracing::debug!(provider = link.provider.name(), %error, "provider did not accept");
+                    tracing::debug!(message_id = %sms.message_id, %reason, "provider did not accept");
                     if !error.is_retryable() {
-                        return (RoundResult::BadRecipient(error.to_string()), records);
+                        return (RoundResult::BadRecipient(reason), records);
                     }
                     if let SendError::Provider {
                         retry_after: Some(wait),
@@ -164,11 +179,11 @@ impl ProviderChain {
                     {
                         retry_after = retry_after.max(Some(*wait));
                     }
-                    last = Some(error);
+                    last_reason = Some(reason);
                 }
             }
         }
-        let reason = last.map_or_else(|| "no providers configured".to_owned(), |e| e.to_string());
+        let reason = last_reason.unwrap_or_else(|| "no providers configured".to_owned());
         (
             RoundResult::Exhausted {
                 reason,
@@ -176,5 +191,48 @@ impl ProviderChain {
             },
             records,
         )
+    }
+}
+
+/// Provider error text goes into `sms_attempts`, `last_error` and logs, so it must not carry the
+/// recipient or the code (some providers echo the number back). Digit runs of seven or more
+/// (phone numbers) and any digit run of four or more that occurs in the message body (the code)
+/// become `[redacted]`.
+pub fn scrub(text: &str, body: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find(|c: char| c.is_ascii_digit()) {
+        out.push_str(&rest[..start]);
+        let run_len = rest[start..]
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len() - start);
+        let run = &rest[start..start + run_len];
+        if run.len() >= 7 || (run.len() >= 4 && body.contains(run)) {
+            out.push_str("[redacted]");
+        } else {
+            out.push_str(run);
+        }
+        rest = &rest[start + run_len..];
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::scrub;
+
+    #[test]
+    fn scrub_hides_numbers_and_codes_but_keeps_the_rest() {
+        let body = "Your verification code is 4829. Valid for 10 minutes.";
+        assert_eq!(
+            scrub(
+                "The 'To' number +8801712345678 is not valid (code 21211, ref 4829, 503)",
+                body
+            ),
+            "The 'To' number +[redacted] is not valid (code 21211, ref [redacted], 503)"
+        );
+        assert_eq!(scrub("", body), "");
+        assert_eq!(scrub("no digits", body), "no digits");
     }
 }

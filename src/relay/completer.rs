@@ -1,10 +1,16 @@
 //! Writes finished rounds to the database in batches, then frees their in-flight slots.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
 
 use tokio::sync::{Notify, OwnedSemaphorePermit, mpsc};
 
-use crate::store::{Finish, Store};
+use crate::store::{Disposition, Finish, Store};
 
 /// A finished round and the in-flight slot it holds until it is recorded.
 pub(super) struct Done {
@@ -15,46 +21,109 @@ pub(super) struct Done {
 const MAX_BATCH: usize = 500;
 const WRITE_TRIES: u32 = 8;
 
-/// Receives finished rounds until every sender is gone, writing whatever has arrived in one
-/// statement. A slot is freed only once its round is recorded, so `max_in_flight` bounds the
-/// unrecorded work too. Wakes the claim loop when a message went back to the queue.
-pub(super) async fn run(
-    store: Store,
-    mut rx: mpsc::UnboundedReceiver<Done>,
-    wake: Arc<Notify>,
-    relay_id: String,
-    expiry_margin_ms: i64,
-) {
-    let mut batch = Vec::with_capacity(MAX_BATCH);
-    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        let (finishes, permits): (Vec<Finish>, Vec<OwnedSemaphorePermit>) =
-            batch.drain(..).map(|d| (d.finish, d.permit)).unzip();
-        write(&store, &finishes, &relay_id, expiry_margin_ms).await;
-        for f in finishes.iter().filter(|f| f.reason.is_some()) {
-            tracing::info!(message_id = %f.id, round = f.round, disposition = ?f.disposition,
-                reason = f.reason.as_deref(), "message not sent this round");
+/// Records finished rounds and keeps the outbox's indexes lean.
+pub(super) struct Completer {
+    pub store: Store,
+    /// Woken when a message went back to the queue, so the claim loop recomputes its sleep.
+    pub wake: Arc<Notify>,
+    pub relay_id: String,
+    pub expiry_margin_ms: i64,
+    /// Finished messages between two VACUUMs of `sms_outbox` (0: leave it to autovacuum).
+    pub vacuum_every: u64,
+}
+
+impl Completer {
+    /// Receives finished rounds until every sender is gone, writing whatever has arrived in one
+    /// statement. A slot is freed only once its round is recorded, so `max_in_flight` bounds the
+    /// unrecorded work too.
+    pub(super) async fn run(self, mut rx: mpsc::UnboundedReceiver<Done>) {
+        let mut batch = Vec::with_capacity(MAX_BATCH);
+        let vacuuming = Arc::new(AtomicBool::new(false));
+        let mut since_vacuum = 0u64;
+        while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+            let (finishes, permits): (Vec<Finish>, Vec<OwnedSemaphorePermit>) =
+                batch.drain(..).map(|d| (d.finish, d.permit)).unzip();
+            self.write(&finishes).await;
+            for f in &finishes {
+                log_finish(f);
+            }
+            drop(permits);
+            if finishes.iter().any(|f| f.disposition.reschedules()) {
+                self.wake.notify_one();
+            }
+            if finishes
+                .iter()
+                .any(|f| f.disposition == Disposition::Release)
+            {
+                // Released messages are due now: tell the other relays too.
+                if let Err(error) = self.store.wake_relays().await {
+                    tracing::warn!(%error, "cannot notify other relays of released messages");
+                }
+            }
+            since_vacuum += finishes.len() as u64;
+            if self.vacuum_every > 0
+                && since_vacuum >= self.vacuum_every
+                && !vacuuming.swap(true, Ordering::AcqRel)
+            {
+                since_vacuum = 0;
+                let (store, vacuuming) = (self.store.clone(), vacuuming.clone());
+                tokio::spawn(async move {
+                    if let Err(error) = store.vacuum_outbox().await {
+                        tracing::warn!(%error, "VACUUM sms_outbox failed; autovacuum will have to do");
+                    }
+                    vacuuming.store(false, Ordering::Release);
+                });
+            }
         }
-        drop(permits);
-        if finishes.iter().any(|f| f.disposition.reschedules()) {
-            wake.notify_one();
+    }
+
+    /// Writes a batch, retrying transient failures; if the batch keeps failing, writes its rounds
+    /// one by one so a single bad round cannot take the others down with it.
+    async fn write(&self, finishes: &[Finish]) {
+        if self.write_with_retries(finishes).await || finishes.len() == 1 {
+            return;
         }
+        for finish in finishes {
+            self.write_with_retries(std::slice::from_ref(finish)).await;
+        }
+    }
+
+    async fn write_with_retries(&self, finishes: &[Finish]) -> bool {
+        let mut pause = Duration::from_millis(100);
+        for attempt in 1..=WRITE_TRIES {
+            match self
+                .store
+                .complete(finishes, &self.relay_id, self.expiry_margin_ms)
+                .await
+            {
+                Ok(()) => return true,
+                Err(error) if attempt < WRITE_TRIES => {
+                    tracing::warn!(%error, attempt, batch = finishes.len(), "recording finished sends failed; retrying");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(5));
+                }
+                Err(error) => {
+                    tracing::error!(%error, batch = finishes.len(),
+                        "could not record finished sends; their leases will run out and they will be sent again");
+                }
+            }
+        }
+        false
     }
 }
 
-async fn write(store: &Store, finishes: &[Finish], relay_id: &str, expiry_margin_ms: i64) {
-    let mut pause = Duration::from_millis(100);
-    for attempt in 1..=WRITE_TRIES {
-        match store.complete(finishes, relay_id, expiry_margin_ms).await {
-            Ok(()) => return,
-            Err(error) if attempt < WRITE_TRIES => {
-                tracing::warn!(%error, attempt, batch = finishes.len(), "recording finished sends failed; retrying");
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(Duration::from_secs(5));
-            }
-            Err(error) => {
-                tracing::error!(%error, batch = finishes.len(),
-                    "could not record finished sends; their leases will run out and they will be sent again");
-            }
+fn log_finish(f: &Finish) {
+    let reason = f.reason.as_deref().unwrap_or_default();
+    match f.disposition {
+        Disposition::Sent => tracing::debug!(message_id = %f.id, round = f.round, "sent"),
+        Disposition::Failed => {
+            tracing::warn!(message_id = %f.id, round = f.round, reason, "message failed")
+        }
+        Disposition::Expired | Disposition::Cancelled => {
+            tracing::info!(message_id = %f.id, round = f.round, disposition = ?f.disposition, reason, "message closed unsent")
+        }
+        Disposition::Retry | Disposition::Release => {
+            tracing::debug!(message_id = %f.id, round = f.round, disposition = ?f.disposition, reason, "message back in the queue")
         }
     }
 }

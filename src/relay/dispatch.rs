@@ -17,6 +17,8 @@ pub(super) struct Context {
     pub chain: Arc<ProviderChain>,
     pub policy: RetryPolicy,
     pub expiry_margin: Duration,
+    /// The claim's lease; a round must end (and be recorded) before another relay may reclaim.
+    pub lease: Duration,
     /// Cancelled when the shutdown grace runs out: sends in progress are abandoned.
     pub hard_stop: CancellationToken,
 }
@@ -27,7 +29,8 @@ fn end(mut finish: Finish, disposition: Disposition, reason: impl Into<String>) 
     finish
 }
 
-/// Runs one round for `msg`, claimed at `claimed_at`, and says how it ended.
+/// Runs one round for `msg` and says how it ended. `claimed_at` is taken before the claim was
+/// issued, so deadlines measured from it err on the early side.
 pub(super) async fn dispatch(ctx: &Context, msg: ClaimedMessage, claimed_at: Instant) -> Finish {
     let finish = Finish {
         id: msg.id,
@@ -54,7 +57,11 @@ pub(super) async fn dispatch(ctx: &Context, msg: ClaimedMessage, claimed_at: Ins
             "validity ended before the message could be sent",
         );
     }
-    let deadline = claimed_at + (remaining - ctx.expiry_margin);
+    let valid_until = claimed_at + (remaining - ctx.expiry_margin);
+    // Leave time to record the round before the lease runs out and another relay may reclaim.
+    let lease_until = claimed_at + ctx.lease - (ctx.lease / 10).min(Duration::from_secs(5));
+    let deadline = valid_until.min(lease_until);
+
     let Some(body) = msg.body else {
         let error = RenderError::UnknownTemplate {
             name: msg.template,
@@ -88,14 +95,22 @@ pub(super) async fn dispatch(ctx: &Context, msg: ClaimedMessage, claimed_at: Ins
         attempts,
         ..finish
     };
-    tracing::debug!(message_id = %sms.message_id, recipient = %sms.recipient, round = msg.round, ?result, "round finished");
+    tracing::debug!(message_id = %sms.message_id, recipient = %sms.recipient, round = msg.round,
+        providers_tried = finish.attempts.len(), "round finished");
     match result {
         RoundResult::Sent => finish,
         RoundResult::BadRecipient(reason) => end(finish, Disposition::Failed, reason),
-        RoundResult::Expired => end(
+        RoundResult::OutOfTime if Instant::now() >= valid_until => end(
             finish,
             Disposition::Expired,
             "validity ended while trying providers",
+        ),
+        RoundResult::OutOfTime => retry(
+            ctx,
+            finish,
+            msg.round,
+            "the round outran its lease".into(),
+            None,
         ),
         RoundResult::Interrupted => end(
             finish,
@@ -105,20 +120,29 @@ pub(super) async fn dispatch(ctx: &Context, msg: ClaimedMessage, claimed_at: Ins
         RoundResult::Exhausted {
             reason,
             retry_after,
-        } => {
-            let round = u32::try_from(msg.round).unwrap_or(u32::MAX);
-            if ctx.policy.exhausted(round) {
-                return end(
-                    finish,
-                    Disposition::Failed,
-                    format!("gave up after {round} rounds; last error: {reason}"),
-                );
-            }
-            let delay = ctx.policy.delay(round, retry_after, &mut rand::rng());
-            Finish {
-                delay_ms: i64::try_from(delay.as_millis()).unwrap_or(i64::MAX),
-                ..end(finish, Disposition::Retry, reason)
-            }
-        }
+        } => retry(ctx, finish, msg.round, reason, retry_after),
+    }
+}
+
+/// Schedules the next round, or fails the message if it has used all its rounds.
+fn retry(
+    ctx: &Context,
+    finish: Finish,
+    round: i32,
+    reason: String,
+    retry_after: Option<Duration>,
+) -> Finish {
+    let round = u32::try_from(round).unwrap_or(u32::MAX);
+    if ctx.policy.exhausted(round) {
+        return end(
+            finish,
+            Disposition::Failed,
+            format!("gave up after {round} rounds; last error: {reason}"),
+        );
+    }
+    let delay = ctx.policy.delay(round, retry_after, &mut rand::rng());
+    Finish {
+        delay_ms: i64::try_from(delay.as_millis()).unwrap_or(i64::MAX),
+        ..end(finish, Disposition::Retry, reason)
     }
 }

@@ -104,24 +104,28 @@ impl Relay {
         let max_in_flight = self.settings.max_in_flight as usize;
         let slots = Arc::new(Semaphore::new(max_in_flight));
         let (done_tx, done_rx) = mpsc::unbounded_channel();
-        let margin_ms = i64::try_from(self.settings.expiry_margin_ms).unwrap_or(i64::MAX);
-        let completer = tokio::spawn(completer::run(
-            self.store.clone(),
-            done_rx,
-            wake.clone(),
-            self.relay_id.clone(),
-            margin_ms,
-        ));
+        let completer = tokio::spawn(
+            completer::Completer {
+                store: self.store.clone(),
+                wake: wake.clone(),
+                relay_id: self.relay_id.clone(),
+                expiry_margin_ms: i64::try_from(self.settings.expiry_margin_ms).unwrap_or(i64::MAX),
+                vacuum_every: self.settings.vacuum_every,
+            }
+            .run(done_rx),
+        );
         let ctx = Arc::new(dispatch::Context {
             chain: self.chain.clone(),
             policy: self.policy.clone(),
             expiry_margin: Duration::from_millis(self.settings.expiry_margin_ms),
+            lease: self.settings.lease(),
             hard_stop: CancellationToken::new(),
         });
         let sends = TaskTracker::new();
         tracing::info!(relay_id = %self.relay_id, providers = ?self.chain.names(), "relay started");
 
         let mut report = RunReport::default();
+        // When we last registered as idle; `None` while awake (inserts need not notify us).
         let mut registered: Option<Instant> = None;
         let mut claim_failures = 0u32;
         let poll = self.settings.poll_interval();
@@ -141,6 +145,7 @@ impl Relay {
                 .settings
                 .batch_size
                 .min(u32::try_from(free).unwrap_or(u32::MAX));
+            let claimed_at = Instant::now();
             let claimed = match self
                 .store
                 .claim(want, self.settings.lease(), &self.relay_id)
@@ -160,7 +165,6 @@ impl Relay {
                     }
                 }
             };
-            let claimed_at = Instant::now();
             let got = claimed.len();
             report.claimed += got as u64;
             for msg in claimed {
@@ -174,22 +178,21 @@ impl Relay {
                     let _ = done_tx.send(completer::Done { finish, permit });
                 });
             }
-            if got == want as usize {
+            if got > 0 {
+                // Awake and working: inserts need not notify us until we sleep again.
                 if registered.take().is_some() {
-                    self.log_store_error(self.store.deregister_sleeper(&self.relay_id).await);
+                    self.log_registration(self.store.deregister_sleeper(&self.relay_id).await);
                 }
                 continue;
             }
 
-            // Fewer due messages than we could take. Register as idle (inserts then NOTIFY), and
-            // on the first registration look once more so a commit just before it is not missed.
+            // Nothing due that we could take. Register as idle so commits NOTIFY us, and after a
+            // fresh registration look once more, so a commit just before it is not missed.
             if registered.is_none_or(|at| at.elapsed() >= poll / 2) {
-                let first = registered.is_none();
-                match self.store.register_sleeper(&self.relay_id).await {
-                    Ok(()) => registered = Some(Instant::now()),
-                    Err(error) => tracing::warn!(%error, "cannot register for wake-ups; polling"),
-                }
-                if first {
+                let fresh = registered.is_none();
+                self.log_registration(self.store.register_sleeper(&self.relay_id).await);
+                registered = Some(Instant::now());
+                if fresh {
                     continue;
                 }
             }
@@ -200,19 +203,22 @@ impl Relay {
                     Some(poll.as_millis() as f64)
                 }
             };
-            let in_flight = max_in_flight - slots.available_permits();
-            let quiet = got == 0 && in_flight == 0;
+            let idle = slots.available_permits() == max_in_flight;
             let stop_now = match stop {
                 StopWhen::Cancelled => false,
-                StopWhen::Idle => quiet && next_due_ms.is_none_or(|ms| ms > 0.0),
-                StopWhen::Drained => quiet && next_due_ms.is_none(),
+                StopWhen::Idle => idle && next_due_ms.is_none_or(|ms| ms > 0.0),
+                StopWhen::Drained => idle && next_due_ms.is_none(),
             };
             if stop_now {
                 break;
             }
-            let nap = next_due_ms.map_or(poll, |ms| {
-                Duration::from_secs_f64(ms.max(5.0) / 1000.0).min(poll)
-            });
+            // Due rows we could not claim are locked by another relay right now: look again soon,
+            // but do not spin.
+            let nap = match next_due_ms {
+                Some(ms) if ms > 0.0 => Duration::from_secs_f64(ms / 1000.0).min(poll),
+                Some(_) => (poll / 10).max(Duration::from_millis(10)),
+                None => poll,
+            };
             tokio::select! {
                 biased;
                 () = cancel.cancelled() => break,
@@ -241,15 +247,15 @@ impl Relay {
         }
         listening.abort();
         if registered.is_some() {
-            self.log_store_error(self.store.deregister_sleeper(&self.relay_id).await);
+            self.log_registration(self.store.deregister_sleeper(&self.relay_id).await);
         }
         tracing::info!(relay_id = %self.relay_id, claimed = report.claimed, "relay stopped");
         Ok(report)
     }
 
-    fn log_store_error(&self, result: crate::store::Result<()>) {
+    fn log_registration(&self, result: crate::store::Result<()>) {
         if let Err(error) = result {
-            tracing::warn!(%error, relay_id = %self.relay_id, "wake-up registration failed");
+            tracing::warn!(%error, relay_id = %self.relay_id, "wake-up registration failed; relying on polling");
         }
     }
 }

@@ -30,8 +30,10 @@ pub struct ClaimedMessage {
 }
 
 /// Rows become claimable when due: new, retry time reached, or lease expired. The `MATERIALIZED`
-/// CTE keeps `LIMIT … FOR UPDATE SKIP LOCKED` from being flattened into the UPDATE, and the
-/// ORDER BY matches `sms_outbox_claim_idx`, so the plan is an index scan under generic plans too.
+/// CTE keeps `LIMIT … FOR UPDATE SKIP LOCKED` from being flattened into the UPDATE, its ORDER BY
+/// matches `sms_outbox_claim_idx`, and `id = ANY(ARRAY(…))` keeps the UPDATE a primary-key lookup
+/// under generic plans too (a join on the CTE becomes a sequential scan when `LIMIT $1` is unknown).
+/// A re-claimed message (lease ran out) for which a newer one was enqueued comes back `superseded`.
 const CLAIM: &str = r#"
 WITH due AS MATERIALIZED (
     SELECT id FROM sms_outbox
@@ -45,12 +47,15 @@ UPDATE sms_outbox o
        attempts = o.attempts + 1,
        next_attempt_at = now() + $2 * interval '1 millisecond',
        claimed_by = $3
-  FROM due
- WHERE o.id = due.id
+ WHERE o.id = ANY (ARRAY(SELECT id FROM due))
 RETURNING o.id, o.recipient, o.template, o.locale, o.params,
           (SELECT t.body FROM sms_templates t WHERE t.name = o.template AND t.locale = o.locale) AS body,
           o.attempts AS round,
-          o.superseded_by IS NOT NULL AS superseded,
+          CASE WHEN o.attempts > 1 THEN EXISTS (
+              SELECT 1 FROM sms_outbox n
+               WHERE n.recipient = o.recipient AND n.purpose = o.purpose AND n.supersede
+                 AND (n.created_at, n.id) > (o.created_at, o.id))
+          ELSE false END AS superseded,
           (extract(epoch FROM o.expires_at - now()) * 1000)::float8 AS remaining_ms
 "#;
 

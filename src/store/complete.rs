@@ -64,27 +64,29 @@ pub struct Finish {
 
 /// The UPDATE is fenced on `state = 'sending' AND attempts = round`, so a relay whose lease ran out
 /// and whose message was claimed again cannot overwrite the newer round. The attempt rows are
-/// inserted either way: the provider calls happened.
+/// inserted either way (the provider calls happened), and at most once, so a retried write is
+/// harmless. A retry turns into `cancelled` if a newer message for the same recipient and purpose
+/// exists (found without locking it), or into `expired` if it would come due too late.
 const COMPLETE: &str = r#"
 WITH f AS (
     SELECT * FROM unnest($1::uuid[], $2::int[], $3::text[], $4::bigint[], $5::text[])
         AS f(id, round, disposition, delay_ms, reason)
-), decided AS (
-    SELECT f.id, f.round, f.delay_ms,
-           CASE
-             WHEN f.disposition <> 'retry' THEN f.disposition
-             WHEN o.superseded_by IS NOT NULL THEN 'cancelled'
-             WHEN now() + (f.delay_ms + $6) * interval '1 millisecond' >= o.expires_at THEN 'expired'
-             ELSE 'retry'
-           END AS disposition,
-           CASE
-             WHEN f.disposition <> 'retry' THEN f.reason
-             WHEN o.superseded_by IS NOT NULL THEN 'superseded by a newer message; last error: ' || f.reason
-             WHEN now() + (f.delay_ms + $6) * interval '1 millisecond' >= o.expires_at
-               THEN 'validity ends before the next retry; last error: ' || f.reason
-             ELSE f.reason
-           END AS reason
+), checked AS (
+    SELECT f.*,
+           f.disposition = 'retry' AND EXISTS (
+               SELECT 1 FROM sms_outbox n
+                WHERE n.recipient = o.recipient AND n.purpose = o.purpose AND n.supersede
+                  AND (n.created_at, n.id) > (o.created_at, o.id)) AS superseded,
+           f.disposition = 'retry'
+               AND now() + (f.delay_ms + $6) * interval '1 millisecond' >= o.expires_at AS too_late
       FROM f JOIN sms_outbox o ON o.id = f.id
+), decided AS (
+    SELECT id, round, delay_ms,
+           CASE WHEN superseded THEN 'cancelled' WHEN too_late THEN 'expired' ELSE disposition END AS disposition,
+           CASE WHEN superseded THEN concat('superseded by a newer message; last error: ', reason)
+                WHEN too_late THEN concat('validity ends before the next retry; last error: ', reason)
+                ELSE reason END AS reason
+      FROM checked
 ), updated AS (
     UPDATE sms_outbox o
        SET state = CASE WHEN d.disposition IN ('retry', 'release') THEN 'pending'
@@ -110,7 +112,13 @@ SELECT a.message_id, a.attempt_number, a.chain_step, a.provider, a.template, $7,
     AS a(message_id, attempt_number, chain_step, provider, template, started_at,
          finished_at, outcome, http_status, error_code, error_message,
          provider_message_id, segments, encoding, cost_micros, currency)
+ON CONFLICT (message_id, attempt_number, chain_step) DO NOTHING
 "#;
+
+/// Text as PostgreSQL accepts it: no NUL characters.
+fn pg_text(s: &str) -> String {
+    s.replace('\0', "")
+}
 
 /// Column arrays for the attempt rows of a batch.
 #[derive(Default)]
@@ -134,26 +142,34 @@ struct AttemptColumns {
 }
 
 impl AttemptColumns {
+    /// Adds one attempt, bent to fit the table's constraints so one odd value cannot fail the
+    /// whole batch: clock steps, negative prices (Twilio reports prices negative), odd currencies.
     fn push(&mut self, finish: &Finish, segments: Segments, a: &AttemptRecord) {
+        let cost = a.cost.as_ref().and_then(|c| {
+            let currency = c.currency.to_ascii_uppercase();
+            let valid = currency.len() == 3 && currency.bytes().all(|b| b.is_ascii_uppercase());
+            valid.then(|| (c.micros.checked_abs().unwrap_or(i64::MAX), currency))
+        });
         self.message_id.push(finish.id);
         self.attempt_number.push(finish.round);
         self.chain_step.push(a.chain_step);
-        self.provider.push(a.provider.clone());
+        self.provider.push(pg_text(&a.provider));
         self.template.push(finish.template.clone());
         self.started_at.push(a.started_at);
-        self.finished_at.push(a.finished_at);
+        self.finished_at.push(a.finished_at.max(a.started_at));
         self.outcome.push(a.outcome.as_str());
         self.http_status
             .push(a.http_status.and_then(|s| i16::try_from(s).ok()));
-        self.error_code.push(a.error_code.clone());
-        self.error_message.push(a.error_message.clone());
-        self.provider_message_id.push(a.provider_message_id.clone());
+        self.error_code.push(a.error_code.as_deref().map(pg_text));
+        self.error_message
+            .push(a.error_message.as_deref().map(pg_text));
+        self.provider_message_id
+            .push(a.provider_message_id.as_deref().map(pg_text));
         self.segments
-            .push(i16::try_from(segments.parts).unwrap_or(i16::MAX));
+            .push(i16::try_from(segments.parts).unwrap_or(i16::MAX).max(1));
         self.encoding.push(segments.encoding.as_str());
-        self.cost_micros.push(a.cost.as_ref().map(|c| c.micros));
-        self.currency
-            .push(a.cost.as_ref().map(|c| c.currency.clone()));
+        self.cost_micros.push(cost.as_ref().map(|c| c.0));
+        self.currency.push(cost.map(|c| c.1));
     }
 }
 
@@ -187,7 +203,7 @@ impl Store {
             .bind(
                 batch
                     .iter()
-                    .map(|f| f.reason.as_deref())
+                    .map(|f| f.reason.as_deref().map(pg_text))
                     .collect::<Vec<_>>(),
             )
             .bind(expiry_margin_ms)

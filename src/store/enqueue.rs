@@ -46,10 +46,14 @@ pub enum Refusal {
     RateLimited,
     /// SR009
     NotPending,
+    /// SR010
+    InvalidPriority,
+    /// SR011
+    InvalidIdempotencyKey,
 }
 
 impl Refusal {
-    const ALL: [(Refusal, &'static str); 9] = [
+    const ALL: [(Refusal, &'static str); 11] = [
         (Refusal::InvalidRecipient, "SR001"),
         (Refusal::UnknownTemplate, "SR002"),
         (Refusal::ParamsNotObject, "SR003"),
@@ -59,6 +63,8 @@ impl Refusal {
         (Refusal::RecipientNotAllowed, "SR007"),
         (Refusal::RateLimited, "SR008"),
         (Refusal::NotPending, "SR009"),
+        (Refusal::InvalidPriority, "SR010"),
+        (Refusal::InvalidIdempotencyKey, "SR011"),
     ];
 
     /// The SQLSTATE the database raises for this refusal.

@@ -39,4 +39,22 @@ impl Store {
         .await?;
         Ok(due)
     }
+
+    /// Wakes every listening relay (after releasing messages that are due at once).
+    pub async fn wake_relays(&self) -> Result<()> {
+        sqlx::query("SELECT pg_notify($1, '')")
+            .bind(WAKEUP_CHANNEL)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Vacuums the outbox so the claim index sheds the dead entries every claim and completion
+    /// leave behind. Skipped if another VACUUM holds the table; needs the table's owner.
+    pub async fn vacuum_outbox(&self) -> Result<()> {
+        sqlx::query("VACUUM (SKIP_LOCKED, INDEX_CLEANUP ON) sms_outbox")
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
 }

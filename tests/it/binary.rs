@@ -30,7 +30,8 @@ struct Scratch(PathBuf);
 
 impl Scratch {
     fn new() -> Self {
-        let dir = std::env::temp_dir().join(format!("sms-relay-it-{}", uuid::Uuid::new_v4().simple()));
+        let dir =
+            std::env::temp_dir().join(format!("sms-relay-it-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir).unwrap();
         Self(dir)
     }
@@ -66,7 +67,10 @@ fn spawn_run(db: &TestDb, config: &Path, log: &Path) -> Child {
 }
 
 fn sigterm(child: &Child) {
-    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(status.success());
 }
 
@@ -90,34 +94,55 @@ async fn sigkill_mid_burst_loses_nothing_and_duplicates_at_most_what_was_in_flig
     eventually(async || journal_counts(&journal).len() >= 500).await;
     first.kill().unwrap();
     first.wait().unwrap();
-    let in_flight_at_kill = db.count("SELECT count(*) FROM sms_outbox WHERE state = 'sending'").await;
-    assert!(in_flight_at_kill > 0, "the kill should catch sends in flight");
-    assert!(db.states().await.get("pending").copied().unwrap_or(0) > 0, "the kill came mid-burst");
+    let in_flight_at_kill = db
+        .count("SELECT count(*) FROM sms_outbox WHERE state = 'sending'")
+        .await;
+    assert!(
+        in_flight_at_kill > 0,
+        "the kill should catch sends in flight"
+    );
+    assert!(
+        db.states().await.get("pending").copied().unwrap_or(0) > 0,
+        "the kill came mid-burst"
+    );
 
     let second = spawn_run(&db, &config, &scratch.path("second.log"));
     eventually(async || db.states().await.get("sent") == Some(&3_000)).await;
     sigterm(&second);
-    let status = within(30, tokio::task::spawn_blocking(move || {
-        let mut second = second;
-        second.wait()
-    }))
+    let status = within(
+        30,
+        tokio::task::spawn_blocking(move || {
+            let mut second = second;
+            second.wait()
+        }),
+    )
     .await
     .unwrap()
     .unwrap();
     assert!(status.success(), "SIGTERM is a clean exit: {status:?}");
 
     let counts = journal_counts(&journal);
-    assert!(ids.iter().all(|id| counts.contains_key(&id.to_string())), "every message reached the provider");
+    assert!(
+        ids.iter().all(|id| counts.contains_key(&id.to_string())),
+        "every message reached the provider"
+    );
     let duplicates: usize = counts.values().map(|n| n - 1).sum();
     assert!(
         duplicates as i64 <= in_flight_at_kill,
         "{duplicates} duplicates but only {in_flight_at_kill} were in flight"
     );
-    assert_eq!(db.count("SELECT count(*) FROM sms_outbox WHERE state <> 'sent'").await, 0);
+    assert_eq!(
+        db.count("SELECT count(*) FROM sms_outbox WHERE state <> 'sent'")
+            .await,
+        0
+    );
 
     for log in ["first.log", "second.log"] {
         let logged = std::fs::read_to_string(scratch.path(log)).unwrap();
-        assert!(logged.contains("round finished"), "debug logging was on in {log}");
+        assert!(
+            logged.contains("round finished"),
+            "debug logging was on in {log}"
+        );
         assert!(!logged.contains("+8801"), "{log} shows a full phone number");
     }
 }
@@ -137,33 +162,69 @@ async fn help_explains_every_subcommand() {
 async fn operator_commands_enqueue_run_until_idle_and_report_status() {
     let db = TestDb::new().await;
     let migrate = output(sms_relay(&db).arg("migrate"));
-    assert!(migrate.status.success(), "migrate is repeatable: {}", text(&migrate.stderr));
+    assert!(
+        migrate.status.success(),
+        "migrate is repeatable: {}",
+        text(&migrate.stderr)
+    );
 
-    let enqueued = output(sms_relay(&db).args(["enqueue", "--to", "+8801712345678", "--param", "code=482913"]));
+    let enqueued = output(sms_relay(&db).args([
+        "enqueue",
+        "--to",
+        "+8801712345678",
+        "--param",
+        "code=482913",
+    ]));
     assert!(enqueued.status.success(), "{}", text(&enqueued.stderr));
-    let id: uuid::Uuid = text(&enqueued.stdout).trim().parse().expect("enqueue prints the id");
+    let id: uuid::Uuid = text(&enqueued.stdout)
+        .trim()
+        .parse()
+        .expect("enqueue prints the id");
 
-    let refused = output(sms_relay(&db).args(["enqueue", "--to", "01712345678", "--param", "code=1"]));
+    let refused =
+        output(sms_relay(&db).args(["enqueue", "--to", "01712345678", "--param", "code=1"]));
     assert_eq!(refused.status.code(), Some(1));
-    assert!(text(&refused.stderr).contains("SR001"), "{}", text(&refused.stderr));
+    assert!(
+        text(&refused.stderr).contains("SR001"),
+        "{}",
+        text(&refused.stderr)
+    );
 
     let run = output(sms_relay(&db).args(["run", "--until-idle"]));
     assert!(run.status.success(), "{}", text(&run.stderr));
     assert_eq!(db.state_of(id).await.0, "sent");
 
     let status = text(&output(sms_relay(&db).arg("status")).stdout);
-    assert!(status.contains("sent") && status.contains("simulator") && status.contains("accepted"), "{status}");
+    assert!(
+        status.contains("sent") && status.contains("simulator") && status.contains("accepted"),
+        "{status}"
+    );
 }
 
 #[tokio::test]
 async fn run_refuses_an_unmigrated_database_and_bad_settings() {
     let db = TestDb::new().await;
-    let bad = output(sms_relay(&db).args(["run", "--until-idle"]).env("SMS_RELAY__RELAY__BATCH_SIZE", "0"));
+    let bad = output(
+        sms_relay(&db)
+            .args(["run", "--until-idle"])
+            .env("SMS_RELAY__RELAY__BATCH_SIZE", "0"),
+    );
     assert_eq!(bad.status.code(), Some(1));
-    assert!(text(&bad.stderr).contains("batch_size"), "{}", text(&bad.stderr));
+    assert!(
+        text(&bad.stderr).contains("batch_size"),
+        "{}",
+        text(&bad.stderr)
+    );
 
-    sqlx::query("DROP TABLE _sqlx_migrations").execute(&db.pool).await.unwrap();
+    sqlx::query("DROP TABLE _sqlx_migrations")
+        .execute(&db.pool)
+        .await
+        .unwrap();
     let unmigrated = output(sms_relay(&db).args(["run", "--until-idle"]));
     assert_eq!(unmigrated.status.code(), Some(1));
-    assert!(text(&unmigrated.stderr).contains("sms-relay migrate"), "{}", text(&unmigrated.stderr));
+    assert!(
+        text(&unmigrated.stderr).contains("sms-relay migrate"),
+        "{}",
+        text(&unmigrated.stderr)
+    );
 }

@@ -14,27 +14,34 @@ const NUMBER: &str = "+8801712345678";
 async fn committed_enqueue_is_sent_exactly_once() {
     let db = TestDb::new().await;
     let mut tx = db.pool.begin().await.unwrap();
-    let id = enqueue(&mut *tx, &otp_request(NUMBER, "482913")).await.unwrap();
+    let id = enqueue(&mut *tx, &otp_request(NUMBER, "482913"))
+        .await
+        .unwrap();
     tx.commit().await.unwrap();
 
     let sim = accepting("sim");
-    run_until_idle(&db, &[sim.clone()], quick_retries()).await;
-    run_until_idle(&db, &[sim.clone()], quick_retries()).await;
+    run_until_idle(&db, [sim.clone()], quick_retries()).await;
+    run_until_idle(&db, [sim.clone()], quick_retries()).await;
 
     assert_eq!(sim.sent(), 1);
     assert_eq!(db.state_of(id).await.0, "sent");
-    assert_eq!(db.attempts_of(id).await, [("sim".into(), 1, 1, "accepted".into())]);
+    assert_eq!(
+        db.attempts_of(id).await,
+        [("sim".into(), 1, 1, "accepted".into())]
+    );
 }
 
 #[tokio::test]
 async fn rolled_back_enqueue_leaves_nothing() {
     let db = TestDb::new().await;
     let mut tx = db.pool.begin().await.unwrap();
-    enqueue(&mut *tx, &otp_request(NUMBER, "482913")).await.unwrap();
+    enqueue(&mut *tx, &otp_request(NUMBER, "482913"))
+        .await
+        .unwrap();
     tx.rollback().await.unwrap();
 
     let sim = accepting("sim");
-    run_until_idle(&db, &[sim.clone()], quick_retries()).await;
+    run_until_idle(&db, [sim.clone()], quick_retries()).await;
 
     assert_eq!(sim.calls(), 0);
     assert_eq!(db.count("SELECT count(*) FROM sms_outbox").await, 0);
@@ -43,8 +50,15 @@ async fn rolled_back_enqueue_leaves_nothing() {
 async fn refused(db: &TestDb, request: EnqueueRequest) -> Refusal {
     match enqueue(&db.pool, &request).await {
         Err(EnqueueError::Refused { reason, message }) => {
-            assert!(!message.contains(&request.recipient[4..]), "the number leaked into: {message}");
-            assert_eq!(db.count("SELECT count(*) FROM sms_outbox").await, 0, "a refusal left a row");
+            assert!(
+                !message.contains(&request.recipient[4..]),
+                "the number leaked into: {message}"
+            );
+            assert_eq!(
+                db.count("SELECT count(*) FROM sms_outbox").await,
+                0,
+                "a refusal left a row"
+            );
             reason
         }
         other => panic!("expected a refusal, got {other:?}"),
@@ -54,8 +68,18 @@ async fn refused(db: &TestDb, request: EnqueueRequest) -> Refusal {
 #[tokio::test]
 async fn refuses_a_recipient_that_is_not_e164() {
     let db = TestDb::new().await;
-    for bad in ["01712345678", "+0171234567", "+88017123456789012", "+880 1712345678", "+88017abc45678"] {
-        assert_eq!(refused(&db, otp_request(bad, "1")).await, Refusal::InvalidRecipient, "{bad}");
+    for bad in [
+        "01712345678",
+        "+0171234567",
+        "+88017123456789012",
+        "+880 1712345678",
+        "+88017abc45678",
+    ] {
+        assert_eq!(
+            refused(&db, otp_request(bad, "1")).await,
+            Refusal::InvalidRecipient,
+            "{bad}"
+        );
     }
 }
 
@@ -87,12 +111,21 @@ async fn refuses_params_that_are_not_an_object() {
 #[tokio::test]
 async fn refuses_params_missing_a_placeholder() {
     let db = TestDb::new().await;
-    for params in [json!({}), json!({"cod": "1"}), json!({"code": {"v": 1}}), json!({"code": null})] {
+    for params in [
+        json!({}),
+        json!({"cod": "1"}),
+        json!({"code": {"v": 1}}),
+        json!({"code": null}),
+    ] {
         let request = EnqueueRequest {
             params: params.clone(),
             ..otp_request(NUMBER, "1")
         };
-        assert_eq!(refused(&db, request).await, Refusal::MissingPlaceholder, "{params}");
+        assert_eq!(
+            refused(&db, request).await,
+            Refusal::MissingPlaceholder,
+            "{params}"
+        );
     }
 }
 
@@ -120,16 +153,27 @@ async fn refuses_an_expiry_beyond_what_the_text_promises() {
 #[tokio::test]
 async fn refuses_a_recipient_outside_the_allow_list() {
     let db = TestDb::new().await;
-    assert_eq!(refused(&db, otp_request("+447400123456", "1")).await, Refusal::RecipientNotAllowed);
+    assert_eq!(
+        refused(&db, otp_request("+447400123456", "1")).await,
+        Refusal::RecipientNotAllowed
+    );
     // An empty allow-list allows every country.
-    sqlx::query("DELETE FROM sms_allowed_prefixes").execute(&db.pool).await.unwrap();
-    enqueue(&db.pool, &otp_request("+447400123456", "1")).await.unwrap();
+    sqlx::query("DELETE FROM sms_allowed_prefixes")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    enqueue(&db.pool, &otp_request("+447400123456", "1"))
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
 async fn refuses_a_recipient_over_the_rate_limit() {
     let db = TestDb::new().await;
-    sqlx::query("UPDATE sms_settings SET recipient_limit = 3").execute(&db.pool).await.unwrap();
+    sqlx::query("UPDATE sms_settings SET recipient_limit = 3")
+        .execute(&db.pool)
+        .await
+        .unwrap();
     for i in 0..3 {
         let request = EnqueueRequest {
             purpose: Some(format!("p{i}")),
@@ -138,8 +182,19 @@ async fn refuses_a_recipient_over_the_rate_limit() {
         enqueue(&db.pool, &request).await.unwrap();
     }
     let before = db.count("SELECT count(*) FROM sms_outbox").await;
-    let err = enqueue(&db.pool, &otp_request(NUMBER, "1")).await.unwrap_err();
-    assert!(matches!(err, EnqueueError::Refused { reason: Refusal::RateLimited, .. }), "{err}");
+    let err = enqueue(&db.pool, &otp_request(NUMBER, "1"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            EnqueueError::Refused {
+                reason: Refusal::RateLimited,
+                ..
+            }
+        ),
+        "{err}"
+    );
     assert_eq!(db.count("SELECT count(*) FROM sms_outbox").await, before);
     // Other recipients are not affected.
     db.otp("+8801812345678", "1").await;
@@ -155,7 +210,64 @@ async fn refuses_an_insert_that_is_not_a_new_pending_message() {
     .execute(&db.pool)
     .await
     .unwrap_err();
-    assert_eq!(err.as_database_error().unwrap().code().as_deref(), Some(Refusal::NotPending.sqlstate()));
+    assert_eq!(
+        err.as_database_error().unwrap().code().as_deref(),
+        Some(Refusal::NotPending.sqlstate())
+    );
+}
+
+#[tokio::test]
+async fn refuses_a_priority_outside_0_to_9() {
+    let db = TestDb::new().await;
+    for priority in [-1, 10] {
+        let request = EnqueueRequest {
+            priority: Some(priority),
+            ..otp_request(NUMBER, "482913")
+        };
+        assert_eq!(
+            refused(&db, request).await,
+            Refusal::InvalidPriority,
+            "{priority}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn refuses_an_empty_or_overlong_idempotency_key() {
+    let db = TestDb::new().await;
+    for key in [String::new(), "k".repeat(201)] {
+        let request = EnqueueRequest {
+            idempotency_key: Some(key),
+            ..otp_request(NUMBER, "482913")
+        };
+        assert_eq!(refused(&db, request).await, Refusal::InvalidIdempotencyKey);
+    }
+}
+
+#[tokio::test]
+async fn a_refusal_never_echoes_the_row() {
+    let db = TestDb::new().await;
+    // Every column CHECK is pre-empted by the guard, whose messages carry neither number nor code.
+    for request in [
+        EnqueueRequest {
+            priority: Some(10),
+            ..otp_request(NUMBER, "424242")
+        },
+        EnqueueRequest {
+            idempotency_key: Some("k".repeat(300)),
+            ..otp_request(NUMBER, "424242")
+        },
+    ] {
+        let err = enqueue(&db.pool, &request).await.unwrap_err();
+        let sqlx_error = match err {
+            EnqueueError::Refused { message, .. } => message,
+            other => other.to_string(),
+        };
+        assert!(
+            !sqlx_error.contains("424242") && !sqlx_error.contains("1712345678"),
+            "{sqlx_error}"
+        );
+    }
 }
 
 #[tokio::test]
@@ -163,8 +275,18 @@ async fn a_plain_insert_is_guarded_like_sms_enqueue() {
     let db = TestDb::new().await;
     let insert = "INSERT INTO sms_outbox (recipient, template, params) VALUES ($1, $2, $3)";
     let cases = [
-        ("0171", "otp", json!({"code": "1"}), Refusal::InvalidRecipient),
-        (NUMBER, "nope", json!({"code": "1"}), Refusal::UnknownTemplate),
+        (
+            "0171",
+            "otp",
+            json!({"code": "1"}),
+            Refusal::InvalidRecipient,
+        ),
+        (
+            NUMBER,
+            "nope",
+            json!({"code": "1"}),
+            Refusal::UnknownTemplate,
+        ),
         (NUMBER, "otp", json!("x"), Refusal::ParamsNotObject),
         (NUMBER, "otp", json!({}), Refusal::MissingPlaceholder),
     ];
@@ -176,8 +298,16 @@ async fn a_plain_insert_is_guarded_like_sms_enqueue() {
             .execute(&db.pool)
             .await
             .unwrap_err();
-        let code = err.as_database_error().unwrap().code().map(|c| c.into_owned());
-        assert_eq!(code.as_deref(), Some(refusal.sqlstate()), "{template} {params}");
+        let code = err
+            .as_database_error()
+            .unwrap()
+            .code()
+            .map(|c| c.into_owned());
+        assert_eq!(
+            code.as_deref(),
+            Some(refusal.sqlstate()),
+            "{template} {params}"
+        );
     }
     sqlx::query(insert)
         .bind(NUMBER)
@@ -192,7 +322,11 @@ async fn a_plain_insert_is_guarded_like_sms_enqueue() {
     .fetch_one(&db.pool)
     .await
     .unwrap();
-    assert_eq!((expires_in, purpose.as_str()), (600.0, "otp"), "defaults follow the template");
+    assert_eq!(
+        (expires_in, purpose.as_str()),
+        (600.0, "otp"),
+        "defaults follow the template"
+    );
 }
 
 #[tokio::test]
@@ -203,12 +337,20 @@ async fn the_same_idempotency_key_returns_the_first_message() {
         ..otp_request(NUMBER, "111111")
     };
     let first = enqueue(&db.pool, &request).await.unwrap();
-    let again = enqueue(&db.pool, &EnqueueRequest { params: json!({"code": "222222"}), ..request }).await.unwrap();
+    let again = enqueue(
+        &db.pool,
+        &EnqueueRequest {
+            params: json!({"code": "222222"}),
+            ..request
+        },
+    )
+    .await
+    .unwrap();
     assert_eq!(first, again);
     assert_eq!(db.count("SELECT count(*) FROM sms_outbox").await, 1);
 
     let sim = accepting("sim");
-    run_until_idle(&db, &[sim.clone()], quick_retries()).await;
+    run_until_idle(&db, [sim.clone()], quick_retries()).await;
     assert_eq!(sim.sent(), 1);
 }
 
@@ -230,19 +372,32 @@ async fn a_new_code_supersedes_older_unsent_ones() {
     let (state, reason) = db.state_of(old).await;
     assert_eq!(state, "cancelled");
     assert!(reason.unwrap().contains("superseded"));
-    let superseded_by: Option<uuid::Uuid> = sqlx::query_scalar("SELECT superseded_by FROM sms_outbox WHERE id = $1")
-        .bind(old)
-        .fetch_one(&db.pool)
-        .await
-        .unwrap();
+    let superseded_by: Option<uuid::Uuid> =
+        sqlx::query_scalar("SELECT superseded_by FROM sms_outbox WHERE id = $1")
+            .bind(old)
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
     assert_eq!(superseded_by, Some(new));
 
     let sim = accepting("sim");
-    run_until_idle(&db, &[sim.clone()], quick_retries()).await;
+    run_until_idle(&db, [sim.clone()], quick_retries()).await;
     assert_eq!(sim.sent(), 2, "the new code and the other purpose's code");
     assert_eq!(db.state_of(new).await.0, "sent");
     assert_eq!(db.state_of(other_purpose).await.0, "sent");
     assert!(db.attempts_of(old).await.is_empty());
+}
+
+#[tokio::test]
+async fn a_plain_insert_supersedes_too() {
+    let db = TestDb::new().await;
+    let old = db.otp(NUMBER, "111111").await;
+    sqlx::query("INSERT INTO sms_outbox (recipient, template, params) VALUES ($1, 'otp', '{\"code\": \"222222\"}')")
+        .bind(NUMBER)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(db.state_of(old).await.0, "cancelled");
 }
 
 #[tokio::test]
@@ -269,13 +424,33 @@ async fn inserts_notify_only_while_a_relay_is_idle() {
 
     db.store().register_sleeper("relay-a").await.unwrap();
     let mut tx = db.pool.begin().await.unwrap();
-    enqueue(&mut *tx, &otp_request("+8801722222222", "2")).await.unwrap();
+    enqueue(&mut *tx, &otp_request("+8801722222222", "2"))
+        .await
+        .unwrap();
     tx.rollback().await.unwrap();
-    let after_rollback = tokio::time::timeout(std::time::Duration::from_millis(300), listener.recv()).await;
-    assert!(after_rollback.is_err(), "a rolled-back enqueue wakes nobody");
+    let after_rollback =
+        tokio::time::timeout(std::time::Duration::from_millis(300), listener.recv()).await;
+    assert!(
+        after_rollback.is_err(),
+        "a rolled-back enqueue wakes nobody"
+    );
 
     db.otp("+8801733333333", "3").await;
-    within(10, listener.recv()).await.expect("a committed enqueue notifies an idle relay");
+    within(10, listener.recv())
+        .await
+        .expect("a committed enqueue notifies an idle relay");
+
+    // A transaction that inserted before the relay went idle still wakes it: the check runs at commit.
+    db.store().deregister_sleeper("relay-a").await.unwrap();
+    let mut tx = db.pool.begin().await.unwrap();
+    enqueue(&mut *tx, &otp_request("+8801755555555", "5"))
+        .await
+        .unwrap();
+    db.store().register_sleeper("relay-a").await.unwrap();
+    tx.commit().await.unwrap();
+    within(10, listener.recv())
+        .await
+        .expect("the commit-time check sees the new registration");
 
     db.store().deregister_sleeper("relay-a").await.unwrap();
     db.otp("+8801744444444", "4").await;
@@ -286,13 +461,25 @@ async fn inserts_notify_only_while_a_relay_is_idle() {
 #[tokio::test]
 async fn the_auth_transaction_example_runs() {
     let db = TestDb::new().await;
-    let example = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/sql/examples/auth_login.sql")).unwrap();
+    let example = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/sql/examples/auth_login.sql"
+    ))
+    .unwrap();
     let mut conn = PgConnection::connect(&db.url).await.unwrap();
-    sqlx::raw_sql(sqlx::AssertSqlSafe(example)).execute(&mut conn).await.unwrap();
-    let rows: Vec<(String, String)> =
-        sqlx::query_as("SELECT o.state::text, a.purpose FROM sms_outbox o JOIN auth_otp a ON a.sms_id = o.id")
-            .fetch_all(&db.pool)
-            .await
-            .unwrap();
-    assert_eq!(rows, [("pending".to_owned(), "login".to_owned())], "only the committed login queued an SMS");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(example))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let rows: Vec<(String, String)> = sqlx::query_as(
+        "SELECT o.state::text, a.purpose FROM sms_outbox o JOIN auth_otp a ON a.sms_id = o.id",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        rows,
+        [("pending".to_owned(), "login".to_owned())],
+        "only the committed login queued an SMS"
+    );
 }

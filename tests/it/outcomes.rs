@@ -13,7 +13,8 @@ use sms_relay::{
 use tokio_util::sync::CancellationToken;
 
 use crate::support::{
-    TestDb, accepting, failing, otp_request, quick_retries, run_until_idle, settings, simulator, within,
+    TestDb, accepting, failing, otp_request, quick_retries, run_until_idle, settings, simulator,
+    within,
 };
 
 const NUMBER: &str = "+8801712345678";
@@ -23,7 +24,7 @@ async fn a_provider_problem_falls_over_to_the_next_provider() {
     let db = TestDb::new().await;
     let id = db.otp(NUMBER, "1").await;
     let (primary, backup) = (failing("primary"), accepting("backup"));
-    run_until_idle(&db, &[primary.clone(), backup.clone()], quick_retries()).await;
+    run_until_idle(&db, [primary.clone(), backup.clone()], quick_retries()).await;
 
     assert_eq!(db.state_of(id).await.0, "sent");
     assert_eq!(
@@ -47,11 +48,14 @@ async fn a_bad_recipient_fails_at_once_without_trying_other_providers() {
         },
     );
     let backup = accepting("backup");
-    run_until_idle(&db, &[rejecting, backup.clone()], quick_retries()).await;
+    run_until_idle(&db, [rejecting, backup.clone()], quick_retries()).await;
 
     let (state, reason) = db.state_of(id).await;
     assert_eq!(state, "failed");
-    assert!(reason.unwrap().contains("recipient rejected"));
+    assert!(
+        reason.unwrap().contains("bad_recipient from primary"),
+        "reason names the class and provider"
+    );
     assert_eq!(backup.calls(), 0);
     assert_eq!(db.attempts_of(id).await.len(), 1);
 }
@@ -67,10 +71,13 @@ async fn an_ambiguous_send_is_recorded_as_such_and_falls_over() {
             ..SimulatorSettings::default()
         },
     );
-    run_until_idle(&db, &[unsure, accepting("backup")], quick_retries()).await;
+    run_until_idle(&db, [unsure, accepting("backup")], quick_retries()).await;
     assert_eq!(
         db.attempts_of(id).await,
-        [("unsure".into(), 1, 1, "ambiguous".into()), ("backup".into(), 1, 2, "accepted".into())]
+        [
+            ("unsure".into(), 1, 1, "ambiguous".into()),
+            ("backup".into(), 1, 2, "accepted".into())
+        ]
     );
 }
 
@@ -84,15 +91,17 @@ async fn when_every_provider_fails_a_retry_is_scheduled_with_backoff() {
         jitter: 0.0,
         ..RetryPolicy::default()
     };
-    run_until_idle(&db, &[failing("a"), failing("b")], policy).await;
+    run_until_idle(&db, [failing("a"), failing("b")], policy).await;
 
     let (state, reason) = db.state_of(id).await;
     assert_eq!(state, "pending");
     assert!(reason.unwrap().contains("simulated provider outage"));
-    let wait: f64 = sqlx::query_scalar("SELECT extract(epoch FROM next_attempt_at - now())::float8 FROM sms_outbox")
-        .fetch_one(&db.pool)
-        .await
-        .unwrap();
+    let wait: f64 = sqlx::query_scalar(
+        "SELECT extract(epoch FROM next_attempt_at - now())::float8 FROM sms_outbox",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
     assert!((55.0..=60.0).contains(&wait), "next try in {wait} s");
     assert_eq!(db.attempts_of(id).await.len(), 2);
 }
@@ -102,11 +111,18 @@ async fn retries_continue_until_a_provider_recovers() {
     let db = TestDb::new().await;
     let id = db.otp(NUMBER, "1").await;
     let flaky = failing("flaky");
-    run_until_idle(&db, &[flaky.clone()], quick_retries()).await;
+    run_until_idle(&db, [flaky.clone()], quick_retries()).await;
     // Still pending with a retry scheduled; the provider recovers.
     assert_eq!(db.state_of(id).await.0, "pending");
-    let relay = Relay::new(db.store(), crate::support::chain(&[accepting("flaky")]), settings(), quick_retries());
-    within(60, relay.run(StopWhen::Drained, CancellationToken::new())).await.unwrap();
+    let relay = Relay::new(
+        db.store(),
+        crate::support::chain([accepting("flaky")]),
+        settings(),
+        quick_retries(),
+    );
+    within(60, relay.run(StopWhen::Drained, CancellationToken::new()))
+        .await
+        .unwrap();
     assert_eq!(db.state_of(id).await.0, "sent");
     let rounds: Vec<i32> = db.attempts_of(id).await.iter().map(|a| a.1).collect();
     assert_eq!(rounds, [1, 2]);
@@ -131,16 +147,20 @@ async fn a_code_that_expires_before_its_retry_ends_expired_and_is_never_sent() {
         jitter: 0.0,
         ..RetryPolicy::default()
     };
-    run_until_idle(&db, &[down.clone()], policy.clone()).await;
+    run_until_idle(&db, [down.clone()], policy.clone()).await;
 
     let (state, reason) = db.state_of(id).await;
     assert_eq!(state, "expired");
-    assert!(reason.unwrap().contains("validity ends before the next retry"));
+    assert!(
+        reason
+            .unwrap()
+            .contains("validity ends before the next retry")
+    );
     assert_eq!(down.calls(), 1);
     assert_eq!(down.sent(), 0);
     // Nothing is left to do, and a later relay sends nothing.
     let later = accepting("later");
-    run_until_idle(&db, &[later.clone()], policy).await;
+    run_until_idle(&db, [later.clone()], policy).await;
     assert_eq!(later.calls(), 0);
 }
 
@@ -153,7 +173,7 @@ async fn a_message_claimed_after_its_validity_is_expired_without_a_send() {
         .await
         .unwrap();
     let sim = accepting("sim");
-    run_until_idle(&db, &[sim.clone()], quick_retries()).await;
+    run_until_idle(&db, [sim.clone()], quick_retries()).await;
     assert_eq!(db.state_of(id).await.0, "expired");
     assert_eq!(sim.calls(), 0);
 }
@@ -167,13 +187,23 @@ async fn max_rounds_ends_the_message_failed_with_the_reason() {
         max_rounds: 3,
         ..quick_retries()
     };
-    let relay = Relay::new(db.store(), crate::support::chain(&[down.clone()]), settings(), policy);
-    within(60, relay.run(StopWhen::Drained, CancellationToken::new())).await.unwrap();
+    let relay = Relay::new(
+        db.store(),
+        crate::support::chain([down.clone()]),
+        settings(),
+        policy,
+    );
+    within(60, relay.run(StopWhen::Drained, CancellationToken::new()))
+        .await
+        .unwrap();
 
     let (state, reason) = db.state_of(id).await;
     assert_eq!(state, "failed");
     let reason = reason.unwrap();
-    assert!(reason.contains("gave up after 3 rounds") && reason.contains("provider outage"), "{reason}");
+    assert!(
+        reason.contains("gave up after 3 rounds") && reason.contains("provider outage"),
+        "{reason}"
+    );
     assert_eq!(down.calls(), 3);
     let rounds: Vec<i32> = db.attempts_of(id).await.iter().map(|a| a.1).collect();
     assert_eq!(rounds, [1, 2, 3]);
@@ -197,14 +227,18 @@ async fn a_poison_row_fails_with_a_reason_and_blocks_nobody() {
     let healthy = db.otps(50).await;
 
     let sim = accepting("sim");
-    run_until_idle(&db, &[sim.clone()], quick_retries()).await;
+    run_until_idle(&db, [sim.clone()], quick_retries()).await;
 
     let (state, reason) = db.state_of(poison_params).await;
     assert_eq!(state, "failed");
     assert!(reason.unwrap().contains("not a string or number"));
     let (state, reason) = db.state_of(poison_template).await;
     assert_eq!(state, "failed");
-    assert!(reason.unwrap().contains("template deleted_later/en does not exist"));
+    assert!(
+        reason
+            .unwrap()
+            .contains("template deleted_later/en does not exist")
+    );
     assert_eq!(sim.sent(), healthy.len() as u64);
     assert_eq!(db.states().await.get("sent"), Some(&(healthy.len() as i64)));
 }
@@ -231,9 +265,21 @@ async fn each_attempt_records_segments_encoding_cost_and_provider_ids() {
         }),
     )]);
     let relay = Relay::new(db.store(), Arc::new(priced), settings(), quick_retries());
-    within(60, relay.run(StopWhen::Idle, CancellationToken::new())).await.unwrap();
+    within(60, relay.run(StopWhen::Idle, CancellationToken::new()))
+        .await
+        .unwrap();
 
-    type Row = (String, i32, String, Option<String>, Option<String>, Option<i16>, Option<String>, String, f64);
+    type Row = (
+        String,
+        i32,
+        String,
+        Option<String>,
+        Option<String>,
+        Option<i16>,
+        Option<String>,
+        String,
+        f64,
+    );
     let row = |id| {
         sqlx::query_as::<_, Row>(
             "SELECT provider, segments::int, encoding, cost::text, currency::text, http_status, \
@@ -244,10 +290,153 @@ async fn each_attempt_records_segments_encoding_cost_and_provider_ids() {
     };
     let en = row(english).await.unwrap();
     assert_eq!((en.0.as_str(), en.1, en.2.as_str()), ("local", 1, "gsm7"));
-    assert_eq!((en.3.as_deref(), en.4.as_deref(), en.5), (Some("0.250000"), Some("BDT"), Some(200)));
+    assert_eq!(
+        (en.3.as_deref(), en.4.as_deref(), en.5),
+        (Some("0.250000"), Some("BDT"), Some(200))
+    );
     assert!(en.6.unwrap().starts_with("sim-"));
     assert_eq!(en.7, "otp");
     assert!(en.8 >= 0.0);
     let bn = row(bengali).await.unwrap();
     assert_eq!((bn.1, bn.2.as_str()), (1, "ucs2"));
+}
+
+#[tokio::test]
+async fn a_provider_that_hangs_is_cut_off_at_the_codes_deadline() {
+    let db = TestDb::new().await;
+    let id = enqueue(
+        &db.pool,
+        &EnqueueRequest {
+            expires_at: Some(Utc::now() + TimeDelta::milliseconds(1500)),
+            ..otp_request(NUMBER, "1")
+        },
+    )
+    .await
+    .unwrap();
+    let hung = simulator(
+        "hung",
+        SimulatorSettings {
+            latency_ms: 60_000,
+            ..SimulatorSettings::default()
+        },
+    );
+    run_until_idle(
+        &db,
+        &[hung.clone(), accepting("never-reached")],
+        quick_retries(),
+    )
+    .await;
+
+    let (state, reason) = db.state_of(id).await;
+    assert_eq!(state, "expired");
+    assert!(reason.unwrap().contains("validity ended"));
+    assert_eq!(
+        hung.sent(),
+        0,
+        "the call was abandoned before the simulator answered"
+    );
+    assert_eq!(
+        db.attempts_of(id).await,
+        [("hung".into(), 1, 1, "ambiguous".into())]
+    );
+    let sent_late: i64 = db
+        .count("SELECT count(*) FROM sms_attempts a JOIN sms_outbox o ON o.id = a.message_id WHERE a.outcome = 'accepted' AND a.finished_at > o.expires_at")
+        .await;
+    assert_eq!(sent_late, 0);
+}
+
+#[tokio::test]
+async fn a_message_superseded_while_in_flight_is_not_retried() {
+    let db = TestDb::new().await;
+    let old = db.otp(NUMBER, "111111").await;
+    let store = db.store();
+    let claimed = store
+        .claim(1, std::time::Duration::from_secs(60), "r")
+        .await
+        .unwrap();
+    assert_eq!(claimed[0].id, old);
+    let new = db.otp(NUMBER, "222222").await;
+    assert_eq!(
+        db.state_of(old).await.0,
+        "sending",
+        "an in-flight message is left alone"
+    );
+
+    let finish = sms_relay::store::Finish {
+        id: old,
+        round: 1,
+        disposition: sms_relay::store::Disposition::Retry,
+        delay_ms: 10,
+        reason: Some("provider down".into()),
+        template: "otp".into(),
+        segments: None,
+        attempts: Vec::new(),
+    };
+    store.complete(&[finish], "r", 0).await.unwrap();
+    let (state, reason) = db.state_of(old).await;
+    assert_eq!(state, "cancelled");
+    assert!(
+        reason
+            .unwrap()
+            .starts_with("superseded by a newer message; last error: provider down")
+    );
+    assert_eq!(db.state_of(new).await.0, "pending");
+}
+
+#[tokio::test]
+async fn odd_provider_values_are_recorded_without_failing_the_batch() {
+    let db = TestDb::new().await;
+    let ids = db.otps(2).await;
+    let store = db.store();
+    let claimed = store
+        .claim(2, std::time::Duration::from_secs(60), "r")
+        .await
+        .unwrap();
+    let now = Utc::now();
+    let odd = sms_relay::providers::AttemptRecord {
+        provider: "odd\0provider".into(),
+        chain_step: 1,
+        started_at: now,
+        finished_at: now - TimeDelta::milliseconds(5),
+        outcome: sms_relay::providers::Outcome::Accepted,
+        http_status: Some(200),
+        error_code: None,
+        error_message: Some("nul\0byte".into()),
+        provider_message_id: Some("SM1".into()),
+        cost: Some(sms_relay::providers::Cost {
+            micros: -75_100,
+            currency: "usd".into(),
+        }),
+    };
+    let finishes: Vec<_> = claimed
+        .iter()
+        .map(|m| sms_relay::store::Finish {
+            id: m.id,
+            round: m.round,
+            disposition: sms_relay::store::Disposition::Sent,
+            delay_ms: 0,
+            reason: None,
+            template: "otp".into(),
+            segments: Some(sms_relay::domain::segments::count("x")),
+            attempts: vec![odd.clone()],
+        })
+        .collect();
+    store.complete(&finishes, "r", 0).await.unwrap();
+    // Writing the same batch again (a retry after a lost acknowledgement) changes nothing.
+    store.complete(&finishes, "r", 0).await.unwrap();
+
+    for id in ids {
+        assert_eq!(db.state_of(id).await.0, "sent");
+    }
+    let (cost, currency, provider, latency): (String, String, String, f64) = sqlx::query_as(
+        "SELECT cost::text, currency::text, provider, latency_ms FROM sms_attempts LIMIT 1",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        (cost.as_str(), currency.as_str(), provider.as_str(), latency),
+        ("0.075100", "USD", "oddprovider", 0.0)
+    );
+    assert_eq!(db.count("SELECT count(*) FROM sms_attempts").await, 2);
 }

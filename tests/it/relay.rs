@@ -10,7 +10,8 @@ use sms_relay::{
 use tokio_util::sync::CancellationToken;
 
 use crate::support::{
-    TestDb, accepting, chain, eventually, otp_request, quick_retries, run_until_idle, settings, simulator, within,
+    TestDb, accepting, chain, eventually, otp_request, quick_retries, run_until_idle, settings,
+    simulator, within,
 };
 
 #[tokio::test]
@@ -42,7 +43,13 @@ async fn claims_by_priority_then_earliest_deadline() {
         order.push(claimed[0].id);
     }
     assert_eq!(order, [urgent, soon, late]);
-    assert!(store.claim(10, Duration::from_secs(60), "r").await.unwrap().is_empty());
+    assert!(
+        store
+            .claim(10, Duration::from_secs(60), "r")
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 #[tokio::test]
@@ -50,18 +57,25 @@ async fn a_claim_whose_relay_vanished_is_sent_by_another_relay() {
     let db = TestDb::new().await;
     let id = db.otp("+8801712345678", "482913").await;
     // A relay claims the message and dies before sending it.
-    let ghost = db.store().claim(10, Duration::from_millis(300), "ghost").await.unwrap();
+    let ghost = db
+        .store()
+        .claim(10, Duration::from_millis(300), "ghost")
+        .await
+        .unwrap();
     assert_eq!(ghost.len(), 1);
 
     let sim = accepting("sim");
-    run_until_idle(&db, &[sim.clone()], quick_retries()).await;
+    run_until_idle(&db, [sim.clone()], quick_retries()).await;
     assert_eq!(sim.sent(), 0, "the lease still holds, so nothing is due");
 
     tokio::time::sleep(Duration::from_millis(400)).await;
-    run_until_idle(&db, &[sim.clone()], quick_retries()).await;
+    run_until_idle(&db, [sim.clone()], quick_retries()).await;
     assert_eq!(sim.sent(), 1);
     assert_eq!(db.state_of(id).await.0, "sent");
-    assert_eq!(db.attempts_of(id).await, [("sim".into(), 2, 1, "accepted".into())]);
+    assert_eq!(
+        db.attempts_of(id).await,
+        [("sim".into(), 2, 1, "accepted".into())]
+    );
 }
 
 #[tokio::test]
@@ -69,9 +83,15 @@ async fn a_stale_relay_cannot_overwrite_a_newer_round() {
     let db = TestDb::new().await;
     let id = db.otp("+8801712345678", "1").await;
     let store = db.store();
-    let stale = store.claim(1, Duration::from_millis(1), "stale").await.unwrap();
+    let stale = store
+        .claim(1, Duration::from_millis(1), "stale")
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(20)).await;
-    let fresh = store.claim(1, Duration::from_secs(60), "fresh").await.unwrap();
+    let fresh = store
+        .claim(1, Duration::from_secs(60), "fresh")
+        .await
+        .unwrap();
     assert_eq!((stale[0].round, fresh[0].round), (1, 2));
 
     let finish = |round, disposition| sms_relay::store::Finish {
@@ -84,9 +104,27 @@ async fn a_stale_relay_cannot_overwrite_a_newer_round() {
         segments: None,
         attempts: Vec::new(),
     };
-    store.complete(&[finish(1, sms_relay::store::Disposition::Failed)], "stale", 0).await.unwrap();
-    assert_eq!(db.state_of(id).await.0, "sending", "the stale completion is fenced off");
-    store.complete(&[finish(2, sms_relay::store::Disposition::Sent)], "fresh", 0).await.unwrap();
+    store
+        .complete(
+            &[finish(1, sms_relay::store::Disposition::Failed)],
+            "stale",
+            0,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        db.state_of(id).await.0,
+        "sending",
+        "the stale completion is fenced off"
+    );
+    store
+        .complete(
+            &[finish(2, sms_relay::store::Disposition::Sent)],
+            "fresh",
+            0,
+        )
+        .await
+        .unwrap();
     assert_eq!(db.state_of(id).await.0, "sent");
 }
 
@@ -98,7 +136,7 @@ async fn four_relays_send_five_thousand_messages_once_each() {
     let relays = (0..4).map(|_| {
         let relay = Relay::new(
             db.store(),
-            chain(&[sim.clone()]),
+            chain([sim.clone()]),
             sms_relay::config::RelaySettings {
                 batch_size: 50,
                 ..settings()
@@ -110,15 +148,26 @@ async fn four_relays_send_five_thousand_messages_once_each() {
     let reports = within(120, futures_join(relays)).await;
     let claimed: u64 = reports.iter().map(|r| r.claimed).sum();
 
-    assert_eq!(sim.sent(), 5_000, "the simulator was called once per message");
+    assert_eq!(
+        sim.sent(),
+        5_000,
+        "the simulator was called once per message"
+    );
     assert_eq!(claimed, 5_000);
     assert_eq!(db.states().await.get("sent"), Some(&5_000));
-    assert!(reports.iter().filter(|r| r.claimed > 0).count() >= 2, "work was shared: {reports:?}");
+    assert!(
+        reports.iter().filter(|r| r.claimed > 0).count() >= 2,
+        "work was shared: {reports:?}"
+    );
     assert_eq!(db.count("SELECT count(*) FROM sms_attempts").await, 5_000);
 }
 
 async fn futures_join(
-    handles: impl Iterator<Item = tokio::task::JoinHandle<Result<sms_relay::relay::RunReport, sms_relay::relay::RelayError>>>,
+    handles: impl Iterator<
+        Item = tokio::task::JoinHandle<
+            Result<sms_relay::relay::RunReport, sms_relay::relay::RelayError>,
+        >,
+    >,
 ) -> Vec<sms_relay::relay::RunReport> {
     let mut reports = Vec::new();
     for handle in handles.collect::<Vec<_>>() {
@@ -133,7 +182,7 @@ async fn a_commit_wakes_an_idle_relay_before_its_poll_interval() {
     let sim = accepting("sim");
     let relay = Relay::new(
         db.store(),
-        chain(&[sim.clone()]),
+        chain([sim.clone()]),
         sms_relay::config::RelaySettings {
             poll_interval_ms: 30_000,
             ..settings()
@@ -150,7 +199,11 @@ async fn a_commit_wakes_an_idle_relay_before_its_poll_interval() {
     within(20, eventually(async || db.state_of(id).await.0 == "sent")).await;
     cancel.cancel();
     within(20, running).await.unwrap().unwrap();
-    assert_eq!(db.count("SELECT count(*) FROM sms_relay_sleepers").await, 0, "deregistered on stop");
+    assert_eq!(
+        db.count("SELECT count(*) FROM sms_relay_sleepers").await,
+        0,
+        "deregistered on stop"
+    );
 }
 
 #[tokio::test]
@@ -164,7 +217,12 @@ async fn shutdown_lets_in_flight_sends_finish_and_leaves_nothing_stuck() {
             ..SimulatorSettings::default()
         },
     );
-    let relay = Relay::new(db.store(), chain(&[sim.clone()]), settings(), quick_retries());
+    let relay = Relay::new(
+        db.store(),
+        chain([sim.clone()]),
+        settings(),
+        quick_retries(),
+    );
     let cancel = CancellationToken::new();
     let running = tokio::spawn(relay.run(StopWhen::Cancelled, cancel.clone()));
     eventually(async || sim.calls() == 20).await;
@@ -188,7 +246,7 @@ async fn sends_outlasting_the_grace_are_released_and_sent_later() {
     );
     let relay = Relay::new(
         db.store(),
-        chain(&[stuck.clone()]),
+        chain([stuck.clone()]),
         sms_relay::config::RelaySettings {
             shutdown_grace_ms: 100,
             ..settings()
@@ -204,9 +262,38 @@ async fn sends_outlasting_the_grace_are_released_and_sent_later() {
     let (state, reason) = db.state_of(id).await;
     assert_eq!(state, "pending");
     assert!(reason.unwrap().contains("outcome unknown"));
-    assert_eq!(db.attempts_of(id).await, [("stuck".into(), 1, 1, "ambiguous".into())]);
+    assert_eq!(
+        db.attempts_of(id).await,
+        [("stuck".into(), 1, 1, "ambiguous".into())]
+    );
 
     let sim = accepting("sim");
-    run_until_idle(&db, &[sim.clone()], quick_retries()).await;
+    run_until_idle(&db, [sim.clone()], quick_retries()).await;
     assert_eq!(db.state_of(id).await.0, "sent");
+}
+
+#[tokio::test]
+async fn the_relay_vacuums_the_outbox_after_a_burst() {
+    let db = TestDb::new().await;
+    db.otps(200).await;
+    let relay = Relay::new(
+        db.store(),
+        chain([accepting("sim")]),
+        sms_relay::config::RelaySettings {
+            vacuum_every: 100,
+            ..settings()
+        },
+        quick_retries(),
+    );
+    within(60, relay.run(StopWhen::Idle, CancellationToken::new()))
+        .await
+        .unwrap();
+    eventually(async || {
+        db.count(
+            "SELECT (vacuum_count)::int8 FROM pg_stat_user_tables WHERE relname = 'sms_outbox'",
+        )
+        .await
+            > 0
+    })
+    .await;
 }

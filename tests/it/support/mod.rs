@@ -49,7 +49,9 @@ fn server() -> &'static Server {
 }
 
 fn url_for(admin_url: &str, db: &str) -> String {
-    let (base, _) = admin_url.rsplit_once('/').expect("DATABASE_URL has a database path");
+    let (base, _) = admin_url
+        .rsplit_once('/')
+        .expect("DATABASE_URL has a database path");
     format!("{base}/{db}")
 }
 
@@ -64,25 +66,38 @@ async fn template() -> &'static str {
             }
             let name = format!("sms_relay_tpl_{:016x}", hasher.finish());
             let admin_url = &server().admin_url;
-            let mut admin = PgConnection::connect(admin_url).await.expect("connect as admin");
-            let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
-                .bind(&name)
-                .fetch_one(&mut admin)
+            let mut admin = PgConnection::connect(admin_url)
                 .await
-                .unwrap();
+                .expect("connect as admin");
+            let exists: bool =
+                sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+                    .bind(&name)
+                    .fetch_one(&mut admin)
+                    .await
+                    .unwrap();
             if !exists {
                 let scratch = format!("sms_relay_tmp_{}", Uuid::new_v4().simple());
-                sqlx::query(AssertSqlSafe(format!("CREATE DATABASE {scratch}"))).execute(&mut admin).await.unwrap();
-                let pool = db::connect(&url_for(admin_url, &scratch), 1).await.unwrap();
-                db::migrate(&pool).await.expect("migrations apply to an empty database");
-                pool.close().await;
-                // Another test process may have won the race; then ours is dropped.
-                if sqlx::query(AssertSqlSafe(format!("ALTER DATABASE {scratch} RENAME TO {name}")))
+                sqlx::query(AssertSqlSafe(format!("CREATE DATABASE {scratch}")))
                     .execute(&mut admin)
                     .await
-                    .is_err()
+                    .unwrap();
+                let pool = db::connect(&url_for(admin_url, &scratch), 1).await.unwrap();
+                db::migrate(&pool)
+                    .await
+                    .expect("migrations apply to an empty database");
+                pool.close().await;
+                // Another test process may have won the race; then ours is dropped.
+                if sqlx::query(AssertSqlSafe(format!(
+                    "ALTER DATABASE {scratch} RENAME TO {name}"
+                )))
+                .execute(&mut admin)
+                .await
+                .is_err()
                 {
-                    sqlx::query(AssertSqlSafe(format!("DROP DATABASE {scratch}"))).execute(&mut admin).await.unwrap();
+                    sqlx::query(AssertSqlSafe(format!("DROP DATABASE {scratch}")))
+                        .execute(&mut admin)
+                        .await
+                        .unwrap();
                 }
             }
             admin.close().await.unwrap();
@@ -104,10 +119,12 @@ impl TestDb {
         let name = format!("sms_relay_test_{}", Uuid::new_v4().simple());
         let admin_url = &server().admin_url;
         let mut admin = PgConnection::connect(admin_url).await.unwrap();
-        sqlx::query(AssertSqlSafe(format!("CREATE DATABASE {name} TEMPLATE {template}")))
-            .execute(&mut admin)
-            .await
-            .unwrap();
+        sqlx::query(AssertSqlSafe(format!(
+            "CREATE DATABASE {name} TEMPLATE {template}"
+        )))
+        .execute(&mut admin)
+        .await
+        .unwrap();
         admin.close().await.unwrap();
         let url = url_for(admin_url, &name);
         let pool = db::connect(&url, 10).await.unwrap();
@@ -120,7 +137,9 @@ impl TestDb {
 
     /// Enqueues an English OTP for `recipient` with `code`.
     pub async fn otp(&self, recipient: &str, code: &str) -> Uuid {
-        enqueue(&self.pool, &otp_request(recipient, code)).await.expect("enqueue")
+        enqueue(&self.pool, &otp_request(recipient, code))
+            .await
+            .expect("enqueue")
     }
 
     /// Enqueues `n` OTPs to distinct numbers in one transaction each, returning their ids.
@@ -138,12 +157,14 @@ impl TestDb {
 
     /// Messages per state.
     pub async fn states(&self) -> HashMap<String, i64> {
-        sqlx::query_as::<_, (String, i64)>("SELECT state::text, count(*) FROM sms_outbox GROUP BY 1")
-            .fetch_all(&self.pool)
-            .await
-            .unwrap()
-            .into_iter()
-            .collect()
+        sqlx::query_as::<_, (String, i64)>(
+            "SELECT state::text, count(*) FROM sms_outbox GROUP BY 1",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .unwrap()
+        .into_iter()
+        .collect()
     }
 
     pub async fn state_of(&self, id: Uuid) -> (String, Option<String>) {
@@ -180,7 +201,10 @@ impl Drop for TestDb {
         let _ = Command::new("psql")
             .arg(&server().admin_url)
             .args(["-q", "-c"])
-            .arg(format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name))
+            .arg(format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            ))
             .status();
     }
 }
@@ -233,9 +257,10 @@ pub fn failing(name: &str) -> Arc<Simulator> {
     )
 }
 
-pub fn chain(providers: &[Arc<Simulator>]) -> Arc<ProviderChain> {
+pub fn chain(providers: impl AsRef<[Arc<Simulator>]>) -> Arc<ProviderChain> {
     Arc::new(ProviderChain::new(
         providers
+            .as_ref()
             .iter()
             .map(|p| (p.clone() as Arc<dyn Provider>, None::<Price>))
             .collect(),
@@ -243,7 +268,11 @@ pub fn chain(providers: &[Arc<Simulator>]) -> Arc<ProviderChain> {
 }
 
 /// Runs one relay over `db` with `providers` until nothing is due or in flight.
-pub async fn run_until_idle(db: &TestDb, providers: &[Arc<Simulator>], policy: RetryPolicy) -> RunReport {
+pub async fn run_until_idle(
+    db: &TestDb,
+    providers: impl AsRef<[Arc<Simulator>]>,
+    policy: RetryPolicy,
+) -> RunReport {
     let relay = Relay::new(db.store(), chain(providers), settings(), policy);
     within(60, relay.run(StopWhen::Idle, CancellationToken::new()))
         .await
