@@ -127,7 +127,7 @@ CREATE TABLE sms_recipient_budget (
     used         integer     NOT NULL CHECK (used > 0)
 );
 
--- One row per provider call. Insert-only; analysts read it (see sql/README.md).
+-- One row per provider call. Insert-only; analysts read it (columns documented in README.md).
 CREATE TABLE sms_attempts (
     id                  bigint      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     message_id          uuid        NOT NULL,

@@ -103,6 +103,9 @@ pub struct BenchArgs {
     /// Messages for the drain measurement.
     #[arg(long, default_value_t = 100_000)]
     pub drain: u32,
+    /// Relays draining side by side (as separate sidecars would, sharing one pool here).
+    #[arg(long, default_value_t = 1)]
+    pub relays: u32,
     /// Enqueue rate (messages/s) for the latency measurement.
     #[arg(long, default_value_t = 500)]
     pub rate: u32,

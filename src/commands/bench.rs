@@ -51,15 +51,12 @@ impl Provider for Stopwatch {
     }
 }
 
-/// A relay with the configured settings and the stopwatch as its only provider.
+/// A relay with the given settings and the stopwatch as its only provider.
 fn relay(pool: &PgPool, settings: &RelaySettings, provider: Arc<dyn Provider>) -> Relay {
     Relay::new(
         Store::new(pool.clone()),
         Arc::new(ProviderChain::new(vec![(provider, None)])),
-        RelaySettings {
-            relay_id: Some("bench".into()),
-            ..settings.clone()
-        },
+        settings.clone(),
         RetryPolicy::default(),
     )
 }
@@ -77,6 +74,7 @@ async fn drain(
     pool: &PgPool,
     settings: &RelaySettings,
     n: u32,
+    relays: u32,
 ) -> Result<(Duration, f64), CommandError> {
     let started = Instant::now();
     sqlx::query(
@@ -93,9 +91,29 @@ async fn drain(
 
     let provider = Arc::new(Stopwatch::default());
     let started = Instant::now();
-    relay(pool, settings, provider.clone())
-        .run(StopWhen::Idle, CancellationToken::new())
-        .await?;
+    let mut running = tokio::task::JoinSet::new();
+    for i in 0..relays {
+        let settings = RelaySettings {
+            relay_id: Some(format!("bench-{i}")),
+            ..settings.clone()
+        };
+        running.spawn(
+            relay(pool, &settings, provider.clone()).run(StopWhen::Idle, CancellationToken::new()),
+        );
+    }
+    let drained = async {
+        while let Some(result) = running.join_next().await {
+            result.map_err(std::io::Error::other)??;
+        }
+        Ok::<(), CommandError>(())
+    };
+    tokio::time::timeout(Duration::from_secs(600), drained)
+        .await
+        .map_err(|_| {
+            std::io::Error::other(
+                "the drain did not finish within 10 minutes; see the relay's warnings",
+            )
+        })??;
     let elapsed = started.elapsed();
     let sent = provider.calls.lock().expect("stopwatch lock").len();
     assert_eq!(sent, n as usize, "every message reached the provider once");
@@ -126,7 +144,11 @@ async fn latency(
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     };
-    idle.await?;
+    tokio::time::timeout(Duration::from_secs(30), idle)
+        .await
+        .map_err(|_| {
+            std::io::Error::other("the relay did not go idle within 30 s; see its warnings")
+        })??;
 
     let mut committed = Vec::with_capacity((rate * seconds) as usize);
     let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(rate)));
@@ -187,11 +209,11 @@ pub(super) async fn bench(
         .fetch_one(&pool)
         .await?;
 
-    eprintln!("(a) draining {} messages…", args.drain);
-    let (enqueue_time, drain_rate) = drain(&pool, &config.relay, args.drain).await?;
-    if std::env::var_os("BENCH_VACUUM").is_some() {
-        sqlx::query("VACUUM sms_outbox").execute(&pool).await?;
-    }
+    eprintln!(
+        "(a) draining {} messages with {} relay(s)…",
+        args.drain, args.relays
+    );
+    let (enqueue_time, drain_rate) = drain(&pool, &config.relay, args.drain, args.relays).await?;
     eprintln!(
         "(b) {} msgs/s for {} s into an idle relay…",
         args.rate, args.seconds
@@ -210,7 +232,7 @@ pub(super) async fn bench(
         format!("{:.2} s", enqueue_time.as_secs_f64()),
     ]);
     table.add_row([
-        format!("drain {} messages", args.drain),
+        format!("drain {} messages, {} relay(s)", args.drain, args.relays),
         format!("{drain_rate:.0} msgs/s"),
     ]);
     table.add_row([

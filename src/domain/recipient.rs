@@ -18,7 +18,7 @@ impl Recipient {
         &self.0
     }
 
-    /// The number as `+880•••••••78`: country code kept, all but the last two digits hidden.
+    /// The number as `+880••••••••78`: the first four characters and the last two digits kept.
     pub fn masked(&self) -> String {
         let digits: Vec<char> = self.0.chars().collect();
         let keep_head = 4.min(digits.len());
