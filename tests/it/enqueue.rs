@@ -483,3 +483,40 @@ async fn the_auth_transaction_example_runs() {
         "only the committed login queued an SMS"
     );
 }
+
+#[tokio::test]
+async fn templates_are_seeded_word_for_word_and_state_their_real_validity() {
+    let db = TestDb::new().await;
+    let rows: Vec<(String, String, String, f64)> = sqlx::query_as(
+        "SELECT name, locale, body, extract(epoch FROM validity)::float8 / 60 FROM sms_templates ORDER BY name, locale",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    let body = |name: &str, locale: &str| {
+        rows.iter()
+            .find(|r| r.0 == name && r.1 == locale)
+            .map(|r| (r.2.clone(), r.3))
+            .unwrap()
+    };
+    assert_eq!(
+        body("otp", "en"),
+        ("Your verification code is {code}. Valid for 10 minutes.".into(), 10.0)
+    );
+    assert_eq!(
+        body("admin_2fa", "en"),
+        ("Your admin login code is {code}. Valid for 5 minutes.".into(), 5.0)
+    );
+    // The Bengali bodies state the same span in Bengali digits.
+    let bengali_digits = |n: f64| {
+        n.to_string()
+            .chars()
+            .map(|c| char::from_u32(0x09E6 + c.to_digit(10).unwrap()).unwrap())
+            .collect::<String>()
+    };
+    for name in ["otp", "admin_2fa"] {
+        let (text, minutes) = body(name, "bn");
+        assert!(text.contains(&format!("{} মিনিট", bengali_digits(minutes))), "{name}: {text}");
+        assert!(text.contains("{code}"));
+    }
+}
