@@ -84,7 +84,7 @@ async fn sigkill_mid_burst_loses_nothing_and_duplicates_at_most_what_was_in_flig
         &config,
         format!(
             "[relay]\nlease_ms = 2000\nbatch_size = 50\nmax_in_flight = 200\npoll_interval_ms = 100\n\
-             [[providers]]\nname = \"sim\"\nkind = \"simulator\"\nlatency_ms = 20\njournal = {journal:?}\n"
+             [[providers]]\nname = \"sim\"\nkind = \"simulator\"\nlatency_ms = 50\njournal = {journal:?}\n"
         ),
     )
     .unwrap();

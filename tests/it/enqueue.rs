@@ -501,11 +501,17 @@ async fn templates_are_seeded_word_for_word_and_state_their_real_validity() {
     };
     assert_eq!(
         body("otp", "en"),
-        ("Your verification code is {code}. Valid for 10 minutes.".into(), 10.0)
+        (
+            "Your verification code is {code}. Valid for 10 minutes.".into(),
+            10.0
+        )
     );
     assert_eq!(
         body("admin_2fa", "en"),
-        ("Your admin login code is {code}. Valid for 5 minutes.".into(), 5.0)
+        (
+            "Your admin login code is {code}. Valid for 5 minutes.".into(),
+            5.0
+        )
     );
     // The Bengali bodies state the same span in Bengali digits.
     let bengali_digits = |n: f64| {
@@ -516,7 +522,10 @@ async fn templates_are_seeded_word_for_word_and_state_their_real_validity() {
     };
     for name in ["otp", "admin_2fa"] {
         let (text, minutes) = body(name, "bn");
-        assert!(text.contains(&format!("{} মিনিট", bengali_digits(minutes))), "{name}: {text}");
+        assert!(
+            text.contains(&format!("{} মিনিট", bengali_digits(minutes))),
+            "{name}: {text}"
+        );
         assert!(text.contains("{code}"));
     }
 }

@@ -111,9 +111,18 @@ async fn retries_continue_until_a_provider_recovers() {
     let db = TestDb::new().await;
     let id = db.otp(NUMBER, "1").await;
     let flaky = failing("flaky");
-    run_until_idle(&db, [flaky.clone()], quick_retries()).await;
-    // Still pending with a retry scheduled; the provider recovers.
+    let patient = RetryPolicy {
+        base_ms: 60_000,
+        cap_ms: 60_000,
+        ..RetryPolicy::default()
+    };
+    run_until_idle(&db, [flaky.clone()], patient).await;
+    // Still pending with a retry scheduled; time passes and the provider recovers.
     assert_eq!(db.state_of(id).await.0, "pending");
+    sqlx::query("UPDATE sms_outbox SET next_attempt_at = now()")
+        .execute(&db.pool)
+        .await
+        .unwrap();
     let relay = Relay::new(
         db.store(),
         crate::support::chain([accepting("flaky")]),
