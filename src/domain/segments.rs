@@ -1,7 +1,5 @@
 //! How many SMS parts a text costs: GSM-7 (160/153 septets) or UCS-2 (70/67 UTF-16 units).
 
-use std::fmt;
-
 /// The character set a message is sent in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Encoding {
@@ -18,12 +16,6 @@ impl Encoding {
             Encoding::Gsm7 => "gsm7",
             Encoding::Ucs2 => "ucs2",
         }
-    }
-}
-
-impl fmt::Display for Encoding {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
     }
 }
 

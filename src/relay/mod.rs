@@ -79,11 +79,6 @@ impl Relay {
         }
     }
 
-    /// This relay's id.
-    pub fn id(&self) -> &str {
-        &self.relay_id
-    }
-
     /// Serves until `cancel` fires or `stop` says so. On cancel: stops claiming, gives in-flight
     /// sends `shutdown_grace_ms`, then abandons the rest (recorded as ambiguous and released).
     pub async fn run(
