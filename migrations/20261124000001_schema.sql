@@ -80,7 +80,7 @@ CREATE TABLE sms_outbox (
     purpose         text        NOT NULL,
     -- 0 is the most urgent; claims go by priority, then by the earliest expiry.
     priority        smallint    NOT NULL DEFAULT 5 CHECK (priority BETWEEN 0 AND 9),
-    idempotency_key text        UNIQUE CHECK (length(idempotency_key) BETWEEN 1 AND 200),
+    idempotency_key text        CHECK (length(idempotency_key) BETWEEN 1 AND 200),
     -- The code's validity end: nothing is sent at or after it.
     expires_at      timestamptz NOT NULL,
     -- pending: when the row becomes due; sending: when the claiming relay's lease runs out.
@@ -113,6 +113,10 @@ COMMENT ON TABLE sms_outbox IS 'Transactional outbox: one row per SMS intent, wr
 -- The claim index: same order as the claim query, due time checked inside the index.
 CREATE INDEX sms_outbox_claim_idx ON sms_outbox (priority, expires_at, next_attempt_at)
     WHERE state IN ('pending', 'sending');
+-- Unique where given. Partial, so the many messages without a key (and each of their row
+-- versions: every claim and completion writes one) add nothing to this index.
+CREATE UNIQUE INDEX sms_outbox_idempotency_key_idx ON sms_outbox (idempotency_key)
+    WHERE idempotency_key IS NOT NULL;
 -- When the next message comes due (the relay sleeps until then).
 CREATE INDEX sms_outbox_due_idx ON sms_outbox (next_attempt_at)
     WHERE state IN ('pending', 'sending');

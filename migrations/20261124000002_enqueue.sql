@@ -154,7 +154,7 @@ BEGIN
     VALUES (sms_enqueue.recipient, sms_enqueue.template, sms_enqueue.params, sms_enqueue.expires_at,
             sms_enqueue.idempotency_key, sms_enqueue.priority, sms_enqueue.locale, sms_enqueue.purpose,
             sms_enqueue.supersede)
-    ON CONFLICT ON CONSTRAINT sms_outbox_idempotency_key_key DO NOTHING
+    ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
     RETURNING id INTO new_id;
 
     IF new_id IS NULL THEN

@@ -355,6 +355,26 @@ async fn the_same_idempotency_key_returns_the_first_message() {
 }
 
 #[tokio::test]
+async fn concurrent_enqueues_with_one_key_make_one_message() {
+    let db = TestDb::new().await;
+    let request = EnqueueRequest {
+        idempotency_key: Some("login-race".into()),
+        ..otp_request(NUMBER, "111111")
+    };
+    let mut first = db.pool.begin().await.unwrap();
+    let first_id = enqueue(&mut *first, &request).await.unwrap();
+    let (pool, again) = (db.pool.clone(), request.clone());
+    let second = tokio::spawn(async move { enqueue(&pool, &again).await });
+    // Give the second call time to reach the key and wait on the first transaction.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    first.commit().await.unwrap();
+
+    let second_id = within(10, second).await.unwrap().unwrap();
+    assert_eq!(first_id, second_id);
+    assert_eq!(db.count("SELECT count(*) FROM sms_outbox").await, 1);
+}
+
+#[tokio::test]
 async fn a_new_code_supersedes_older_unsent_ones() {
     let db = TestDb::new().await;
     let old = db.otp(NUMBER, "111111").await;
