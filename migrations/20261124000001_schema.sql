@@ -69,8 +69,14 @@ CREATE TABLE sms_allowed_prefixes (
 );
 INSERT INTO sms_allowed_prefixes (prefix, note) VALUES ('+880', 'Bangladesh');
 
+-- Orders messages for one recipient: drawn by the enqueue guard after it has locked the
+-- recipient's budget row, so it follows commit order per recipient (unlike created_at, which is the
+-- transaction's start). Superseding and the "is there a newer message?" checks compare it.
+CREATE SEQUENCE sms_outbox_seq;
+
 CREATE TABLE sms_outbox (
     id              uuid        PRIMARY KEY DEFAULT sms_uuid_v7(),
+    seq             bigint      NOT NULL,
     state           sms_state   NOT NULL DEFAULT 'pending',
     recipient       text        NOT NULL CHECK (recipient ~ '^\+[1-9][0-9]{6,14}$'),
     template        text        NOT NULL,
@@ -120,8 +126,8 @@ CREATE UNIQUE INDEX sms_outbox_idempotency_key_idx ON sms_outbox (idempotency_ke
 -- When the next message comes due (the relay sleeps until then).
 CREATE INDEX sms_outbox_due_idx ON sms_outbox (next_attempt_at)
     WHERE state IN ('pending', 'sending');
--- Superseding looks up earlier messages per recipient.
-CREATE INDEX sms_outbox_recipient_idx ON sms_outbox (recipient, created_at);
+-- Superseding and the newer-message check look up messages per recipient and purpose.
+CREATE INDEX sms_outbox_recipient_idx ON sms_outbox (recipient, purpose, seq);
 
 -- Per-recipient enqueue counter for the rate limit: a row lock serialises enqueues for one
 -- recipient only, and under REPEATABLE READ a concurrent enqueue fails instead of slipping through.

@@ -79,11 +79,15 @@ BEGIN
             USING ERRCODE = 'SR008';
     END IF;
 
-    IF NEW.state IS DISTINCT FROM 'pending' OR NEW.attempts <> 0 OR NEW.finished_at IS NOT NULL THEN
+    IF NEW.state IS DISTINCT FROM 'pending' OR NEW.attempts IS DISTINCT FROM 0 OR NEW.finished_at IS NOT NULL THEN
         RAISE EXCEPTION 'sms_outbox: a new message must be pending with no attempts'
             USING ERRCODE = 'SR009';
     END IF;
 
+    -- After the budget row lock: per recipient, seq follows commit order.
+    NEW.seq := nextval('sms_outbox_seq');
+    NEW.id := coalesce(NEW.id, sms_uuid_v7());
+    NEW.supersede := coalesce(NEW.supersede, true);
     NEW.purpose := coalesce(NEW.purpose, NEW.template);
     NEW.created_at := now();
     NEW.next_attempt_at := least(greatest(coalesce(NEW.next_attempt_at, now()), now()), NEW.expires_at);
@@ -94,8 +98,9 @@ END $$;
 CREATE TRIGGER sms_outbox_guard BEFORE INSERT ON sms_outbox
     FOR EACH ROW EXECUTE FUNCTION sms_outbox_guard();
 
--- Older unsent codes for the same recipient and purpose are cancelled, not deleted. A message in
--- flight is left to finish, but the relay never retries or re-sends it (it checks for a newer one).
+-- Older unsent codes for the same recipient and purpose are cancelled, not deleted. "Older" is by
+-- seq, so of several rows one INSERT adds, the last one stays. A message in flight is left to
+-- finish, but the relay never retries or re-sends it (it checks for a newer one the same way).
 CREATE FUNCTION sms_outbox_supersede() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
@@ -105,7 +110,7 @@ BEGIN
      WHERE o.recipient = NEW.recipient
        AND o.purpose = NEW.purpose
        AND o.state = 'pending'
-       AND o.id <> NEW.id;
+       AND o.seq < NEW.seq;
     RETURN NULL;
 END $$;
 
@@ -153,7 +158,7 @@ BEGIN
                             purpose, supersede)
     VALUES (sms_enqueue.recipient, sms_enqueue.template, sms_enqueue.params, sms_enqueue.expires_at,
             sms_enqueue.idempotency_key, sms_enqueue.priority, sms_enqueue.locale, sms_enqueue.purpose,
-            sms_enqueue.supersede)
+            coalesce(sms_enqueue.supersede, true))
     ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
     RETURNING id INTO new_id;
 

@@ -137,8 +137,8 @@ impl RelaySettings {
         if self.max_in_flight < self.batch_size {
             return Err("relay.max_in_flight must be at least relay.batch_size".into());
         }
-        if self.lease_ms < 1_000 {
-            return Err("relay.lease_ms must be at least 1000".into());
+        if self.lease_ms < 10_000 {
+            return Err("relay.lease_ms must be at least 10000 (a round must end, and be recorded, inside it)".into());
         }
         if !(10..=30_000).contains(&self.poll_interval_ms) {
             return Err(

@@ -195,26 +195,44 @@ impl ProviderChain {
 }
 
 /// Provider error text goes into `sms_attempts`, `last_error` and logs, so it must not carry the
-/// recipient or the code (some providers echo the number back). Digit runs of seven or more
-/// (phone numbers) and any digit run of four or more that occurs in the message body (the code)
-/// become `[redacted]`.
+/// recipient or the code (some providers echo the number back). A number is a run of digits (of any
+/// script) joined by single separators (`+880 1712-345678` is one); a number of seven or more
+/// digits (a phone number), or of four or more that occur in the message body (the code), becomes
+/// `[redacted]`.
 pub fn scrub(text: &str, body: &str) -> String {
+    let is_separator = |c: char| matches!(c, ' ' | '-' | '.' | '/' | '(' | ')');
+    let chars: Vec<char> = text.chars().collect();
     let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(start) = rest.find(|c: char| c.is_ascii_digit()) {
-        out.push_str(&rest[..start]);
-        let run_len = rest[start..]
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(rest.len() - start);
-        let run = &rest[start..start + run_len];
-        if run.len() >= 7 || (run.len() >= 4 && body.contains(run)) {
+    let mut i = 0;
+    while i < chars.len() {
+        if !chars[i].is_numeric() {
+            out.push(chars[i]);
+            i += 1;
+            continue;
+        }
+        let (start, mut end, mut j) = (i, i, i);
+        while j < chars.len() {
+            if chars[j].is_numeric() {
+                j += 1;
+                end = j;
+            } else if is_separator(chars[j]) && chars.get(j + 1).is_some_and(|c| c.is_numeric()) {
+                j += 1;
+            } else {
+                break;
+            }
+        }
+        let digits: String = chars[start..end]
+            .iter()
+            .filter(|c| c.is_numeric())
+            .collect();
+        let count = digits.chars().count();
+        if count >= 7 || (count >= 4 && body.contains(&digits)) {
             out.push_str("[redacted]");
         } else {
-            out.push_str(run);
+            out.extend(&chars[start..end]);
         }
-        rest = &rest[start + run_len..];
+        i = end;
     }
-    out.push_str(rest);
     out
 }
 
@@ -231,6 +249,15 @@ mod tests {
                 body
             ),
             "The 'To' number +[redacted] is not valid (code 21211, ref [redacted], 503)"
+        );
+        assert_eq!(
+            scrub("invalid To: +880 1712-345678.", body),
+            "invalid To: +[redacted]."
+        );
+        assert_eq!(scrub("নম্বর ০১৭১২৩৪৫৬৭৮ ভুল", body), "নম্বর [redacted] ভুল");
+        assert_eq!(
+            scrub("retry at 12:30, 2 of 3", body),
+            "retry at 12:30, 2 of 3"
         );
         assert_eq!(scrub("", body), "");
         assert_eq!(scrub("no digits", body), "no digits");

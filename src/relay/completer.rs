@@ -10,7 +10,7 @@ use std::{
 
 use tokio::sync::{Notify, OwnedSemaphorePermit, mpsc};
 
-use crate::store::{Disposition, Finish, Store};
+use crate::store::{Disposition, Finish, Store, StoreError};
 
 /// A finished round and the in-flight slot it holds until it is recorded.
 pub(super) struct Done {
@@ -43,7 +43,13 @@ impl Completer {
         while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
             let (finishes, permits): (Vec<Finish>, Vec<OwnedSemaphorePermit>) =
                 batch.drain(..).map(|d| (d.finish, d.permit)).unzip();
-            self.write(&finishes).await;
+            record(
+                &self.store,
+                &finishes,
+                &self.relay_id,
+                self.expiry_margin_ms,
+            )
+            .await;
             for f in &finishes {
                 log_finish(f);
             }
@@ -76,39 +82,70 @@ impl Completer {
             }
         }
     }
+}
 
-    /// Writes a batch, retrying transient failures; if the batch keeps failing, writes its rounds
-    /// one by one so a single bad round cannot take the others down with it.
-    async fn write(&self, finishes: &[Finish]) {
-        if self.write_with_retries(finishes).await || finishes.len() == 1 {
-            return;
-        }
-        for finish in finishes {
-            self.write_with_retries(std::slice::from_ref(finish)).await;
-        }
-    }
-
-    async fn write_with_retries(&self, finishes: &[Finish]) -> bool {
-        let mut pause = Duration::from_millis(100);
-        for attempt in 1..=WRITE_TRIES {
-            match self
-                .store
-                .complete(finishes, &self.relay_id, self.expiry_margin_ms)
+/// Records finished rounds. If the database refuses their data, writes the rounds one by one so a
+/// bad round cannot sink the others, and as a last resort records a round's outcome without its
+/// attempt rows, so a sent message is never left to be sent again. If the database is
+/// unreachable, retries for a while; after that the leases release the messages.
+pub async fn record(store: &Store, finishes: &[Finish], relay_id: &str, expiry_margin_ms: i64) {
+    match write_with_retries(store, finishes, relay_id, expiry_margin_ms).await {
+        Ok(()) => {}
+        Err(error) if error.is_data_error() => {
+            for finish in finishes {
+                let Err(error) = write_with_retries(
+                    store,
+                    std::slice::from_ref(finish),
+                    relay_id,
+                    expiry_margin_ms,
+                )
                 .await
-            {
-                Ok(()) => return true,
-                Err(error) if attempt < WRITE_TRIES => {
-                    tracing::warn!(%error, attempt, batch = finishes.len(), "recording finished sends failed; retrying");
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(Duration::from_secs(5));
-                }
-                Err(error) => {
-                    tracing::error!(%error, batch = finishes.len(),
-                        "could not record finished sends; their leases will run out and they will be sent again");
+                else {
+                    continue;
+                };
+                tracing::error!(%error, message_id = %finish.id,
+                    "the database refused this round's attempt rows; recording its outcome without them");
+                let bare = Finish {
+                    attempts: Vec::new(),
+                    ..finish.clone()
+                };
+                if let Err(error) = write_with_retries(
+                    store,
+                    std::slice::from_ref(&bare),
+                    relay_id,
+                    expiry_margin_ms,
+                )
+                .await
+                {
+                    tracing::error!(%error, message_id = %finish.id, "could not record this round at all");
                 }
             }
         }
-        false
+        Err(error) => tracing::error!(%error, batch = finishes.len(),
+            "could not record finished sends; their leases will run out and they will be sent again"),
+    }
+}
+
+/// Tries a write up to `WRITE_TRIES` times, but only once if the data itself was refused.
+async fn write_with_retries(
+    store: &Store,
+    finishes: &[Finish],
+    relay_id: &str,
+    expiry_margin_ms: i64,
+) -> Result<(), StoreError> {
+    let mut pause = Duration::from_millis(100);
+    let mut attempt = 1;
+    loop {
+        match store.complete(finishes, relay_id, expiry_margin_ms).await {
+            Ok(()) => return Ok(()),
+            Err(error) if error.is_data_error() || attempt == WRITE_TRIES => return Err(error),
+            Err(error) => {
+                tracing::warn!(%error, attempt, batch = finishes.len(), "recording finished sends failed; retrying");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(5));
+                attempt += 1;
+            }
+        }
     }
 }
 

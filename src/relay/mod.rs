@@ -19,6 +19,7 @@ use tokio::{
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 pub use backoff::RetryPolicy;
+pub use completer::record;
 
 use crate::{
     config::RelaySettings,

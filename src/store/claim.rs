@@ -54,7 +54,7 @@ RETURNING o.id, o.recipient, o.template, o.locale, o.params,
           CASE WHEN o.attempts > 1 THEN EXISTS (
               SELECT 1 FROM sms_outbox n
                WHERE n.recipient = o.recipient AND n.purpose = o.purpose AND n.supersede
-                 AND (n.created_at, n.id) > (o.created_at, o.id))
+                 AND n.seq > o.seq)
           ELSE false END AS superseded,
           (extract(epoch FROM o.expires_at - now()) * 1000)::float8 AS remaining_ms
 "#;

@@ -71,12 +71,12 @@ const COMPLETE: &str = r#"
 WITH f AS (
     SELECT * FROM unnest($1::uuid[], $2::int[], $3::text[], $4::bigint[], $5::text[])
         AS f(id, round, disposition, delay_ms, reason)
-), checked AS (
+), checked AS MATERIALIZED (
     SELECT f.*,
            f.disposition = 'retry' AND EXISTS (
                SELECT 1 FROM sms_outbox n
                 WHERE n.recipient = o.recipient AND n.purpose = o.purpose AND n.supersede
-                  AND (n.created_at, n.id) > (o.created_at, o.id)) AS superseded,
+                  AND n.seq > o.seq) AS superseded,
            f.disposition = 'retry'
                AND now() + (f.delay_ms + $6) * interval '1 millisecond' >= o.expires_at AS too_late
       FROM f JOIN sms_outbox o ON o.id = f.id
@@ -115,6 +115,9 @@ SELECT a.message_id, a.attempt_number, a.chain_step, a.provider, a.template, $7,
 ON CONFLICT (message_id, attempt_number, chain_step) DO NOTHING
 "#;
 
+/// The largest cost `numeric(14, 6)` holds, in micros; a larger reported price is dropped.
+const MAX_COST_MICROS: i64 = 99_999_999_999_999;
+
 /// Text as PostgreSQL accepts it: no NUL characters.
 fn pg_text(s: &str) -> String {
     s.replace('\0', "")
@@ -143,12 +146,14 @@ struct AttemptColumns {
 
 impl AttemptColumns {
     /// Adds one attempt, bent to fit the table's constraints so one odd value cannot fail the
-    /// whole batch: clock steps, negative prices (Twilio reports prices negative), odd currencies.
+    /// whole batch: clock steps, negative prices (Twilio reports prices negative), absurd prices,
+    /// odd currencies.
     fn push(&mut self, finish: &Finish, segments: Segments, a: &AttemptRecord) {
         let cost = a.cost.as_ref().and_then(|c| {
             let currency = c.currency.to_ascii_uppercase();
             let valid = currency.len() == 3 && currency.bytes().all(|b| b.is_ascii_uppercase());
-            valid.then(|| (c.micros.checked_abs().unwrap_or(i64::MAX), currency))
+            let micros = c.micros.checked_abs().filter(|m| *m <= MAX_COST_MICROS);
+            micros.filter(|_| valid).map(|m| (m, currency))
         });
         self.message_id.push(finish.id);
         self.attempt_number.push(finish.round);

@@ -20,6 +20,17 @@ pub use wakeup::WAKEUP_CHANNEL;
 #[error("database error: {0}")]
 pub struct StoreError(#[from] pub sqlx::Error);
 
+impl StoreError {
+    /// Whether the database refused the data itself (SQLSTATE class 22 or 23): sending the same
+    /// statement again will fail again, unlike a lost connection or a timeout.
+    pub fn is_data_error(&self) -> bool {
+        self.0
+            .as_database_error()
+            .and_then(|db| db.code())
+            .is_some_and(|code| code.starts_with("22") || code.starts_with("23"))
+    }
+}
+
 /// Result alias for store calls.
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 

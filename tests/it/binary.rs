@@ -83,8 +83,8 @@ async fn sigkill_mid_burst_loses_nothing_and_duplicates_at_most_what_was_in_flig
     std::fs::write(
         &config,
         format!(
-            "[relay]\nlease_ms = 2000\nbatch_size = 50\nmax_in_flight = 200\npoll_interval_ms = 100\n\
-             [[providers]]\nname = \"sim\"\nkind = \"simulator\"\nlatency_ms = 50\njournal = {journal:?}\n"
+            "[relay]\nlease_ms = 10000\nbatch_size = 50\nmax_in_flight = 200\npoll_interval_ms = 100\n\
+             [[providers]]\nname = \"sim\"\nkind = \"simulator\"\nlatency_ms = 300\njournal = {journal:?}\n"
         ),
     )
     .unwrap();

@@ -268,6 +268,28 @@ async fn a_refusal_never_echoes_the_row() {
             "{sqlx_error}"
         );
     }
+    // NULLs in NOT NULL columns are caught by the guard too, or defaulted.
+    let err = sqlx::query(
+        "INSERT INTO sms_outbox (recipient, template, params, attempts) VALUES ($1, 'otp', '{\"code\": \"424242\"}', NULL)",
+    )
+    .bind(NUMBER)
+    .execute(&db.pool)
+    .await
+    .unwrap_err();
+    assert_eq!(
+        err.as_database_error().unwrap().code().as_deref(),
+        Some("SR009")
+    );
+    let detail = format!("{err:?}");
+    assert!(
+        !detail.contains("424242") && !detail.contains("1712345678"),
+        "{detail}"
+    );
+    sqlx::query("SELECT sms_enqueue($1, 'otp', '{\"code\": \"1\"}', supersede => NULL)")
+        .bind(NUMBER)
+        .execute(&db.pool)
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
@@ -365,8 +387,13 @@ async fn concurrent_enqueues_with_one_key_make_one_message() {
     let first_id = enqueue(&mut *first, &request).await.unwrap();
     let (pool, again) = (db.pool.clone(), request.clone());
     let second = tokio::spawn(async move { enqueue(&pool, &again).await });
-    // Give the second call time to reach the key and wait on the first transaction.
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    // Wait until the second call is blocked behind the first transaction, then commit the first.
+    crate::support::eventually(async || {
+        db.count("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()")
+            .await
+            > 0
+    })
+    .await;
     first.commit().await.unwrap();
 
     let second_id = within(10, second).await.unwrap().unwrap();
@@ -418,6 +445,69 @@ async fn a_plain_insert_supersedes_too() {
         .await
         .unwrap();
     assert_eq!(db.state_of(old).await.0, "cancelled");
+}
+
+#[tokio::test]
+async fn of_several_codes_in_one_insert_the_last_one_stays() {
+    let db = TestDb::new().await;
+    sqlx::query(
+        "INSERT INTO sms_outbox (recipient, template, params) \
+         VALUES ($1, 'otp', '{\"code\": \"1\"}'), ($1, 'otp', '{\"code\": \"2\"}')",
+    )
+    .bind(NUMBER)
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let states: Vec<(String, String)> =
+        sqlx::query_as("SELECT params->>'code', state::text FROM sms_outbox ORDER BY seq")
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        states,
+        [
+            ("1".into(), "cancelled".into()),
+            ("2".into(), "pending".into())
+        ]
+    );
+}
+
+#[tokio::test]
+async fn the_code_committed_last_is_the_live_one_even_from_an_older_transaction() {
+    let db = TestDb::new().await;
+    // Transaction A starts first (its created_at is earlier) but enqueues after B has committed.
+    let mut a = db.pool.begin().await.unwrap();
+    sqlx::query("SELECT 1").execute(&mut *a).await.unwrap();
+    let b = db.otp(NUMBER, "222222").await;
+    let a_id = enqueue(&mut *a, &otp_request(NUMBER, "111111"))
+        .await
+        .unwrap();
+    a.commit().await.unwrap();
+    assert_eq!(
+        db.state_of(b).await.0,
+        "cancelled",
+        "A's code is the newer one"
+    );
+
+    // A's round fails; its retry must not be mistaken for a superseded message.
+    let store = db.store();
+    let claimed = store
+        .claim(1, std::time::Duration::from_secs(60), "r")
+        .await
+        .unwrap();
+    assert_eq!(claimed[0].id, a_id);
+    let retry = sms_relay::store::Finish {
+        id: a_id,
+        round: 1,
+        disposition: sms_relay::store::Disposition::Retry,
+        delay_ms: 10,
+        reason: Some("provider down".into()),
+        template: "otp".into(),
+        segments: None,
+        attempts: Vec::new(),
+    };
+    store.complete(&[retry], "r", 0).await.unwrap();
+    assert_eq!(db.state_of(a_id).await.0, "pending");
 }
 
 #[tokio::test]

@@ -143,7 +143,7 @@ async fn a_code_that_expires_before_its_retry_ends_expired_and_is_never_sent() {
     let id = enqueue(
         &db.pool,
         &EnqueueRequest {
-            expires_at: Some(Utc::now() + TimeDelta::seconds(2)),
+            expires_at: Some(Utc::now() + TimeDelta::seconds(4)),
             ..otp_request(NUMBER, "1")
         },
     )
@@ -151,8 +151,8 @@ async fn a_code_that_expires_before_its_retry_ends_expired_and_is_never_sent() {
     .unwrap();
     let down = failing("down");
     let policy = RetryPolicy {
-        base_ms: 5_000,
-        cap_ms: 5_000,
+        base_ms: 10_000,
+        cap_ms: 10_000,
         jitter: 0.0,
         ..RetryPolicy::default()
     };
@@ -316,7 +316,7 @@ async fn a_provider_that_hangs_is_cut_off_at_the_codes_deadline() {
     let id = enqueue(
         &db.pool,
         &EnqueueRequest {
-            expires_at: Some(Utc::now() + TimeDelta::milliseconds(1500)),
+            expires_at: Some(Utc::now() + TimeDelta::seconds(3)),
             ..otp_request(NUMBER, "1")
         },
     )
@@ -348,10 +348,6 @@ async fn a_provider_that_hangs_is_cut_off_at_the_codes_deadline() {
         db.attempts_of(id).await,
         [("hung".into(), 1, 1, "ambiguous".into())]
     );
-    let sent_late: i64 = db
-        .count("SELECT count(*) FROM sms_attempts a JOIN sms_outbox o ON o.id = a.message_id WHERE a.outcome = 'accepted' AND a.finished_at > o.expires_at")
-        .await;
-    assert_eq!(sent_late, 0);
 }
 
 #[tokio::test]
@@ -448,4 +444,57 @@ async fn odd_provider_values_are_recorded_without_failing_the_batch() {
         ("0.075100", "USD", "oddprovider", 0.0)
     );
     assert_eq!(db.count("SELECT count(*) FROM sms_attempts").await, 2);
+}
+
+#[tokio::test]
+async fn a_round_the_database_refuses_is_still_recorded_and_spares_the_rest() {
+    let db = TestDb::new().await;
+    db.otps(2).await;
+    let store = db.store();
+    let claimed = store
+        .claim(2, std::time::Duration::from_secs(60), "r")
+        .await
+        .unwrap();
+    let attempt = |chain_step| sms_relay::providers::AttemptRecord {
+        provider: "sim".into(),
+        chain_step,
+        started_at: Utc::now(),
+        finished_at: Utc::now(),
+        outcome: sms_relay::providers::Outcome::Accepted,
+        http_status: Some(200),
+        error_code: None,
+        error_message: None,
+        provider_message_id: Some("SM1".into()),
+        cost: None,
+    };
+    // chain_step 0 breaks a CHECK: the database refuses that round's attempt row.
+    let finishes: Vec<_> = claimed
+        .iter()
+        .zip([1, 0])
+        .map(|(m, step)| sms_relay::store::Finish {
+            id: m.id,
+            round: m.round,
+            disposition: sms_relay::store::Disposition::Sent,
+            delay_ms: 0,
+            reason: None,
+            template: "otp".into(),
+            segments: Some(sms_relay::domain::segments::count("x")),
+            attempts: vec![attempt(step)],
+        })
+        .collect();
+    let err = store.complete(&finishes, "r", 0).await.unwrap_err();
+    assert!(err.is_data_error(), "{err}");
+
+    // The relay's completer, given the same batch, records both outcomes.
+    sms_relay::relay::record(&store, &finishes, "r", 0).await;
+    assert_eq!(
+        db.states().await.get("sent"),
+        Some(&2),
+        "neither sent message is left to be sent again"
+    );
+    assert_eq!(
+        db.count("SELECT count(*) FROM sms_attempts").await,
+        1,
+        "the good round's attempt row is kept"
+    );
 }

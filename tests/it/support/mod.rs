@@ -223,7 +223,7 @@ pub fn settings() -> RelaySettings {
     RelaySettings {
         relay_id: Some(format!("test-{}", Uuid::new_v4().simple())),
         poll_interval_ms: 50,
-        lease_ms: 5_000,
+        lease_ms: 10_000,
         expiry_margin_ms: 0,
         shutdown_grace_ms: 5_000,
         ..RelaySettings::default()
