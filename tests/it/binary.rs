@@ -228,3 +228,83 @@ async fn run_refuses_an_unmigrated_database_and_bad_settings() {
         text(&unmigrated.stderr)
     );
 }
+
+#[tokio::test]
+async fn demo_settles_every_committed_login_and_reports_it() {
+    let db = TestDb::new().await;
+    let demo = output(
+        sms_relay(&db)
+            .args(["demo", "--logins", "200"])
+            .env("RUST_LOG", "warn"),
+    );
+    assert!(demo.status.success(), "{}", text(&demo.stderr));
+    let report = text(&demo.stdout);
+    for section in [
+        "rolled back (no SMS)",
+        "refused: not E.164 (SR001)",
+        "message state",
+        "sim-local",
+        "p99",
+    ] {
+        assert!(
+            report.contains(section),
+            "report lacks {section:?}:\n{report}"
+        );
+    }
+    // Every committed message ended in a final state; rolled-back and refused logins left nothing.
+    assert_eq!(
+        db.count("SELECT count(*) FROM sms_outbox WHERE state IN ('pending', 'sending')")
+            .await,
+        0
+    );
+    let committed = db.count("SELECT count(*) FROM sms_demo_logins").await;
+    assert_eq!(
+        committed,
+        db.count("SELECT count(DISTINCT recipient) FROM sms_outbox")
+            .await
+    );
+    assert!(
+        db.count("SELECT count(*) FROM sms_outbox WHERE state = 'cancelled'")
+            .await
+            > 0,
+        "resends superseded"
+    );
+    assert!(
+        !report.contains("+8801"),
+        "the report shows no phone numbers"
+    );
+}
+
+#[tokio::test]
+async fn bench_runs_and_reports_its_measures() {
+    let db = TestDb::new().await;
+    let bench = output(
+        sms_relay(&db)
+            .args(["bench", "--drain", "300", "--rate", "100", "--seconds", "1"])
+            .env("RUST_LOG", "warn"),
+    );
+    assert!(bench.status.success(), "{}", text(&bench.stderr));
+    let report = text(&bench.stdout);
+    for measure in [
+        "drain 300 messages",
+        "commit -> provider call at 100/s, p50",
+        "peak RSS",
+    ] {
+        assert!(
+            report.contains(measure),
+            "report lacks {measure:?}:\n{report}"
+        );
+    }
+    assert_eq!(
+        db.states().await.get("sent"),
+        Some(&400),
+        "every benchmark message was sent"
+    );
+
+    let again = output(sms_relay(&db).args(["bench", "--drain", "10"]));
+    assert_eq!(
+        again.status.code(),
+        Some(1),
+        "bench refuses a non-empty outbox"
+    );
+}

@@ -285,11 +285,11 @@ async fn a_refusal_never_echoes_the_row() {
         !detail.contains("424242") && !detail.contains("1712345678"),
         "{detail}"
     );
-    sqlx::query("SELECT sms_enqueue($1, 'otp', '{\"code\": \"1\"}', supersede => NULL)")
-        .bind(NUMBER)
-        .execute(&db.pool)
-        .await
-        .unwrap();
+    db.exec_for(
+        "SELECT sms_enqueue($1, 'otp', '{\"code\": \"1\"}', supersede => NULL)",
+        NUMBER,
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -439,11 +439,7 @@ async fn a_new_code_supersedes_older_unsent_ones() {
 async fn a_plain_insert_supersedes_too() {
     let db = TestDb::new().await;
     let old = db.otp(NUMBER, "111111").await;
-    sqlx::query("INSERT INTO sms_outbox (recipient, template, params) VALUES ($1, 'otp', '{\"code\": \"222222\"}')")
-        .bind(NUMBER)
-        .execute(&db.pool)
-        .await
-        .unwrap();
+    db.exec_for("INSERT INTO sms_outbox (recipient, template, params) VALUES ($1, 'otp', '{\"code\": \"222222\"}')", NUMBER).await;
     assert_eq!(db.state_of(old).await.0, "cancelled");
 }
 
@@ -496,16 +492,7 @@ async fn the_code_committed_last_is_the_live_one_even_from_an_older_transaction(
         .await
         .unwrap();
     assert_eq!(claimed[0].id, a_id);
-    let retry = sms_relay::store::Finish {
-        id: a_id,
-        round: 1,
-        disposition: sms_relay::store::Disposition::Retry,
-        delay_ms: 10,
-        reason: Some("provider down".into()),
-        template: "otp".into(),
-        segments: None,
-        attempts: Vec::new(),
-    };
+    let retry = crate::support::failed_round(a_id, 1);
     store.complete(&[retry], "r", 0).await.unwrap();
     assert_eq!(db.state_of(a_id).await.0, "pending");
 }
@@ -514,11 +501,11 @@ async fn the_code_committed_last_is_the_live_one_even_from_an_older_transaction(
 async fn superseding_can_be_turned_off() {
     let db = TestDb::new().await;
     let first = db.otp(NUMBER, "1").await;
-    sqlx::query("SELECT sms_enqueue($1, 'otp', '{\"code\":\"2\"}', supersede => false)")
-        .bind(NUMBER)
-        .execute(&db.pool)
-        .await
-        .unwrap();
+    db.exec_for(
+        "SELECT sms_enqueue($1, 'otp', '{\"code\":\"2\"}', supersede => false)",
+        NUMBER,
+    )
+    .await;
     assert_eq!(db.state_of(first).await.0, "pending");
 }
 

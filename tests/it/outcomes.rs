@@ -140,15 +140,7 @@ async fn retries_continue_until_a_provider_recovers() {
 #[tokio::test]
 async fn a_code_that_expires_before_its_retry_ends_expired_and_is_never_sent() {
     let db = TestDb::new().await;
-    let id = enqueue(
-        &db.pool,
-        &EnqueueRequest {
-            expires_at: Some(Utc::now() + TimeDelta::seconds(4)),
-            ..otp_request(NUMBER, "1")
-        },
-    )
-    .await
-    .unwrap();
+    let id = db.otp_expiring_in(NUMBER, 4).await;
     let down = failing("down");
     let policy = RetryPolicy {
         base_ms: 10_000,
@@ -313,15 +305,7 @@ async fn each_attempt_records_segments_encoding_cost_and_provider_ids() {
 #[tokio::test]
 async fn a_provider_that_hangs_is_cut_off_at_the_codes_deadline() {
     let db = TestDb::new().await;
-    let id = enqueue(
-        &db.pool,
-        &EnqueueRequest {
-            expires_at: Some(Utc::now() + TimeDelta::seconds(3)),
-            ..otp_request(NUMBER, "1")
-        },
-    )
-    .await
-    .unwrap();
+    let id = db.otp_expiring_in(NUMBER, 3).await;
     let hung = simulator(
         "hung",
         SimulatorSettings {
@@ -367,16 +351,7 @@ async fn a_message_superseded_while_in_flight_is_not_retried() {
         "an in-flight message is left alone"
     );
 
-    let finish = sms_relay::store::Finish {
-        id: old,
-        round: 1,
-        disposition: sms_relay::store::Disposition::Retry,
-        delay_ms: 10,
-        reason: Some("provider down".into()),
-        template: "otp".into(),
-        segments: None,
-        attempts: Vec::new(),
-    };
+    let finish = crate::support::failed_round(old, 1);
     store.complete(&[finish], "r", 0).await.unwrap();
     let (state, reason) = db.state_of(old).await;
     assert_eq!(state, "cancelled");
@@ -415,16 +390,7 @@ async fn odd_provider_values_are_recorded_without_failing_the_batch() {
     };
     let finishes: Vec<_> = claimed
         .iter()
-        .map(|m| sms_relay::store::Finish {
-            id: m.id,
-            round: m.round,
-            disposition: sms_relay::store::Disposition::Sent,
-            delay_ms: 0,
-            reason: None,
-            template: "otp".into(),
-            segments: Some(sms_relay::domain::segments::count("x")),
-            attempts: vec![odd.clone()],
-        })
+        .map(|m| crate::support::sent_round(m, vec![odd.clone()]))
         .collect();
     store.complete(&finishes, "r", 0).await.unwrap();
     // Writing the same batch again (a retry after a lost acknowledgement) changes nothing.
@@ -471,16 +437,7 @@ async fn a_round_the_database_refuses_is_still_recorded_and_spares_the_rest() {
     let finishes: Vec<_> = claimed
         .iter()
         .zip([1, 0])
-        .map(|(m, step)| sms_relay::store::Finish {
-            id: m.id,
-            round: m.round,
-            disposition: sms_relay::store::Disposition::Sent,
-            delay_ms: 0,
-            reason: None,
-            template: "otp".into(),
-            segments: Some(sms_relay::domain::segments::count("x")),
-            attempts: vec![attempt(step)],
-        })
+        .map(|(m, step)| crate::support::sent_round(m, vec![attempt(step)]))
         .collect();
     let err = store.complete(&finishes, "r", 0).await.unwrap_err();
     assert!(err.is_data_error(), "{err}");

@@ -16,9 +16,9 @@ use serde_json::json;
 use sms_relay::{
     config::RelaySettings,
     db,
-    providers::{Price, Provider, ProviderChain, Simulator, SimulatorSettings},
+    providers::{AttemptRecord, Price, Provider, ProviderChain, Simulator, SimulatorSettings},
     relay::{Relay, RetryPolicy, RunReport, StopWhen},
-    store::{EnqueueRequest, Store, enqueue},
+    store::{ClaimedMessage, Disposition, EnqueueRequest, Finish, Store, enqueue},
     throwaway_pg::{Durability, ThrowawayPg},
 };
 use sqlx::{AssertSqlSafe, Connection, PgConnection, PgPool};
@@ -187,6 +187,24 @@ impl TestDb {
         .unwrap()
     }
 
+    /// Enqueues an English OTP for `recipient` that expires in `secs` seconds.
+    pub async fn otp_expiring_in(&self, recipient: &str, secs: i64) -> Uuid {
+        let request = EnqueueRequest {
+            expires_at: Some(chrono::Utc::now() + chrono::TimeDelta::seconds(secs)),
+            ..otp_request(recipient, "1")
+        };
+        enqueue(&self.pool, &request).await.expect("enqueue")
+    }
+
+    /// Runs `sql` with `$1` bound to `recipient`.
+    pub async fn exec_for(&self, sql: &'static str, recipient: &str) {
+        sqlx::query(sql)
+            .bind(recipient)
+            .execute(&self.pool)
+            .await
+            .unwrap();
+    }
+
     pub async fn count(&self, sql: &'static str) -> i64 {
         sqlx::query_scalar(sql).fetch_one(&self.pool).await.unwrap()
     }
@@ -215,6 +233,34 @@ pub fn otp_request(recipient: &str, code: &str) -> EnqueueRequest {
         template: "otp".into(),
         params: json!({ "code": code }),
         ..EnqueueRequest::default()
+    }
+}
+
+/// A round of `id` in which every provider failed ("provider down"), asking for a retry.
+pub fn failed_round(id: Uuid, round: i32) -> Finish {
+    Finish {
+        id,
+        round,
+        disposition: Disposition::Retry,
+        delay_ms: 10,
+        reason: Some("provider down".into()),
+        template: "otp".into(),
+        segments: None,
+        attempts: Vec::new(),
+    }
+}
+
+/// A round of the claimed message `m` that a provider accepted, with its provider calls.
+pub fn sent_round(m: &ClaimedMessage, attempts: Vec<AttemptRecord>) -> Finish {
+    Finish {
+        id: m.id,
+        round: m.round,
+        disposition: Disposition::Sent,
+        delay_ms: 0,
+        reason: None,
+        template: "otp".into(),
+        segments: Some(sms_relay::domain::segments::count("x")),
+        attempts,
     }
 }
 
