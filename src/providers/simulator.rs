@@ -92,7 +92,9 @@ impl Simulator {
             let mut file = journal
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
-            if let Err(error) = writeln!(file, "{}", sms.message_id) {
+            // One write per line: with O_APPEND it lands whole even if the process is killed
+            // right after, so a restarted relay's lines never merge into a torn one.
+            if let Err(error) = file.write_all(format!("{}\n", sms.message_id).as_bytes()) {
                 tracing::warn!(%error, "simulator journal write failed");
             }
         }
