@@ -42,8 +42,15 @@ pub enum Command {
     /// Enqueue one message through sms_enqueue(), exactly as the auth backend would.
     Enqueue(EnqueueArgs),
     /// Show the queue: messages per state, age of the oldest due message, attempts per provider
-    /// and outcome.
+    /// and outcome, and each running relay's circuit breakers.
     Status,
+    /// Inspect the configured provider chain.
+    #[command(subcommand)]
+    Providers(ProvidersCommand),
+    /// Send one real message through one provider, outside the queue, and print the classified
+    /// outcome (HTTP status, provider code, message id, cost). For testing credentials and
+    /// routes with a real phone.
+    SendTest(SendTestArgs),
     /// Show the whole pipeline on this machine: starts a throwaway PostgreSQL (unless
     /// DATABASE_URL is set), enqueues a burst of OTPs in auth-style transactions (some rolled back,
     /// some refused), runs the relay with simulated providers until every message is settled, and
@@ -53,6 +60,28 @@ pub enum Command {
     /// latency at a steady enqueue rate, and the process's peak RSS. Uses the simulator at zero
     /// latency on a throwaway PostgreSQL with default durability unless DATABASE_URL is set.
     Bench(BenchArgs),
+}
+
+/// `providers` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum ProvidersCommand {
+    /// Validate every [[providers]] entry and show each provider's balance where it has a
+    /// balance endpoint (this calls the providers). Exits non-zero if a check fails.
+    Check,
+}
+
+/// `send-test` options.
+#[derive(Debug, Args)]
+pub struct SendTestArgs {
+    /// The `name` of a [[providers]] entry.
+    #[arg(long)]
+    pub provider: String,
+    /// Destination in E.164 form, e.g. +8801712345678.
+    #[arg(long)]
+    pub to: String,
+    /// Message text.
+    #[arg(long, default_value = "sms-relay test message: no action needed.")]
+    pub text: String,
 }
 
 /// `run` options.

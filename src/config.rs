@@ -5,7 +5,10 @@ use std::{collections::HashSet, path::Path, time::Duration};
 
 use serde::Deserialize;
 
-use crate::{providers::SimulatorSettings, relay::RetryPolicy};
+use crate::{
+    providers::{ProviderConfig, SimulatorSettings, UnknownPolicy},
+    relay::RetryPolicy,
+};
 
 /// Why the configuration could not be used. Never worth retrying: fix the file or environment.
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +33,19 @@ pub struct Config {
     pub retry: RetryPolicy,
     /// The provider chain, tried in this order. Defaults to one `simulator`.
     pub providers: Vec<ProviderConfig>,
+    /// Where providers send delivery receipts.
+    pub webhooks: WebhooksConfig,
+}
+
+/// `[webhooks]`
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebhooksConfig {
+    /// The public URL under which this relay's `/webhooks/<kind>` endpoints are reachable by the
+    /// providers (e.g. `https://relay.example.com`). Adapters send `<this>/webhooks/<kind>` as the
+    /// per-message receipt URL where the API takes one; unset, the provider's dashboard setting
+    /// applies.
+    pub public_base_url: Option<String>,
 }
 
 impl Default for Config {
@@ -38,12 +54,11 @@ impl Default for Config {
             database: DatabaseConfig::default(),
             relay: RelaySettings::default(),
             retry: RetryPolicy::default(),
-            providers: vec![ProviderConfig {
-                name: "simulator".into(),
-                kind: ProviderKind::Simulator(SimulatorSettings::default()),
-                price_per_part: None,
-                currency: None,
-            }],
+            providers: vec![ProviderConfig::simulator(
+                "simulator",
+                SimulatorSettings::default(),
+            )],
+            webhooks: WebhooksConfig::default(),
         }
     }
 }
@@ -89,6 +104,9 @@ pub struct RelaySettings {
     /// Finished messages between two `VACUUM sms_outbox` runs by this relay, which keep the claim
     /// index free of dead entries after bursts; 0 leaves it to autovacuum.
     pub vacuum_every: u64,
+    /// After an `unknown` outcome that no status lookup resolved: `fall_over` to the next
+    /// provider (the same code twice beats no code) or `assume_sent`.
+    pub on_unknown: UnknownPolicy,
 }
 
 impl Default for RelaySettings {
@@ -102,6 +120,7 @@ impl Default for RelaySettings {
             expiry_margin_ms: 3_000,
             shutdown_grace_ms: 10_000,
             vacuum_every: 20_000,
+            on_unknown: UnknownPolicy::FallOver,
         }
     }
 }
@@ -149,28 +168,6 @@ impl RelaySettings {
     }
 }
 
-/// One `[[providers]]` entry.
-#[derive(Debug, Clone, Deserialize)]
-pub struct ProviderConfig {
-    /// Unique name, recorded on each attempt.
-    pub name: String,
-    /// `kind = "..."` and that kind's settings.
-    #[serde(flatten)]
-    pub kind: ProviderKind,
-    /// Configured price of one SMS part, used when the provider reports none.
-    pub price_per_part: Option<f64>,
-    /// Currency of `price_per_part` (ISO 4217).
-    pub currency: Option<String>,
-}
-
-/// The provider kinds this build knows.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum ProviderKind {
-    /// The built-in simulator.
-    Simulator(SimulatorSettings),
-}
-
 impl Config {
     /// Loads `path` (if given), applies `SMS_RELAY__…` variables, and validates the result.
     pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
@@ -203,30 +200,20 @@ impl Config {
         if self.providers.is_empty() {
             return Err("at least one [[providers]] entry is needed".into());
         }
+        if self.providers.len() > 99 {
+            return Err("at most 99 [[providers]] entries".into());
+        }
         let mut names = HashSet::new();
         for p in &self.providers {
             if !names.insert(p.name.as_str()) {
                 return Err(format!("provider name {:?} is used twice", p.name));
             }
-            if p.price_per_part.is_some() != p.currency.is_some() {
-                return Err(format!(
-                    "provider {:?}: price_per_part and currency go together",
-                    p.name
-                ));
-            }
-            if let Some(c) = &p.currency
-                && (c.len() != 3 || !c.bytes().all(|b| b.is_ascii_uppercase()))
-            {
-                return Err(format!(
-                    "provider {:?}: currency must be an ISO 4217 code",
-                    p.name
-                ));
-            }
-            match &p.kind {
-                ProviderKind::Simulator(s) => s
-                    .validate()
-                    .map_err(|e| format!("provider {:?}: {e}", p.name))?,
-            }
+            p.validate()?;
+        }
+        if let Some(url) = &self.webhooks.public_base_url
+            && !(url.starts_with("https://") || url.starts_with("http://"))
+        {
+            return Err("webhooks.public_base_url must start with https:// or http://".into());
         }
         Ok(())
     }
@@ -235,6 +222,7 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::providers::ProviderKind;
 
     fn load_str(toml: &str) -> Result<Config, ConfigError> {
         let dir = std::env::temp_dir().join(format!("sms-relay-config-{}", uuid::Uuid::new_v4()));
@@ -266,8 +254,7 @@ mod tests {
             kind = "simulator"
             provider_error = 0.2
             latency_ms = 20
-            price_per_part = 0.35
-            currency = "BDT"
+            prices = [{ prefix = "+880", per_part = 0.35, currency = "BDT" }]
             [[providers]]
             name = "backup"
             kind = "simulator"
@@ -276,8 +263,11 @@ mod tests {
         .unwrap();
         assert_eq!(config.relay.batch_size, 50);
         assert_eq!(config.providers[1].name, "backup");
-        let ProviderKind::Simulator(s) = &config.providers[0].kind;
+        let ProviderKind::Simulator(s) = &config.providers[0].kind else {
+            panic!("not a simulator: {:?}", config.providers[0].kind);
+        };
         assert_eq!((s.latency_ms, s.provider_error), (20, 0.2));
+        assert_eq!(config.providers[0].prices[0].per_part, 0.35);
     }
 
     #[test]

@@ -18,7 +18,7 @@ use super::{CommandError, database_or_throwaway};
 use crate::{
     cli::BenchArgs,
     config::{Config, RelaySettings},
-    providers::{Accepted, BoxFuture, OutgoingSms, Provider, ProviderChain, SendError},
+    providers::{Accepted, BoxFuture, Link, OutgoingSms, Provider, ProviderChain, SendError},
     relay::{Relay, RetryPolicy, StopWhen},
     store::{EnqueueRequest, Store, enqueue},
     throwaway_pg::Durability,
@@ -35,7 +35,11 @@ impl Provider for Stopwatch {
         "stopwatch"
     }
 
-    fn send<'a>(&'a self, sms: &'a OutgoingSms) -> BoxFuture<'a, Result<Accepted, SendError>> {
+    fn send<'a>(
+        &'a self,
+        sms: &'a OutgoingSms,
+        _reference: &'a str,
+    ) -> BoxFuture<'a, Result<Accepted, SendError>> {
         let now = Instant::now();
         self.calls
             .lock()
@@ -46,6 +50,7 @@ impl Provider for Stopwatch {
                 provider_message_id: sms.message_id.to_string(),
                 http_status: Some(200),
                 cost: None,
+                note: None,
             })
         })
     }
@@ -55,7 +60,7 @@ impl Provider for Stopwatch {
 fn relay(pool: &PgPool, settings: &RelaySettings, provider: Arc<dyn Provider>) -> Relay {
     Relay::new(
         Store::new(pool.clone()),
-        Arc::new(ProviderChain::new(vec![(provider, None)])),
+        Arc::new(ProviderChain::new(vec![Link::new(provider)])),
         settings.clone(),
         RetryPolicy::default(),
     )

@@ -19,8 +19,8 @@ use tokio_util::sync::CancellationToken;
 use super::{CommandError, build_relay, database_or_throwaway};
 use crate::{
     cli::DemoArgs,
-    config::{Config, ProviderConfig, ProviderKind, RelaySettings},
-    providers::SimulatorSettings,
+    config::{Config, RelaySettings},
+    providers::{PriceRule, ProviderConfig, SimulatorSettings},
     relay::{RetryPolicy, StopWhen},
     store::{EnqueueError, EnqueueRequest, Store, enqueue},
     throwaway_pg::Durability,
@@ -37,11 +37,13 @@ struct AuthTally {
 
 /// Two simulated providers: a cheap local aggregator that fails now and then, and a dearer backup.
 fn demo_config() -> Config {
-    let simulator = |name: &str, settings, price| ProviderConfig {
-        name: name.into(),
-        kind: ProviderKind::Simulator(settings),
-        price_per_part: Some(price),
-        currency: Some("BDT".into()),
+    let simulator = |name: &str, settings, per_part| ProviderConfig {
+        prices: vec![PriceRule {
+            prefix: "+880".into(),
+            per_part,
+            currency: "BDT".into(),
+        }],
+        ..ProviderConfig::simulator(name, settings)
     };
     Config {
         providers: vec![
@@ -51,7 +53,7 @@ fn demo_config() -> Config {
                     latency_ms: 15,
                     provider_error: 0.08,
                     bad_recipient: 0.01,
-                    ambiguous: 0.01,
+                    unknown: 0.01,
                     journal: None,
                 },
                 0.25,
@@ -200,7 +202,7 @@ pub(super) async fn demo(url: Option<String>, args: DemoArgs) -> Result<(), Comm
     .execute(&pool)
     .await?;
     let config = demo_config();
-    let (relay, _) = build_relay(&config, pool.clone())?;
+    let relay = build_relay(&config, pool.clone())?;
     let stop = CancellationToken::new();
     let relay_task = tokio::spawn(relay.run(StopWhen::Cancelled, stop.clone()));
 

@@ -3,6 +3,7 @@
 mod bench;
 mod demo;
 mod enqueue;
+mod providers;
 mod run;
 mod status;
 
@@ -11,10 +12,10 @@ use std::sync::Arc;
 use sqlx::PgPool;
 
 use crate::{
-    cli::{Cli, Command},
+    cli::{Cli, Command, ProvidersCommand},
     config::{Config, ConfigError},
     db,
-    providers::{self, Simulator},
+    providers::{self as chain_providers, BuildError},
     relay::{Relay, RelayError},
     store::{EnqueueError, Store, StoreError},
     throwaway_pg::{Durability, ThrowawayPg, ThrowawayPgError},
@@ -50,6 +51,12 @@ pub enum CommandError {
     /// The throwaway PostgreSQL did not start.
     #[error(transparent)]
     ThrowawayPg(#[from] ThrowawayPgError),
+    /// An operator tool failed.
+    #[error(transparent)]
+    Tool(#[from] providers::ToolError),
+    /// A provider entry could not be built.
+    #[error(transparent)]
+    Provider(#[from] BuildError),
     /// A file or signal handler could not be set up.
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),
@@ -78,6 +85,8 @@ pub async fn execute(cli: Cli) -> Result<(), CommandError> {
             enqueue::enqueue(&url.ok_or(CommandError::NoDatabase)?, args).await
         }
         Command::Status => status::status(&url.ok_or(CommandError::NoDatabase)?).await,
+        Command::Providers(ProvidersCommand::Check) => providers::check(&config).await,
+        Command::SendTest(args) => providers::send_test(&config, args).await,
         Command::Demo(args) => demo::demo(url, args).await,
         Command::Bench(args) => bench::bench(&config, url, args).await,
     }
@@ -99,19 +108,19 @@ async fn connect_migrated(url: &str, max_connections: u32) -> Result<PgPool, Com
     Ok(pool)
 }
 
-/// A relay over `pool` built from `config`, and its simulators.
-fn build_relay(
-    config: &Config,
-    pool: PgPool,
-) -> Result<(Relay, Vec<Arc<Simulator>>), CommandError> {
-    let (chain, simulators) = providers::from_config(&config.providers)?;
-    let relay = Relay::new(
+/// A relay over `pool` built from `config`.
+fn build_relay(config: &Config, pool: PgPool) -> Result<Relay, CommandError> {
+    let chain = chain_providers::from_config(
+        &config.providers,
+        config.webhooks.public_base_url.as_deref(),
+        config.relay.on_unknown,
+    )?;
+    Ok(Relay::new(
         Store::new(pool),
         Arc::new(chain),
         config.relay.clone(),
         config.retry.clone(),
-    );
-    Ok((relay, simulators))
+    ))
 }
 
 /// Connects to `url`, or, without one, to a new throwaway PostgreSQL (kept alive by the returned

@@ -25,5 +25,33 @@ pub(super) async fn status(url: &str) -> Result<(), CommandError> {
         attempts.add_row([a.provider.clone(), a.outcome.clone(), a.count.to_string()]);
     }
     println!("{attempts}");
+    let circuits = store.circuits().await?;
+    if circuits.is_empty() {
+        println!("no running relay has reported its circuit breakers");
+    } else {
+        let mut table = Table::new();
+        table.set_header([
+            "relay",
+            "provider",
+            "circuit",
+            "failures in a row",
+            "recent failures",
+            "probe at",
+            "reported",
+        ]);
+        for c in &circuits {
+            table.add_row([
+                c.relay_id.clone(),
+                c.provider.clone(),
+                c.state.clone(),
+                c.consecutive_failures.to_string(),
+                format!("{}/{}", c.recent_failures, c.recent_calls),
+                c.retry_at
+                    .map_or("-".into(), |t| t.format("%H:%M:%S").to_string()),
+                c.updated_at.format("%H:%M:%S").to_string(),
+            ]);
+        }
+        println!("{table}");
+    }
     Ok(())
 }

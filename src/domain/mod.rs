@@ -1,6 +1,7 @@
 //! Values the relay works with: recipients, templates and SMS segments.
 
 pub mod recipient;
+pub mod reference;
 pub mod segments;
 pub mod template;
 

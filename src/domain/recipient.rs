@@ -18,6 +18,11 @@ impl Recipient {
         &self.0
     }
 
+    /// The number without its `+` (`8801712345678`), as most providers want it.
+    pub fn digits(&self) -> &str {
+        self.0.trim_start_matches('+')
+    }
+
     /// The number as `+880••••••••78`: the first four characters and the last two digits kept.
     pub fn masked(&self) -> String {
         let digits: Vec<char> = self.0.chars().collect();

@@ -1,39 +1,92 @@
-//! Walking the configured providers in order for one send round.
+//! Walking the configured providers in order for one send round: circuit breakers, rate limits,
+//! status lookups after unknown outcomes, prices.
 
 use std::{sync::Arc, time::Duration};
 
 use chrono::{DateTime, Utc};
-use tokio::time::Instant;
+use serde::Deserialize;
+use tokio::{sync::Notify, time::Instant};
 use tokio_util::sync::CancellationToken;
 
-use super::{Cost, Outcome, OutgoingSms, Provider, SendError};
+use super::{
+    Accepted, Cost, Lookup, Outcome, OutgoingSms, PriceTable, Provider, SendError, Throttle,
+    breaker::{Admission, Breaker, CircuitSnapshot},
+};
 
-/// A configured price: per billed part, in `currency`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Price {
-    /// Price of one part in millionths of the currency unit.
-    pub micros_per_part: i64,
-    /// ISO 4217 code.
-    pub currency: String,
+/// What to do when a call's outcome is unknown and the provider has no status lookup (or the
+/// lookup failed).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UnknownPolicy {
+    /// Try the next provider: the same code twice beats no code.
+    #[default]
+    FallOver,
+    /// Count the message as sent: no duplicate, at the risk of no code at all.
+    AssumeSent,
 }
 
-impl Price {
-    fn cost(&self, parts: u16) -> Cost {
-        Cost {
-            micros: self.micros_per_part * i64::from(parts),
-            currency: self.currency.clone(),
+/// One provider in the chain, with what guards it.
+pub struct Link {
+    provider: Arc<dyn Provider>,
+    prices: PriceTable,
+    breaker: Option<Breaker>,
+    throttle: Option<Throttle>,
+}
+
+impl Link {
+    /// A provider with no prices, no rate limit and no circuit breaker.
+    pub fn new(provider: Arc<dyn Provider>) -> Self {
+        Self {
+            provider,
+            prices: PriceTable::default(),
+            breaker: None,
+            throttle: None,
         }
     }
-}
 
-struct Link {
-    provider: Arc<dyn Provider>,
-    price: Option<Price>,
+    /// Sets the configured prices, used when the provider reports none.
+    pub fn with_prices(self, prices: PriceTable) -> Self {
+        Self { prices, ..self }
+    }
+
+    /// Sets the circuit breaker.
+    pub fn with_breaker(self, breaker: Breaker) -> Self {
+        Self {
+            breaker: Some(breaker),
+            ..self
+        }
+    }
+
+    fn admit(&self) -> Admission {
+        self.breaker
+            .as_ref()
+            .map_or(Admission::Call, Breaker::admit)
+    }
+
+    fn abandon(&self, admission: Admission) {
+        if let Some(breaker) = &self.breaker {
+            breaker.abandon(admission);
+        }
+    }
+
+    fn reopens_in(&self) -> Duration {
+        self.breaker
+            .as_ref()
+            .and_then(Breaker::reopens_in)
+            .unwrap_or_default()
+    }
+
+    /// Sets (or removes) the rate limit.
+    pub fn with_throttle(self, throttle: Option<Throttle>) -> Self {
+        Self { throttle, ..self }
+    }
 }
 
 /// The ordered providers a message is offered to.
 pub struct ProviderChain {
     links: Vec<Link>,
+    on_unknown: UnknownPolicy,
+    circuits_changed: Arc<Notify>,
 }
 
 /// What one provider call produced, ready for `sms_attempts`.
@@ -41,8 +94,10 @@ pub struct ProviderChain {
 pub struct AttemptRecord {
     /// Provider name.
     pub provider: String,
-    /// 1-based position in this round's walk.
+    /// 1-based position of the provider in the chain.
     pub chain_step: i32,
+    /// The reference this call gave the provider.
+    pub client_ref: String,
     /// When the call started.
     pub started_at: DateTime<Utc>,
     /// When the answer (or the failure) came.
@@ -64,15 +119,16 @@ pub struct AttemptRecord {
 /// How a round ended.
 #[derive(Debug, Clone, PartialEq)]
 pub enum RoundResult {
-    /// A provider accepted the message.
+    /// A provider accepted the message (or, under `assume_sent`, may have).
     Sent,
     /// A provider said the recipient is bad; the chain stopped there.
     BadRecipient(String),
-    /// Every provider failed; the message may be retried later.
+    /// Every provider failed or was skipped; the message may be retried later.
     Exhausted {
-        /// The last provider's error.
+        /// The last provider's error, or why providers were skipped.
         reason: String,
-        /// The longest wait any provider asked for.
+        /// The longest wait any provider asked for, or the time until a skipped provider's
+        /// circuit lets a probe through.
         retry_after: Option<Duration>,
     },
     /// The round's deadline (the code's validity or the claim's lease) came before an answer, or
@@ -82,14 +138,26 @@ pub enum RoundResult {
     Interrupted,
 }
 
+/// How one call through one link ended, before the chain decides what comes next.
+enum CallEnd {
+    Answered(Result<Accepted, SendError>),
+    OutOfTime,
+    Interrupted,
+}
+
 impl ProviderChain {
-    /// A chain of providers with their optional configured prices, in the order given.
-    pub fn new(providers: Vec<(Arc<dyn Provider>, Option<Price>)>) -> Self {
-        let links = providers
-            .into_iter()
-            .map(|(provider, price)| Link { provider, price })
-            .collect();
-        Self { links }
+    /// A chain of providers, tried in the order given.
+    pub fn new(links: Vec<Link>) -> Self {
+        Self {
+            links,
+            on_unknown: UnknownPolicy::default(),
+            circuits_changed: Arc::new(Notify::new()),
+        }
+    }
+
+    /// Sets what happens after an unknown outcome that no status lookup resolved.
+    pub fn with_unknown_policy(self, on_unknown: UnknownPolicy) -> Self {
+        Self { on_unknown, ..self }
     }
 
     /// The providers' names in order.
@@ -97,9 +165,23 @@ impl ProviderChain {
         self.links.iter().map(|l| l.provider.name()).collect()
     }
 
+    /// Each guarded provider's name and circuit state, in chain order.
+    pub fn circuits(&self) -> Vec<(String, CircuitSnapshot)> {
+        self.links
+            .iter()
+            .filter_map(|l| Some((l.provider.name().to_owned(), l.breaker.as_ref()?.snapshot())))
+            .collect()
+    }
+
+    /// Notified whenever a circuit changes state.
+    pub fn circuits_changed(&self) -> Arc<Notify> {
+        self.circuits_changed.clone()
+    }
+
     /// Offers `sms` to each provider in turn until one accepts it, one rejects the recipient, or
-    /// the list runs out. No call runs past `deadline`; a call still unanswered then, or cut short
-    /// by `stop`, is recorded as ambiguous. Every call yields one [`AttemptRecord`].
+    /// the list runs out. Providers whose circuit is open, or whose rate limit has no token within
+    /// its wait, are skipped. No call runs past `deadline`; a call still unanswered then, or cut
+    /// short by `stop`, is recorded as unknown. Every call yields one [`AttemptRecord`].
     pub async fn send(
         &self,
         sms: &OutgoingSms,
@@ -113,44 +195,82 @@ impl ProviderChain {
             if Instant::now() >= deadline {
                 return (RoundResult::OutOfTime, records);
             }
-            let started_at = Utc::now();
-            let answer = tokio::select! {
-                answer = tokio::time::timeout_at(deadline, link.provider.send(sms)) => Some(answer),
-                () = stop.cancelled() => None,
-            };
+            let name = link.provider.name();
+            let admission = link.admit();
+            if admission == Admission::Skip {
+                let reopens = link.reopens_in();
+                retry_after = Some(retry_after.map_or(reopens, |r| r.min(reopens)));
+                last_reason.get_or_insert_with(|| format!("{name}: circuit open"));
+                continue;
+            }
+            if let Some(throttle) = &link.throttle {
+                let got = tokio::select! {
+                    got = throttle.acquire(deadline) => got,
+                    () = stop.cancelled() => false,
+                };
+                if !got {
+                    link.abandon(admission);
+                    last_reason.get_or_insert_with(|| format!("{name}: rate limit reached"));
+                    continue;
+                }
+            }
+            let reference = format!("{}s{}", sms.reference_stem, index + 1);
             let mut record = AttemptRecord {
-                provider: link.provider.name().to_owned(),
+                provider: name.to_owned(),
                 chain_step: i32::try_from(index + 1).unwrap_or(i32::MAX),
-                started_at,
+                client_ref: reference.clone(),
+                started_at: Utc::now(),
                 finished_at: Utc::now(),
-                outcome: Outcome::Ambiguous,
+                outcome: Outcome::Unknown,
                 http_status: None,
                 error_code: None,
                 error_message: None,
                 provider_message_id: None,
                 cost: None,
             };
-            let answer = match answer {
-                None => {
+            let answer = match call(link, sms, &reference, deadline, stop).await {
+                CallEnd::Interrupted => {
+                    link.abandon(admission);
+                    record.finished_at = Utc::now();
                     record.error_message = Some("relay stopped during the call".into());
                     records.push(record);
                     return (RoundResult::Interrupted, records);
                 }
-                Some(Err(_elapsed)) => {
+                CallEnd::OutOfTime => {
+                    self.record_health(link, admission, false, None);
+                    record.finished_at = Utc::now();
                     record.error_message = Some("no answer before the round's deadline".into());
                     records.push(record);
                     return (RoundResult::OutOfTime, records);
                 }
-                Some(Ok(answer)) => answer,
+                CallEnd::Answered(Err(SendError::Unknown {
+                    http_status,
+                    message,
+                })) => {
+                    self.resolve_unknown(link, sms, &reference, deadline, http_status, message)
+                        .await
+                }
+                CallEnd::Answered(answer) => answer,
             };
+            record.finished_at = Utc::now();
+            let healthy = !matches!(
+                answer,
+                Err(SendError::Provider { .. } | SendError::Unknown { .. })
+            );
+            let hold = match &answer {
+                Err(SendError::Provider { retry_after, .. }) => *retry_after,
+                _ => None,
+            };
+            self.record_health(link, admission, healthy, hold);
             match answer {
                 Ok(accepted) => {
                     record.outcome = Outcome::Accepted;
                     record.http_status = accepted.http_status;
+                    record.error_message = accepted.note;
                     record.provider_message_id = Some(accepted.provider_message_id);
                     record.cost = accepted
                         .cost
-                        .or_else(|| link.price.as_ref().map(|p| p.cost(sms.segments.parts)));
+                        .or_else(|| link.prices.cost(sms.recipient.e164(), sms.segments.parts));
                     records.push(record);
                     return (RoundResult::Sent, records);
                 }
@@ -158,9 +278,8 @@ impl ProviderChain {
                     let (http_status, code, message) = error.parts();
                     let message = scrub(message, &sms.body);
                     let reason = format!(
-                        "{} from {}{}: {message}",
+                        "{} from {name}{}: {message}",
                         error.outcome().as_str(),
-                        link.provider.name(),
                         code.map(|c| format!(" ({c})")).unwrap_or_default()
                     );
                     record.outcome = error.outcome();
@@ -169,15 +288,20 @@ impl ProviderChain {
                     record.error_message = Some(message);
                     records.push(record);
                     tracing::debug!(message_id = %sms.message_id, %reason, "provider did not accept");
-                    if !error.is_retryable() {
-                        return (RoundResult::BadRecipient(reason), records);
-                    }
-                    if let SendError::Provider {
-                        retry_after: Some(wait),
-                        ..
-                    } = &error
-                    {
-                        retry_after = retry_after.max(Some(*wait));
+                    match &error {
+                        SendError::BadRecipient { .. } => {
+                            return (RoundResult::BadRecipient(reason), records);
+                        }
+                        SendError::Unknown { .. }
+                            if self.on_unknown == UnknownPolicy::AssumeSent =>
+                        {
+                            return (RoundResult::Sent, records);
+                        }
+                        SendError::Provider {
+                            retry_after: Some(wait),
+                            ..
+                        } => retry_after = retry_after.max(Some(*wait)),
+                        _ => {}
                     }
                     last_reason = Some(reason);
                 }
@@ -191,6 +315,85 @@ impl ProviderChain {
             },
             records,
         )
+    }
+
+    fn record_health(
+        &self,
+        link: &Link,
+        admission: Admission,
+        healthy: bool,
+        hold: Option<Duration>,
+    ) {
+        let Some(breaker) = &link.breaker else {
+            return;
+        };
+        if breaker.record(admission, healthy, hold) {
+            let snapshot = breaker.snapshot();
+            tracing::warn!(
+                provider = link.provider.name(),
+                state = snapshot.state.as_str(),
+                consecutive_failures = snapshot.consecutive_failures,
+                "circuit changed"
+            );
+            self.circuits_changed.notify_one();
+        }
+    }
+
+    /// After an unknown outcome, asks the provider (if it has a status lookup) whether it took
+    /// the message: found means accepted, not found means it was not sent (a provider error, so
+    /// the next provider is tried without risking a duplicate). Without an answer the outcome
+    /// stays unknown and the policy decides.
+    async fn resolve_unknown(
+        &self,
+        link: &Link,
+        sms: &OutgoingSms,
+        reference: &str,
+        deadline: Instant,
+        http_status: Option<u16>,
+        message: String,
+    ) -> Result<Accepted, SendError> {
+        let unknown = |message: String| SendError::Unknown {
+            http_status,
+            message,
+        };
+        let Some(lookup) = link.provider.lookup(sms, reference) else {
+            return Err(unknown(message));
+        };
+        match tokio::time::timeout_at(deadline, lookup).await {
+            Ok(Ok(Lookup::Found(accepted))) => Ok(Accepted {
+                note: Some(format!("{message}; the status lookup found the message")),
+                ..accepted
+            }),
+            Ok(Ok(Lookup::NotFound)) => Err(SendError::Provider {
+                http_status,
+                code: "LOOKUP_NOT_FOUND".into(),
+                message: format!("{message}; the status lookup found no such message"),
+                retry_after: None,
+            }),
+            Ok(Err(error)) => Err(unknown(format!(
+                "{message}; the status lookup failed: {error}"
+            ))),
+            Err(_) => Err(unknown(format!(
+                "{message}; no time left for a status lookup"
+            ))),
+        }
+    }
+}
+
+/// One provider call, bounded by `deadline` and `stop`.
+async fn call(
+    link: &Link,
+    sms: &OutgoingSms,
+    reference: &str,
+    deadline: Instant,
+    stop: &CancellationToken,
+) -> CallEnd {
+    tokio::select! {
+        answer = tokio::time::timeout_at(deadline, link.provider.send(sms, reference)) => match answer {
+            Ok(answer) => CallEnd::Answered(answer),
+            Err(_elapsed) => CallEnd::OutOfTime,
+        },
+        () = stop.cancelled() => CallEnd::Interrupted,
     }
 }
 

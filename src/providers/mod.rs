@@ -2,20 +2,32 @@
 //! [`ProviderChain`]. Adapters classify every answer into an [`Outcome`]; the relay branches on the
 //! class only, never on message text.
 
+pub mod alpha_sms;
+pub mod breaker;
+pub mod bulksmsbd;
 pub mod chain;
+pub mod http;
+pub mod infobip;
+pub mod pricing;
+pub mod settings;
 pub mod simulator;
+pub mod ssl_wireless;
+pub mod throttle;
+pub mod twilio;
+pub mod vonage;
 
 use std::{future::Future, pin::Pin, sync::Arc, time::Duration};
 
 use uuid::Uuid;
 
-use crate::{
-    config::{ProviderConfig, ProviderKind},
-    domain::{Recipient, Segments},
-};
+use crate::domain::{Recipient, Segments};
 
-pub use chain::{AttemptRecord, Price, ProviderChain, RoundResult};
+pub use breaker::{Breaker, CircuitSnapshot, CircuitState};
+pub use chain::{AttemptRecord, Link, ProviderChain, RoundResult, UnknownPolicy};
+pub use pricing::PriceTable;
+pub use settings::{Credential, PriceRule, ProviderConfig, ProviderKind};
 pub use simulator::{Simulator, SimulatorSettings};
+pub use throttle::Throttle;
 
 /// A boxed future, so that providers can live behind `Arc<dyn Provider>`.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -31,6 +43,12 @@ pub struct OutgoingSms {
     pub body: String,
     /// Encoding and billed parts of `body`.
     pub segments: Segments,
+    /// Validity left when the round began (less the expiry margin); adapters pass it on as the
+    /// message's time-to-live where the API takes one, so a late code is dropped, not delivered.
+    pub valid_for: Duration,
+    /// The stem of this round's client references (base-36 outbox sequence and `r<round>`); the
+    /// chain appends `s<step>` for each call.
+    pub reference_stem: String,
 }
 
 /// A price in millionths of the currency unit, so sums stay exact.
@@ -51,6 +69,8 @@ pub struct Accepted {
     pub http_status: Option<u16>,
     /// The price the provider reported, if any.
     pub cost: Option<Cost>,
+    /// Something worth keeping about how the acceptance was learned (e.g. a status lookup).
+    pub note: Option<String>,
 }
 
 /// The class of a provider's answer (`sms_attempts.outcome`).
@@ -63,7 +83,7 @@ pub enum Outcome {
     /// Outage, throttling, auth/balance/sender problem: try the next provider.
     ProviderError,
     /// The request may have reached the provider (e.g. timed out after it was written).
-    Ambiguous,
+    Unknown,
 }
 
 impl Outcome {
@@ -73,7 +93,7 @@ impl Outcome {
             Outcome::Accepted => "accepted",
             Outcome::BadRecipient => "bad_recipient",
             Outcome::ProviderError => "provider_error",
-            Outcome::Ambiguous => "ambiguous",
+            Outcome::Unknown => "unknown",
         }
     }
 }
@@ -105,7 +125,7 @@ pub enum SendError {
     },
     /// We cannot tell whether the provider took the message.
     #[error("outcome unknown: {message}")]
-    Ambiguous {
+    Unknown {
         /// HTTP status, if a partial answer had one.
         http_status: Option<u16>,
         /// What happened.
@@ -119,7 +139,7 @@ impl SendError {
         match self {
             SendError::BadRecipient { .. } => Outcome::BadRecipient,
             SendError::Provider { .. } => Outcome::ProviderError,
-            SendError::Ambiguous { .. } => Outcome::Ambiguous,
+            SendError::Unknown { .. } => Outcome::Unknown,
         }
     }
 
@@ -142,7 +162,7 @@ impl SendError {
                 message,
                 ..
             } => (*http_status, Some(code), message),
-            SendError::Ambiguous {
+            SendError::Unknown {
                 http_status,
                 message,
             } => (*http_status, None, message),
@@ -150,38 +170,129 @@ impl SendError {
     }
 }
 
+/// A provider's status-lookup answer about a call whose outcome was unknown.
+#[derive(Debug, Clone)]
+pub enum Lookup {
+    /// The provider has the message: it was taken.
+    Found(Accepted),
+    /// The provider has no such message (or says it never left): it was not sent.
+    NotFound,
+}
+
 /// An SMS provider adapter.
 pub trait Provider: Send + Sync {
     /// The configured name (`sms_attempts.provider`).
     fn name(&self) -> &str;
 
-    /// Sends one message and classifies the answer.
-    fn send<'a>(&'a self, sms: &'a OutgoingSms) -> BoxFuture<'a, Result<Accepted, SendError>>;
+    /// Sends one message and classifies the answer. `reference` is unique to this call; adapters
+    /// pass it as the client reference where the API takes one.
+    fn send<'a>(
+        &'a self,
+        sms: &'a OutgoingSms,
+        reference: &'a str,
+    ) -> BoxFuture<'a, Result<Accepted, SendError>>;
+
+    /// Asks the provider whether it took `sms` (sent with `reference`) after the call's outcome
+    /// was unknown. `None` if the provider has no status lookup.
+    fn lookup<'a>(
+        &'a self,
+        _sms: &'a OutgoingSms,
+        _reference: &'a str,
+    ) -> Option<BoxFuture<'a, Result<Lookup, SendError>>> {
+        None
+    }
+
+    /// The account balance as the provider states it (e.g. `12.50 USD`). `None` if the provider
+    /// has no balance endpoint.
+    fn balance(&self) -> Option<BoxFuture<'_, Result<String, SendError>>> {
+        None
+    }
 }
 
-/// Builds the chain from `[[providers]]`, returning the simulators too so callers can read their
-/// counts.
+/// Why a provider entry could not be turned into an adapter.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// The entry is invalid (never worth retrying: fix the configuration).
+    #[error("provider {name:?}: {reason}")]
+    Invalid {
+        /// The provider's name.
+        name: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The simulator's journal file could not be opened.
+    #[error("provider {name:?}: cannot open the journal: {source}")]
+    Journal {
+        /// The provider's name.
+        name: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+}
+
+/// Builds one adapter. `webhooks_base` is `[webhooks] public_base_url`, from which adapters build
+/// their per-message receipt URLs (`<base>/webhooks/<kind>`).
+pub fn build(
+    config: &ProviderConfig,
+    webhooks_base: Option<&str>,
+) -> Result<Arc<dyn Provider>, BuildError> {
+    let invalid = |reason: String| BuildError::Invalid {
+        name: config.name.clone(),
+        reason,
+    };
+    let callback = webhooks_base.map(|base| {
+        format!(
+            "{}/webhooks/{}",
+            base.trim_end_matches('/'),
+            config.kind.label()
+        )
+    });
+    let provider: Arc<dyn Provider> = match &config.kind {
+        ProviderKind::Simulator(settings) => Arc::new(
+            Simulator::new(config.name.clone(), settings.clone()).map_err(|source| {
+                BuildError::Journal {
+                    name: config.name.clone(),
+                    source,
+                }
+            })?,
+        ),
+        ProviderKind::Twilio(s) => {
+            Arc::new(twilio::Twilio::new(config, s, callback).map_err(invalid)?)
+        }
+        ProviderKind::Vonage(s) => {
+            Arc::new(vonage::Vonage::new(config, s, callback).map_err(invalid)?)
+        }
+        ProviderKind::Infobip(s) => {
+            Arc::new(infobip::Infobip::new(config, s, callback).map_err(invalid)?)
+        }
+        ProviderKind::SslWireless(s) => {
+            Arc::new(ssl_wireless::SslWireless::new(config, s).map_err(invalid)?)
+        }
+        ProviderKind::BulkSmsBd(s) => {
+            Arc::new(bulksmsbd::BulkSmsBd::new(config, s).map_err(invalid)?)
+        }
+        ProviderKind::AlphaSms(s) => {
+            Arc::new(alpha_sms::AlphaSms::new(config, s).map_err(invalid)?)
+        }
+    };
+    Ok(provider)
+}
+
+/// Builds the chain from `[[providers]]`, in order, each with its circuit breaker, rate limit and
+/// price table.
 pub fn from_config(
     configs: &[ProviderConfig],
-) -> std::io::Result<(ProviderChain, Vec<Arc<Simulator>>)> {
-    let mut links: Vec<(Arc<dyn Provider>, Option<Price>)> = Vec::new();
-    let mut simulators = Vec::new();
-    for config in configs {
-        let price =
-            config
-                .price_per_part
-                .zip(config.currency.clone())
-                .map(|(per_part, currency)| Price {
-                    micros_per_part: (per_part * 1_000_000.0).round() as i64,
-                    currency,
-                });
-        match &config.kind {
-            ProviderKind::Simulator(settings) => {
-                let simulator = Arc::new(Simulator::new(config.name.clone(), settings.clone())?);
-                simulators.push(simulator.clone());
-                links.push((simulator, price));
-            }
-        }
-    }
-    Ok((ProviderChain::new(links), simulators))
+    webhooks_base: Option<&str>,
+    on_unknown: UnknownPolicy,
+) -> Result<ProviderChain, BuildError> {
+    let links = configs
+        .iter()
+        .map(|config| {
+            Ok(Link::new(build(config, webhooks_base)?)
+                .with_prices(PriceTable::new(&config.prices))
+                .with_breaker(Breaker::new(config.circuit.clone()))
+                .with_throttle(config.rate_limit.as_ref().map(Throttle::new)))
+        })
+        .collect::<Result<Vec<_>, BuildError>>()?;
+    Ok(ProviderChain::new(links).with_unknown_policy(on_unknown))
 }

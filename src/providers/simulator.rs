@@ -32,7 +32,7 @@ pub struct SimulatorSettings {
     pub bad_recipient: f64,
     /// Share of sends that time out after the request left (the message *was* sent).
     #[serde(default)]
-    pub ambiguous: f64,
+    pub unknown: f64,
     /// If set, every message handed to the network is appended here as one line: its id.
     #[serde(default)]
     pub journal: Option<PathBuf>,
@@ -41,7 +41,7 @@ pub struct SimulatorSettings {
 impl SimulatorSettings {
     /// Checks that the ratios are probabilities that sum to at most 1.
     pub fn validate(&self) -> Result<(), String> {
-        let ratios = [self.provider_error, self.bad_recipient, self.ambiguous];
+        let ratios = [self.provider_error, self.bad_recipient, self.unknown];
         if ratios.iter().any(|r| !(0.0..=1.0).contains(r)) || ratios.iter().sum::<f64>() > 1.0 {
             return Err("simulator ratios must be in 0..=1 and sum to at most 1".into());
         }
@@ -76,7 +76,7 @@ impl Simulator {
         })
     }
 
-    /// Messages this simulator handed to the (imaginary) network: accepted plus ambiguous.
+    /// Messages this simulator handed to the (imaginary) network: accepted plus unknown.
     pub fn sent(&self) -> u64 {
         self.sent.load(Ordering::Relaxed)
     }
@@ -119,8 +119,8 @@ impl Simulator {
             });
         }
         self.record_sent(sms);
-        if roll < s.bad_recipient + s.provider_error + s.ambiguous {
-            return Err(SendError::Ambiguous {
+        if roll < s.bad_recipient + s.provider_error + s.unknown {
+            return Err(SendError::Unknown {
                 http_status: None,
                 message: "simulated timeout after the request was sent".into(),
             });
@@ -129,6 +129,7 @@ impl Simulator {
             provider_message_id: format!("sim-{}", uuid::Uuid::new_v4()),
             http_status: Some(200),
             cost: None,
+            note: None,
         })
     }
 }
@@ -138,7 +139,11 @@ impl Provider for Simulator {
         &self.name
     }
 
-    fn send<'a>(&'a self, sms: &'a OutgoingSms) -> BoxFuture<'a, Result<Accepted, SendError>> {
+    fn send<'a>(
+        &'a self,
+        sms: &'a OutgoingSms,
+        _reference: &'a str,
+    ) -> BoxFuture<'a, Result<Accepted, SendError>> {
         Box::pin(async move {
             self.calls.fetch_add(1, Ordering::Relaxed);
             if self.settings.latency_ms > 0 {

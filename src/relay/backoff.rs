@@ -51,8 +51,8 @@ impl RetryPolicy {
         if !(0.0..=1.0).contains(&self.jitter) {
             return Err("retry: jitter must be in 0..=1".into());
         }
-        if self.max_rounds == 0 {
-            return Err("retry: max_rounds must be at least 1".into());
+        if !(1..=100).contains(&self.max_rounds) {
+            return Err("retry: max_rounds must be 1..=100".into());
         }
         Ok(())
     }

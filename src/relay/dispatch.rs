@@ -7,7 +7,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::RetryPolicy;
 use crate::{
-    domain::{Recipient, RenderError, render, segments},
+    domain::{Recipient, RenderError, reference, render, segments},
     providers::{OutgoingSms, ProviderChain, RoundResult},
     store::{ClaimedMessage, Disposition, Finish},
 };
@@ -88,6 +88,8 @@ pub(super) async fn dispatch(ctx: &Context, msg: ClaimedMessage, claimed_at: Ins
         recipient: Recipient::new(msg.recipient),
         segments: segments::count(&text),
         body: text,
+        valid_for: remaining - ctx.expiry_margin,
+        reference_stem: reference::stem(msg.seq, msg.round),
     };
     let (result, attempts) = ctx.chain.send(&sms, deadline, &ctx.hard_stop).await;
     let finish = Finish {

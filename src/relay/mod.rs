@@ -81,7 +81,7 @@ impl Relay {
     }
 
     /// Serves until `cancel` fires or `stop` says so. On cancel: stops claiming, gives in-flight
-    /// sends `shutdown_grace_ms`, then abandons the rest (recorded as ambiguous and released).
+    /// sends `shutdown_grace_ms`, then abandons the rest (recorded as unknown and released).
     pub async fn run(
         self,
         stop: StopWhen,
@@ -118,6 +118,13 @@ impl Relay {
             hard_stop: CancellationToken::new(),
         });
         let sends = TaskTracker::new();
+        let circuits_stop = CancellationToken::new();
+        let circuits = tokio::spawn(report_circuits(
+            self.store.clone(),
+            self.chain.clone(),
+            self.relay_id.clone(),
+            circuits_stop.clone(),
+        ));
         tracing::info!(relay_id = %self.relay_id, providers = ?self.chain.names(), "relay started");
 
         let mut report = RunReport::default();
@@ -242,6 +249,11 @@ impl Relay {
             );
         }
         listening.abort();
+        circuits_stop.cancel();
+        let _ = circuits.await;
+        if let Err(error) = self.store.drop_circuits(&self.relay_id).await {
+            tracing::warn!(%error, "cannot remove this relay's circuit rows");
+        }
         if registered.is_some() {
             self.log_registration(self.store.deregister_sleeper(&self.relay_id).await);
         }
@@ -252,6 +264,27 @@ impl Relay {
     fn log_registration(&self, result: crate::store::Result<()>) {
         if let Err(error) = result {
             tracing::warn!(%error, relay_id = %self.relay_id, "wake-up registration failed; relying on polling");
+        }
+    }
+}
+
+/// Writes the chain's circuit states for `sms-relay status`: at start, whenever one changes, and
+/// every half minute (so a row's age shows whether its relay is alive).
+async fn report_circuits(
+    store: Store,
+    chain: Arc<ProviderChain>,
+    relay_id: String,
+    stop: CancellationToken,
+) {
+    let changed = chain.circuits_changed();
+    loop {
+        if let Err(error) = store.save_circuits(&relay_id, &chain.circuits()).await {
+            tracing::warn!(%error, "cannot record circuit states");
+        }
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = changed.notified() => {}
+            () = tokio::time::sleep(Duration::from_secs(30)) => {}
         }
     }
 }

@@ -11,6 +11,8 @@ use super::{Result, Store};
 pub struct ClaimedMessage {
     /// `sms_outbox.id`.
     pub id: Uuid,
+    /// `sms_outbox.seq`: short, unique, the base of the calls' client references.
+    pub seq: i64,
     /// E.164 recipient.
     pub recipient: String,
     /// Template name.
@@ -48,7 +50,7 @@ UPDATE sms_outbox o
        next_attempt_at = now() + $2 * interval '1 millisecond',
        claimed_by = $3
  WHERE o.id = ANY (ARRAY(SELECT id FROM due))
-RETURNING o.id, o.recipient, o.template, o.locale, o.params,
+RETURNING o.id, o.seq, o.recipient, o.template, o.locale, o.params,
           (SELECT t.body FROM sms_templates t WHERE t.name = o.template AND t.locale = o.locale) AS body,
           o.attempts AS round,
           CASE WHEN o.attempts > 1 THEN EXISTS (

@@ -3,7 +3,10 @@
 use uuid::Uuid;
 
 use super::{Result, Store};
-use crate::{domain::Segments, providers::AttemptRecord};
+use crate::{
+    domain::Segments,
+    providers::{AttemptRecord, settings::is_currency},
+};
 
 /// What becomes of a claimed message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -102,16 +105,16 @@ WITH f AS (
 )
 INSERT INTO sms_attempts (message_id, attempt_number, chain_step, provider, template, relay_id,
                           started_at, finished_at, outcome, http_status, error_code, error_message,
-                          provider_message_id, segments, encoding, cost, currency)
+                          provider_message_id, segments, encoding, cost, currency, client_ref)
 SELECT a.message_id, a.attempt_number, a.chain_step, a.provider, a.template, $7,
        a.started_at, a.finished_at, a.outcome::sms_outcome, a.http_status, a.error_code, a.error_message,
-       a.provider_message_id, a.segments, a.encoding, a.cost_micros / 1000000.0, a.currency
+       a.provider_message_id, a.segments, a.encoding, a.cost_micros / 1000000.0, a.currency, a.client_ref
   FROM unnest($8::uuid[], $9::int[], $10::int[], $11::text[], $12::text[], $13::timestamptz[],
               $14::timestamptz[], $15::text[], $16::int2[], $17::text[], $18::text[], $19::text[],
-              $20::int2[], $21::text[], $22::int8[], $23::text[])
+              $20::int2[], $21::text[], $22::int8[], $23::text[], $24::text[])
     AS a(message_id, attempt_number, chain_step, provider, template, started_at,
          finished_at, outcome, http_status, error_code, error_message,
-         provider_message_id, segments, encoding, cost_micros, currency)
+         provider_message_id, segments, encoding, cost_micros, currency, client_ref)
 ON CONFLICT (message_id, attempt_number, chain_step) DO NOTHING
 "#;
 
@@ -142,6 +145,7 @@ struct AttemptColumns {
     encoding: Vec<&'static str>,
     cost_micros: Vec<Option<i64>>,
     currency: Vec<Option<String>>,
+    client_ref: Vec<String>,
 }
 
 impl AttemptColumns {
@@ -151,9 +155,10 @@ impl AttemptColumns {
     fn push(&mut self, finish: &Finish, segments: Segments, a: &AttemptRecord) {
         let cost = a.cost.as_ref().and_then(|c| {
             let currency = c.currency.to_ascii_uppercase();
-            let valid = currency.len() == 3 && currency.bytes().all(|b| b.is_ascii_uppercase());
             let micros = c.micros.checked_abs().filter(|m| *m <= MAX_COST_MICROS);
-            micros.filter(|_| valid).map(|m| (m, currency))
+            micros
+                .filter(|_| is_currency(&currency))
+                .map(|m| (m, currency))
         });
         self.message_id.push(finish.id);
         self.attempt_number.push(finish.round);
@@ -175,6 +180,7 @@ impl AttemptColumns {
         self.encoding.push(segments.encoding.as_str());
         self.cost_micros.push(cost.as_ref().map(|c| c.0));
         self.currency.push(cost.map(|c| c.1));
+        self.client_ref.push(pg_text(&a.client_ref));
     }
 }
 
@@ -229,6 +235,7 @@ impl Store {
             .bind(cols.encoding)
             .bind(cols.cost_micros)
             .bind(cols.currency)
+            .bind(cols.client_ref)
             .execute(&self.pool)
             .await?;
         Ok(())

@@ -1,5 +1,6 @@
 //! Every SQL statement the relay runs lives in this module.
 
+mod circuits;
 mod claim;
 mod complete;
 mod enqueue;
@@ -8,6 +9,7 @@ mod wakeup;
 
 use sqlx::PgPool;
 
+pub use circuits::CircuitRow;
 pub use claim::ClaimedMessage;
 pub use complete::{Disposition, Finish};
 pub use enqueue::{EnqueueError, EnqueueRequest, Refusal, enqueue};

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use chrono::{TimeDelta, Utc};
 use serde_json::json;
 use sms_relay::{
-    providers::{Price, Provider, ProviderChain, SimulatorSettings},
+    providers::{Link, PriceRule, PriceTable, Provider, ProviderChain, SimulatorSettings},
     relay::{Relay, RetryPolicy, StopWhen},
     store::{EnqueueRequest, enqueue},
 };
@@ -61,13 +61,13 @@ async fn a_bad_recipient_fails_at_once_without_trying_other_providers() {
 }
 
 #[tokio::test]
-async fn an_ambiguous_send_is_recorded_as_such_and_falls_over() {
+async fn an_unknown_outcome_is_recorded_as_such_and_falls_over() {
     let db = TestDb::new().await;
     let id = db.otp(NUMBER, "1").await;
     let unsure = simulator(
         "unsure",
         SimulatorSettings {
-            ambiguous: 1.0,
+            unknown: 1.0,
             ..SimulatorSettings::default()
         },
     );
@@ -75,7 +75,7 @@ async fn an_ambiguous_send_is_recorded_as_such_and_falls_over() {
     assert_eq!(
         db.attempts_of(id).await,
         [
-            ("unsure".into(), 1, 1, "ambiguous".into()),
+            ("unsure".into(), 1, 1, "unknown".into()),
             ("backup".into(), 1, 2, "accepted".into())
         ]
     );
@@ -258,13 +258,15 @@ async fn each_attempt_records_segments_encoding_cost_and_provider_ids() {
     )
     .await
     .unwrap();
-    let priced = ProviderChain::new(vec![(
-        accepting("local") as Arc<dyn Provider>,
-        Some(Price {
-            micros_per_part: 250_000,
-            currency: "BDT".into(),
-        }),
-    )]);
+    let priced = ProviderChain::new(vec![
+        Link::new(accepting("local") as Arc<dyn Provider>).with_prices(PriceTable::new(&[
+            PriceRule {
+                prefix: "+880".into(),
+                per_part: 0.25,
+                currency: "BDT".into(),
+            },
+        ])),
+    ]);
     let relay = Relay::new(db.store(), Arc::new(priced), settings(), quick_retries());
     within(60, relay.run(StopWhen::Idle, CancellationToken::new()))
         .await
@@ -330,7 +332,7 @@ async fn a_provider_that_hangs_is_cut_off_at_the_codes_deadline() {
     );
     assert_eq!(
         db.attempts_of(id).await,
-        [("hung".into(), 1, 1, "ambiguous".into())]
+        [("hung".into(), 1, 1, "unknown".into())]
     );
 }
 
@@ -376,6 +378,7 @@ async fn odd_provider_values_are_recorded_without_failing_the_batch() {
     let odd = sms_relay::providers::AttemptRecord {
         provider: "odd\0provider".into(),
         chain_step: 1,
+        client_ref: "1r1s1".into(),
         started_at: now,
         finished_at: now - TimeDelta::milliseconds(5),
         outcome: sms_relay::providers::Outcome::Accepted,
@@ -424,6 +427,7 @@ async fn a_round_the_database_refuses_is_still_recorded_and_spares_the_rest() {
     let attempt = |chain_step| sms_relay::providers::AttemptRecord {
         provider: "sim".into(),
         chain_step,
+        client_ref: format!("1r1s{chain_step}"),
         started_at: Utc::now(),
         finished_at: Utc::now(),
         outcome: sms_relay::providers::Outcome::Accepted,

@@ -268,7 +268,7 @@ async fn sends_outlasting_the_grace_are_released_and_sent_later() {
     assert!(reason.unwrap().contains("outcome unknown"));
     assert_eq!(
         db.attempts_of(id).await,
-        [("stuck".into(), 1, 1, "ambiguous".into())]
+        [("stuck".into(), 1, 1, "unknown".into())]
     );
 
     let sim = accepting("sim");

@@ -16,7 +16,7 @@ use serde_json::json;
 use sms_relay::{
     config::RelaySettings,
     db,
-    providers::{AttemptRecord, Price, Provider, ProviderChain, Simulator, SimulatorSettings},
+    providers::{AttemptRecord, Link, Provider, ProviderChain, Simulator, SimulatorSettings},
     relay::{Relay, RetryPolicy, RunReport, StopWhen},
     store::{ClaimedMessage, Disposition, EnqueueRequest, Finish, Store, enqueue},
     throwaway_pg::{Durability, ThrowawayPg},
@@ -308,7 +308,7 @@ pub fn chain(providers: impl AsRef<[Arc<Simulator>]>) -> Arc<ProviderChain> {
         providers
             .as_ref()
             .iter()
-            .map(|p| (p.clone() as Arc<dyn Provider>, None::<Price>))
+            .map(|p| Link::new(p.clone() as Arc<dyn Provider>))
             .collect(),
     ))
 }

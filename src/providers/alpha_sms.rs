@@ -1,0 +1,184 @@
+//! Alpha SMS, sms.net.bd (`POST /sendsms`, form with `api_key`). It answers HTTP 200 with
+//! `"error":0` on success and an error code otherwise. Numbers go out as `880…` without the `+`.
+
+use serde::Deserialize;
+
+use super::{
+    Accepted, BoxFuture, OutgoingSms, Provider, SendError,
+    http::{Endpoint, Reply, exchange, text_of},
+    settings::{Credential, ProviderConfig, validate_sender},
+};
+
+/// `kind = "alpha_sms"`: credentials and optional sender.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlphaSmsSettings {
+    /// API key (secret; `env:NAME` reads it from the environment).
+    pub api_key: Credential,
+    /// `sender_id`: an approved sender id; the account default when unset.
+    #[serde(default)]
+    pub sender: Option<String>,
+}
+
+impl AlphaSmsSettings {
+    /// Checks the entry's own fields.
+    pub fn validate(&self) -> Result<(), String> {
+        self.sender.as_deref().map_or(Ok(()), validate_sender)
+    }
+}
+
+/// The Alpha SMS adapter.
+pub struct AlphaSms {
+    http: Endpoint,
+    settings: AlphaSmsSettings,
+}
+
+#[derive(Debug, Deserialize)]
+struct Response {
+    error: serde_json::Value,
+    #[serde(default)]
+    msg: String,
+    #[serde(default)]
+    data: Option<serde_json::Value>,
+}
+
+impl AlphaSms {
+    /// An adapter for `config`.
+    pub fn new(config: &ProviderConfig, settings: &AlphaSmsSettings) -> Result<Self, String> {
+        Ok(Self {
+            http: Endpoint::new(config)?,
+            settings: settings.clone(),
+        })
+    }
+
+    async fn post(&self, sms: &OutgoingSms) -> Result<Accepted, SendError> {
+        let mut form = vec![
+            ("api_key", self.settings.api_key.expose()),
+            ("msg", &sms.body),
+            ("to", sms.recipient.digits()),
+        ];
+        if let Some(sender) = &self.settings.sender {
+            form.push(("sender_id", sender));
+        }
+        let request = self.http.client.post(self.http.url("/sendsms")).form(&form);
+        classify(&exchange(request).await?)
+    }
+
+    async fn fetch_balance(&self) -> Result<String, SendError> {
+        let request = self
+            .http
+            .client
+            .get(self.http.url("/user/balance/"))
+            .query(&[("api_key", self.settings.api_key.expose())]);
+        let reply = exchange(request).await?;
+        let response: Response = reply.json().ok_or_else(|| reply.unreadable())?;
+        if text_of(&response.error).as_deref() != Some("0") {
+            return Err(
+                reply.provider_error(text_of(&response.error).unwrap_or_default(), response.msg)
+            );
+        }
+        response
+            .data
+            .as_ref()
+            .and_then(|d| d.get("balance"))
+            .and_then(text_of)
+            .map(|b| format!("{b} BDT"))
+            .ok_or_else(|| reply.unreadable())
+    }
+}
+
+/// Classifies a send answer (providers.md §5.3).
+fn classify(reply: &Reply) -> Result<Accepted, SendError> {
+    let Some(response) = reply.json::<Response>() else {
+        return Err(reply.unreadable());
+    };
+    let Some(code) = text_of(&response.error) else {
+        return Err(reply.unreadable());
+    };
+    match code.as_str() {
+        "0" => match response
+            .data
+            .as_ref()
+            .and_then(|d| d.get("request_id"))
+            .and_then(text_of)
+        {
+            Some(id) => Ok(Accepted {
+                provider_message_id: id,
+                http_status: Some(reply.status),
+                cost: None,
+                note: None,
+            }),
+            None => Err(reply.unreadable()),
+        },
+        // No valid number.
+        "416" => Err(reply.bad_recipient(code, response.msg)),
+        // 409 server error; 403/405/410/411 account and key; 413 sender id; 417 balance; 420
+        // content blocked; 421 unregistered numbers before the first recharge; request bugs.
+        _ => Err(reply.provider_error(code, response.msg)),
+    }
+}
+
+impl Provider for AlphaSms {
+    fn name(&self) -> &str {
+        &self.http.name
+    }
+
+    fn send<'a>(
+        &'a self,
+        sms: &'a OutgoingSms,
+        _reference: &'a str,
+    ) -> BoxFuture<'a, Result<Accepted, SendError>> {
+        Box::pin(self.post(sms))
+    }
+
+    fn balance(&self) -> Option<BoxFuture<'_, Result<String, SendError>>> {
+        Some(Box::pin(self.fetch_balance()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::providers::Outcome;
+
+    fn class(status: u16, body: &str) -> Result<Accepted, SendError> {
+        classify(&Reply {
+            status,
+            retry_after: None,
+            body: body.into(),
+        })
+    }
+
+    #[test]
+    fn the_classification_table() {
+        let ok = class(
+            200,
+            r#"{"error":0,"msg":"Request successfully submitted","data":{"request_id":1234}}"#,
+        )
+        .unwrap();
+        assert_eq!(ok.provider_message_id, "1234");
+        let code = |c: u32| {
+            class(200, &format!(r#"{{"error":{c},"msg":"m"}}"#))
+                .unwrap_err()
+                .outcome()
+        };
+        assert_eq!(code(416), Outcome::BadRecipient);
+        for c in [
+            400, 403, 405, 409, 410, 411, 412, 413, 414, 415, 417, 420, 421,
+        ] {
+            assert_eq!(code(c), Outcome::ProviderError, "{c}");
+        }
+        assert_eq!(
+            class(200, "<html>").unwrap_err().outcome(),
+            Outcome::Unknown
+        );
+        assert_eq!(
+            class(500, "oops").unwrap_err().outcome(),
+            Outcome::ProviderError
+        );
+        assert_eq!(
+            class(429, "slow down").unwrap_err().outcome(),
+            Outcome::ProviderError
+        );
+    }
+}

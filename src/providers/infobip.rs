@@ -1,0 +1,323 @@
+//! Infobip SMS v3 (`POST /sms/3/messages`, JSON, `Authorization: App <key>`). Our call reference
+//! goes out as the destination's `messageId`, so a status lookup (`GET /sms/3/logs`) can find it.
+//! Numbers go out without the `+`.
+
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{
+    Accepted, BoxFuture, Lookup, OutgoingSms, Provider, SendError,
+    http::{Endpoint, Reply, exchange},
+    settings::{Credential, ProviderConfig, validate_sender},
+};
+
+/// `kind = "infobip"`: credentials and sender. `base_url` is the account's own host.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InfobipSettings {
+    /// API key (secret; `env:NAME` reads it from the environment).
+    pub api_key: Credential,
+    /// Sender id.
+    pub sender: String,
+}
+
+impl InfobipSettings {
+    /// Checks the entry's own fields.
+    pub fn validate(&self) -> Result<(), String> {
+        validate_sender(&self.sender)
+    }
+}
+
+/// The Infobip adapter.
+pub struct Infobip {
+    http: Endpoint,
+    settings: InfobipSettings,
+    callback: Option<String>,
+}
+
+/// Infobip's status object (send answer, logs, reports).
+#[derive(Debug, Deserialize)]
+struct Status {
+    #[serde(rename = "groupId")]
+    group_id: i64,
+    id: i64,
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    description: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct SentMessage {
+    #[serde(rename = "messageId")]
+    message_id: Option<String>,
+    status: Status,
+}
+
+#[derive(Debug, Deserialize)]
+struct Response {
+    messages: Vec<SentMessage>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Logs {
+    results: Vec<SentMessage>,
+}
+
+/// The v3 `ApiError`, or the legacy `requestError` shape.
+#[derive(Debug, Deserialize)]
+struct ApiError {
+    #[serde(rename = "errorCode")]
+    error_code: Option<String>,
+    #[serde(default)]
+    description: Option<String>,
+    #[serde(default)]
+    violations: Vec<Violation>,
+    #[serde(rename = "requestError")]
+    request_error: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Violation {
+    #[serde(default)]
+    property: String,
+    #[serde(default)]
+    violation: String,
+}
+
+/// Status group 5 ids about the number itself: REJECTED_PREFIX_MISSING, REJECTED_DESTINATION.
+const BAD_NUMBER_IDS: [i64; 2] = [8, 52];
+
+impl Infobip {
+    /// An adapter for `config`; `callback` is the delivery-report URL.
+    pub fn new(
+        config: &ProviderConfig,
+        settings: &InfobipSettings,
+        callback: Option<String>,
+    ) -> Result<Self, String> {
+        Ok(Self {
+            http: Endpoint::new(config)?,
+            settings: settings.clone(),
+            callback,
+        })
+    }
+
+    fn authed(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        request
+            .header(
+                reqwest::header::AUTHORIZATION,
+                format!("App {}", self.settings.api_key.expose()),
+            )
+            .header(reqwest::header::ACCEPT, "application/json")
+    }
+
+    async fn post(&self, sms: &OutgoingSms, reference: &str) -> Result<Accepted, SendError> {
+        let minutes = (sms.valid_for.as_secs() / 60).max(1);
+        let mut message = json!({
+            "sender": self.settings.sender,
+            "destinations": [{ "to": sms.recipient.digits(), "messageId": reference }],
+            "content": { "text": sms.body },
+            "options": { "validityPeriod": { "amount": minutes, "timeUnit": "MINUTES" } },
+        });
+        if let Some(callback) = &self.callback {
+            message["webhooks"] = json!({
+                "delivery": { "url": callback, "intermediateReport": false, "notify": true },
+                "contentType": "application/json",
+                "callbackData": reference,
+            });
+        }
+        let request = self
+            .authed(self.http.client.post(self.http.url("/sms/3/messages")))
+            .json(&json!({ "messages": [message] }));
+        classify(&exchange(request).await?)
+    }
+
+    async fn find(&self, reference: &str) -> Result<Lookup, SendError> {
+        let request = self
+            .authed(self.http.client.get(self.http.url("/sms/3/logs")))
+            .query(&[("messageId", reference)]);
+        let reply = exchange(request).await?;
+        let logs: Logs = reply
+            .json()
+            .filter(|_| reply.is_success())
+            .ok_or_else(|| reply.unreadable())?;
+        Ok(
+            match logs
+                .results
+                .into_iter()
+                .find(|m| m.message_id.as_deref() == Some(reference))
+            {
+                Some(m) if matches!(m.status.group_id, 0 | 1 | 3) => Lookup::Found(Accepted {
+                    provider_message_id: reference.to_owned(),
+                    http_status: Some(reply.status),
+                    cost: None,
+                    note: None,
+                }),
+                _ => Lookup::NotFound,
+            },
+        )
+    }
+
+    async fn fetch_balance(&self) -> Result<String, SendError> {
+        #[derive(Deserialize)]
+        struct Balance {
+            balance: f64,
+            currency: String,
+        }
+        let request = self.authed(self.http.client.get(self.http.url("/account/1/balance")));
+        let reply = exchange(request).await?;
+        let balance: Balance = reply
+            .json()
+            .filter(|_| reply.is_success())
+            .ok_or_else(|| reply.unreadable())?;
+        Ok(format!("{:.4} {}", balance.balance, balance.currency))
+    }
+}
+
+/// Classifies a send answer (providers.md §3.1–3.2).
+fn classify(reply: &Reply) -> Result<Accepted, SendError> {
+    if !reply.is_success() {
+        return Err(classify_error(reply));
+    }
+    let Some(message) = reply
+        .json::<Response>()
+        .and_then(|r| r.messages.into_iter().next())
+    else {
+        return Err(reply.unreadable());
+    };
+    let Status {
+        group_id,
+        id,
+        name,
+        description,
+    } = message.status;
+    let code = format!("{id} {name}");
+    match group_id {
+        // OK, PENDING (accepted, e.g. PENDING_ACCEPTED), DELIVERED.
+        0 | 1 | 3 => match message.message_id {
+            Some(id) => Ok(Accepted {
+                provider_message_id: id,
+                http_status: Some(reply.status),
+                cost: None,
+                note: None,
+            }),
+            None => Err(reply.unreadable()),
+        },
+        5 if BAD_NUMBER_IDS.contains(&id) => Err(reply.bad_recipient(code, description)),
+        // Credits, sender, route, flooding, system errors; undeliverable and expired.
+        _ => Err(reply.provider_error(code, description)),
+    }
+}
+
+fn classify_error(reply: &Reply) -> SendError {
+    let Some(error) = reply.json::<ApiError>() else {
+        return reply.unreadable();
+    };
+    if reply.status == 400
+        && let Some(v) = error
+            .violations
+            .iter()
+            .find(|v| v.property.ends_with(".to"))
+    {
+        return reply.bad_recipient("E400", format!("{}: {}", v.property, v.violation));
+    }
+    let code = error
+        .error_code
+        .unwrap_or_else(|| format!("HTTP{}", reply.status));
+    let text = error
+        .description
+        .or_else(|| error.request_error.map(|e| e.to_string()))
+        .unwrap_or_else(|| reply.snippet());
+    reply.provider_error(code, text)
+}
+
+impl Provider for Infobip {
+    fn name(&self) -> &str {
+        &self.http.name
+    }
+
+    fn send<'a>(
+        &'a self,
+        sms: &'a OutgoingSms,
+        reference: &'a str,
+    ) -> BoxFuture<'a, Result<Accepted, SendError>> {
+        Box::pin(self.post(sms, reference))
+    }
+
+    fn lookup<'a>(
+        &'a self,
+        _sms: &'a OutgoingSms,
+        reference: &'a str,
+    ) -> Option<BoxFuture<'a, Result<Lookup, SendError>>> {
+        Some(Box::pin(self.find(reference)))
+    }
+
+    fn balance(&self) -> Option<BoxFuture<'_, Result<String, SendError>>> {
+        Some(Box::pin(self.fetch_balance()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::providers::Outcome;
+
+    fn class(status: u16, body: &str) -> Outcome {
+        match classify(&Reply {
+            status,
+            retry_after: None,
+            body: body.into(),
+        }) {
+            Ok(_) => Outcome::Accepted,
+            Err(e) => e.outcome(),
+        }
+    }
+
+    fn with_status(group: i64, id: i64) -> String {
+        format!(
+            r#"{{"bulkId":"b","messages":[{{"messageId":"r1","destination":"8801712345678",
+               "status":{{"groupId":{group},"groupName":"G","id":{id},"name":"N","description":"d"}}}}]}}"#
+        )
+    }
+
+    #[test]
+    fn the_classification_table() {
+        assert_eq!(class(200, &with_status(1, 26)), Outcome::Accepted);
+        for id in BAD_NUMBER_IDS {
+            assert_eq!(class(200, &with_status(5, id)), Outcome::BadRecipient);
+        }
+        for (group, id) in [
+            (5, 12),
+            (5, 17),
+            (5, 6),
+            (5, 19),
+            (5, 11),
+            (5, 20),
+            (5, 21),
+            (2, 9),
+            (4, 15),
+        ] {
+            assert_eq!(
+                class(200, &with_status(group, id)),
+                Outcome::ProviderError,
+                "{id}"
+            );
+        }
+        let bad_to = r#"{"errorCode":"E400","description":"Request cannot be processed.",
+            "violations":[{"property":"messages[0].destinations[0].to","violation":"invalid"}]}"#;
+        assert_eq!(class(400, bad_to), Outcome::BadRecipient);
+        assert_eq!(
+            class(400, r#"{"errorCode":"E400","violations":[]}"#),
+            Outcome::ProviderError
+        );
+        assert_eq!(
+            class(
+                401,
+                r#"{"requestError":{"serviceException":{"messageId":"UNAUTHORIZED","text":"Invalid login details"}}}"#
+            ),
+            Outcome::ProviderError
+        );
+        assert_eq!(class(429, "{}"), Outcome::ProviderError);
+        assert_eq!(class(200, r#"{"bulkId":"#), Outcome::Unknown);
+    }
+}

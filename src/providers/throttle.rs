@@ -1,0 +1,36 @@
+//! A provider's request-rate limit: a token bucket (governor's GCRA) that sends wait on without
+//! spinning, up to a bound after which the chain moves on to the next provider.
+
+use std::{num::NonZeroU32, time::Duration};
+
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+
+use super::settings::RateLimit;
+
+/// One provider's token bucket, shared by all of a relay's sends.
+#[derive(Debug)]
+pub struct Throttle {
+    limiter: DefaultDirectRateLimiter,
+    max_wait: Duration,
+}
+
+impl Throttle {
+    /// A bucket of `burst` tokens refilled at `per_second`.
+    pub fn new(limit: &RateLimit) -> Self {
+        let per_second = NonZeroU32::new(limit.per_second).unwrap_or(NonZeroU32::MIN);
+        let burst = limit.burst.and_then(NonZeroU32::new).unwrap_or(per_second);
+        Self {
+            limiter: RateLimiter::direct(Quota::per_second(per_second).allow_burst(burst)),
+            max_wait: Duration::from_millis(limit.max_wait_ms),
+        }
+    }
+
+    /// Waits for a token, at most `max_wait_ms` (and not past `deadline`). Returns whether one was
+    /// taken; without one the call must not go out.
+    pub async fn acquire(&self, deadline: tokio::time::Instant) -> bool {
+        let until = deadline.min(tokio::time::Instant::now() + self.max_wait);
+        tokio::time::timeout_at(until, self.limiter.until_ready())
+            .await
+            .is_ok()
+    }
+}
