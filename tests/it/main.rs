@@ -1,8 +1,10 @@
 //! Integration tests: real PostgreSQL (a fresh database per test), real relay, real binary.
 
+mod fakes;
 mod support;
 
 mod binary;
+mod conformance;
 mod enqueue;
 mod outcomes;
 mod relay;

@@ -313,16 +313,69 @@ pub fn chain(providers: impl AsRef<[Arc<Simulator>]>) -> Arc<ProviderChain> {
     ))
 }
 
+/// The `[[providers]]` entry for an adapter pointed at `fake`, with the fake's credentials, the
+/// sender `Glamora` (SSL Wireless: the sid stands for it), 500 ms timeouts, a price of 0.35 BDT per
+/// part to +880, and `extra` keys on top.
+pub fn provider_config(
+    fake: &crate::fakes::FakeProvider,
+    name: &str,
+    extra: serde_json::Value,
+) -> sms_relay::providers::ProviderConfig {
+    use crate::fakes::Kind;
+    let mut entry = json!({
+        "name": name,
+        "kind": fake.kind().config_kind(),
+        "base_url": fake.base_url(),
+        "timeout_ms": 500,
+        "connect_timeout_ms": 200,
+        "prices": [{ "prefix": "+880", "per_part": 0.35, "currency": "BDT" }],
+    });
+    for (key, value) in fake.credentials() {
+        entry[key] = json!(value);
+    }
+    if fake.kind() != Kind::SslWireless {
+        entry["sender"] = json!("Glamora");
+    }
+    if let serde_json::Value::Object(extra) = extra {
+        for (key, value) in extra {
+            entry[key] = value;
+        }
+    }
+    serde_json::from_value(entry).expect("a valid provider entry")
+}
+
+/// The chain `sms-relay run` would build from `configs`, asking for receipts at
+/// `https://relay.example.com`.
+pub fn http_chain(configs: &[sms_relay::providers::ProviderConfig]) -> Arc<ProviderChain> {
+    Arc::new(
+        sms_relay::providers::from_config(
+            configs,
+            Some("https://relay.example.com"),
+            sms_relay::providers::UnknownPolicy::FallOver,
+        )
+        .expect("the chain builds"),
+    )
+}
+
+/// Runs one relay with `chain` over `db` until nothing is due or in flight.
+pub async fn run_chain_until_idle(
+    db: &TestDb,
+    chain: Arc<ProviderChain>,
+    policy: RetryPolicy,
+) -> RunReport {
+    let relay = Relay::new(db.store(), chain, settings(), policy);
+    within(60, relay.run(StopWhen::Idle, CancellationToken::new()))
+        .await
+        .expect("relay runs")
+}
+
 /// Runs one relay over `db` with `providers` until nothing is due or in flight.
 pub async fn run_until_idle(
     db: &TestDb,
     providers: impl AsRef<[Arc<Simulator>]>,
     policy: RetryPolicy,
 ) -> RunReport {
-    let relay = Relay::new(db.store(), chain(providers), settings(), policy);
-    within(60, relay.run(StopWhen::Idle, CancellationToken::new()))
-        .await
-        .expect("relay runs")
+    run_chain_until_idle(db, chain(providers), policy).await
 }
 
 /// Awaits `fut`, failing the test if it takes more than `secs` (a hang guard, not a speed test).
