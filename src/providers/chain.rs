@@ -127,9 +127,11 @@ pub enum RoundResult {
     Exhausted {
         /// The last provider's error, or why providers were skipped.
         reason: String,
-        /// The longest wait any provider asked for, or the time until a skipped provider's
-        /// circuit lets a probe through.
+        /// The longest wait any provider asked for.
         retry_after: Option<Duration>,
+        /// Set when no provider could be called at all because their circuits are open: the
+        /// time until the first one lets a probe through. The next round should not come sooner.
+        circuits_reopen: Option<Duration>,
     },
     /// The round's deadline (the code's validity or the claim's lease) came before an answer, or
     /// before the next provider could be tried.
@@ -191,6 +193,7 @@ impl ProviderChain {
         let mut records = Vec::with_capacity(1);
         let mut last_reason: Option<String> = None;
         let mut retry_after: Option<Duration> = None;
+        let mut reopen: Option<Duration> = None;
         for (index, link) in self.links.iter().enumerate() {
             if Instant::now() >= deadline {
                 return (RoundResult::OutOfTime, records);
@@ -199,7 +202,7 @@ impl ProviderChain {
             let admission = link.admit();
             if admission == Admission::Skip {
                 let reopens = link.reopens_in();
-                retry_after = Some(retry_after.map_or(reopens, |r| r.min(reopens)));
+                reopen = Some(reopen.map_or(reopens, |r| r.min(reopens)));
                 last_reason.get_or_insert_with(|| format!("{name}: circuit open"));
                 continue;
             }
@@ -312,6 +315,7 @@ impl ProviderChain {
             RoundResult::Exhausted {
                 reason,
                 retry_after,
+                circuits_reopen: reopen.filter(|_| records.is_empty()),
             },
             records,
         )

@@ -113,6 +113,7 @@ pub(super) async fn dispatch(ctx: &Context, msg: ClaimedMessage, claimed_at: Ins
             msg.round,
             "the round outran its lease".into(),
             None,
+            None,
         ),
         RoundResult::Interrupted => end(
             finish,
@@ -122,17 +123,20 @@ pub(super) async fn dispatch(ctx: &Context, msg: ClaimedMessage, claimed_at: Ins
         RoundResult::Exhausted {
             reason,
             retry_after,
-        } => retry(ctx, finish, msg.round, reason, retry_after),
+            circuits_reopen,
+        } => retry(ctx, finish, msg.round, reason, retry_after, circuits_reopen),
     }
 }
 
-/// Schedules the next round, or fails the message if it has used all its rounds.
+/// Schedules the next round (not before `not_before`), or fails the message if it has used all
+/// its rounds.
 fn retry(
     ctx: &Context,
     finish: Finish,
     round: i32,
     reason: String,
     retry_after: Option<Duration>,
+    not_before: Option<Duration>,
 ) -> Finish {
     let round = u32::try_from(round).unwrap_or(u32::MAX);
     if ctx.policy.exhausted(round) {
@@ -142,7 +146,11 @@ fn retry(
             format!("gave up after {round} rounds; last error: {reason}"),
         );
     }
-    let delay = ctx.policy.delay(round, retry_after, &mut rand::rng());
+    // Waiting for a circuit to reopen is not capped: an earlier round could only skip again.
+    let delay = ctx
+        .policy
+        .delay(round, retry_after, &mut rand::rng())
+        .max(not_before.unwrap_or_default());
     Finish {
         delay_ms: i64::try_from(delay.as_millis()).unwrap_or(i64::MAX),
         ..end(finish, Disposition::Retry, reason)

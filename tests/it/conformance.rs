@@ -163,7 +163,11 @@ async fn conformance(kind: Kind) {
     let wrong = db.otp("+8801712000011", "310001").await;
     let (secret_key, secret) = fake.credentials().pop().expect("credentials");
     let wrong_secret = json!({ secret_key: format!("{secret}x") });
-    let bad = provider_config(&fake, kind.config_kind(), merge(lenient.clone(), wrong_secret));
+    let bad = provider_config(
+        &fake,
+        kind.config_kind(),
+        merge(lenient.clone(), wrong_secret),
+    );
     run_chain_until_idle(&db, http_chain(&[bad]), one_round()).await;
     let refused = attempt(&db, wrong).await;
     assert_eq!(refused.outcome, "provider_error", "{kind:?} {refused:?}");
@@ -183,7 +187,11 @@ async fn conformance(kind: Kind) {
     run_chain_until_idle(&db, http_chain(&[good]), one_round()).await;
 
     let received = fake.received();
-    assert_eq!(received.len(), refused_calls + SCENARIOS.len(), "{kind:?}: one call per message");
+    assert_eq!(
+        received.len(),
+        refused_calls + SCENARIOS.len(),
+        "{kind:?}: one call per message"
+    );
     for (scenario, id, code) in ids {
         let row = attempt(&db, id).await;
         let (outcome, http_status, error_code) = expected(kind, scenario);
@@ -193,7 +201,11 @@ async fn conformance(kind: Kind) {
             assert_eq!(row.http_status, http_status, "{context}");
         }
         assert_eq!(row.error_code.as_deref(), error_code, "{context}");
-        assert_eq!((row.segments, row.encoding.as_str()), (1, "gsm7"), "{context}");
+        assert_eq!(
+            (row.segments, row.encoding.as_str()),
+            (1, "gsm7"),
+            "{context}"
+        );
         let reference = row.client_ref.as_deref().expect("a client reference");
         assert!(
             reference.len() <= 20 && reference.bytes().all(|b| b.is_ascii_alphanumeric()),
@@ -205,20 +217,37 @@ async fn conformance(kind: Kind) {
             assert!(row.provider_message_id.is_some(), "{context}");
             let cost = (row.cost.as_deref(), row.currency.as_deref());
             if kind == Kind::Vonage {
-                assert_eq!(cost, (Some("0.033300"), Some("EUR")), "reported price: {context}");
+                assert_eq!(
+                    cost,
+                    (Some("0.033300"), Some("EUR")),
+                    "reported price: {context}"
+                );
             } else {
-                assert_eq!(cost, (Some("0.350000"), Some("BDT")), "configured price: {context}");
+                assert_eq!(
+                    cost,
+                    (Some("0.350000"), Some("BDT")),
+                    "configured price: {context}"
+                );
             }
-            if matches!(scenario, Scenario::Slow | Scenario::Drop | Scenario::Truncated) {
+            if matches!(
+                scenario,
+                Scenario::Slow | Scenario::Drop | Scenario::Truncated
+            ) {
                 let note = row.error_message.as_deref().unwrap_or_default();
                 assert!(note.contains("status lookup found"), "{context}");
             }
         } else {
             assert_eq!(state, "failed", "{context}");
             assert!(row.provider_message_id.is_none(), "{context}");
-            assert!(row.cost.is_none(), "unsent messages cost nothing: {context}");
+            assert!(
+                row.cost.is_none(),
+                "unsent messages cost nothing: {context}"
+            );
             let text = row.error_message.as_deref().unwrap_or_default();
-            assert!(!text.contains(&code), "the code leaked into the error: {context}");
+            assert!(
+                !text.contains(&code),
+                "the code leaked into the error: {context}"
+            );
         }
         let wire = on_the_wire(kind, &number(scenario));
         let got = received
@@ -228,7 +257,11 @@ async fn conformance(kind: Kind) {
         assert_received(kind, got, &code, &row);
     }
     if matches!(kind, Kind::Twilio | Kind::Infobip) {
-        assert_eq!(fake.lookups(), 4, "{kind:?}: garbage, truncated, slow and drop looked up");
+        assert_eq!(
+            fake.lookups(),
+            4,
+            "{kind:?}: garbage, truncated, slow and drop looked up"
+        );
     }
 }
 

@@ -4,6 +4,7 @@ mod fakes;
 mod support;
 
 mod binary;
+mod chain;
 mod conformance;
 mod enqueue;
 mod outcomes;

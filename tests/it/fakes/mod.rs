@@ -538,6 +538,27 @@ impl FakeProvider {
         }
     }
 
+    /// A `[[providers]]` entry (as JSON) for an adapter pointed at this fake: its credentials, the
+    /// sender `Glamora` (SSL Wireless: the sid stands for it), 500 ms timeouts and a price of 0.35
+    /// BDT per part to +880. Callers may override any key.
+    pub fn provider_entry(&self, name: &str) -> Value {
+        let mut entry = serde_json::json!({
+            "name": name,
+            "kind": self.kind.config_kind(),
+            "base_url": self.base_url(),
+            "timeout_ms": 500,
+            "connect_timeout_ms": 200,
+            "prices": [{ "prefix": "+880", "per_part": 0.35, "currency": "BDT" }],
+        });
+        for (key, value) in self.credentials() {
+            entry[key] = Value::from(value);
+        }
+        if self.kind != Kind::SslWireless {
+            entry["sender"] = Value::from("Glamora");
+        }
+        entry
+    }
+
     /// The send requests received so far, in arrival order.
     pub fn received(&self) -> Vec<Received> {
         lock(&self.fake.received).clone()

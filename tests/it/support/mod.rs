@@ -313,29 +313,14 @@ pub fn chain(providers: impl AsRef<[Arc<Simulator>]>) -> Arc<ProviderChain> {
     ))
 }
 
-/// The `[[providers]]` entry for an adapter pointed at `fake`, with the fake's credentials, the
-/// sender `Glamora` (SSL Wireless: the sid stands for it), 500 ms timeouts, a price of 0.35 BDT per
-/// part to +880, and `extra` keys on top.
+/// The `[[providers]]` entry for an adapter pointed at `fake` (see
+/// [`crate::fakes::FakeProvider::provider_entry`]), with `extra` keys on top.
 pub fn provider_config(
     fake: &crate::fakes::FakeProvider,
     name: &str,
     extra: serde_json::Value,
 ) -> sms_relay::providers::ProviderConfig {
-    use crate::fakes::Kind;
-    let mut entry = json!({
-        "name": name,
-        "kind": fake.kind().config_kind(),
-        "base_url": fake.base_url(),
-        "timeout_ms": 500,
-        "connect_timeout_ms": 200,
-        "prices": [{ "prefix": "+880", "per_part": 0.35, "currency": "BDT" }],
-    });
-    for (key, value) in fake.credentials() {
-        entry[key] = json!(value);
-    }
-    if fake.kind() != Kind::SslWireless {
-        entry["sender"] = json!("Glamora");
-    }
+    let mut entry = fake.provider_entry(name);
     if let serde_json::Value::Object(extra) = extra {
         for (key, value) in extra {
             entry[key] = value;

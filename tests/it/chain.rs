@@ -1,0 +1,444 @@
+//! The provider chain over real HTTP: fallback, retries, bad recipients, circuit breakers, rate
+//! limits, the unknown-outcome policy, and the operator tools (`providers check`, `send-test`).
+
+use std::{process::Command, sync::Arc, time::Duration};
+
+use serde_json::json;
+use sms_relay::{
+    config::RelaySettings,
+    providers::{self, UnknownPolicy},
+    relay::{Relay, RetryPolicy, StopWhen},
+};
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    fakes::{FakeProvider, Kind},
+    support::{
+        TestDb, eventually, http_chain, provider_config, quick_retries, run_chain_until_idle,
+        settings, within,
+    },
+};
+
+const NUMBER: &str = "+8801712000001";
+
+/// Enqueues `n` OTPs to distinct numbers ending in `11`, which every fake accepts.
+async fn otps_to_accepting_numbers(db: &TestDb, n: i32) -> Vec<uuid::Uuid> {
+    sqlx::query_scalar(
+        "SELECT sms_enqueue('+88017' || lpad(i::text, 6, '0') || '11', 'otp', \
+                jsonb_build_object('code', lpad(i::text, 6, '0'))) FROM generate_series(1, $1) AS i",
+    )
+    .bind(n)
+    .fetch_all(&db.pool)
+    .await
+    .unwrap()
+}
+
+/// A local aggregator first (SSL Wireless), Twilio behind it.
+async fn two_providers() -> (FakeProvider, FakeProvider) {
+    (
+        FakeProvider::start(Kind::SslWireless).await,
+        FakeProvider::start(Kind::Twilio).await,
+    )
+}
+
+#[tokio::test]
+async fn a_primary_outage_falls_over_to_the_secondary() {
+    let db = TestDb::new().await;
+    let (primary, secondary) = two_providers().await;
+    primary.set_server_error_rate(1.0);
+    let id = db.otp(NUMBER, "551234").await;
+    let chain = http_chain(&[
+        provider_config(&primary, "ssl", json!({})),
+        provider_config(&secondary, "twilio", json!({})),
+    ]);
+    run_chain_until_idle(&db, chain, quick_retries()).await;
+    assert_eq!(
+        db.attempts_of(id).await,
+        [
+            ("ssl".into(), 1, 1, "provider_error".into()),
+            ("twilio".into(), 1, 2, "accepted".into())
+        ]
+    );
+    assert_eq!(db.state_of(id).await.0, "sent");
+    assert_eq!(
+        (primary.received().len(), secondary.received().len()),
+        (1, 1)
+    );
+}
+
+#[tokio::test]
+async fn a_slow_answer_within_the_timeout_is_accepted_and_its_latency_recorded() {
+    let db = TestDb::new().await;
+    let fake = FakeProvider::start(Kind::AlphaSms).await;
+    fake.set_latency(Duration::from_millis(150));
+    let id = db.otp(NUMBER, "551234").await;
+    run_chain_until_idle(
+        &db,
+        http_chain(&[provider_config(&fake, "alpha", json!({}))]),
+        quick_retries(),
+    )
+    .await;
+    assert_eq!(db.state_of(id).await.0, "sent");
+    let latency: f64 =
+        sqlx::query_scalar("SELECT latency_ms FROM sms_attempts WHERE message_id = $1")
+            .bind(id)
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert!(
+        latency >= 150.0,
+        "latency_ms covers the provider's time: {latency}"
+    );
+}
+
+#[tokio::test]
+async fn when_every_provider_is_down_a_retry_is_scheduled() {
+    let db = TestDb::new().await;
+    let (primary, secondary) = two_providers().await;
+    primary.set_server_error_rate(1.0);
+    secondary.set_server_error_rate(1.0);
+    let id = db.otp(NUMBER, "551234").await;
+    let chain = http_chain(&[
+        provider_config(&primary, "ssl", json!({})),
+        provider_config(&secondary, "twilio", json!({})),
+    ]);
+    // The default policy waits about a second before round two: the relay goes idle first.
+    run_chain_until_idle(&db, chain, RetryPolicy::default()).await;
+    let (state, reason) = db.state_of(id).await;
+    assert_eq!(state, "pending");
+    assert!(reason.unwrap().contains("twilio (20500)"));
+    let due_later: bool = sqlx::query_scalar(
+        "SELECT next_attempt_at > now() AND attempts = 1 FROM sms_outbox WHERE id = $1",
+    )
+    .bind(id)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert!(due_later);
+    assert_eq!(db.attempts_of(id).await.len(), 2);
+}
+
+#[tokio::test]
+async fn a_bad_recipient_fails_without_touching_the_next_provider() {
+    let db = TestDb::new().await;
+    let (primary, secondary) = two_providers().await;
+    let id = db.otp("+8801712000004", "551234").await;
+    let chain = http_chain(&[
+        provider_config(&primary, "ssl", json!({})),
+        provider_config(&secondary, "twilio", json!({})),
+    ]);
+    run_chain_until_idle(&db, chain, quick_retries()).await;
+    assert_eq!(db.state_of(id).await.0, "failed");
+    assert_eq!(
+        db.attempts_of(id).await,
+        [("ssl".into(), 1, 1, "bad_recipient".into())]
+    );
+    assert!(secondary.received().is_empty());
+}
+
+/// One message at a time, so the breaker sees each result before the next call.
+fn one_at_a_time() -> RelaySettings {
+    RelaySettings {
+        batch_size: 1,
+        max_in_flight: 1,
+        ..settings()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_circuit_opens_after_failures_shows_in_status_and_closes_after_recovery() {
+    let db = TestDb::new().await;
+    let (primary, secondary) = two_providers().await;
+    primary.set_server_error_rate(1.0);
+    let circuit = json!({ "circuit": { "consecutive_failures": 3, "open_ms": 1500 } });
+    let chain = http_chain(&[
+        provider_config(&primary, "ssl", circuit),
+        provider_config(&secondary, "twilio", json!({})),
+    ]);
+    let relay = Relay::new(db.store(), chain.clone(), one_at_a_time(), quick_retries());
+    let cancel = CancellationToken::new();
+    let running = tokio::spawn(relay.run(StopWhen::Cancelled, cancel.clone()));
+
+    let ids = otps_to_accepting_numbers(&db, 6).await;
+    eventually(async || db.states().await.get("sent") == Some(&6)).await;
+    assert_eq!(
+        primary.received().len(),
+        3,
+        "skipped once the circuit opened"
+    );
+    assert_eq!(secondary.received().len(), 6);
+    assert_eq!(
+        db.attempts_of(ids[5]).await.len(),
+        1,
+        "no attempt row for a skipped provider"
+    );
+
+    let store = db.store();
+    eventually(async || {
+        let rows = store.circuits().await.unwrap();
+        rows.iter()
+            .any(|c| c.provider == "ssl" && c.state == "open")
+    })
+    .await;
+    let status = Command::new(env!("CARGO_BIN_EXE_sms-relay"))
+        .arg("status")
+        .env("DATABASE_URL", &db.url)
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&status.stdout);
+    assert!(status.status.success(), "{shown}");
+    assert!(
+        shown
+            .lines()
+            .any(|l| l.contains(" ssl ") && l.contains(" open ")),
+        "{shown}"
+    );
+
+    // The provider recovers; after the open period one probe closes the circuit.
+    primary.set_server_error_rate(0.0);
+    tokio::time::sleep(Duration::from_millis(1_600)).await;
+    let late = db.otp("+8801812000001", "661234").await;
+    eventually(async || db.state_of(late).await.0 == "sent").await;
+    assert_eq!(
+        db.attempts_of(late).await,
+        [("ssl".into(), 1, 1, "accepted".into())]
+    );
+    eventually(async || {
+        let rows = store.circuits().await.unwrap();
+        rows.iter()
+            .any(|c| c.provider == "ssl" && c.state == "closed")
+    })
+    .await;
+    cancel.cancel();
+    within(30, running).await.unwrap().unwrap();
+    assert!(
+        store.circuits().await.unwrap().is_empty(),
+        "a relay that stops removes its rows"
+    );
+}
+
+#[tokio::test]
+async fn the_rate_limit_holds_under_a_burst_without_losing_messages() {
+    let db = TestDb::new().await;
+    let fake = FakeProvider::start(Kind::Vonage).await;
+    let limited = json!({ "rate_limit": { "per_second": 5, "burst": 5, "max_wait_ms": 10000 } });
+    let chain = http_chain(&[provider_config(&fake, "vonage", limited)]);
+    otps_to_accepting_numbers(&db, 15).await;
+    run_chain_until_idle(&db, chain, quick_retries()).await;
+    assert_eq!(db.states().await.get("sent"), Some(&15));
+    let mut arrivals: Vec<_> = fake.received().iter().map(|r| r.at).collect();
+    arrivals.sort();
+    assert_eq!(arrivals.len(), 15);
+    // A bucket of 5 refilled at 5/s lets at most 10 requests into any second, and 15 requests
+    // take at least 2 s. (Lower bounds only, with 100 ms for loopback jitter: a slow machine
+    // cannot break them.)
+    for window in arrivals.windows(11) {
+        assert!(window[10] - window[0] >= Duration::from_millis(900));
+    }
+    assert!(arrivals[14] - arrivals[0] >= Duration::from_millis(1_900));
+}
+
+#[tokio::test]
+async fn a_provider_out_of_tokens_is_passed_over_after_its_wait() {
+    let db = TestDb::new().await;
+    let (primary, secondary) = two_providers().await;
+    let scarce = json!({ "rate_limit": { "per_second": 1, "burst": 2, "max_wait_ms": 50 } });
+    let chain = http_chain(&[
+        provider_config(&primary, "ssl", scarce),
+        provider_config(&secondary, "twilio", json!({})),
+    ]);
+    otps_to_accepting_numbers(&db, 8).await;
+    run_chain_until_idle(&db, chain, quick_retries()).await;
+    assert_eq!(db.states().await.get("sent"), Some(&8));
+    let (first, second) = (primary.received().len(), secondary.received().len());
+    assert!(
+        first <= 3,
+        "at most the burst (and one refill) went to the primary: {first}"
+    );
+    assert_eq!(first + second, 8);
+}
+
+#[tokio::test]
+async fn an_unknown_outcome_can_count_as_sent_by_policy() {
+    let db = TestDb::new().await;
+    let (unsure, backup) = (
+        FakeProvider::start(Kind::Vonage).await,
+        FakeProvider::start(Kind::Twilio).await,
+    );
+    unsure.set_slow_delay(Duration::from_secs(2));
+    let id = db.otp("+8801712000008", "551234").await;
+    let chain = providers::from_config(
+        &[
+            provider_config(&unsure, "vonage", json!({})),
+            provider_config(&backup, "twilio", json!({})),
+        ],
+        None,
+        UnknownPolicy::AssumeSent,
+    )
+    .unwrap();
+    run_chain_until_idle(&db, Arc::new(chain), quick_retries()).await;
+    assert_eq!(db.state_of(id).await.0, "sent");
+    assert_eq!(
+        db.attempts_of(id).await,
+        [("vonage".into(), 1, 1, "unknown".into())]
+    );
+    assert!(backup.received().is_empty());
+}
+
+/// A TOML `[[providers]]` entry for the binary, pointed at `fake`.
+fn toml_entry(fake: &FakeProvider, name: &str) -> String {
+    let mut entry = format!(
+        "[[providers]]\nname = \"{name}\"\nkind = \"{}\"\nbase_url = \"{}\"\n",
+        fake.kind().config_kind(),
+        fake.base_url()
+    );
+    for (key, value) in fake.credentials() {
+        entry.push_str(&format!("{key} = \"{value}\"\n"));
+    }
+    if fake.kind() != Kind::SslWireless {
+        entry.push_str("sender = \"Glamora\"\n");
+    }
+    entry
+}
+
+fn sms_relay_with(config: &str, args: &[&str]) -> (bool, String) {
+    let path = std::env::temp_dir().join(format!("sms-relay-{}.toml", uuid::Uuid::new_v4()));
+    std::fs::write(&path, config).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_sms-relay"))
+        .args(args)
+        .arg("--config")
+        .arg(&path)
+        .env_remove("DATABASE_URL")
+        .env("RUST_LOG", "trace")
+        .output()
+        .unwrap();
+    std::fs::remove_file(&path).unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+/// The secret credentials (not account ids such as Twilio's SID or Vonage's API key) appear
+/// nowhere in `text`.
+fn assert_no_secrets(fakes: &[&FakeProvider], text: &str) {
+    for fake in fakes {
+        for (key, value) in fake.credentials() {
+            let secret = match key {
+                "auth_token" | "api_secret" | "api_token" => true,
+                "api_key" => fake.kind() != Kind::Vonage,
+                _ => false,
+            };
+            assert!(!(secret && text.contains(&value)), "{key} leaked: {text}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn providers_check_shows_balances_and_refuses_bad_credentials() {
+    let twilio = FakeProvider::start(Kind::Twilio).await;
+    let vonage = FakeProvider::start(Kind::Vonage).await;
+    let ssl = FakeProvider::start(Kind::SslWireless).await;
+    let config = [
+        toml_entry(&ssl, "ssl"),
+        toml_entry(&twilio, "twilio"),
+        toml_entry(&vonage, "vonage"),
+    ]
+    .join("\n");
+    let (ok, text) = sms_relay_with(&config, &["providers", "check"]);
+    assert!(ok, "{text}");
+    assert!(text.contains("12.50 USD"), "{text}");
+    assert!(text.contains("15.5359 EUR"), "{text}");
+    assert!(text.contains("(no balance endpoint)"), "{text}");
+    assert_no_secrets(&[&twilio, &vonage, &ssl], &text);
+
+    let (token_key, token) = twilio.credentials().pop().unwrap();
+    let wrong = toml_entry(&twilio, "twilio").replace(&token, "not-the-token");
+    assert!(wrong.contains(token_key));
+    let (ok, text) = sms_relay_with(&wrong, &["providers", "check"]);
+    assert!(!ok, "{text}");
+    assert!(text.contains("FAILED") && text.contains("20003"), "{text}");
+    assert!(!text.contains("not-the-token"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_test_prints_the_classified_outcome() {
+    let twilio = FakeProvider::start(Kind::Twilio).await;
+    let config = format!(
+        "{}prices = [{{ prefix = \"+880\", per_part = 0.31, currency = \"USD\" }}]\n",
+        toml_entry(&twilio, "twilio")
+    );
+    let (ok, text) = sms_relay_with(
+        &config,
+        &["send-test", "--provider", "twilio", "--to", NUMBER],
+    );
+    assert!(ok, "{text}");
+    assert!(
+        text.contains("accepted") && text.contains("HTTP 201"),
+        "{text}"
+    );
+    assert!(text.contains("cost 0.310000 USD"), "{text}");
+    assert!(
+        !text.contains(NUMBER),
+        "the full number stays out of the output: {text}"
+    );
+    assert_no_secrets(&[&twilio], &text);
+    let sent = twilio.received();
+    assert_eq!((sent.len(), sent[0].to.as_str()), (1, NUMBER));
+
+    let (ok, text) = sms_relay_with(
+        &config,
+        &[
+            "send-test",
+            "--provider",
+            "twilio",
+            "--to",
+            "+8801712000004",
+        ],
+    );
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains("bad_recipient") && text.contains("21211"),
+        "{text}"
+    );
+    let (ok, text) = sms_relay_with(
+        &config,
+        &["send-test", "--provider", "nope", "--to", NUMBER],
+    );
+    assert!(!ok && text.contains("no provider named \"nope\""), "{text}");
+}
+
+#[tokio::test]
+async fn with_every_circuit_open_the_retry_waits_for_the_circuit() {
+    let db = TestDb::new().await;
+    let fake = FakeProvider::start(Kind::Infobip).await;
+    fake.set_server_error_rate(1.0);
+    let fragile = json!({ "circuit": { "consecutive_failures": 1, "open_ms": 60000 } });
+    let chain = http_chain(&[provider_config(&fake, "infobip", fragile)]);
+    let ids = otps_to_accepting_numbers(&db, 2).await;
+    let relay = Relay::new(db.store(), chain, one_at_a_time(), quick_retries());
+    within(60, relay.run(StopWhen::Idle, CancellationToken::new()))
+        .await
+        .unwrap();
+    assert_eq!(
+        fake.received().len(),
+        1,
+        "the second message found the circuit open"
+    );
+    let waits: Vec<(f64, i64)> = sqlx::query_as(
+        "SELECT extract(epoch FROM next_attempt_at - now())::float8, \
+                (SELECT count(*) FROM sms_attempts a WHERE a.message_id = o.id) \
+           FROM sms_outbox o WHERE state = 'pending' ORDER BY seq",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(waits.len(), ids.len());
+    let skipped = waits.iter().find(|(_, attempts)| *attempts == 0).unwrap();
+    assert!(
+        skipped.0 > 50.0,
+        "retry not before the circuit reopens: {waits:?}"
+    );
+}
