@@ -269,7 +269,7 @@ impl ProviderChain {
                 Ok(accepted) => {
                     record.outcome = Outcome::Accepted;
                     record.http_status = accepted.http_status;
-                    record.error_message = accepted.note;
+                    record.error_message = accepted.note.map(|n| scrub(&n, &sms.body));
                     record.provider_message_id = Some(accepted.provider_message_id);
                     record.cost = accepted
                         .cost

@@ -32,8 +32,8 @@ pub use throttle::Throttle;
 /// A boxed future, so that providers can live behind `Arc<dyn Provider>`.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
-/// One rendered message, ready for a provider.
-#[derive(Debug, Clone)]
+/// One rendered message, ready for a provider. `Debug` leaves out the body (it holds the code).
+#[derive(Clone)]
 pub struct OutgoingSms {
     /// `sms_outbox.id`; adapters pass it on as the client reference where the API takes one.
     pub message_id: Uuid,
@@ -49,6 +49,18 @@ pub struct OutgoingSms {
     /// The stem of this round's client references (base-36 outbox sequence and `r<round>`); the
     /// chain appends `s<step>` for each call.
     pub reference_stem: String,
+}
+
+impl std::fmt::Debug for OutgoingSms {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OutgoingSms")
+            .field("message_id", &self.message_id)
+            .field("recipient", &self.recipient)
+            .field("segments", &self.segments)
+            .field("valid_for", &self.valid_for)
+            .field("reference_stem", &self.reference_stem)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A price in millionths of the currency unit, so sums stay exact.
@@ -295,4 +307,27 @@ pub fn from_config(
         })
         .collect::<Result<Vec<_>, BuildError>>()?;
     Ok(ProviderChain::new(links).with_unknown_policy(on_unknown))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_output_leaves_out_the_code_and_the_number() {
+        let sms = OutgoingSms {
+            message_id: Uuid::nil(),
+            recipient: Recipient::new("+8801712345678"),
+            body: "Your code is 482913".into(),
+            segments: crate::domain::segments::count("Your code is 482913"),
+            valid_for: Duration::from_secs(60),
+            reference_stem: "1r1".into(),
+        };
+        let printed = format!("{sms:?}");
+        assert!(
+            !printed.contains("482913") && !printed.contains("12345678"),
+            "{printed}"
+        );
+        assert!(printed.contains("1r1"), "{printed}");
+    }
 }

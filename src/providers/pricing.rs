@@ -42,7 +42,7 @@ impl PriceTable {
 /// as a positive number. `None` for anything that is not a finite decimal.
 pub fn parse_micros(amount: &str) -> Option<i64> {
     let value: f64 = amount.trim().parse().ok()?;
-    (value.is_finite() && value.abs() < 1e12).then(|| (value.abs() * 1_000_000.0).round() as i64)
+    (value.is_finite() && value.abs() < 1e9).then(|| (value.abs() * 1_000_000.0).round() as i64)
 }
 
 #[cfg(test)]

@@ -92,7 +92,7 @@ impl ProviderKind {
             // Infobip gives every account its own host; there is no useful default.
             ProviderKind::Infobip(_) => None,
             ProviderKind::SslWireless(_) => Some("https://smsplus.sslwireless.com"),
-            ProviderKind::BulkSmsBd(_) => Some("http://bulksmsbd.net"),
+            ProviderKind::BulkSmsBd(_) => Some("https://bulksmsbd.net"),
             ProviderKind::AlphaSms(_) => Some("https://api.sms.net.bd"),
         }
     }

@@ -81,12 +81,24 @@ impl SslWireless {
             .post(self.http.url("/api/v3/send-sms"))
             .header(reqwest::header::ACCEPT, "application/json")
             .json(&body);
-        classify(&exchange(request).await?)
+        classify(&exchange(request).await?, reference)
     }
 }
 
-/// Classifies a send answer (providers.md §5.1), whatever the HTTP status.
-fn classify(reply: &Reply) -> Result<Accepted, SendError> {
+/// SSL already holds a message under this call's `csms_id`: it was taken. Its own id is unknown,
+/// so the reference stands in.
+fn already_taken(reply: &Reply, reference: &str) -> Accepted {
+    Accepted {
+        provider_message_id: reference.to_owned(),
+        http_status: Some(reply.status),
+        cost: None,
+        note: Some("SSL Wireless reports a duplicate csms_id: it already has this message".into()),
+    }
+}
+
+/// Classifies a send answer (providers.md §5.1), whatever the HTTP status. `reference` is the
+/// call's `csms_id`.
+fn classify(reply: &Reply, reference: &str) -> Result<Accepted, SendError> {
     let Some(response) = reply.json::<Response>() else {
         return Err(reply.unreadable());
     };
@@ -102,6 +114,7 @@ fn classify(reply: &Reply) -> Result<Accepted, SendError> {
                 }),
                 None => Err(reply.unreadable()),
             },
+            Some(info) if info.sms_status == "DUPLICATE" => Ok(already_taken(reply, reference)),
             Some(info)
                 if info.sms_status == "INVALID" && info.status_message.contains("MSISDN") =>
             {
@@ -116,11 +129,8 @@ fn classify(reply: &Reply) -> Result<Accepted, SendError> {
     Err(match code.as_str() {
         // Invalid or blocked number.
         "4025" | "4026" => reply.bad_recipient(code, text),
-        // Duplicate CSMS id: SSL already has a message with this call's reference.
-        "4023" => SendError::Unknown {
-            http_status: Some(reply.status),
-            message: format!("4023 {text}"),
-        },
+        // Duplicate CSMS id: SSL already has this call's message (references are never reused).
+        "4023" => return Ok(already_taken(reply, reference)),
         // 4001/4002/4003 token, sid, IP allow-list; 4029/4031 throttled; 5000 unknown; request
         // bugs (4004, 4005, 4020, 4022, 4027, 4028, 4030): another provider may take it.
         _ => reply.provider_error(code, text),
@@ -147,11 +157,14 @@ mod tests {
     use crate::providers::Outcome;
 
     fn class(status: u16, body: &str) -> Result<Accepted, SendError> {
-        classify(&Reply {
-            status,
-            retry_after: None,
-            body: body.into(),
-        })
+        classify(
+            &Reply {
+                status,
+                retry_after: None,
+                body: body.into(),
+            },
+            "1r1s1",
+        )
     }
 
     fn failed(code: u32) -> Outcome {
@@ -173,7 +186,13 @@ mod tests {
         ] {
             assert_eq!(failed(code), Outcome::ProviderError, "{code}");
         }
-        assert_eq!(failed(4023), Outcome::Unknown);
+        assert!(
+            class(
+                200,
+                r#"{"status":"FAILED","status_code":4023,"error_message":"Duplicate"}"#
+            )
+            .is_ok()
+        );
         assert_eq!(
             class(200, "<html>").unwrap_err().outcome(),
             Outcome::Unknown

@@ -145,6 +145,13 @@ fn classify(reply: &Reply, currency: &str) -> Result<Accepted, SendError> {
     };
     if let Some(refused) = response.messages.iter().find(|p| p.status != "0") {
         let (code, text) = (refused.status.clone(), refused.error_text.clone());
+        if response.messages.iter().any(|p| p.status == "0") {
+            // Some parts went out: the recipient may have the code already.
+            return Err(SendError::Unknown {
+                http_status: Some(reply.status),
+                message: format!("only some parts were accepted; part refused with {code}: {text}"),
+            });
+        }
         return Err(match refused.status.as_str() {
             // Number barred; number de-activated.
             "7" | "33" => reply.bad_recipient(code, text),
@@ -165,10 +172,12 @@ fn classify(reply: &Reply, currency: &str) -> Result<Accepted, SendError> {
     Ok(Accepted {
         provider_message_id: id,
         http_status: Some(reply.status),
-        cost: prices.map(|p| Cost {
-            micros: p.iter().sum(),
-            currency: currency.to_owned(),
-        }),
+        cost: prices
+            .and_then(|p| p.into_iter().try_fold(0i64, i64::checked_add))
+            .map(|micros| Cost {
+                micros,
+                currency: currency.to_owned(),
+            }),
         note: None,
     })
 }
@@ -253,6 +262,10 @@ mod tests {
               {"status":"1","error-text":"Throughput Rate Exceeded"}]}"#,
         )
         .unwrap_err();
-        assert_eq!(partial.parts().1, Some("1"));
+        assert_eq!(
+            partial.outcome(),
+            Outcome::Unknown,
+            "a part may carry the code"
+        );
     }
 }

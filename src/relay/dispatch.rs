@@ -49,7 +49,8 @@ pub(super) async fn dispatch(ctx: &Context, msg: ClaimedMessage, claimed_at: Ins
             "superseded by a newer message",
         );
     }
-    let remaining = Duration::from_secs_f64((msg.remaining_ms / 1000.0).max(0.0));
+    let remaining = Duration::try_from_secs_f64((msg.remaining_ms / 1000.0).max(0.0))
+        .unwrap_or(Duration::from_secs(86_400));
     if remaining <= ctx.expiry_margin {
         return end(
             finish,
