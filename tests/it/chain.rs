@@ -442,3 +442,34 @@ async fn with_every_circuit_open_the_retry_waits_for_the_circuit() {
         "retry not before the circuit reopens: {waits:?}"
     );
 }
+
+#[tokio::test]
+async fn a_throttled_send_is_retried_no_sooner_than_retry_after() {
+    let db = TestDb::new().await;
+    let fake = FakeProvider::start(Kind::Infobip).await;
+    let id = db.otp("+8801712000002", "551234").await;
+    let short_waits = RetryPolicy {
+        base_ms: 10,
+        cap_ms: 30_000,
+        ..RetryPolicy::default()
+    };
+    run_chain_until_idle(
+        &db,
+        http_chain(&[provider_config(&fake, "infobip", json!({}))]),
+        short_waits,
+    )
+    .await;
+    let (state, wait_s): (String, f64) = sqlx::query_as(
+        "SELECT o.state::text, extract(epoch FROM o.next_attempt_at - a.finished_at)::float8 \
+           FROM sms_outbox o JOIN sms_attempts a ON a.message_id = o.id WHERE o.id = $1",
+    )
+    .bind(id)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(state, "pending");
+    assert!(
+        wait_s >= 0.99,
+        "the fake's Retry-After: 1 is honoured: {wait_s}"
+    );
+}
