@@ -102,12 +102,7 @@ fn classify(reply: &Reply) -> Result<Accepted, SendError> {
             .and_then(|d| d.get("request_id"))
             .and_then(text_of)
         {
-            Some(id) => Ok(Accepted {
-                provider_message_id: id,
-                http_status: Some(reply.status),
-                cost: None,
-                note: None,
-            }),
+            Some(id) => Ok(reply.accepted(id)),
             None => Err(reply.unreadable()),
         },
         // No valid number.

@@ -79,10 +79,7 @@ impl BulkSmsBd {
             .get(self.http.url("/api/getBalanceApi"))
             .query(&[("api_key", self.settings.api_key.expose())]);
         let reply = exchange(request).await?;
-        let value: serde_json::Value = reply
-            .json()
-            .filter(|_| reply.is_success())
-            .ok_or_else(|| reply.unreadable())?;
+        let value: serde_json::Value = reply.parsed()?;
         text_of(&value)
             .or_else(|| value.get("balance").and_then(text_of))
             .map(|b| format!("{b} BDT"))
@@ -111,12 +108,7 @@ fn classify(reply: &Reply, reference: &str) -> Result<Accepted, SendError> {
         return Err(reply.unreadable());
     };
     match code.as_str() {
-        "202" => Ok(Accepted {
-            provider_message_id: id.unwrap_or_else(|| reference.to_owned()),
-            http_status: Some(reply.status),
-            cost: None,
-            note: None,
-        }),
+        "202" => Ok(reply.accepted(id.unwrap_or_else(|| reference.to_owned()))),
         "1001" => Err(reply.bad_recipient(code, text)),
         // 1002 sender id, 1005 internal error, 1006/1007 balance, 1011+ account and price setup,
         // 1032 IP not allow-listed; 1003 a request bug.

@@ -6,7 +6,7 @@ use std::time::Duration;
 use reqwest::{RequestBuilder, StatusCode, header::RETRY_AFTER};
 use serde::de::DeserializeOwned;
 
-use super::{SendError, settings::ProviderConfig};
+use super::{Accepted, SendError, settings::ProviderConfig};
 
 /// Bodies longer than this are not read further; what was read is classified (usually as
 /// unreadable).
@@ -144,6 +144,23 @@ impl Reply {
     /// The body parsed as `T`, or `None` if it is not that JSON.
     pub fn json<T: DeserializeOwned>(&self) -> Option<T> {
         serde_json::from_str(&self.body).ok()
+    }
+
+    /// The body of a 2xx reply parsed as `T`; anything else is [`Reply::unreadable`].
+    pub fn parsed<T: DeserializeOwned>(&self) -> Result<T, SendError> {
+        self.json()
+            .filter(|_| self.is_success())
+            .ok_or_else(|| self.unreadable())
+    }
+
+    /// The provider took the message under `id`; it reported no price.
+    pub fn accepted(&self, id: String) -> Accepted {
+        Accepted {
+            provider_message_id: id,
+            http_status: Some(self.status),
+            cost: None,
+            note: None,
+        }
     }
 
     /// A provider error carrying this reply's status and `Retry-After`.

@@ -137,22 +137,16 @@ impl Infobip {
             .authed(self.http.client.get(self.http.url("/sms/3/logs")))
             .query(&[("messageId", reference)]);
         let reply = exchange(request).await?;
-        let logs: Logs = reply
-            .json()
-            .filter(|_| reply.is_success())
-            .ok_or_else(|| reply.unreadable())?;
+        let logs: Logs = reply.parsed()?;
         Ok(
             match logs
                 .results
                 .into_iter()
                 .find(|m| m.message_id.as_deref() == Some(reference))
             {
-                Some(m) if matches!(m.status.group_id, 0 | 1 | 3) => Lookup::Found(Accepted {
-                    provider_message_id: reference.to_owned(),
-                    http_status: Some(reply.status),
-                    cost: None,
-                    note: None,
-                }),
+                Some(m) if matches!(m.status.group_id, 0 | 1 | 3) => {
+                    Lookup::Found(reply.accepted(reference.to_owned()))
+                }
                 _ => Lookup::NotFound,
             },
         )
@@ -166,10 +160,7 @@ impl Infobip {
         }
         let request = self.authed(self.http.client.get(self.http.url("/account/1/balance")));
         let reply = exchange(request).await?;
-        let balance: Balance = reply
-            .json()
-            .filter(|_| reply.is_success())
-            .ok_or_else(|| reply.unreadable())?;
+        let balance: Balance = reply.parsed()?;
         Ok(format!("{:.4} {}", balance.balance, balance.currency))
     }
 }
@@ -195,12 +186,7 @@ fn classify(reply: &Reply) -> Result<Accepted, SendError> {
     match group_id {
         // OK, PENDING (accepted, e.g. PENDING_ACCEPTED), DELIVERED.
         0 | 1 | 3 => match message.message_id {
-            Some(id) => Ok(Accepted {
-                provider_message_id: id,
-                http_status: Some(reply.status),
-                cost: None,
-                note: None,
-            }),
+            Some(id) => Ok(reply.accepted(id)),
             None => Err(reply.unreadable()),
         },
         5 if BAD_NUMBER_IDS.contains(&id) => Err(reply.bad_recipient(code, description)),

@@ -89,10 +89,8 @@ impl SslWireless {
 /// so the reference stands in.
 fn already_taken(reply: &Reply, reference: &str) -> Accepted {
     Accepted {
-        provider_message_id: reference.to_owned(),
-        http_status: Some(reply.status),
-        cost: None,
         note: Some("SSL Wireless reports a duplicate csms_id: it already has this message".into()),
+        ..reply.accepted(reference.to_owned())
     }
 }
 
@@ -106,12 +104,7 @@ fn classify(reply: &Reply, reference: &str) -> Result<Accepted, SendError> {
     if response.status == "SUCCESS" {
         return match info {
             Some(info) if info.sms_status == "SUCCESS" => match text_of(&info.reference_id) {
-                Some(id) => Ok(Accepted {
-                    provider_message_id: id,
-                    http_status: Some(reply.status),
-                    cost: None,
-                    note: None,
-                }),
+                Some(id) => Ok(reply.accepted(id)),
                 None => Err(reply.unreadable()),
             },
             Some(info) if info.sms_status == "DUPLICATE" => Ok(already_taken(reply, reference)),

@@ -131,10 +131,7 @@ impl Twilio {
             .authed(self.http.client.get(self.messages_url()))
             .query(&[("To", sms.recipient.e164()), ("PageSize", "20")]);
         let reply = exchange(request).await?;
-        if !reply.is_success() {
-            return Err(reply.unreadable());
-        }
-        let list: MessageList = reply.json().ok_or_else(|| reply.unreadable())?;
+        let list: MessageList = reply.parsed()?;
         let found = list
             .messages
             .into_iter()
@@ -156,10 +153,7 @@ impl Twilio {
             self.settings.account_sid
         ));
         let reply = exchange(self.authed(self.http.client.get(url))).await?;
-        let balance: Balance = reply
-            .json()
-            .filter(|_| reply.is_success())
-            .ok_or_else(|| reply.unreadable())?;
+        let balance: Balance = reply.parsed()?;
         Ok(format!("{} {}", balance.balance, balance.currency))
     }
 }

@@ -123,10 +123,7 @@ impl Vonage {
                 ("api_secret", self.settings.api_secret.expose()),
             ]);
         let reply = exchange(request).await?;
-        let balance: Balance = reply
-            .json()
-            .filter(|_| reply.is_success())
-            .ok_or_else(|| reply.unreadable())?;
+        let balance: Balance = reply.parsed()?;
         Ok(format!(
             "{:.4} {}",
             balance.value, self.settings.price_currency

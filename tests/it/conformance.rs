@@ -92,18 +92,6 @@ fn expected(kind: Kind, scenario: Scenario) -> (&'static str, Option<i16>, Optio
     }
 }
 
-const SCENARIOS: [Scenario; 9] = [
-    Scenario::Accept,
-    Scenario::Throttle,
-    Scenario::ServerError,
-    Scenario::InvalidNumber,
-    Scenario::Rejected,
-    Scenario::Garbage,
-    Scenario::Truncated,
-    Scenario::Slow,
-    Scenario::Drop,
-];
-
 /// The number that picks `scenario`.
 fn number(scenario: Scenario) -> String {
     format!("+88017120000{}", scenario.suffix())
@@ -179,7 +167,7 @@ async fn conformance(kind: Kind) {
     let refused_calls = fake.received().len();
 
     let mut ids = Vec::new();
-    for (i, scenario) in SCENARIOS.into_iter().enumerate() {
+    for (i, scenario) in Scenario::ALL.into_iter().enumerate() {
         let code = format!("4829{i:02}");
         ids.push((scenario, db.otp(&number(scenario), &code).await, code));
     }
@@ -189,7 +177,7 @@ async fn conformance(kind: Kind) {
     let received = fake.received();
     assert_eq!(
         received.len(),
-        refused_calls + SCENARIOS.len(),
+        refused_calls + Scenario::ALL.len(),
         "{kind:?}: one call per message"
     );
     for (scenario, id, code) in ids {

@@ -95,7 +95,7 @@ pub enum Scenario {
 
 impl Scenario {
     /// Every scenario, in suffix order.
-    const ALL: [Scenario; 9] = [
+    pub const ALL: [Scenario; 9] = [
         Scenario::Accept,
         Scenario::Throttle,
         Scenario::ServerError,
