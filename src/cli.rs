@@ -44,6 +44,10 @@ pub enum Command {
     /// Show the queue: messages per state, age of the oldest due message, attempts per provider
     /// and outcome, and each running relay's circuit breakers.
     Status,
+    /// Print the analysts' reports (sql/reports/*.sql: cost, delivery rate, time to deliver,
+    /// failure reasons, attempts per delivered message, fallback and resend rates, expired and
+    /// superseded codes) for the UTC days that overlap a window. No phone numbers.
+    Report(ReportArgs),
     /// Inspect the configured provider chain.
     #[command(subcommand)]
     Providers(ProvidersCommand),
@@ -118,6 +122,30 @@ pub struct EnqueueArgs {
     pub priority: Option<i32>,
 }
 
+/// `report` options.
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// Window: a whole number and a unit, m (minutes), h (hours) or d (days), e.g. 30m, 24h, 7d.
+    /// Reports cover every UTC day that overlaps it. Parsed into interval text (7d → `7 days`).
+    #[arg(long, default_value = "7d", value_parser = parse_since)]
+    pub since: String,
+    /// Output: titled tables; CSV, one section per report, each with its own header whose first
+    /// column is `report` and a blank line after it; or one JSON object `{report: [rows]}`.
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: ReportFormat,
+}
+
+/// How `report` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ReportFormat {
+    /// A titled table per report.
+    Table,
+    /// CSV sections, one per report.
+    Csv,
+    /// One JSON object keyed by report name.
+    Json,
+}
+
 /// `demo` options.
 #[derive(Debug, Args)]
 pub struct DemoArgs {
@@ -147,4 +175,19 @@ fn parse_param(s: &str) -> Result<(String, String), String> {
     s.split_once('=')
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .ok_or_else(|| format!("expected KEY=VALUE, got {s:?}"))
+}
+
+/// `30m`, `24h`, `7d` → the PostgreSQL interval `30 minutes`, `24 hours`, `7 days`.
+fn parse_since(s: &str) -> Result<String, String> {
+    [("m", "minutes"), ("h", "hours"), ("d", "days")]
+        .iter()
+        .find_map(|(suffix, unit)| {
+            let n: u16 = s.strip_suffix(suffix)?.parse().ok()?;
+            (n > 0).then(|| format!("{n} {unit}"))
+        })
+        .ok_or_else(|| {
+            "expected a whole number from 1 to 65535 and a unit, m (minutes), h (hours) or d \
+             (days), e.g. 30m, 24h, 7d"
+                .to_owned()
+        })
 }

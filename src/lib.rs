@@ -5,6 +5,8 @@
 //! - [`store`]: every SQL statement — claim, complete, wake-up registration, enqueue, status.
 //! - [`providers`]: the [`providers::Provider`] trait, the [`providers::ProviderChain`] that
 //!   walks providers in order, and the built-in simulator.
+//! - [`receipts`]: delivery receipts — webhook endpoints, signatures, report polling, the
+//!   no-receipt window and receipt-driven resends.
 //! - [`relay`]: the claim → send → record loop, the completer and the retry policy.
 //! - [`config`], [`cli`], [`commands`], [`telemetry`], [`shutdown`]: the operator's side.
 //! - [`db`]: connecting and the embedded migrations; [`throwaway_pg`]: a private PostgreSQL for
@@ -16,6 +18,7 @@ pub mod config;
 pub mod db;
 pub mod domain;
 pub mod providers;
+pub mod receipts;
 pub mod relay;
 pub mod shutdown;
 pub mod store;

@@ -1,4 +1,5 @@
-//! `sms-relay demo`: a burst of auth-style logins, the relay with two simulated providers, a report.
+//! `sms-relay demo`: a burst of auth-style logins, the relay with two simulated providers that
+//! also answer delivery-report polls, a report.
 
 use std::{
     collections::BTreeMap,
@@ -19,8 +20,9 @@ use tokio_util::sync::CancellationToken;
 use super::{CommandError, build_relay, database_or_throwaway};
 use crate::{
     cli::DemoArgs,
-    config::{Config, RelaySettings},
+    config::{Config, ReceiptSettings, RelaySettings},
     providers::{PriceRule, ProviderConfig, SimulatorSettings},
+    receipts::watch::Poller,
     relay::{RetryPolicy, StopWhen},
     store::{EnqueueError, EnqueueRequest, Store, enqueue},
     throwaway_pg::Durability,
@@ -54,7 +56,9 @@ fn demo_config() -> Config {
                     provider_error: 0.08,
                     bad_recipient: 0.01,
                     unknown: 0.01,
-                    journal: None,
+                    receipts: true,
+                    undelivered: 0.04,
+                    ..SimulatorSettings::default()
                 },
                 0.25,
             ),
@@ -63,6 +67,8 @@ fn demo_config() -> Config {
                 SimulatorSettings {
                     latency_ms: 60,
                     provider_error: 0.05,
+                    receipts: true,
+                    undelivered: 0.01,
                     ..SimulatorSettings::default()
                 },
                 4.5,
@@ -77,6 +83,10 @@ fn demo_config() -> Config {
             base_ms: 200,
             cap_ms: 2_000,
             ..RetryPolicy::default()
+        },
+        receipts: ReceiptSettings {
+            poll_interval_ms: 200,
+            ..ReceiptSettings::default()
         },
         ..Config::default()
     }
@@ -204,6 +214,9 @@ pub(super) async fn demo(url: Option<String>, args: DemoArgs) -> Result<(), Comm
     let config = demo_config();
     let relay = build_relay(&config, pool.clone())?;
     let stop = CancellationToken::new();
+    // The simulators answer report polls: undelivered messages are resent through the other one.
+    let poller = Poller::new(&config, &relay.chain(), Store::new(pool.clone()));
+    let poller_task = tokio::spawn(poller.run(stop.clone()));
     let relay_task = tokio::spawn(relay.run(StopWhen::Cancelled, stop.clone()));
 
     println!(
@@ -222,9 +235,17 @@ pub(super) async fn demo(url: Option<String>, args: DemoArgs) -> Result<(), Comm
     loop {
         let status = store.status().await?;
         let open = status.count("pending") + status.count("sending");
+        let awaiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM sms_attempts WHERE outcome = 'accepted' \
+                AND (delivery_status IS NULL OR delivery_status IN ('queued', 'enroute'))",
+        )
+        .fetch_one(&pool)
+        .await?;
         settling.set_position((total - open).max(0) as u64);
-        settling.set_message(format!("{open} pending or in flight"));
-        if open == 0 {
+        settling.set_message(format!(
+            "{open} pending or in flight, {awaiting} awaiting a receipt"
+        ));
+        if open == 0 && awaiting == 0 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -232,6 +253,7 @@ pub(super) async fn demo(url: Option<String>, args: DemoArgs) -> Result<(), Comm
     settling.finish();
     stop.cancel();
     relay_task.await.map_err(std::io::Error::other)??;
+    poller_task.await.map_err(std::io::Error::other)?;
 
     report(&pool, &tally).await
 }
@@ -285,6 +307,34 @@ async fn report(pool: &PgPool, tally: &AuthTally) -> Result<(), CommandError> {
         ]);
     }
     println!("{providers}");
+
+    let mut delivery = Table::new();
+    delivery.set_header([
+        "provider",
+        "accepted",
+        "delivered",
+        "undelivered",
+        "resent through it",
+    ]);
+    let rows: Vec<(String, i64, i64, i64, i64)> = sqlx::query_as(
+        "SELECT provider, count(*) FILTER (WHERE outcome = 'accepted'), \
+                count(*) FILTER (WHERE delivery_status = 'delivered'), \
+                count(*) FILTER (WHERE delivery_status = 'undelivered'), \
+                count(*) FILTER (WHERE cause = 'resend') \
+           FROM sms_attempts GROUP BY provider ORDER BY provider",
+    )
+    .fetch_all(pool)
+    .await?;
+    for (provider, accepted, delivered, undelivered, resent) in rows {
+        delivery.add_row([
+            provider,
+            accepted.to_string(),
+            delivered.to_string(),
+            undelivered.to_string(),
+            resent.to_string(),
+        ]);
+    }
+    println!("{delivery}");
 
     let mut latency = Table::new();
     latency.set_header(["latency (ms)", "p50", "p95", "p99", "max"]);

@@ -4,6 +4,7 @@ mod bench;
 mod demo;
 mod enqueue;
 mod providers;
+mod report;
 mod run;
 mod status;
 
@@ -57,6 +58,14 @@ pub enum CommandError {
     /// A provider entry could not be built.
     #[error(transparent)]
     Provider(#[from] BuildError),
+    /// The webhook server's address could not be bound.
+    #[error("cannot listen on {address} ([webhooks] listen): {source}")]
+    Listen {
+        /// The configured address.
+        address: String,
+        /// Why (often: the port is taken).
+        source: std::io::Error,
+    },
     /// A file or signal handler could not be set up.
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),
@@ -85,6 +94,7 @@ pub async fn execute(cli: Cli) -> Result<(), CommandError> {
             enqueue::enqueue(&url.ok_or(CommandError::NoDatabase)?, args).await
         }
         Command::Status => status::status(&url.ok_or(CommandError::NoDatabase)?).await,
+        Command::Report(args) => report::report(&url.ok_or(CommandError::NoDatabase)?, args).await,
         Command::Providers(ProvidersCommand::Check) => providers::check(&config).await,
         Command::SendTest(args) => providers::send_test(&config, args).await,
         Command::Demo(args) => demo::demo(url, args).await,

@@ -1,21 +1,60 @@
-//! `sms-relay run`
+//! `sms-relay run`: the relay, plus the receipt webhooks and health endpoints, the no-receipt
+//! sweeper and the report poller beside it.
 
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use super::{CommandError, build_relay, connect_migrated};
-use crate::{config::Config, relay::StopWhen, shutdown};
+use crate::{
+    config::Config,
+    receipts::{
+        server::{self, Webhooks},
+        watch::{Poller, Sweeper},
+    },
+    relay::StopWhen,
+    shutdown,
+    store::Store,
+};
 
 /// Serves until a signal (or until idle).
 pub(super) async fn run(config: &Config, url: &str, until_idle: bool) -> Result<(), CommandError> {
     let pool = connect_migrated(url, config.database.max_connections).await?;
+    let store = Store::new(pool.clone());
     let relay = build_relay(config, pool)?;
     let cancel = CancellationToken::new();
     shutdown::cancel_on_signal(cancel.clone())?;
+    // Stopped after the relay, so receipts keep coming in while in-flight sends finish.
+    let beside = CancellationToken::new();
+    let mut tasks = tokio::task::JoinSet::new();
+    if !config.webhooks.listen.is_empty() {
+        let listener = TcpListener::bind(&config.webhooks.listen)
+            .await
+            .map_err(|source| CommandError::Listen {
+                address: config.webhooks.listen.clone(),
+                source,
+            })?;
+        tracing::info!(address = %listener.local_addr()?, "serving receipt webhooks, /healthz and /readyz");
+        let router = Webhooks::new(config, store.clone()).router();
+        let stop = beside.clone();
+        tasks.spawn(async move {
+            if let Err(error) = server::serve(listener, router, stop).await {
+                tracing::error!(%error, "the webhook server stopped");
+            }
+        });
+    }
+    tasks.spawn(Sweeper::new(config, store.clone()).run(beside.clone()));
+    let poller = Poller::new(config, &relay.chain(), store);
+    if !poller.is_empty() {
+        tasks.spawn(poller.run(beside.clone()));
+    }
     let stop = if until_idle {
         StopWhen::Idle
     } else {
         StopWhen::Cancelled
     };
-    relay.run(stop, cancel).await?;
+    let result = relay.run(stop, cancel).await;
+    beside.cancel();
+    tasks.join_all().await;
+    result?;
     Ok(())
 }

@@ -1,13 +1,16 @@
 //! Alpha SMS, sms.net.bd (`POST /sendsms`, form with `api_key`). It answers HTTP 200 with
 //! `"error":0` on success and an error code otherwise. Numbers go out as `880…` without the `+`.
+//! Delivery status and the charge come from polling `/report/request/{id}/`.
 
 use serde::Deserialize;
 
 use super::{
-    Accepted, BoxFuture, OutgoingSms, Provider, SendError,
+    Accepted, BoxFuture, Cost, OutgoingSms, Provider, Reports, SendError,
     http::{Endpoint, Reply, exchange, text_of},
+    pricing::parse_micros,
     settings::{Credential, ProviderConfig, validate_sender},
 };
+use crate::receipts::{Delivery, Receipt};
 
 /// `kind = "alpha_sms"`: credentials and optional sender.
 #[derive(Debug, Clone, Deserialize)]
@@ -64,6 +67,57 @@ impl AlphaSms {
         classify(&exchange(request).await?)
     }
 
+    /// `GET /report/request/{id}/`: the one recipient's status and charge.
+    async fn fetch_report(&self, request_id: &str) -> Result<Option<Receipt>, SendError> {
+        let request = self
+            .http
+            .client
+            .get(self.http.url(&format!("/report/request/{request_id}/")))
+            .query(&[("api_key", self.settings.api_key.expose())]);
+        let reply = exchange(request).await?;
+        let response: Response = reply.parsed()?;
+        if text_of(&response.error).as_deref() != Some("0") {
+            return Err(
+                reply.provider_error(text_of(&response.error).unwrap_or_default(), response.msg)
+            );
+        }
+        let Some(recipient) = response
+            .data
+            .as_ref()
+            .and_then(|d| d.get("recipients"))
+            .and_then(|r| r.get(0))
+        else {
+            return Ok(None);
+        };
+        let Some(word) = recipient.get("status").and_then(text_of) else {
+            return Err(reply.unreadable());
+        };
+        let cost = recipient
+            .get("charge")
+            .and_then(text_of)
+            .and_then(|c| parse_micros(&c))
+            .map(|micros| Cost {
+                micros,
+                currency: "BDT".into(),
+            });
+        Ok(Some(Receipt {
+            provider_message_id: request_id.to_owned(),
+            client_ref: None,
+            status: delivery(&word),
+            dedupe_key: format!("alpha_sms:{request_id}:{word}"),
+            status_raw: word,
+            error_code: None,
+            done_at: None,
+            cost,
+            // The number stays out of what is stored.
+            payload: serde_json::json!({
+                "request_id": request_id,
+                "status": recipient.get("status"),
+                "charge": recipient.get("charge"),
+            }),
+        }))
+    }
+
     async fn fetch_balance(&self) -> Result<String, SendError> {
         let request = self
             .http
@@ -84,6 +138,20 @@ impl AlphaSms {
             .and_then(text_of)
             .map(|b| format!("{b} BDT"))
             .ok_or_else(|| reply.unreadable())
+    }
+}
+
+/// A recipient status from the report API. Alpha SMS documents only `Sent`; the other words are
+/// the usual aggregator vocabulary. `Sent` means handed to the operator.
+fn delivery(word: &str) -> Delivery {
+    match word.to_ascii_lowercase().as_str() {
+        "delivered" => Delivery::Delivered,
+        "sent" | "submitted" => Delivery::Enroute,
+        "pending" | "queued" | "processing" | "scheduled" => Delivery::Queued,
+        "failed" | "rejected" | "blocked" => Delivery::Failed,
+        "undelivered" | "undeliverable" => Delivery::Undelivered,
+        "expired" => Delivery::Expired,
+        _ => Delivery::Unknown,
     }
 }
 
@@ -128,6 +196,17 @@ impl Provider for AlphaSms {
 
     fn balance(&self) -> Option<BoxFuture<'_, Result<String, SendError>>> {
         Some(Box::pin(self.fetch_balance()))
+    }
+
+    fn reports(&self) -> Reports {
+        Reports::PerMessage
+    }
+
+    fn report<'a>(
+        &'a self,
+        provider_message_id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Receipt>, SendError>> {
+        Box::pin(self.fetch_report(provider_message_id))
     }
 }
 

@@ -162,6 +162,11 @@ impl ProviderChain {
         Self { on_unknown, ..self }
     }
 
+    /// The providers in order.
+    pub fn providers(&self) -> impl Iterator<Item = &Arc<dyn Provider>> {
+        self.links.iter().map(|l| &l.provider)
+    }
+
     /// The providers' names in order.
     pub fn names(&self) -> Vec<&str> {
         self.links.iter().map(|l| l.provider.name()).collect()
@@ -180,13 +185,29 @@ impl ProviderChain {
         self.circuits_changed.clone()
     }
 
+    /// The chain's links with their 0-based places, starting after the provider named `skip`
+    /// (which comes last) when it is in the chain; in configured order otherwise.
+    fn order(&self, skip: Option<&str>) -> impl Iterator<Item = (usize, &Link)> {
+        let start = skip
+            .and_then(|name| self.links.iter().position(|l| l.provider.name() == name))
+            .map_or(0, |at| at + 1);
+        let n = self.links.len();
+        (0..n).map(move |i| {
+            let index = (start + i) % n;
+            (index, &self.links[index])
+        })
+    }
+
     /// Offers `sms` to each provider in turn until one accepts it, one rejects the recipient, or
-    /// the list runs out. Providers whose circuit is open, or whose rate limit has no token within
-    /// its wait, are skipped. No call runs past `deadline`; a call still unanswered then, or cut
-    /// short by `stop`, is recorded as unknown. Every call yields one [`AttemptRecord`].
+    /// the list runs out. A resend names the provider that did not deliver as `skip`: the walk
+    /// starts with the one after it and tries it last. Providers whose circuit is open, or whose
+    /// rate limit has no token within its wait, are skipped. No call runs past `deadline`; a call
+    /// still unanswered then, or cut short by `stop`, is recorded as unknown. Every call yields
+    /// one [`AttemptRecord`].
     pub async fn send(
         &self,
         sms: &OutgoingSms,
+        skip: Option<&str>,
         deadline: Instant,
         stop: &CancellationToken,
     ) -> (RoundResult, Vec<AttemptRecord>) {
@@ -194,7 +215,7 @@ impl ProviderChain {
         let mut last_reason: Option<String> = None;
         let mut retry_after: Option<Duration> = None;
         let mut reopen: Option<Duration> = None;
-        for (index, link) in self.links.iter().enumerate() {
+        for (index, link) in self.order(skip) {
             if Instant::now() >= deadline {
                 return (RoundResult::OutOfTime, records);
             }

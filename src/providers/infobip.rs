@@ -6,10 +6,11 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::{
-    Accepted, BoxFuture, Lookup, OutgoingSms, Provider, SendError,
+    Accepted, BoxFuture, Lookup, OutgoingSms, Provider, Reports, SendError,
     http::{Endpoint, Reply, exchange},
     settings::{Credential, ProviderConfig, validate_sender},
 };
+use crate::receipts::{self, Receipt};
 
 /// `kind = "infobip"`: credentials and sender. `base_url` is the account's own host.
 #[derive(Debug, Clone, Deserialize)]
@@ -19,11 +20,25 @@ pub struct InfobipSettings {
     pub api_key: Credential,
     /// Sender id.
     pub sender: String,
+    /// Basic-auth user that delivery-report webhooks must present (set the same in the
+    /// subscription's security config). Without it every Infobip webhook is refused.
+    #[serde(default)]
+    pub receipt_username: Option<String>,
+    /// Basic-auth password for delivery-report webhooks.
+    #[serde(default)]
+    pub receipt_password: Option<Credential>,
+    /// Also pull reports from `/sms/3/reports` (each is returned once), for when webhooks cannot
+    /// reach the relay.
+    #[serde(default)]
+    pub pull_reports: bool,
 }
 
 impl InfobipSettings {
     /// Checks the entry's own fields.
     pub fn validate(&self) -> Result<(), String> {
+        if self.receipt_username.is_some() != self.receipt_password.is_some() {
+            return Err("set both receipt_username and receipt_password, or neither".into());
+        }
         validate_sender(&self.sender)
     }
 }
@@ -152,6 +167,19 @@ impl Infobip {
         )
     }
 
+    /// `GET /sms/3/reports`: delivery reports not fetched before (Infobip returns each once).
+    async fn fetch_reports(&self) -> Result<Vec<Receipt>, SendError> {
+        let request = self
+            .authed(self.http.client.get(self.http.url("/sms/3/reports")))
+            .query(&[("limit", "100")]);
+        let reply = exchange(request).await?;
+        if !reply.is_success() {
+            return Err(reply.unreadable());
+        }
+        receipts::infobip::parse(reply.body.as_bytes())
+            .map_err(|error| reply.provider_error("BAD_REPORTS", error.to_string()))
+    }
+
     async fn fetch_balance(&self) -> Result<String, SendError> {
         #[derive(Deserialize)]
         struct Balance {
@@ -240,6 +268,18 @@ impl Provider for Infobip {
 
     fn balance(&self) -> Option<BoxFuture<'_, Result<String, SendError>>> {
         Some(Box::pin(self.fetch_balance()))
+    }
+
+    fn reports(&self) -> Reports {
+        if self.settings.pull_reports {
+            Reports::Pull
+        } else {
+            Reports::None
+        }
+    }
+
+    fn pull_reports(&self) -> BoxFuture<'_, Result<Vec<Receipt>, SendError>> {
+        Box::pin(self.fetch_reports())
     }
 }
 

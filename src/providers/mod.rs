@@ -20,7 +20,10 @@ use std::{future::Future, pin::Pin, sync::Arc, time::Duration};
 
 use uuid::Uuid;
 
-use crate::domain::{Recipient, Segments};
+use crate::{
+    domain::{Recipient, Segments},
+    receipts::Receipt,
+};
 
 pub use breaker::{Breaker, CircuitSnapshot, CircuitState};
 pub use chain::{AttemptRecord, Link, ProviderChain, RoundResult, UnknownPolicy};
@@ -219,6 +222,36 @@ pub trait Provider: Send + Sync {
     fn balance(&self) -> Option<BoxFuture<'_, Result<String, SendError>>> {
         None
     }
+
+    /// How the relay learns about this provider's deliveries besides webhooks.
+    fn reports(&self) -> Reports {
+        Reports::None
+    }
+
+    /// Asks the report API about one accepted message ([`Reports::PerMessage`]); `Ok(None)` while
+    /// the provider has nothing to say yet.
+    fn report<'a>(
+        &'a self,
+        _provider_message_id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Receipt>, SendError>> {
+        Box::pin(async { Ok(None) })
+    }
+
+    /// Fetches the reports the provider holds for us, each returned once ([`Reports::Pull`]).
+    fn pull_reports(&self) -> BoxFuture<'_, Result<Vec<Receipt>, SendError>> {
+        Box::pin(async { Ok(Vec::new()) })
+    }
+}
+
+/// A provider's report API, polled by the relay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reports {
+    /// None: receipts come by webhook, or not at all.
+    None,
+    /// One request per accepted message ([`Provider::report`]).
+    PerMessage,
+    /// One request returns every new report ([`Provider::pull_reports`]).
+    Pull,
 }
 
 /// Why a provider entry could not be turned into an adapter.

@@ -38,6 +38,12 @@ pub struct ProviderConfig {
     /// Configured prices per destination prefix, used when the provider reports none.
     #[serde(default)]
     pub prices: Vec<PriceRule>,
+    /// Whether this provider's accepted messages get delivery receipts, so that a missing one
+    /// means something (`receipts.resend_after_ms`). Defaults to yes for Twilio, Vonage and
+    /// Infobip when `[webhooks] public_base_url` is set (Infobip also when `pull_reports`), and
+    /// for a simulator with `receipts = true`; no otherwise.
+    #[serde(default)]
+    pub expect_receipts: Option<bool>,
 }
 
 fn default_timeout_ms() -> u64 {
@@ -110,7 +116,20 @@ impl ProviderConfig {
             rate_limit: None,
             circuit: BreakerSettings::default(),
             prices: Vec::new(),
+            expect_receipts: None,
         }
+    }
+
+    /// Whether receipts are expected for this provider's messages (see `expect_receipts`).
+    pub fn expects_receipts(&self, webhooks_public: bool) -> bool {
+        self.expect_receipts.unwrap_or(match &self.kind {
+            ProviderKind::Twilio(_) | ProviderKind::Vonage(_) => webhooks_public,
+            ProviderKind::Infobip(s) => webhooks_public || s.pull_reports,
+            ProviderKind::Simulator(s) => s.receipts,
+            ProviderKind::SslWireless(_)
+            | ProviderKind::BulkSmsBd(_)
+            | ProviderKind::AlphaSms(_) => false,
+        })
     }
 
     /// `base_url`, else the kind's default, without a trailing slash.

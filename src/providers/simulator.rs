@@ -15,7 +15,8 @@ use std::{
 use rand::RngExt;
 use serde::Deserialize;
 
-use super::{Accepted, BoxFuture, OutgoingSms, Provider, SendError};
+use super::{Accepted, BoxFuture, OutgoingSms, Provider, Reports, SendError};
+use crate::receipts::{Delivery, Receipt};
 
 /// Behaviour of a simulator. Ratios are probabilities in `0..=1`; what they leave is accepted.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
@@ -36,6 +37,12 @@ pub struct SimulatorSettings {
     /// If set, every message handed to the network is appended here as one line: its id.
     #[serde(default)]
     pub journal: Option<PathBuf>,
+    /// Whether the relay polls this simulator for delivery reports (as it polls Alpha SMS).
+    #[serde(default)]
+    pub receipts: bool,
+    /// Share of accepted messages whose report says undelivered (the rest are delivered).
+    #[serde(default)]
+    pub undelivered: f64,
 }
 
 impl SimulatorSettings {
@@ -44,6 +51,9 @@ impl SimulatorSettings {
         let ratios = [self.provider_error, self.bad_recipient, self.unknown];
         if ratios.iter().any(|r| !(0.0..=1.0).contains(r)) || ratios.iter().sum::<f64>() > 1.0 {
             return Err("simulator ratios must be in 0..=1 and sum to at most 1".into());
+        }
+        if !(0.0..=1.0).contains(&self.undelivered) {
+            return Err("simulator undelivered must be in 0..=1".into());
         }
         Ok(())
     }
@@ -125,13 +135,43 @@ impl Simulator {
                 message: "simulated timeout after the request was sent".into(),
             });
         }
+        // The fate of the message rides in its id, so a report can tell it without any state.
+        let fate = if rand::rng().random::<f64>() < s.undelivered {
+            UNDELIVERED
+        } else {
+            DELIVERED
+        };
         Ok(Accepted {
-            provider_message_id: format!("sim-{}", uuid::Uuid::new_v4()),
+            provider_message_id: format!("sim-{fate}-{}", uuid::Uuid::new_v4()),
             http_status: Some(200),
             cost: None,
             note: None,
         })
     }
+}
+
+const DELIVERED: &str = "d";
+const UNDELIVERED: &str = "u";
+
+/// The report for a message id this simulator issued; `None` for any other id.
+fn simulated_report(provider_message_id: &str) -> Option<Receipt> {
+    let rest = provider_message_id.strip_prefix("sim-")?;
+    let (word, status) = match rest.split_once('-')?.0 {
+        DELIVERED => ("DELIVERED", Delivery::Delivered),
+        UNDELIVERED => ("UNDELIVERED", Delivery::Undelivered),
+        _ => return None,
+    };
+    Some(Receipt {
+        provider_message_id: provider_message_id.to_owned(),
+        client_ref: None,
+        status_raw: word.to_owned(),
+        status,
+        error_code: (status == Delivery::Undelivered).then(|| "SIM_ABSENT".to_owned()),
+        done_at: None,
+        cost: None,
+        dedupe_key: format!("simulator:{provider_message_id}:{word}"),
+        payload: serde_json::json!({ "id": provider_message_id, "status": word }),
+    })
 }
 
 impl Provider for Simulator {
@@ -151,5 +191,20 @@ impl Provider for Simulator {
             }
             self.answer(sms)
         })
+    }
+
+    fn reports(&self) -> Reports {
+        if self.settings.receipts {
+            Reports::PerMessage
+        } else {
+            Reports::None
+        }
+    }
+
+    fn report<'a>(
+        &'a self,
+        provider_message_id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Receipt>, SendError>> {
+        Box::pin(async move { Ok(simulated_report(provider_message_id)) })
     }
 }

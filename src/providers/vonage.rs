@@ -3,6 +3,8 @@
 
 use serde::Deserialize;
 
+use crate::receipts::signature::VonageMethod;
+
 use super::{
     Accepted, BoxFuture, Cost, OutgoingSms, Provider, SendError,
     http::{Endpoint, Reply, exchange},
@@ -24,6 +26,14 @@ pub struct VonageSettings {
     /// Currency of the account, in which Vonage reports `message-price` (default EUR).
     #[serde(default = "default_currency")]
     pub price_currency: String,
+    /// The account's signature secret (not the API secret). Receipts must carry a valid `sig`
+    /// made with it; without it every Vonage receipt is refused. Signed webhooks are enabled by
+    /// Vonage support.
+    #[serde(default)]
+    pub signature_secret: Option<Credential>,
+    /// The signing method chosen in the dashboard: md5hash (default), md5, sha1, sha256, sha512.
+    #[serde(default)]
+    pub signature_method: VonageMethod,
 }
 
 fn default_currency() -> String {

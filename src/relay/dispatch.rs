@@ -41,6 +41,7 @@ pub(super) async fn dispatch(ctx: &Context, msg: ClaimedMessage, claimed_at: Ins
         template: msg.template.clone(),
         segments: None,
         attempts: Vec::new(),
+        resend_reason: msg.resend_reason.clone(),
     };
     if msg.superseded {
         return end(
@@ -92,7 +93,10 @@ pub(super) async fn dispatch(ctx: &Context, msg: ClaimedMessage, claimed_at: Ins
         valid_for: remaining - ctx.expiry_margin,
         reference_stem: reference::stem(msg.seq, msg.round),
     };
-    let (result, attempts) = ctx.chain.send(&sms, deadline, &ctx.hard_stop).await;
+    let (result, attempts) = ctx
+        .chain
+        .send(&sms, msg.resend_skip.as_deref(), deadline, &ctx.hard_stop)
+        .await;
     let finish = Finish {
         segments: Some(sms.segments),
         attempts,

@@ -80,6 +80,11 @@ impl Relay {
         }
     }
 
+    /// The provider chain this relay sends through.
+    pub fn chain(&self) -> Arc<ProviderChain> {
+        self.chain.clone()
+    }
+
     /// Serves until `cancel` fires or `stop` says so. On cancel: stops claiming, gives in-flight
     /// sends `shutdown_grace_ms`, then abandons the rest (recorded as unknown and released).
     pub async fn run(

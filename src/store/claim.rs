@@ -29,6 +29,10 @@ pub struct ClaimedMessage {
     pub superseded: bool,
     /// Validity left at claim time, by the database's clock, in milliseconds.
     pub remaining_ms: f64,
+    /// Set when a receipt (or its absence) put this sent message back: why.
+    pub resend_reason: Option<String>,
+    /// The provider whose attempt was not delivered; the round starts with the next one.
+    pub resend_skip: Option<String>,
 }
 
 /// Rows become claimable when due: new, retry time reached, or lease expired. The `MATERIALIZED`
@@ -58,7 +62,8 @@ RETURNING o.id, o.seq, o.recipient, o.template, o.locale, o.params,
                WHERE n.recipient = o.recipient AND n.purpose = o.purpose AND n.supersede
                  AND n.seq > o.seq)
           ELSE false END AS superseded,
-          (extract(epoch FROM o.expires_at - now()) * 1000)::float8 AS remaining_ms
+          (extract(epoch FROM o.expires_at - now()) * 1000)::float8 AS remaining_ms,
+          o.resend_reason, o.resend_skip
 "#;
 
 impl Store {

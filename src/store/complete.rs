@@ -63,6 +63,20 @@ pub struct Finish {
     pub segments: Option<Segments>,
     /// The provider calls made in this round.
     pub attempts: Vec<AttemptRecord>,
+    /// Why this round is a resend (copied to its attempts), if it is one.
+    pub resend_reason: Option<String>,
+}
+
+impl Finish {
+    /// Why the `index`-th call of this round was made (`sms_attempts.cause`).
+    fn cause(&self, index: usize) -> &'static str {
+        match (index, self.round, &self.resend_reason) {
+            (1.., _, _) => "fallback",
+            (0, _, Some(_)) => "resend",
+            (0, ..=1, None) => "first",
+            (0, _, None) => "retry",
+        }
+    }
 }
 
 /// The UPDATE is fenced on `state = 'sending' AND attempts = round`, so a relay whose lease ran out
@@ -99,22 +113,28 @@ WITH f AS (
                                   ELSE o.next_attempt_at END,
            finished_at = CASE WHEN d.disposition IN ('retry', 'release') THEN NULL ELSE now() END,
            last_error = d.reason,
-           claimed_by = NULL
+           claimed_by = NULL,
+           -- A resend round's reason is on its attempts now; a released round keeps it.
+           resend_reason = CASE WHEN d.disposition = 'release' THEN o.resend_reason END
       FROM decided d
      WHERE o.id = d.id AND o.state = 'sending' AND o.attempts = d.round
 )
 INSERT INTO sms_attempts (message_id, attempt_number, chain_step, provider, template, relay_id,
                           started_at, finished_at, outcome, http_status, error_code, error_message,
-                          provider_message_id, segments, encoding, cost, currency, client_ref)
+                          provider_message_id, segments, encoding, cost, currency, client_ref,
+                          cause, resend_reason, country, operator)
 SELECT a.message_id, a.attempt_number, a.chain_step, a.provider, a.template, $7,
        a.started_at, a.finished_at, a.outcome::sms_outcome, a.http_status, a.error_code, a.error_message,
-       a.provider_message_id, a.segments, a.encoding, a.cost_micros / 1000000.0, a.currency, a.client_ref
+       a.provider_message_id, a.segments, a.encoding, a.cost_micros / 1000000.0, a.currency, a.client_ref,
+       a.cause, a.resend_reason, sms_country(o.recipient), sms_operator(o.recipient)
   FROM unnest($8::uuid[], $9::int[], $10::int[], $11::text[], $12::text[], $13::timestamptz[],
               $14::timestamptz[], $15::text[], $16::int2[], $17::text[], $18::text[], $19::text[],
-              $20::int2[], $21::text[], $22::int8[], $23::text[], $24::text[])
+              $20::int2[], $21::text[], $22::int8[], $23::text[], $24::text[], $25::text[], $26::text[])
     AS a(message_id, attempt_number, chain_step, provider, template, started_at,
          finished_at, outcome, http_status, error_code, error_message,
-         provider_message_id, segments, encoding, cost_micros, currency, client_ref)
+         provider_message_id, segments, encoding, cost_micros, currency, client_ref,
+         cause, resend_reason)
+  LEFT JOIN sms_outbox o ON o.id = a.message_id
 ON CONFLICT (message_id, attempt_number, chain_step) DO NOTHING
 "#;
 
@@ -146,13 +166,15 @@ struct AttemptColumns {
     cost_micros: Vec<Option<i64>>,
     currency: Vec<Option<String>>,
     client_ref: Vec<String>,
+    cause: Vec<&'static str>,
+    resend_reason: Vec<Option<String>>,
 }
 
 impl AttemptColumns {
     /// Adds one attempt, bent to fit the table's constraints so one odd value cannot fail the
     /// whole batch: clock steps, negative prices (Twilio reports prices negative), absurd prices,
     /// odd currencies.
-    fn push(&mut self, finish: &Finish, segments: Segments, a: &AttemptRecord) {
+    fn push(&mut self, finish: &Finish, segments: Segments, index: usize, a: &AttemptRecord) {
         let cost = a.cost.as_ref().and_then(|c| {
             let currency = c.currency.to_ascii_uppercase();
             let micros = c.micros.checked_abs().filter(|m| *m <= MAX_COST_MICROS);
@@ -181,6 +203,9 @@ impl AttemptColumns {
         self.cost_micros.push(cost.as_ref().map(|c| c.0));
         self.currency.push(cost.map(|c| c.1));
         self.client_ref.push(pg_text(&a.client_ref));
+        self.cause.push(finish.cause(index));
+        self.resend_reason
+            .push(finish.resend_reason.as_deref().map(pg_text));
     }
 }
 
@@ -196,8 +221,8 @@ impl Store {
         let mut cols = AttemptColumns::default();
         for finish in batch {
             if let Some(segments) = finish.segments {
-                for attempt in &finish.attempts {
-                    cols.push(finish, segments, attempt);
+                for (index, attempt) in finish.attempts.iter().enumerate() {
+                    cols.push(finish, segments, index, attempt);
                 }
             }
         }
@@ -236,6 +261,8 @@ impl Store {
             .bind(cols.cost_micros)
             .bind(cols.currency)
             .bind(cols.client_ref)
+            .bind(cols.cause)
+            .bind(cols.resend_reason)
             .execute(&self.pool)
             .await?;
         Ok(())

@@ -4,6 +4,7 @@ mod circuits;
 mod claim;
 mod complete;
 mod enqueue;
+mod receipts;
 mod status;
 mod wakeup;
 
@@ -13,6 +14,7 @@ pub use circuits::CircuitRow;
 pub use claim::ClaimedMessage;
 pub use complete::{Disposition, Finish};
 pub use enqueue::{EnqueueError, EnqueueRequest, Refusal, enqueue};
+pub use receipts::{ReceiptResult, Recorded, ResendRule, Via};
 pub use status::{AttemptCount, StateCount, Status};
 pub use wakeup::WAKEUP_CHANNEL;
 

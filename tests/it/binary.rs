@@ -13,6 +13,7 @@ fn sms_relay(db: &TestDb) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_sms-relay"));
     cmd.env("DATABASE_URL", &db.url)
         .env_remove("SMS_RELAY_CONFIG")
+        .env("SMS_RELAY__WEBHOOKS__LISTEN", "127.0.0.1:0")
         .env("RUST_LOG", "debug")
         .stdin(Stdio::null());
     cmd
@@ -306,5 +307,65 @@ async fn bench_runs_and_reports_its_measures() {
         again.status.code(),
         Some(1),
         "bench refuses a non-empty outbox"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_serves_health_and_readiness_and_refuses_a_taken_address() {
+    let db = TestDb::new().await;
+    let scratch = Scratch::new();
+    let config = scratch.path("relay.toml");
+    std::fs::write(&config, "[relay]\npoll_interval_ms = 100\n").unwrap();
+    let address = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().to_string()
+    };
+    let relay = sms_relay(&db)
+        .args(["run", "--config"])
+        .arg(&config)
+        .env("SMS_RELAY__WEBHOOKS__LISTEN", &address)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(scratch.path("run.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let get = async |path: &str| {
+        reqwest::get(format!("http://{address}{path}"))
+            .await
+            .map(|r| r.status().as_u16())
+            .unwrap_or(0)
+    };
+    eventually(async || get("/healthz").await == 200).await;
+    assert_eq!(get("/readyz").await, 200);
+
+    // A second relay on the same address says why it cannot start.
+    let second = output(
+        sms_relay(&db)
+            .args(["run", "--config"])
+            .arg(&config)
+            .env("SMS_RELAY__WEBHOOKS__LISTEN", &address),
+    );
+    assert!(!second.status.success());
+    assert!(
+        text(&second.stderr).contains("cannot listen on"),
+        "{}",
+        text(&second.stderr)
+    );
+
+    sigterm(&relay);
+    let status = within(
+        30,
+        tokio::task::spawn_blocking(move || {
+            let mut relay = relay;
+            relay.wait()
+        }),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(status.success());
+    assert_eq!(
+        get("/healthz").await,
+        0,
+        "the server stopped with the relay"
     );
 }

@@ -8,4 +8,8 @@ mod chain;
 mod conformance;
 mod enqueue;
 mod outcomes;
+mod receipts;
 mod relay;
+mod reports;
+mod resend;
+mod roles;

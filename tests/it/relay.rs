@@ -107,6 +107,7 @@ async fn a_stale_relay_cannot_overwrite_a_newer_round() {
         template: "otp".into(),
         segments: None,
         attempts: Vec::new(),
+        resend_reason: None,
     };
     store
         .complete(

@@ -121,7 +121,7 @@ async fn report(
                 "recipients": [{
                     "number": bd_msisdn(&sent.to).unwrap_or_else(|| sent.to.clone()),
                     "charge": charge,
-                    "status": "Sent",
+                    "status": fake.report_status("Sent"),
                 }],
             },
         }),

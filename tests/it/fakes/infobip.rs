@@ -1,5 +1,5 @@
 //! Fake Infobip SMS v3 (providers.md §3): JSON sends under `Authorization: App <key>`, message
-//! logs and the account balance.
+//! logs, pull-once delivery reports and the account balance.
 
 use std::sync::Arc;
 
@@ -29,6 +29,7 @@ pub(super) fn router() -> Router<Arc<Fake>> {
     Router::new()
         .route("/sms/3/messages", post(send))
         .route("/sms/3/logs", get(logs))
+        .route("/sms/3/reports", get(reports))
         .route("/account/1/balance", get(balance))
 }
 
@@ -250,4 +251,47 @@ async fn balance(headers: HeaderMap) -> Response {
         );
     }
     reply_json(StatusCode::OK, json!({"balance": 47.79, "currency": "EUR"}))
+}
+
+/// `GET /sms/3/reports`: a v3 delivery report for each accepted message not returned before.
+async fn reports(State(fake): State<Arc<Fake>>, headers: HeaderMap) -> Response {
+    if !authorized(&headers) {
+        return unauthorized();
+    }
+    fake.looked_up();
+    let delivered = fake.report_status("DELIVERED") == "DELIVERED";
+    let (status, error) = if delivered {
+        (
+            json!({"groupId": 3, "groupName": "DELIVERED", "id": 5, "name": "DELIVERED_TO_HANDSET",
+                   "description": "Message delivered to handset"}),
+            json!({"groupId": 0, "groupName": "OK", "id": 0, "name": "NO_ERROR",
+                   "description": "No Error", "permanent": false}),
+        )
+    } else {
+        (
+            json!({"groupId": 2, "groupName": "UNDELIVERABLE", "id": 9,
+                   "name": "UNDELIVERABLE_NOT_DELIVERED", "description": "Message sent not delivered"}),
+            json!({"groupId": 1, "groupName": "HANDSET_ERRORS", "id": 27, "name": "EC_ABSENT_SUBSCRIBER",
+                   "description": "Absent Subscriber", "permanent": false}),
+        )
+    };
+    let results: Vec<Value> = fake
+        .unreported()
+        .into_iter()
+        .map(|sent| {
+            json!({
+                "bulkId": "BULK-1",
+                "messageId": sent.id,
+                "to": sent.to,
+                "sender": sent.sender,
+                "sentAt": sent.at.format("%Y-%m-%dT%H:%M:%S%.3f+0000").to_string(),
+                "doneAt": sent.at.format("%Y-%m-%dT%H:%M:%S%.3f+0000").to_string(),
+                "messageCount": sent.parts,
+                "price": {"pricePerMessage": 0.0301, "currency": "EUR"},
+                "status": status,
+                "error": error,
+            })
+        })
+        .collect();
+    reply_json(StatusCode::OK, json!({ "results": results }))
 }

@@ -242,6 +242,11 @@ struct Fake {
     numbers: AtomicU64,
     /// Latency, error rate and slow delay.
     knobs: Mutex<Knobs>,
+    /// The delivery status report APIs give (Alpha SMS `status`, Infobip status group name);
+    /// `None` for the provider's usual one.
+    report_status: Mutex<Option<String>>,
+    /// Message ids already returned by a pull-once report API (Infobip `/sms/3/reports`).
+    reported: Mutex<Vec<String>>,
 }
 
 /// Locks `mutex`, ignoring poisoning (a panicking test must not hide the others' results).
@@ -277,6 +282,26 @@ impl Fake {
             .filter(|sent| keep(sent))
             .cloned()
             .collect()
+    }
+
+    /// The delivery status report APIs give, or `usual`.
+    fn report_status(&self, usual: &str) -> String {
+        lock(&self.report_status)
+            .clone()
+            .unwrap_or_else(|| usual.to_owned())
+    }
+
+    /// Accepted messages not yet returned by a pull-once report API, oldest first; marks them
+    /// returned.
+    fn unreported(&self) -> Vec<Sent> {
+        let mut reported = lock(&self.reported);
+        let fresh: Vec<Sent> = lock(&self.sent)
+            .iter()
+            .filter(|sent| !reported.contains(&sent.id))
+            .cloned()
+            .collect();
+        reported.extend(fresh.iter().map(|sent| sent.id.clone()));
+        fresh
     }
 
     /// Counts one status lookup or report request.
@@ -557,6 +582,12 @@ impl FakeProvider {
             entry["sender"] = Value::from("Glamora");
         }
         entry
+    }
+
+    /// Sets the delivery status the report APIs give from now on (Alpha SMS: a recipient
+    /// `status` word such as `Delivered`; Infobip: `DELIVERED` or `UNDELIVERABLE`).
+    pub fn set_report_status(&self, status: &str) {
+        *lock(&self.fake.report_status) = Some(status.to_owned());
     }
 
     /// The send requests received so far, in arrival order.

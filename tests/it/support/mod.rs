@@ -247,6 +247,7 @@ pub fn failed_round(id: Uuid, round: i32) -> Finish {
         template: "otp".into(),
         segments: None,
         attempts: Vec::new(),
+        resend_reason: None,
     }
 }
 
@@ -261,6 +262,7 @@ pub fn sent_round(m: &ClaimedMessage, attempts: Vec<AttemptRecord>) -> Finish {
         template: "otp".into(),
         segments: Some(sms_relay::domain::segments::count("x")),
         attempts,
+        resend_reason: None,
     }
 }
 

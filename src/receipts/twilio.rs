@@ -1,0 +1,191 @@
+//! Twilio's StatusCallback (providers.md §1.3): a form POST per status transition.
+
+use serde_json::{Map, Value};
+
+use super::{Delivery, Receipt, ReceiptError};
+
+/// Parses a StatusCallback form into a [`Receipt`].
+pub fn parse(params: &[(String, String)]) -> Result<Receipt, ReceiptError> {
+    let sid = field(params, "MessageSid")
+        .or_else(|| field(params, "SmsSid"))
+        .ok_or(ReceiptError::Missing("MessageSid"))?;
+    let status = field(params, "MessageStatus")
+        .or_else(|| field(params, "SmsStatus"))
+        .ok_or(ReceiptError::Missing("MessageStatus"))?;
+    let error_code = field(params, "ErrorCode").filter(|code| *code != "0");
+    Ok(Receipt {
+        provider_message_id: sid.to_owned(),
+        client_ref: None,
+        status_raw: status.to_owned(),
+        status: delivery(status),
+        error_code: error_code.map(str::to_owned),
+        done_at: None,
+        cost: None,
+        dedupe_key: format!("twilio:{sid}:{status}:{}", error_code.unwrap_or_default()),
+        payload: params_json(params, &[]),
+    })
+}
+
+/// Maps a Twilio message status (§1.2) to the canonical status; case-insensitive.
+pub fn delivery(status: &str) -> Delivery {
+    match status.to_ascii_lowercase().as_str() {
+        "queued" | "accepted" | "scheduled" | "sending" => Delivery::Queued,
+        "sent" => Delivery::Enroute,
+        "delivered" | "read" => Delivery::Delivered,
+        "undelivered" | "partially_delivered" => Delivery::Undelivered,
+        "failed" | "canceled" => Delivery::Failed,
+        _ => Delivery::Unknown,
+    }
+}
+
+/// The first non-empty value of `key`.
+pub(super) fn field<'a>(params: &'a [(String, String)], key: &str) -> Option<&'a str> {
+    params
+        .iter()
+        .find(|(k, v)| k == key && !v.is_empty())
+        .map(|(_, v)| v.as_str())
+}
+
+/// Form params as a JSON object for the audit payload, leaving out the `drop` keys: a key seen
+/// once maps to its string, a repeated key to the array of its values in order.
+pub(super) fn params_json(params: &[(String, String)], drop: &[&str]) -> Value {
+    let mut object = Map::new();
+    for (key, value) in params.iter().filter(|(k, _)| !drop.contains(&k.as_str())) {
+        let value = Value::String(value.clone());
+        match object.get_mut(key) {
+            None => {
+                object.insert(key.clone(), value);
+            }
+            Some(Value::Array(values)) => values.push(value),
+            Some(first) => *first = Value::Array(vec![first.take(), value]),
+        }
+    }
+    Value::Object(object)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
+        list.iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    const SID: &str = "SM00000000000000000000000000000001";
+
+    fn example() -> Vec<(String, String)> {
+        pairs(&[
+            ("MessageSid", SID),
+            ("SmsSid", SID),
+            ("MessageStatus", "undelivered"),
+            ("SmsStatus", "undelivered"),
+            ("ErrorCode", "30003"),
+            ("To", "+8801712345678"),
+            ("From", "Glamora"),
+            ("AccountSid", "AC00000000000000000000000000000001"),
+            ("ApiVersion", "2010-04-01"),
+            ("RawDlrDoneDate", "2501011400"),
+        ])
+    }
+
+    #[test]
+    fn parses_the_documented_example() {
+        let receipt = parse(&example()).unwrap();
+        let expected = Receipt {
+            provider_message_id: SID.into(),
+            client_ref: None,
+            status_raw: "undelivered".into(),
+            status: Delivery::Undelivered,
+            error_code: Some("30003".into()),
+            done_at: None,
+            cost: None,
+            dedupe_key: format!("twilio:{SID}:undelivered:30003"),
+            payload: json!({
+                "MessageSid": SID,
+                "SmsSid": SID,
+                "MessageStatus": "undelivered",
+                "SmsStatus": "undelivered",
+                "ErrorCode": "30003",
+                "To": "+8801712345678",
+                "From": "Glamora",
+                "AccountSid": "AC00000000000000000000000000000001",
+                "ApiVersion": "2010-04-01",
+                "RawDlrDoneDate": "2501011400",
+            }),
+        };
+        assert_eq!(receipt, expected);
+    }
+
+    #[test]
+    fn maps_every_status() {
+        let table = [
+            ("queued", Delivery::Queued),
+            ("accepted", Delivery::Queued),
+            ("scheduled", Delivery::Queued),
+            ("sending", Delivery::Queued),
+            ("sent", Delivery::Enroute),
+            ("delivered", Delivery::Delivered),
+            ("read", Delivery::Delivered),
+            ("undelivered", Delivery::Undelivered),
+            ("partially_delivered", Delivery::Undelivered),
+            ("failed", Delivery::Failed),
+            ("canceled", Delivery::Failed),
+            ("receiving", Delivery::Unknown),
+            ("received", Delivery::Unknown),
+            ("bogus", Delivery::Unknown),
+            ("", Delivery::Unknown),
+            ("DELIVERED", Delivery::Delivered),
+        ];
+        for (status, expected) in table {
+            assert_eq!(delivery(status), expected, "{status}");
+        }
+    }
+
+    #[test]
+    fn falls_back_to_the_sms_fields() {
+        let params = pairs(&[("MessageSid", ""), ("SmsSid", "SM1"), ("SmsStatus", "sent")]);
+        let receipt = parse(&params).unwrap();
+        assert_eq!(receipt.provider_message_id, "SM1");
+        assert_eq!(receipt.status, Delivery::Enroute);
+        assert_eq!(receipt.dedupe_key, "twilio:SM1:sent:");
+    }
+
+    #[test]
+    fn requires_sid_and_status() {
+        let no_sid = pairs(&[("MessageStatus", "sent"), ("SmsSid", "")]);
+        assert_eq!(parse(&no_sid), Err(ReceiptError::Missing("MessageSid")));
+        let no_status = pairs(&[("MessageSid", "SM1"), ("MessageStatus", "")]);
+        assert_eq!(
+            parse(&no_status),
+            Err(ReceiptError::Missing("MessageStatus"))
+        );
+        assert_eq!(parse(&[]), Err(ReceiptError::Missing("MessageSid")));
+    }
+
+    #[test]
+    fn zero_or_empty_error_code_is_no_error() {
+        for code in ["0", ""] {
+            let params = pairs(&[
+                ("MessageSid", "SM1"),
+                ("MessageStatus", "delivered"),
+                ("ErrorCode", code),
+            ]);
+            let receipt = parse(&params).unwrap();
+            assert_eq!(receipt.error_code, None, "{code}");
+            assert_eq!(receipt.dedupe_key, "twilio:SM1:delivered:");
+        }
+    }
+
+    #[test]
+    fn repeated_keys_become_arrays() {
+        let params = pairs(&[("A", "1"), ("B", "2"), ("A", "3"), ("A", "4"), ("C", "5")]);
+        assert_eq!(
+            params_json(&params, &["C"]),
+            json!({"A": ["1", "3", "4"], "B": "2"})
+        );
+    }
+}

@@ -1,0 +1,211 @@
+//! Vonage's delivery receipt (providers.md §2.3): a GET query, a POST form or a flat POST JSON
+//! object, one per message part.
+
+use serde_json::Value;
+
+use super::twilio::{field, params_json};
+use super::{Delivery, Receipt, ReceiptError};
+
+/// Keys left out of the stored payload: the credentials and the signing noise.
+const NOT_STORED: [&str; 4] = ["sig", "api-key", "nonce", "timestamp"];
+
+/// Parses a receipt's params (query, form, or [`params_from_json`]) into a [`Receipt`].
+pub fn parse(params: &[(String, String)]) -> Result<Receipt, ReceiptError> {
+    let message_id = field(params, "messageId").ok_or(ReceiptError::Missing("messageId"))?;
+    let status = field(params, "status").ok_or(ReceiptError::Missing("status"))?;
+    let err_code = field(params, "err-code").unwrap_or_default();
+    Ok(Receipt {
+        provider_message_id: message_id.to_owned(),
+        client_ref: field(params, "client-ref").map(str::to_owned),
+        status_raw: status.to_owned(),
+        status: delivery(status),
+        error_code: (err_code != "0" && !err_code.is_empty()).then(|| err_code.to_owned()),
+        done_at: None,
+        cost: None,
+        dedupe_key: format!("vonage:{message_id}:{status}:{err_code}"),
+        payload: params_json(params, &NOT_STORED),
+    })
+}
+
+/// A POST JSON receipt's flat object as params, so the signature can be checked before
+/// parsing: strings as they are, numbers and booleans as their JSON text; anything else
+/// (not an object, null, nested values) is [`ReceiptError::Malformed`].
+pub fn params_from_json(body: &[u8]) -> Result<Vec<(String, String)>, ReceiptError> {
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|e| ReceiptError::Malformed(format!("not JSON: {e}")))?;
+    let Value::Object(object) = value else {
+        return Err(ReceiptError::Malformed("not a JSON object".into()));
+    };
+    object
+        .into_iter()
+        .map(|(key, value)| match value {
+            Value::String(text) => Ok((key, text)),
+            Value::Number(_) | Value::Bool(_) => Ok((key, value.to_string())),
+            _ => Err(ReceiptError::Malformed(format!("{key} is not a scalar"))),
+        })
+        .collect()
+}
+
+/// Maps a Vonage DLR status (§2.3) to the canonical status; case-insensitive.
+pub fn delivery(status: &str) -> Delivery {
+    match status.to_ascii_lowercase().as_str() {
+        "delivered" => Delivery::Delivered,
+        "expired" => Delivery::Expired,
+        "failed" => Delivery::Undelivered,
+        "rejected" => Delivery::Failed,
+        "accepted" | "buffered" => Delivery::Enroute,
+        _ => Delivery::Unknown,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
+        list.iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    fn example() -> Vec<(String, String)> {
+        pairs(&[
+            ("msisdn", "8801712345678"),
+            ("to", "Glamora"),
+            ("network-code", "47001"),
+            ("messageId", "0A0000001234567B"),
+            ("price", "0.03330000"),
+            ("status", "delivered"),
+            ("scts", "2501011400"),
+            ("err-code", "0"),
+            ("api-key", "abcd1234"),
+            ("message-timestamp", "2025-01-01 14:00:05"),
+        ])
+    }
+
+    #[test]
+    fn parses_the_documented_get_example() {
+        let receipt = parse(&example()).unwrap();
+        let expected = Receipt {
+            provider_message_id: "0A0000001234567B".into(),
+            client_ref: None,
+            status_raw: "delivered".into(),
+            status: Delivery::Delivered,
+            error_code: None,
+            done_at: None,
+            cost: None,
+            dedupe_key: "vonage:0A0000001234567B:delivered:0".into(),
+            payload: json!({
+                "msisdn": "8801712345678",
+                "to": "Glamora",
+                "network-code": "47001",
+                "messageId": "0A0000001234567B",
+                "price": "0.03330000",
+                "status": "delivered",
+                "scts": "2501011400",
+                "err-code": "0",
+                "message-timestamp": "2025-01-01 14:00:05",
+            }),
+        };
+        assert_eq!(receipt, expected);
+    }
+
+    #[test]
+    fn keeps_error_and_client_ref_and_drops_signing_keys() {
+        let mut params = example();
+        params[5].1 = "failed".into();
+        params[7].1 = "2".into();
+        params.extend(pairs(&[
+            ("client-ref", "att_01"),
+            ("timestamp", "1735740005"),
+            ("nonce", "n"),
+            ("sig", "abc"),
+        ]));
+        let receipt = parse(&params).unwrap();
+        assert_eq!(receipt.status, Delivery::Undelivered);
+        assert_eq!(receipt.error_code.as_deref(), Some("2"));
+        assert_eq!(receipt.client_ref.as_deref(), Some("att_01"));
+        assert_eq!(receipt.dedupe_key, "vonage:0A0000001234567B:failed:2");
+        let payload = receipt.payload.as_object().unwrap();
+        assert_eq!(payload["client-ref"], "att_01");
+        for key in NOT_STORED {
+            assert!(!payload.contains_key(key), "{key}");
+        }
+    }
+
+    #[test]
+    fn maps_every_status() {
+        let table = [
+            ("delivered", Delivery::Delivered),
+            ("expired", Delivery::Expired),
+            ("failed", Delivery::Undelivered),
+            ("rejected", Delivery::Failed),
+            ("accepted", Delivery::Enroute),
+            ("buffered", Delivery::Enroute),
+            ("unknown", Delivery::Unknown),
+            ("bogus", Delivery::Unknown),
+            ("Delivered", Delivery::Delivered),
+        ];
+        for (status, expected) in table {
+            assert_eq!(delivery(status), expected, "{status}");
+        }
+    }
+
+    #[test]
+    fn requires_message_id_and_status() {
+        let no_id = pairs(&[("status", "delivered"), ("messageId", "")]);
+        assert_eq!(parse(&no_id), Err(ReceiptError::Missing("messageId")));
+        let no_status = pairs(&[("messageId", "X")]);
+        assert_eq!(parse(&no_status), Err(ReceiptError::Missing("status")));
+    }
+
+    #[test]
+    fn missing_err_code_is_no_error() {
+        let params = pairs(&[
+            ("messageId", "X"),
+            ("status", "buffered"),
+            ("client-ref", ""),
+        ]);
+        let receipt = parse(&params).unwrap();
+        assert_eq!(receipt.error_code, None);
+        assert_eq!(receipt.client_ref, None);
+        assert_eq!(receipt.dedupe_key, "vonage:X:buffered:");
+    }
+
+    #[test]
+    fn json_bodies_become_params() {
+        let body =
+            br#"{"messageId":"X","status":"delivered","err-code":0,"price":"0.0333","flag":true}"#;
+        let mut params = params_from_json(body).unwrap();
+        params.sort();
+        let expected = pairs(&[
+            ("err-code", "0"),
+            ("flag", "true"),
+            ("messageId", "X"),
+            ("price", "0.0333"),
+            ("status", "delivered"),
+        ]);
+        assert_eq!(params, expected);
+        assert_eq!(parse(&params).unwrap().error_code, None);
+    }
+
+    #[test]
+    fn malformed_json_is_refused() {
+        let bodies: [&[u8]; 5] = [
+            b"not json",
+            b"[1,2]",
+            br#"{"messageId":null}"#,
+            br#"{"messageId":"X","nested":{"a":1}}"#,
+            br#"{"messageId":"X","list":[1]}"#,
+        ];
+        for body in bodies {
+            assert!(
+                matches!(params_from_json(body), Err(ReceiptError::Malformed(_))),
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
+    }
+}

@@ -1,0 +1,758 @@
+//! Delivery receipts over real HTTP: the relay's webhook endpoints with each provider's signed
+//! payloads, report polling against the fakes, and what receipts do to `sms_attempts`.
+
+use base64::{Engine, engine::general_purpose::STANDARD};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use sms_relay::{
+    config::{Config, WebhooksConfig},
+    providers::ProviderConfig,
+    receipts::{
+        server::{self, Webhooks},
+        signature::{self, VonageMethod},
+        watch::Poller,
+    },
+    store::Store,
+};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::{
+    fakes::{FakeProvider, Kind},
+    support::{TestDb, http_chain, provider_config, quick_retries, run_chain_until_idle, settings},
+};
+
+/// The public URL the providers are told to call (and Twilio signs).
+pub const PUBLIC: &str = "https://relay.example.com";
+/// The Vonage signature secret the test config holds.
+pub const VONAGE_SECRET: &str = "s3cr3tSignature";
+/// Infobip webhook Basic-auth credentials in the test config.
+pub const INFOBIP_USER: &str = "dlr-user";
+pub const INFOBIP_PASSWORD: &str = "dlr-pass-6f1c";
+
+/// A provider entry for `fake` with the webhook credentials the relay checks.
+pub fn receipt_entry(fake: &FakeProvider, name: &str) -> ProviderConfig {
+    let extra = match fake.kind() {
+        Kind::Vonage => json!({"signature_secret": VONAGE_SECRET, "signature_method": "sha256"}),
+        Kind::Infobip => {
+            json!({"receipt_username": INFOBIP_USER, "receipt_password": INFOBIP_PASSWORD})
+        }
+        _ => json!({}),
+    };
+    provider_config(fake, name, extra)
+}
+
+/// The relay's configuration for `providers`, receipts at [`PUBLIC`], no resends.
+pub fn config_for(providers: Vec<ProviderConfig>) -> Config {
+    let mut config = Config {
+        providers,
+        webhooks: WebhooksConfig {
+            public_base_url: Some(PUBLIC.into()),
+            ..WebhooksConfig::default()
+        },
+        relay: settings(),
+        ..Config::default()
+    };
+    config.receipts.max_resends = 0;
+    config.receipts.poll_interval_ms = 100;
+    config
+}
+
+/// Serves the webhook endpoints for `config` on a free local port; returns their base URL.
+pub async fn serve(config: &Config, store: Store) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let router = Webhooks::new(config, store).router();
+    tokio::spawn(server::serve(listener, router, CancellationToken::new()));
+    base
+}
+
+/// The accepted attempt of a message: (attempt id, provider message id, client reference).
+pub async fn accepted_attempt(db: &TestDb, message: Uuid) -> (i64, String, String) {
+    sqlx::query_as(
+        "SELECT id, provider_message_id, client_ref FROM sms_attempts \
+          WHERE message_id = $1 AND outcome = 'accepted' ORDER BY id DESC LIMIT 1",
+    )
+    .bind(message)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap()
+}
+
+/// Sends one OTP to `number` through `config`'s chain and returns its id.
+pub async fn send_one(db: &TestDb, config: &Config, number: &str) -> Uuid {
+    let id = db.otp(number, "482913").await;
+    run_chain_until_idle(db, http_chain(&config.providers), quick_retries()).await;
+    assert_eq!(db.state_of(id).await.0, "sent");
+    id
+}
+
+/// (delivery_status, delivery_error, delivered_at is set) of an attempt.
+async fn delivery_of(db: &TestDb, attempt: i64) -> (Option<String>, Option<String>, bool) {
+    sqlx::query_as(
+        "SELECT delivery_status::text, delivery_error, delivered_at IS NOT NULL \
+           FROM sms_attempts WHERE id = $1",
+    )
+    .bind(attempt)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap()
+}
+
+/// `sms_receipts.result` of every stored receipt, oldest first.
+async fn receipt_results(db: &TestDb) -> Vec<String> {
+    sqlx::query_scalar("SELECT result FROM sms_receipts ORDER BY id")
+        .fetch_all(&db.pool)
+        .await
+        .unwrap()
+}
+
+/// What a test needs to post one provider's receipts.
+pub struct Poster {
+    pub kind: Kind,
+    pub base: String,
+    pub http: reqwest::Client,
+    /// Twilio's auth token (the fake account's).
+    pub token: String,
+}
+
+/// One receipt to post: the provider's ids and its status words.
+pub struct Dlr<'a> {
+    pub id: &'a str,
+    pub client_ref: &'a str,
+    /// Twilio `MessageStatus`, Vonage `status`, Infobip `groupId/id`.
+    pub status: &'a str,
+    pub error: &'a str,
+}
+
+impl Poster {
+    pub fn new(kind: Kind, base: &str, fake: &FakeProvider) -> Self {
+        let token = fake
+            .credentials()
+            .into_iter()
+            .find(|(k, _)| *k == "auth_token")
+            .map(|(_, v)| v)
+            .unwrap_or_default();
+        Poster {
+            kind,
+            base: base.to_owned(),
+            http: reqwest::Client::new(),
+            token,
+        }
+    }
+
+    fn url(&self) -> String {
+        let path = match self.kind {
+            Kind::Twilio => "twilio",
+            Kind::Vonage => "vonage",
+            _ => "infobip",
+        };
+        format!("{}/webhooks/{path}", self.base)
+    }
+
+    /// The Twilio form for `dlr` (§1.3 fields).
+    fn twilio_form(dlr: &Dlr) -> Vec<(String, String)> {
+        let mut form = vec![
+            ("MessageSid", dlr.id),
+            ("SmsSid", dlr.id),
+            ("MessageStatus", dlr.status),
+            ("SmsStatus", dlr.status),
+            ("AccountSid", "AC8e1f2a3b4c5d6e7f8091a2b3c4d5e6f7"),
+            ("From", "Glamora"),
+            ("To", "+8801712345611"),
+            ("ApiVersion", "2010-04-01"),
+        ];
+        if !dlr.error.is_empty() {
+            form.push(("ErrorCode", dlr.error));
+        }
+        form.into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect()
+    }
+
+    /// The Vonage DLR params for `dlr` (§2.3), signed with [`VONAGE_SECRET`].
+    pub fn vonage_params(dlr: &Dlr) -> Vec<(String, String)> {
+        let mut params: Vec<(String, String)> = [
+            ("msisdn", "8801712345611"),
+            ("to", "Glamora"),
+            ("network-code", "47001"),
+            ("messageId", dlr.id),
+            ("price", "0.03330000"),
+            ("status", dlr.status),
+            ("scts", "2501011400"),
+            (
+                "err-code",
+                if dlr.error.is_empty() { "0" } else { dlr.error },
+            ),
+            ("api-key", "3f9c2a7e"),
+            ("client-ref", dlr.client_ref),
+            ("message-timestamp", "2025-01-01 14:00:05"),
+            ("timestamp", "1735740005"),
+            ("nonce", "ec11dd3e-1e7f-4db5-9467-82b02cd223b9"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        let sig = signature::vonage_signature(VonageMethod::Sha256, VONAGE_SECRET, &params);
+        params.push(("sig".into(), sig.to_uppercase()));
+        params
+    }
+
+    /// The Infobip v3 report batch for `dlrs` (§3.3).
+    pub fn infobip_body(dlrs: &[Dlr]) -> Value {
+        let results: Vec<Value> = dlrs
+            .iter()
+            .map(|dlr| {
+                let (group, id) = dlr.status.split_once('/').unwrap();
+                let (group, id): (i64, i64) = (group.parse().unwrap(), id.parse().unwrap());
+                let error_id: i64 = dlr.error.parse().unwrap_or(0);
+                json!({
+                    "bulkId": "BULK-1", "messageId": dlr.id, "to": "8801712345611", "sender": "Glamora",
+                    "sentAt": "2025-01-01T14:00:00.000+0000", "doneAt": "2025-01-01T14:00:04.000+0000",
+                    "messageCount": 1, "mccMnc": "47001", "callbackData": dlr.client_ref,
+                    "price": {"pricePerMessage": 0.0301, "currency": "EUR"},
+                    "status": {"groupId": group, "groupName": "G", "id": id, "name": format!("S{group}_{id}"),
+                               "description": "d"},
+                    "error": {"groupId": 0, "groupName": "OK", "id": error_id, "name": format!("E{error_id}"),
+                              "description": "e", "permanent": false},
+                })
+            })
+            .collect();
+        json!({ "results": results })
+    }
+
+    /// Posts `dlr` the way the provider does, properly authenticated.
+    pub async fn post(&self, dlr: &Dlr<'_>) -> StatusCode {
+        let request = match self.kind {
+            Kind::Twilio => {
+                let form = Self::twilio_form(dlr);
+                let sig = signature::twilio_signature(
+                    &self.token,
+                    &format!("{PUBLIC}/webhooks/twilio"),
+                    &form,
+                );
+                self.http
+                    .post(self.url())
+                    .header("X-Twilio-Signature", sig)
+                    .form(&form)
+            }
+            Kind::Vonage => self.http.get(self.url()).query(&Self::vonage_params(dlr)),
+            _ => self
+                .http
+                .post(self.url())
+                .basic_auth(INFOBIP_USER, Some(INFOBIP_PASSWORD))
+                .json(&Self::infobip_body(std::slice::from_ref(dlr))),
+        };
+        request.send().await.unwrap().status()
+    }
+
+    /// Posts `dlr` with its credentials tampered with (`forged`) or left out.
+    async fn post_forged(&self, dlr: &Dlr<'_>, forged: bool) -> StatusCode {
+        let request = match self.kind {
+            Kind::Twilio => {
+                let form = Self::twilio_form(dlr);
+                let sig = signature::twilio_signature(
+                    "not-the-token",
+                    &format!("{PUBLIC}/webhooks/twilio"),
+                    &form,
+                );
+                let request = self.http.post(self.url()).form(&form);
+                if forged {
+                    request.header("X-Twilio-Signature", sig)
+                } else {
+                    request
+                }
+            }
+            Kind::Vonage => {
+                let mut params = Self::vonage_params(dlr);
+                if forged {
+                    // A valid signature over a different status.
+                    params.retain(|(k, _)| k != "status");
+                    params.push(("status".into(), "delivered".into()));
+                } else {
+                    params.retain(|(k, _)| k != "sig");
+                }
+                self.http.get(self.url()).query(&params)
+            }
+            _ => {
+                let request = self
+                    .http
+                    .post(self.url())
+                    .json(&Self::infobip_body(std::slice::from_ref(dlr)));
+                if forged {
+                    request.basic_auth(INFOBIP_USER, Some("guess"))
+                } else {
+                    request
+                }
+            }
+        };
+        request.send().await.unwrap().status()
+    }
+}
+
+/// The status words each provider uses in these tests.
+struct Words {
+    intermediate: &'static str,
+    earlier_intermediate: &'static str,
+    delivered: &'static str,
+    undelivered: &'static str,
+    undelivered_error: &'static str,
+}
+
+fn words(kind: Kind) -> Words {
+    match kind {
+        Kind::Twilio => Words {
+            intermediate: "sent",
+            earlier_intermediate: "queued",
+            delivered: "delivered",
+            undelivered: "undelivered",
+            undelivered_error: "30003",
+        },
+        Kind::Vonage => Words {
+            intermediate: "buffered",
+            earlier_intermediate: "accepted",
+            delivered: "delivered",
+            undelivered: "failed",
+            undelivered_error: "2",
+        },
+        _ => Words {
+            intermediate: "1/7",
+            earlier_intermediate: "1/26",
+            delivered: "3/5",
+            undelivered: "2/9",
+            undelivered_error: "27",
+        },
+    }
+}
+
+/// Delivered, duplicate, out-of-order, undelivered, unknown-message, forged and malformed
+/// receipts for one provider, each through the real endpoint.
+async fn receipts_for(kind: Kind) {
+    let db = TestDb::new().await;
+    let fake = FakeProvider::start(kind).await;
+    let config = config_for(vec![receipt_entry(&fake, "p")]);
+    let base = serve(&config, db.store()).await;
+    let poster = Poster::new(kind, &base, &fake);
+    let w = words(kind);
+
+    let first = send_one(&db, &config, "+8801712345611").await;
+    let (attempt, id, client_ref) = accepted_attempt(&db, first).await;
+    let dlr = |status: &'static str, error: &'static str| (status, error);
+    let post = async |(status, error): (&str, &str)| {
+        poster
+            .post(&Dlr {
+                id: &id,
+                client_ref: &client_ref,
+                status,
+                error,
+            })
+            .await
+    };
+
+    // Intermediate, then final: the status moves up.
+    assert_eq!(post(dlr(w.intermediate, "")).await, StatusCode::OK);
+    assert_eq!(
+        delivery_of(&db, attempt).await,
+        (Some("enroute".into()), None, false)
+    );
+    assert_eq!(post(dlr(w.delivered, "")).await, StatusCode::OK);
+    assert_eq!(
+        delivery_of(&db, attempt).await,
+        (Some("delivered".into()), None, true)
+    );
+    // The same receipt again: acknowledged, stored once.
+    assert_eq!(post(dlr(w.delivered, "")).await, StatusCode::OK);
+    // Out of order: an intermediate and a contradicting final after the final change nothing.
+    assert_eq!(post(dlr(w.earlier_intermediate, "")).await, StatusCode::OK);
+    assert_eq!(
+        post(dlr(w.undelivered, w.undelivered_error)).await,
+        StatusCode::OK
+    );
+    assert_eq!(
+        delivery_of(&db, attempt).await,
+        (Some("delivered".into()), None, true)
+    );
+    assert_eq!(
+        receipt_results(&db).await,
+        ["applied", "applied", "stale", "stale"]
+    );
+
+    // Another message, undelivered.
+    let second = send_one(&db, &config, "+8801812345611").await;
+    let (attempt2, id2, ref2) = accepted_attempt(&db, second).await;
+    let status = poster
+        .post(&Dlr {
+            id: &id2,
+            client_ref: &ref2,
+            status: w.undelivered,
+            error: w.undelivered_error,
+        })
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (state, error, delivered) = delivery_of(&db, attempt2).await;
+    assert_eq!(state.as_deref(), Some("undelivered"));
+    assert!(!delivered);
+    assert!(
+        error.is_some_and(|e| e.contains(w.undelivered_error)),
+        "{kind:?}"
+    );
+    // Resends are off here: the message stays sent.
+    assert_eq!(db.state_of(second).await.0, "sent");
+
+    // A receipt for a message we never sent: acknowledged and kept, nothing else moves.
+    let status = poster
+        .post(&Dlr {
+            id: "0000000000000000ffff",
+            client_ref: "zzzr1s1",
+            status: w.delivered,
+            error: "",
+        })
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(receipt_results(&db).await.last().unwrap(), "unmatched");
+
+    // Forged and unsigned receipts are refused and change nothing.
+    let before = receipt_results(&db).await.len();
+    let undelivered = Dlr {
+        id: &id2,
+        client_ref: &ref2,
+        status: w.undelivered,
+        error: "",
+    };
+    assert_eq!(
+        poster.post_forged(&undelivered, true).await,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        poster.post_forged(&undelivered, false).await,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(receipt_results(&db).await.len(), before);
+    assert_eq!(
+        delivery_of(&db, attempt2).await.0.as_deref(),
+        Some("undelivered")
+    );
+}
+
+#[tokio::test]
+async fn twilio_receipts() {
+    receipts_for(Kind::Twilio).await;
+}
+
+#[tokio::test]
+async fn vonage_receipts() {
+    receipts_for(Kind::Vonage).await;
+}
+
+#[tokio::test]
+async fn infobip_receipts() {
+    receipts_for(Kind::Infobip).await;
+}
+
+#[tokio::test]
+async fn twilio_signature_covers_url_and_body() {
+    let db = TestDb::new().await;
+    let fake = FakeProvider::start(Kind::Twilio).await;
+    let config = config_for(vec![receipt_entry(&fake, "p")]);
+    let base = serve(&config, db.store()).await;
+    let poster = Poster::new(Kind::Twilio, &base, &fake);
+    let form = Poster::twilio_form(&Dlr {
+        id: "SM00000000000000000000000000000001",
+        client_ref: "",
+        status: "delivered",
+        error: "",
+    });
+    let url = format!("{PUBLIC}/webhooks/twilio");
+    let post = async |path: &str, sig: String, form: &[(String, String)]| {
+        poster
+            .http
+            .post(format!("{base}{path}"))
+            .header("X-Twilio-Signature", sig)
+            .form(form)
+            .send()
+            .await
+            .unwrap()
+            .status()
+    };
+    // The port quirk: signed with :443, called without it.
+    let with_port = signature::twilio_signature(
+        &poster.token,
+        "https://relay.example.com:443/webhooks/twilio",
+        &form,
+    );
+    assert_eq!(
+        post("/webhooks/twilio", with_port, &form).await,
+        StatusCode::OK
+    );
+    // Tampered body, URL (query added after signing) and header.
+    let good = signature::twilio_signature(&poster.token, &url, &form);
+    let mut tampered = form.clone();
+    tampered[2].1 = "undelivered".into();
+    assert_eq!(
+        post("/webhooks/twilio", good.clone(), &tampered).await,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        post("/webhooks/twilio?x=1", good.clone(), &form).await,
+        StatusCode::FORBIDDEN
+    );
+    let mut header = good.clone();
+    header.replace_range(0..1, if header.starts_with('A') { "B" } else { "A" });
+    assert_eq!(
+        post("/webhooks/twilio", header, &form).await,
+        StatusCode::FORBIDDEN
+    );
+    // A signed query string is part of the URL.
+    let with_query = signature::twilio_signature(&poster.token, &format!("{url}?attempt=1"), &form);
+    assert_eq!(
+        post("/webhooks/twilio?attempt=1", with_query, &form).await,
+        StatusCode::OK
+    );
+    // Only the two good posts were stored (both for a message we do not know).
+    assert_eq!(receipt_results(&db).await, ["unmatched"]);
+}
+
+#[tokio::test]
+async fn malformed_and_oversized_receipts_get_400_and_change_nothing() {
+    let db = TestDb::new().await;
+    let twilio = FakeProvider::start(Kind::Twilio).await;
+    let infobip = FakeProvider::start(Kind::Infobip).await;
+    let mut config = config_for(vec![
+        receipt_entry(&twilio, "t"),
+        receipt_entry(&infobip, "i"),
+    ]);
+    config.webhooks.max_body_bytes = 4096;
+    let base = serve(&config, db.store()).await;
+    let http = reqwest::Client::new();
+    let infobip_post = async |body: Vec<u8>| {
+        http.post(format!("{base}/webhooks/infobip"))
+            .basic_auth(INFOBIP_USER, Some(INFOBIP_PASSWORD))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap()
+            .status()
+    };
+    assert_eq!(
+        infobip_post(b"{\"results\": [".to_vec()).await,
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(
+        infobip_post(br#"{"results":[{"messageId":"x"}]}"#.to_vec()).await,
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(
+        infobip_post(vec![b' '; 10_000]).await,
+        StatusCode::BAD_REQUEST
+    );
+    // Signed, but without a MessageSid.
+    let token = twilio.credentials()[1].1.clone();
+    let form = vec![("MessageStatus".to_owned(), "delivered".to_owned())];
+    let sig = signature::twilio_signature(&token, &format!("{PUBLIC}/webhooks/twilio"), &form);
+    let status = http
+        .post(format!("{base}/webhooks/twilio"))
+        .header("X-Twilio-Signature", sig)
+        .form(&form)
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(receipt_results(&db).await.is_empty());
+}
+
+#[tokio::test]
+async fn vonage_json_post_receipt_is_accepted() {
+    let db = TestDb::new().await;
+    let fake = FakeProvider::start(Kind::Vonage).await;
+    let config = config_for(vec![receipt_entry(&fake, "v")]);
+    let base = serve(&config, db.store()).await;
+    let message = send_one(&db, &config, "+8801712345611").await;
+    let (attempt, id, client_ref) = accepted_attempt(&db, message).await;
+    let params = Poster::vonage_params(&Dlr {
+        id: &id,
+        client_ref: &client_ref,
+        status: "delivered",
+        error: "",
+    });
+    let body: serde_json::Map<String, Value> = params
+        .into_iter()
+        .map(|(k, v)| (k, Value::from(v)))
+        .collect();
+    let status = reqwest::Client::new()
+        .post(format!("{base}/webhooks/vonage"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        delivery_of(&db, attempt).await.0.as_deref(),
+        Some("delivered")
+    );
+}
+
+#[tokio::test]
+async fn receipts_are_matched_only_to_their_providers_kind() {
+    // A Twilio-signed receipt naming a Vonage message id must not touch the Vonage attempt.
+    let db = TestDb::new().await;
+    let twilio = FakeProvider::start(Kind::Twilio).await;
+    let vonage = FakeProvider::start(Kind::Vonage).await;
+    let config = config_for(vec![
+        receipt_entry(&vonage, "v"),
+        receipt_entry(&twilio, "t"),
+    ]);
+    let base = serve(&config, db.store()).await;
+    let message = send_one(&db, &config, "+8801712345611").await;
+    let (attempt, id, client_ref) = accepted_attempt(&db, message).await;
+    let status = Poster::new(Kind::Twilio, &base, &twilio)
+        .post(&Dlr {
+            id: &id,
+            client_ref: &client_ref,
+            status: "undelivered",
+            error: "30003",
+        })
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(receipt_results(&db).await, ["unmatched"]);
+    assert_eq!(delivery_of(&db, attempt).await.0, None);
+}
+
+#[tokio::test]
+async fn alpha_sms_reports_are_polled_with_their_charge() {
+    let db = TestDb::new().await;
+    let fake = FakeProvider::start(Kind::AlphaSms).await;
+    let config = config_for(vec![receipt_entry(&fake, "alpha")]);
+    let message = send_one(&db, &config, "+8801712345611").await;
+    let (attempt, _, _) = accepted_attempt(&db, message).await;
+    let chain = http_chain(&config.providers);
+    let poller = Poller::new(&config, &chain, db.store());
+    // Old enough to be asked about (the settle time is the 100 ms poll interval here).
+    tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+    poller.poll().await;
+    assert_eq!(
+        delivery_of(&db, attempt).await.0.as_deref(),
+        Some("enroute")
+    );
+    let (cost, currency): (String, String) =
+        sqlx::query_as("SELECT cost::text, currency::text FROM sms_attempts WHERE id = $1")
+            .bind(attempt)
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!((cost.as_str(), currency.as_str()), ("0.250000", "BDT"));
+    // Asked again only after the poll interval; then the report says delivered.
+    fake.set_report_status("Delivered");
+    poller.poll().await;
+    assert_eq!(
+        delivery_of(&db, attempt).await.0.as_deref(),
+        Some("enroute")
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+    poller.poll().await;
+    assert_eq!(
+        delivery_of(&db, attempt).await,
+        (Some("delivered".into()), None, true)
+    );
+    assert_eq!(fake.lookups(), 2);
+    // Final: never asked again.
+    tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+    poller.poll().await;
+    assert_eq!(fake.lookups(), 2);
+}
+
+#[tokio::test]
+async fn infobip_reports_are_pulled_when_enabled() {
+    let db = TestDb::new().await;
+    let fake = FakeProvider::start(Kind::Infobip).await;
+    let mut entry = receipt_entry(&fake, "ib");
+    let sms_relay::providers::ProviderKind::Infobip(settings) = &mut entry.kind else {
+        unreachable!()
+    };
+    settings.pull_reports = true;
+    let config = config_for(vec![entry]);
+    let message = send_one(&db, &config, "+8801712345611").await;
+    let (attempt, _, _) = accepted_attempt(&db, message).await;
+    let chain = http_chain(&config.providers);
+    let poller = Poller::new(&config, &chain, db.store());
+    poller.poll().await;
+    let (status, _, delivered) = delivery_of(&db, attempt).await;
+    assert_eq!((status.as_deref(), delivered), (Some("delivered"), true));
+    let (cost, currency): (String, String) =
+        sqlx::query_as("SELECT cost::text, currency::text FROM sms_attempts WHERE id = $1")
+            .bind(attempt)
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    // 0.0301 EUR per message × 1 part, as the report says (replacing the configured price).
+    assert_eq!((cost.as_str(), currency.as_str()), ("0.030100", "EUR"));
+    // Each report is returned once: a second pull records nothing new.
+    poller.poll().await;
+    assert_eq!(receipt_results(&db).await, ["applied"]);
+}
+
+#[tokio::test]
+async fn health_and_readiness() {
+    let db = TestDb::new().await;
+    let config = config_for(vec![ProviderConfig::simulator("sim", Default::default())]);
+    let base = serve(&config, db.store()).await;
+    let get = async |url: String| reqwest::get(url).await.unwrap().status();
+    assert_eq!(get(format!("{base}/healthz")).await, StatusCode::OK);
+    assert_eq!(get(format!("{base}/readyz")).await, StatusCode::OK);
+    // A relay whose database is gone is alive but not ready.
+    let gone = sqlx::postgres::PgPoolOptions::new()
+        .acquire_timeout(std::time::Duration::from_secs(1))
+        .connect_lazy("postgres://postgres@127.0.0.1:1/none")
+        .unwrap();
+    let base = serve(&config, Store::new(gone)).await;
+    assert_eq!(get(format!("{base}/healthz")).await, StatusCode::OK);
+    assert_eq!(
+        get(format!("{base}/readyz")).await,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+}
+
+#[tokio::test]
+async fn infobip_batch_is_recorded_in_order() {
+    let db = TestDb::new().await;
+    let fake = FakeProvider::start(Kind::Infobip).await;
+    let config = config_for(vec![receipt_entry(&fake, "ib")]);
+    let base = serve(&config, db.store()).await;
+    let message = send_one(&db, &config, "+8801712345611").await;
+    let (attempt, id, client_ref) = accepted_attempt(&db, message).await;
+    let dlr = |status| Dlr {
+        id: &id,
+        client_ref: &client_ref,
+        status,
+        error: "",
+    };
+    let body = Poster::infobip_body(&[dlr("1/26"), dlr("3/5"), dlr("1/7")]);
+    let status = reqwest::Client::new()
+        .post(format!("{base}/webhooks/infobip"))
+        .header(
+            "authorization",
+            format!(
+                "Basic {}",
+                STANDARD.encode(format!("{INFOBIP_USER}:{INFOBIP_PASSWORD}"))
+            ),
+        )
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(receipt_results(&db).await, ["applied", "applied", "stale"]);
+    let (status, _, _) = delivery_of(&db, attempt).await;
+    assert_eq!(status.as_deref(), Some("delivered"));
+    let done: String =
+        sqlx::query_scalar("SELECT to_char(delivered_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS') FROM sms_attempts WHERE id = $1")
+            .bind(attempt)
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(done, "2025-01-01 14:00:04", "the carrier's doneAt");
+}

@@ -1,0 +1,629 @@
+//! The analysts' reports: every `sql/reports/*.sql` file over a hand-made fixture, through the
+//! real `sms-relay report` binary (JSON, CSV, table) and through psql, with every figure worked
+//! out by hand below.
+
+use std::{
+    collections::BTreeSet,
+    path::PathBuf,
+    process::{Command, Output},
+};
+
+use chrono::{NaiveDate, TimeDelta, Utc};
+use serde_json::{Value, json};
+use sqlx::AssertSqlSafe;
+
+use crate::support::TestDb;
+
+/// The fixture's three UTC days: today (`D0`), yesterday (`D1`) and 30 days ago (`OLD`, outside a
+/// 7-day window).
+pub struct Days {
+    pub d0: NaiveDate,
+    pub d1: NaiveDate,
+    pub old: NaiveDate,
+}
+
+/// Thirteen messages (M1..M13, their idempotency keys) and fifteen provider calls (round.step).
+/// Times are UTC; every call lasts 200 ms. Recipients: 017… Grameenphone (GP), 019… Banglalink
+/// (BL), 018… Robi, +44… international (GB).
+///
+/// - M1, D0, otp, GP, sent, created 10:00:00. 1.1 twilio first 10:00:01: accepted, 0.05 USD,
+///   delivered 10:00:05.
+/// - M2, D0, otp, BL, sent, 11:00:00. 1.1 vonage first: provider_error 429. 1.2 twilio fallback
+///   11:00:02: accepted, 0.05 USD, delivered 11:00:10.
+/// - M3, D0, admin_2fa, GP, sent, 12:00:00. 1.1 twilio first: accepted, 2 segments, 0.10 USD,
+///   undelivered (30003). 2.1 infobip resend 12:01:00: accepted, 2 segments, 0.30 BDT, delivered
+///   12:01:03.
+/// - M4, D0, otp, Robi, sent, 14:00:00. 1.1 vonage first: provider_error 429. 1.2 twilio fallback:
+///   accepted, 0.05 USD, no receipt yet.
+/// - M5, D0, otp, GB, failed, 15:00:00. 1.1 twilio first: bad_recipient 21211.
+/// - M6, D0, otp, GP, expired, 16:00:00. 1.1 twilio first and 2.1 twilio retry: provider_error 500.
+/// - M7, D0, otp, GP, cancelled, 09:00:00: superseded by M8 (a real supersede by sms_enqueue).
+/// - M8, D0, otp, M7's number, pending, 09:05:00.
+/// - M9, D0, otp, GP, cancelled, 09:10:00: "abandoned at shutdown" (not a supersede).
+/// - M10, D1, otp, GP, sent, 09:00:00. 1.1 twilio first 09:00:01: accepted, 0.05 USD, delivered
+///   09:00:03.
+/// - M11, OLD (outside a 7-day window), otp, GP, sent. 1.1 twilio: accepted, 0.05 USD, delivered.
+/// - M12, D0, admin_2fa, GP, sent, 13:00:00. 1.1 twilio first 13:00:00: provider_error 503.
+///   2.1 twilio retry 13:00:06: accepted, 0.05 USD, delivered 13:00:07.
+/// - M13, D0, otp, GP, sent, 17:00:00. 1.1 twilio first: accepted, 0.05 USD, enroute.
+const FIXTURE: &str = r#"
+DELETE FROM sms_allowed_prefixes;  -- M5 goes to +44
+
+SELECT sms_enqueue(v.recipient, v.template, '{"code": "482913"}', idempotency_key => v.key)
+  FROM (VALUES ('M1', '+8801710000001', 'otp'), ('M2', '+8801910000002', 'otp'),
+               ('M3', '+8801710000003', 'admin_2fa'), ('M4', '+8801810000004', 'otp'),
+               ('M5', '+447700900005', 'otp'), ('M6', '+8801710000006', 'otp'),
+               ('M7', '+8801710000007', 'otp'), ('M9', '+8801710000009', 'otp'),
+               ('M10', '+8801710000010', 'otp'), ('M11', '+8801710000011', 'otp'),
+               ('M12', '+8801710000012', 'admin_2fa'), ('M13', '+8801710000013', 'otp'))
+       AS v(key, recipient, template);
+-- Same recipient and purpose as M7: the supersede trigger cancels M7.
+SELECT sms_enqueue('+8801710000007', 'otp', '{"code": "482914"}', idempotency_key => 'M8');
+
+UPDATE sms_outbox o
+   SET state = v.state::sms_state,
+       attempts = v.rounds,
+       created_at = v.created::timestamptz,
+       expires_at = v.created::timestamptz + interval '10 minutes',
+       finished_at = CASE WHEN v.state <> 'pending' THEN v.created::timestamptz + interval '1 minute' END,
+       last_error = coalesce(v.last_error, o.last_error)
+  FROM (VALUES
+        ('M1', 'sent', 1, '@D0@ 10:00:00+00', NULL),
+        ('M2', 'sent', 1, '@D0@ 11:00:00+00', NULL),
+        ('M3', 'sent', 2, '@D0@ 12:00:00+00', NULL),
+        ('M4', 'sent', 1, '@D0@ 14:00:00+00', NULL),
+        ('M5', 'failed', 1, '@D0@ 15:00:00+00', 'bad_recipient from twilio (21211): The number [redacted] is not valid'),
+        ('M6', 'expired', 2, '@D0@ 16:00:00+00', 'validity ends before the next retry; last error: provider_error from twilio (500): server error'),
+        ('M7', 'cancelled', 0, '@D0@ 09:00:00+00', NULL),
+        ('M8', 'pending', 0, '@D0@ 09:05:00+00', NULL),
+        ('M9', 'cancelled', 0, '@D0@ 09:10:00+00', 'abandoned at shutdown'),
+        ('M10', 'sent', 1, '@D1@ 09:00:00+00', NULL),
+        ('M11', 'sent', 1, '@OLD@ 09:00:00+00', NULL),
+        ('M12', 'sent', 2, '@D0@ 13:00:00+00', NULL),
+        ('M13', 'sent', 1, '@D0@ 17:00:00+00', NULL))
+       AS v(key, state, rounds, created, last_error)
+ WHERE o.idempotency_key = v.key;
+
+INSERT INTO sms_attempts (message_id, attempt_number, chain_step, provider, template, relay_id,
+                          started_at, finished_at, outcome, error_code, provider_message_id,
+                          segments, encoding, cost, currency, cause, country, operator,
+                          delivery_status, delivery_error, delivered_at, receipt_at)
+SELECT o.id, v.round, v.step, v.provider, o.template, 'fixture',
+       v.started::timestamptz, v.started::timestamptz + interval '200 milliseconds',
+       v.outcome::sms_outcome, v.error_code,
+       CASE WHEN v.outcome = 'accepted' THEN concat(v.key, '-', v.round, '-', v.step) END,
+       v.segments, 'gsm7', v.cost, v.currency, v.cause, sms_country(o.recipient), sms_operator(o.recipient),
+       v.delivery::sms_delivery, v.delivery_error, v.delivered::timestamptz,
+       CASE WHEN v.delivery IS NOT NULL THEN coalesce(v.delivered::timestamptz, v.started::timestamptz + interval '5 seconds') END
+  FROM (VALUES
+        ('M1',  1, 1, 'twilio',  'first',    'accepted',       NULL,    '@D0@ 10:00:01+00', 1, 0.05, 'USD', 'delivered',   NULL,    '@D0@ 10:00:05+00'),
+        ('M2',  1, 1, 'vonage',  'first',    'provider_error', '429',   '@D0@ 11:00:01+00', 1, NULL, NULL,  NULL,          NULL,    NULL),
+        ('M2',  1, 2, 'twilio',  'fallback', 'accepted',       NULL,    '@D0@ 11:00:02+00', 1, 0.05, 'USD', 'delivered',   NULL,    '@D0@ 11:00:10+00'),
+        ('M3',  1, 1, 'twilio',  'first',    'accepted',       NULL,    '@D0@ 12:00:01+00', 2, 0.10, 'USD', 'undelivered', '30003', NULL),
+        ('M3',  2, 1, 'infobip', 'resend',   'accepted',       NULL,    '@D0@ 12:01:00+00', 2, 0.30, 'BDT', 'delivered',   NULL,    '@D0@ 12:01:03+00'),
+        ('M4',  1, 1, 'vonage',  'first',    'provider_error', '429',   '@D0@ 14:00:01+00', 1, NULL, NULL,  NULL,          NULL,    NULL),
+        ('M4',  1, 2, 'twilio',  'fallback', 'accepted',       NULL,    '@D0@ 14:00:02+00', 1, 0.05, 'USD', NULL,          NULL,    NULL),
+        ('M5',  1, 1, 'twilio',  'first',    'bad_recipient',  '21211', '@D0@ 15:00:01+00', 1, NULL, NULL,  NULL,          NULL,    NULL),
+        ('M6',  1, 1, 'twilio',  'first',    'provider_error', '500',   '@D0@ 16:00:01+00', 1, NULL, NULL,  NULL,          NULL,    NULL),
+        ('M6',  2, 1, 'twilio',  'retry',    'provider_error', '500',   '@D0@ 16:00:03+00', 1, NULL, NULL,  NULL,          NULL,    NULL),
+        ('M10', 1, 1, 'twilio',  'first',    'accepted',       NULL,    '@D1@ 09:00:01+00', 1, 0.05, 'USD', 'delivered',   NULL,    '@D1@ 09:00:03+00'),
+        ('M11', 1, 1, 'twilio',  'first',    'accepted',       NULL,    '@OLD@ 09:00:01+00', 1, 0.05, 'USD', 'delivered',  NULL,    '@OLD@ 09:00:02+00'),
+        ('M12', 1, 1, 'twilio',  'first',    'provider_error', '503',   '@D0@ 13:00:00+00', 1, NULL, NULL,  NULL,          NULL,    NULL),
+        ('M12', 2, 1, 'twilio',  'retry',    'accepted',       NULL,    '@D0@ 13:00:06+00', 1, 0.05, 'USD', 'delivered',   NULL,    '@D0@ 13:00:07+00'),
+        ('M13', 1, 1, 'twilio',  'first',    'accepted',       NULL,    '@D0@ 17:00:01+00', 1, 0.05, 'USD', 'enroute',     NULL,    NULL))
+       AS v(key, round, step, provider, cause, outcome, error_code, started, segments, cost, currency,
+            delivery, delivery_error, delivered)
+  JOIN sms_outbox o ON o.idempotency_key = v.key;
+"#;
+
+/// Loads the fixture into `db` (as the superuser the tests connect as).
+pub async fn fixture(db: &TestDb) -> Days {
+    let d0 = Utc::now().date_naive();
+    let days = Days {
+        d0,
+        d1: d0 - TimeDelta::days(1),
+        old: d0 - TimeDelta::days(30),
+    };
+    let sql = FIXTURE
+        .replace("@D0@", &days.d0.to_string())
+        .replace("@D1@", &days.d1.to_string())
+        .replace("@OLD@", &days.old.to_string());
+    sqlx::raw_sql(AssertSqlSafe(sql))
+        .execute(&db.pool)
+        .await
+        .expect("the fixture loads");
+    days
+}
+
+/// The names (file stems) of `sql/reports/*.sql`.
+pub fn report_files() -> BTreeSet<String> {
+    std::fs::read_dir(reports_dir())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "sql"))
+        .map(|p| p.file_stem().unwrap().to_string_lossy().into_owned())
+        .collect()
+}
+
+fn reports_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("sql/reports")
+}
+
+fn report(db: &TestDb, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_sms-relay"))
+        .env("DATABASE_URL", &db.url)
+        .env_remove("SMS_RELAY_CONFIG")
+        .arg("report")
+        .args(args)
+        .output()
+        .expect("run sms-relay report")
+}
+
+fn stdout(output: &Output) -> String {
+    assert!(
+        output.status.success(),
+        "sms-relay report failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout.clone()).unwrap()
+}
+
+/// Every number as f64, so `7000`, `7000.0` and `7000.00` compare equal whatever SQL type (integer,
+/// numeric, double) produced them.
+fn normalized(value: Value) -> Value {
+    match value {
+        Value::Number(n) => json!(n.as_f64().unwrap()),
+        Value::Array(a) => Value::Array(a.into_iter().map(normalized).collect()),
+        Value::Object(o) => Value::Object(o.into_iter().map(|(k, v)| (k, normalized(v))).collect()),
+        other => other,
+    }
+}
+
+/// Asserts that report `name` has exactly the `expected` rows, newest day first. Rows of one day
+/// are compared as a set: their order depends on the database's collation.
+#[track_caller]
+fn assert_rows(reports: &Value, name: &str, expected: Value) {
+    let sorted = |rows: Value| {
+        let mut rows: Vec<String> = match normalized(rows) {
+            Value::Array(rows) => rows.iter().map(Value::to_string).collect(),
+            other => panic!("report {name} is not a list: {other}"),
+        };
+        rows.sort();
+        rows
+    };
+    let days: Vec<&str> = reports[name]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|row| row["day"].as_str().unwrap())
+        .collect();
+    assert!(
+        days.is_sorted_by(|a, b| a >= b),
+        "report {name}: days {days:?}"
+    );
+    assert_eq!(
+        sorted(reports[name].clone()),
+        sorted(expected),
+        "report {name}"
+    );
+}
+
+#[tokio::test]
+async fn every_report_shows_the_hand_worked_figures() {
+    let db = TestDb::new().await;
+    let Days { d0, d1, old } = fixture(&db).await;
+    let reports: Value = serde_json::from_str(&stdout(&report(
+        &db,
+        &["--since", "7d", "--format", "json"],
+    )))
+    .expect("--format json prints JSON");
+
+    // Every file in sql/reports/ ran, and nothing else.
+    let names: BTreeSet<String> = reports.as_object().unwrap().keys().cloned().collect();
+    assert_eq!(names, report_files());
+
+    // Cost: calls started on each UTC day, summed per provider, operator, country and currency;
+    // calls without a price have currency and cost NULL. M11 (30 days ago) is outside the window.
+    assert_rows(
+        &reports,
+        "cost",
+        json!([
+            // M3 resend: 1 call, 2 segments, 0.30 BDT.
+            {"day": d0, "provider": "infobip", "operator": "Grameenphone", "country": "BD", "currency": "BDT",
+             "attempts": 1, "segments": 2, "cost": 0.3},
+            // M2 1.2: 0.05.
+            {"day": d0, "provider": "twilio", "operator": "Banglalink", "country": "BD", "currency": "USD",
+             "attempts": 1, "segments": 1, "cost": 0.05},
+            // M1 0.05 (1 seg) + M3 0.10 (2) + M12 2.1 0.05 (1) + M13 0.05 (1) = 0.25, 5 segments.
+            {"day": d0, "provider": "twilio", "operator": "Grameenphone", "country": "BD", "currency": "USD",
+             "attempts": 4, "segments": 5, "cost": 0.25},
+            // M6 1.1 + M6 2.1 + M12 1.1: refused, no price.
+            {"day": d0, "provider": "twilio", "operator": "Grameenphone", "country": "BD", "currency": null,
+             "attempts": 3, "segments": 3, "cost": null},
+            // M4 1.2.
+            {"day": d0, "provider": "twilio", "operator": "Robi", "country": "BD", "currency": "USD",
+             "attempts": 1, "segments": 1, "cost": 0.05},
+            // M5.
+            {"day": d0, "provider": "twilio", "operator": "international", "country": "GB", "currency": null,
+             "attempts": 1, "segments": 1, "cost": null},
+            // M2 1.1, M4 1.1.
+            {"day": d0, "provider": "vonage", "operator": "Banglalink", "country": "BD", "currency": null,
+             "attempts": 1, "segments": 1, "cost": null},
+            {"day": d0, "provider": "vonage", "operator": "Robi", "country": "BD", "currency": null,
+             "attempts": 1, "segments": 1, "cost": null},
+            // M10.
+            {"day": d1, "provider": "twilio", "operator": "Grameenphone", "country": "BD", "currency": "USD",
+             "attempts": 1, "segments": 1, "cost": 0.05},
+        ]),
+    );
+
+    // Delivery rate: final receipts and deliveries counted on accepted calls only; a rate whose
+    // divisor is 0 is null.
+    let rate = |day: NaiveDate,
+                provider: &str,
+                operator: &str,
+                template: &str,
+                n: [u32; 4],
+                rates: [Value; 2]| {
+        let [of_final, of_accepted] = rates;
+        json!({"day": day, "provider": provider, "operator": operator, "template": template,
+               "attempts": n[0], "accepted": n[1], "final_receipts": n[2], "delivered": n[3],
+               "delivered_of_final": of_final, "delivered_of_accepted": of_accepted})
+    };
+    assert_rows(
+        &reports,
+        "delivery_rate",
+        json!([
+            // M3 2.1: delivered. 1/1, 1/1.
+            rate(
+                d0,
+                "infobip",
+                "Grameenphone",
+                "admin_2fa",
+                [1, 1, 1, 1],
+                [json!(1), json!(1)]
+            ),
+            // M2 1.2: delivered.
+            rate(
+                d0,
+                "twilio",
+                "Banglalink",
+                "otp",
+                [1, 1, 1, 1],
+                [json!(1), json!(1)]
+            ),
+            // M3 1.1 undelivered, M12 1.1 refused, M12 2.1 delivered: 1 of 2 final, 1 of 2 accepted.
+            rate(
+                d0,
+                "twilio",
+                "Grameenphone",
+                "admin_2fa",
+                [3, 2, 2, 1],
+                [json!(0.5), json!(0.5)]
+            ),
+            // M1 delivered, M6 1.1 and 2.1 refused, M13 enroute (not final): 1/1 final, 1/2 accepted.
+            rate(
+                d0,
+                "twilio",
+                "Grameenphone",
+                "otp",
+                [4, 2, 1, 1],
+                [json!(1), json!(0.5)]
+            ),
+            // M4 1.2: accepted, no receipt: 0/0 final is null, 0/1 accepted.
+            rate(
+                d0,
+                "twilio",
+                "Robi",
+                "otp",
+                [1, 1, 0, 0],
+                [Value::Null, json!(0)]
+            ),
+            // M5 bad recipient, M2 1.1 and M4 1.1 refused: nothing accepted.
+            rate(
+                d0,
+                "twilio",
+                "international",
+                "otp",
+                [1, 0, 0, 0],
+                [Value::Null, Value::Null]
+            ),
+            rate(
+                d0,
+                "vonage",
+                "Banglalink",
+                "otp",
+                [1, 0, 0, 0],
+                [Value::Null, Value::Null]
+            ),
+            rate(
+                d0,
+                "vonage",
+                "Robi",
+                "otp",
+                [1, 0, 0, 0],
+                [Value::Null, Value::Null]
+            ),
+            // M10.
+            rate(
+                d1,
+                "twilio",
+                "Grameenphone",
+                "otp",
+                [1, 1, 1, 1],
+                [json!(1), json!(1)]
+            ),
+        ]),
+    );
+
+    // Time to deliver. enqueue = delivered_at - message created_at, provider = delivered_at -
+    // call started_at. percentile_cont(p) over n sorted values takes position p·(n-1) and
+    // interpolates linearly.
+    //   twilio D0: M1 (enqueue 5 000, provider 4 000), M2 (10 000, 8 000), M12 (7 000, 1 000).
+    //     enqueue [5000, 7000, 10000]: p50 = pos 1 = 7000; p95 = pos 1.9 = 7000 + 0.9·3000 = 9700.
+    //     provider [1000, 4000, 8000]: p50 = 4000; p95 = 4000 + 0.9·4000 = 7600.
+    //   twilio D0 Grameenphone: M1, M12.
+    //     enqueue [5000, 7000]: p50 = pos 0.5 = 6000; p95 = pos 0.95 = 5000 + 0.95·2000 = 6900.
+    //     provider [1000, 4000]: p50 = 2500; p95 = 1000 + 0.95·3000 = 3850.
+    //   infobip D0: M3 2.1: enqueue 12:01:03 - 12:00:00 = 63 000, provider 12:01:03 - 12:01:00 = 3 000.
+    //   twilio D1: M10: enqueue 09:00:03 - 09:00:00 = 3 000, provider 2 000.
+    let ttd = |day: NaiveDate, provider: &str, operator: &str, delivered: u32, ms: [f64; 4]| {
+        json!({"day": day, "provider": provider, "operator": operator, "delivered": delivered,
+               "enqueue_p50_ms": ms[0], "enqueue_p95_ms": ms[1],
+               "provider_p50_ms": ms[2], "provider_p95_ms": ms[3]})
+    };
+    assert_rows(
+        &reports,
+        "time_to_deliver",
+        json!([
+            ttd(
+                d0,
+                "infobip",
+                "(all)",
+                1,
+                [63000.0, 63000.0, 3000.0, 3000.0]
+            ),
+            ttd(
+                d0,
+                "infobip",
+                "Grameenphone",
+                1,
+                [63000.0, 63000.0, 3000.0, 3000.0]
+            ),
+            ttd(d0, "twilio", "(all)", 3, [7000.0, 9700.0, 4000.0, 7600.0]),
+            ttd(
+                d0,
+                "twilio",
+                "Banglalink",
+                1,
+                [10000.0, 10000.0, 8000.0, 8000.0]
+            ),
+            ttd(
+                d0,
+                "twilio",
+                "Grameenphone",
+                2,
+                [6000.0, 6900.0, 2500.0, 3850.0]
+            ),
+            ttd(d1, "twilio", "(all)", 1, [3000.0, 3000.0, 2000.0, 2000.0]),
+            ttd(
+                d1,
+                "twilio",
+                "Grameenphone",
+                1,
+                [3000.0, 3000.0, 2000.0, 2000.0]
+            ),
+        ]),
+    );
+
+    // Failure reasons: refused calls by provider, outcome and code; bad receipts by status and
+    // code; failed and expired messages by the class of last_error (its provider text is cut off).
+    let failure = |source: &str, provider: Value, status: &str, reason: &str, count: u32| {
+        json!({"day": d0, "source": source, "provider": provider, "status": status,
+               "reason": reason, "count": count})
+    };
+    assert_rows(
+        &reports,
+        "failures",
+        json!([
+            failure("attempt", json!("twilio"), "bad_recipient", "21211", 1), // M5
+            failure("attempt", json!("twilio"), "provider_error", "500", 2),  // M6 1.1, 2.1
+            failure("attempt", json!("twilio"), "provider_error", "503", 1),  // M12 1.1
+            failure("attempt", json!("vonage"), "provider_error", "429", 2),  // M2 1.1, M4 1.1
+            failure(
+                "message",
+                Value::Null,
+                "expired",
+                "validity ends before the next retry",
+                1
+            ), // M6
+            failure(
+                "message",
+                Value::Null,
+                "failed",
+                "bad_recipient from twilio (21211)",
+                1
+            ), // M5
+            failure("receipt", json!("twilio"), "undelivered", "30003", 1),   // M3 1.1
+        ]),
+    );
+
+    // Attempts per delivered message (day of its first call). D0: M1 1 call/1 provider, M2 2/2,
+    // M3 2/2, M12 2/1. Calls [1, 2, 2, 2]: mean 7/4 = 1.75, median pos 1.5 = 2, max 2.
+    // Providers [1, 1, 2, 2]: mean 6/4 = 1.5, median pos 1.5 = (1 + 2)/2 = 1.5, max 2. D1: M10 1/1.
+    assert_rows(
+        &reports,
+        "attempts_per_delivered",
+        json!([
+            {"day": d0, "delivered_messages": 4, "attempts_avg": 1.75, "attempts_p50": 2, "attempts_max": 2,
+             "providers_avg": 1.5, "providers_p50": 1.5, "providers_max": 2},
+            {"day": d1, "delivered_messages": 1, "attempts_avg": 1, "attempts_p50": 1, "attempts_max": 1,
+             "providers_avg": 1, "providers_p50": 1, "providers_max": 1},
+        ]),
+    );
+
+    // Fallback and resend (day of the first call). D0 messages with calls: M1, M2, M3, M4, M5,
+    // M6, M12, M13 = 8; with a fallback call M2, M4 = 2/8 = 0.25; with a resend M3 = 1/8 = 0.125.
+    assert_rows(
+        &reports,
+        "fallback_resend",
+        json!([
+            {"day": d0, "messages": 8, "with_fallback": 2, "fallback_rate": 0.25,
+             "with_resend": 1, "resend_rate": 0.125},
+            {"day": d1, "messages": 1, "with_fallback": 0, "fallback_rate": 0,
+             "with_resend": 0, "resend_rate": 0},
+        ]),
+    );
+
+    // Expired and superseded (day of enqueue). D0 otp: M1, M2, M4, M5, M6, M7, M8, M9, M13 = 9,
+    // expired M6, superseded M7 (M9 is cancelled for another reason). D0 admin_2fa: M3, M12.
+    assert_rows(
+        &reports,
+        "expired_superseded",
+        json!([
+            {"day": d0, "template": "admin_2fa", "messages": 2, "expired": 0, "superseded": 0},
+            {"day": d0, "template": "otp", "messages": 9, "expired": 1, "superseded": 1},
+            {"day": d1, "template": "otp", "messages": 1, "expired": 0, "superseded": 0},
+        ]),
+    );
+
+    // The views themselves are not windowed: M11 is there, 30 days back.
+    let old_cost: Option<String> = sqlx::query_scalar(
+        "SELECT cost::text FROM sms_report_cost_daily WHERE day = $1 AND provider = 'twilio'",
+    )
+    .bind(old)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(old_cost.as_deref(), Some("0.050000"));
+}
+
+#[tokio::test]
+async fn since_takes_minutes_hours_and_days() {
+    let db = TestDb::new().await;
+    let Days { d0, d1, .. } = fixture(&db).await;
+    let days_in = |since: &str| -> BTreeSet<String> {
+        let out = stdout(&report(&db, &["--since", since, "--format", "json"]));
+        let reports: Value = serde_json::from_str(&out).unwrap();
+        reports["cost"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|row| row["day"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    // Every UTC day that overlaps the window: 24 hours back always reaches into yesterday; 30
+    // minutes back reaches today (and yesterday only in the first half hour of a UTC day); 60
+    // days back reaches M11.
+    assert_eq!(days_in("24h"), [d0.to_string(), d1.to_string()].into());
+    assert!(days_in("30m").contains(&d0.to_string()));
+    assert_eq!(days_in("60d").len(), 3);
+}
+
+#[tokio::test]
+async fn csv_table_and_psql_show_the_same_reports() {
+    let db = TestDb::new().await;
+    let Days { d0, .. } = fixture(&db).await;
+    let files = report_files();
+    let json: Value = serde_json::from_str(&stdout(&report(
+        &db,
+        &["--since", "7d", "--format", "json"],
+    )))
+    .unwrap();
+
+    // CSV: one section per report, each a header starting with `report`, its rows, a blank line.
+    let csv = stdout(&report(&db, &["--since", "7d", "--format", "csv"]));
+    let sections: Vec<Vec<&str>> = csv
+        .split("\n\n")
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| s.lines().collect())
+        .collect();
+    let mut names = BTreeSet::new();
+    for section in &sections {
+        assert!(section[0].starts_with("report,"), "{csv}");
+        // Every report has rows over this fixture; the first field names the report.
+        let name = section[1].split(',').next().unwrap();
+        assert!(
+            section[1..]
+                .iter()
+                .all(|row| row.starts_with(&format!("{name},")))
+        );
+        assert_eq!(
+            section.len() - 1,
+            json[name].as_array().unwrap().len(),
+            "{name}"
+        );
+        names.insert(name.to_owned());
+    }
+    assert_eq!(names, files, "{csv}");
+    assert_eq!(
+        sections[0][0],
+        "report,day,provider,operator,country,currency,attempts,segments,cost"
+    );
+    for line in [
+        format!("cost,{d0},twilio,Grameenphone,BD,USD,4,5,0.25"),
+        format!("cost,{d0},twilio,Grameenphone,BD,,3,3,"),
+        format!("delivery_rate,{d0},twilio,Robi,otp,1,1,0,0,,0.0"),
+        format!("failures,{d0},message,,failed,bad_recipient from twilio (21211),1"),
+        format!("time_to_deliver,{d0},twilio,(all),3,7000.0,9700.0,4000.0,7600.0"),
+    ] {
+        assert!(csv.lines().any(|l| l == line), "{line} not in\n{csv}");
+    }
+
+    // Table: each report under its title.
+    let table = stdout(&report(&db, &["--format", "table"]));
+    for name in &files {
+        assert!(
+            table.contains(&format!("[{name}, since 7 days]")),
+            "{table}"
+        );
+    }
+    assert!(table.contains("| Grameenphone |"), "{table}");
+
+    // psql, as the analysts run the files: same rows as the binary.
+    for name in &files {
+        let path = reports_dir().join(format!("{name}.sql"));
+        let out = Command::new("psql")
+            .arg(&db.url)
+            .args([
+                "-X",
+                "-q",
+                "-A",
+                "-t",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-v",
+                "since=7 days",
+                "-f",
+            ])
+            .arg(&path)
+            .output()
+            .expect("run psql");
+        assert!(
+            out.status.success(),
+            "psql -f {}: {}",
+            path.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let rows = String::from_utf8(out.stdout).unwrap().lines().count();
+        assert_eq!(
+            rows,
+            json[name].as_array().unwrap().len(),
+            "{name} via psql"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_bad_window_is_refused() {
+    let db = TestDb::new().await;
+    for since in ["7x", "0d", "d", "1.5h", "7 days", "70000d"] {
+        let out = report(&db, &["--since", since]);
+        assert!(!out.status.success(), "--since {since} was accepted");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("--since") && stderr.contains("30m, 24h, 7d"),
+            "--since {since}: {stderr}"
+        );
+    }
+}
