@@ -152,7 +152,17 @@ async fn sigkill_mid_burst_loses_nothing_and_duplicates_at_most_what_was_in_flig
 async fn help_explains_every_subcommand() {
     let db = TestDb::new().await;
     let help = text(&output(sms_relay(&db).arg("--help")).stdout);
-    for command in ["migrate", "run", "enqueue", "status", "demo", "bench"] {
+    for command in [
+        "migrate",
+        "run",
+        "enqueue",
+        "status",
+        "providers",
+        "send-test",
+        "report",
+        "demo",
+        "bench",
+    ] {
         assert!(help.contains(command), "--help lacks {command}:\n{help}");
     }
     let run_help = text(&output(sms_relay(&db).args(["run", "--help"])).stdout);
