@@ -82,14 +82,9 @@ async fn main() {
     let drain = knob("BENCH_DRAIN", 20_000);
     let rate = knob("BENCH_RATE", 1_000);
     let seconds = knob("BENCH_SECONDS", 20);
-    let (_server, url) = match std::env::var("DATABASE_URL") {
-        Ok(url) => (None, url),
-        Err(_) => {
-            let pg = ThrowawayPg::start(Durability::Default).expect("throwaway PostgreSQL");
-            let url = pg.url("postgres");
-            (Some(pg), url)
-        }
-    };
+    let (_server, url) =
+        ThrowawayPg::unless_given(std::env::var("DATABASE_URL").ok(), Durability::Default)
+            .expect("throwaway PostgreSQL");
     let pool = db::connect(&url, 16).await.expect("connect");
     db::migrate(&pool).await.expect("migrate");
     sqlx::query("TRUNCATE sms_outbox, sms_attempts, sms_recipient_budget")

@@ -81,7 +81,7 @@ fn config() -> Config {
 /// A signed status callback for message `i`.
 fn callback(i: usize) -> (Vec<(String, String)>, String) {
     let sid = format!("SM{i:032}");
-    let status = if i % 10 == 0 {
+    let status = if i.is_multiple_of(10) {
         "undelivered"
     } else {
         "delivered"
@@ -158,14 +158,9 @@ fn print(what: &str, n: usize, (seconds, sorted): &(f64, Vec<u64>)) {
 async fn main() {
     let n = knob("BENCH_RECEIPTS", 20_000);
     let concurrency = knob("BENCH_CONCURRENCY", 32);
-    let (_server, url) = match std::env::var("DATABASE_URL") {
-        Ok(url) => (None, url),
-        Err(_) => {
-            let pg = ThrowawayPg::start(Durability::Default).expect("throwaway PostgreSQL");
-            let url = pg.url("postgres");
-            (Some(pg), url)
-        }
-    };
+    let (_server, url) =
+        ThrowawayPg::unless_given(std::env::var("DATABASE_URL").ok(), Durability::Default)
+            .expect("throwaway PostgreSQL");
     let pool = db::connect(&url, 16).await.expect("connect");
     db::migrate(&pool).await.expect("migrate");
     prepare(&pool, n).await;

@@ -187,6 +187,21 @@ impl ThrowawayPg {
     pub fn url(&self, db: &str) -> String {
         format!("postgres://postgres@127.0.0.1:{}/{db}", self.port)
     }
+
+    /// `url` if given, else a new throwaway server (returned, to keep it alive) and its URL.
+    pub fn unless_given(
+        url: Option<String>,
+        durability: Durability,
+    ) -> Result<(Option<ThrowawayPg>, String), ThrowawayPgError> {
+        match url {
+            Some(url) => Ok((None, url)),
+            None => {
+                let server = ThrowawayPg::start(durability)?;
+                let url = server.url("postgres");
+                Ok((Some(server), url))
+            }
+        }
+    }
 }
 
 impl Drop for ThrowawayPg {

@@ -140,19 +140,15 @@ async fn database_or_throwaway(
     durability: Durability,
     max_connections: u32,
 ) -> Result<(Option<ThrowawayPg>, PgPool), CommandError> {
-    let (server, url) = match url {
-        Some(url) => (None, url),
-        None => {
-            eprintln!(
-                "DATABASE_URL is not set: starting a throwaway PostgreSQL from this machine's binaries"
-            );
-            let server = tokio::task::spawn_blocking(move || ThrowawayPg::start(durability))
-                .await
-                .map_err(std::io::Error::other)??;
-            let url = server.url("postgres");
-            (Some(server), url)
-        }
-    };
+    if url.is_none() {
+        eprintln!(
+            "DATABASE_URL is not set: starting a throwaway PostgreSQL from this machine's binaries"
+        );
+    }
+    let (server, url) =
+        tokio::task::spawn_blocking(move || ThrowawayPg::unless_given(url, durability))
+            .await
+            .map_err(std::io::Error::other)??;
     let pool = db::connect(&url, max_connections).await?;
     db::migrate(&pool).await?;
     Ok((server, pool))

@@ -6,6 +6,8 @@
 //! - [`server`]: the webhook endpoints (and `/healthz`, `/readyz`).
 //! - [`watch`]: the no-receipt resends, the unknown window and report polling.
 
+#[cfg(test)]
+mod examples;
 pub mod infobip;
 pub mod server;
 pub mod signature;

@@ -161,12 +161,7 @@ fn hmac_bytes<M: Mac + KeyInit>(key: &[u8], data: &[u8]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
-        list.iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect()
-    }
+    use crate::receipts::examples::{pairs, twilio_status_callback, vonage_dlr};
 
     const OFFICIAL_URL: &str = "https://mycompany.com/myapp.php?foo=1&bar=2";
     const OFFICIAL_SIG: &str = "RSOYDt4T1cUTdK1PDd93/VVr8B8=";
@@ -178,22 +173,6 @@ mod tests {
             ("Digits", "1234"),
             ("From", "+14158675309"),
             ("To", "+18005551212"),
-        ])
-    }
-
-    fn status_callback_params() -> Vec<(String, String)> {
-        let sid = "SM00000000000000000000000000000001";
-        pairs(&[
-            ("MessageSid", sid),
-            ("SmsSid", sid),
-            ("MessageStatus", "undelivered"),
-            ("SmsStatus", "undelivered"),
-            ("ErrorCode", "30003"),
-            ("To", "+8801712345678"),
-            ("From", "Glamora"),
-            ("AccountSid", "AC00000000000000000000000000000001"),
-            ("ApiVersion", "2010-04-01"),
-            ("RawDlrDoneDate", "2501011400"),
         ])
     }
 
@@ -210,7 +189,7 @@ mod tests {
     #[test]
     fn twilio_status_callback_vector() {
         let url = "https://relay.example.com/dlr/twilio?attempt=at_01";
-        let params = status_callback_params();
+        let params = twilio_status_callback();
         let expected = "9vy1WBLPyjOnlbTyiJZho7O4Dbs=";
         assert_eq!(
             twilio_signature("test_auth_token_123", url, &params),
@@ -292,20 +271,12 @@ mod tests {
     }
 
     fn vonage_params() -> Vec<(String, String)> {
-        pairs(&[
-            ("msisdn", "8801712345678"),
-            ("to", "Glamora"),
-            ("network-code", "47001"),
-            ("messageId", "0A0000001234567B"),
-            ("price", "0.03330000"),
-            ("status", "delivered"),
-            ("scts", "2501011400"),
-            ("err-code", "0"),
-            ("api-key", "abcd1234"),
-            ("message-timestamp", "2025-01-01 14:00:05"),
+        let mut params = vonage_dlr();
+        params.extend(pairs(&[
             ("timestamp", "1735740005"),
             ("nonce", "ec11dd3e-1e7f-4db5-9467-82b02cd223b9"),
-        ])
+        ]));
+        params
     }
 
     const SECRET: &str = "s3cr3tSignature";

@@ -68,29 +68,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-
-    fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
-        list.iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect()
-    }
-
-    const SID: &str = "SM00000000000000000000000000000001";
-
-    fn example() -> Vec<(String, String)> {
-        pairs(&[
-            ("MessageSid", SID),
-            ("SmsSid", SID),
-            ("MessageStatus", "undelivered"),
-            ("SmsStatus", "undelivered"),
-            ("ErrorCode", "30003"),
-            ("To", "+8801712345678"),
-            ("From", "Glamora"),
-            ("AccountSid", "AC00000000000000000000000000000001"),
-            ("ApiVersion", "2010-04-01"),
-            ("RawDlrDoneDate", "2501011400"),
-        ])
-    }
+    use crate::receipts::examples::{TWILIO_SID as SID, pairs, twilio_status_callback as example};
 
     #[test]
     fn parses_the_documented_example() {

@@ -63,27 +63,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-
-    fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
-        list.iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect()
-    }
-
-    fn example() -> Vec<(String, String)> {
-        pairs(&[
-            ("msisdn", "8801712345678"),
-            ("to", "Glamora"),
-            ("network-code", "47001"),
-            ("messageId", "0A0000001234567B"),
-            ("price", "0.03330000"),
-            ("status", "delivered"),
-            ("scts", "2501011400"),
-            ("err-code", "0"),
-            ("api-key", "abcd1234"),
-            ("message-timestamp", "2025-01-01 14:00:05"),
-        ])
-    }
+    use crate::receipts::examples::{pairs, vonage_dlr as example};
 
     #[test]
     fn parses_the_documented_get_example() {

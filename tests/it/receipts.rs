@@ -100,6 +100,15 @@ async fn delivery_of(db: &TestDb, attempt: i64) -> (Option<String>, Option<Strin
     .unwrap()
 }
 
+/// (cost, currency) of an attempt, as text.
+async fn cost_of(db: &TestDb, attempt: i64) -> (String, String) {
+    sqlx::query_as("SELECT cost::text, currency::text FROM sms_attempts WHERE id = $1")
+        .bind(attempt)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap()
+}
+
 /// `sms_receipts.result` of every stored receipt, oldest first.
 async fn receipt_results(db: &TestDb) -> Vec<String> {
     sqlx::query_scalar("SELECT result FROM sms_receipts ORDER BY id")
@@ -637,12 +646,7 @@ async fn alpha_sms_reports_are_polled_with_their_charge() {
         delivery_of(&db, attempt).await.0.as_deref(),
         Some("enroute")
     );
-    let (cost, currency): (String, String) =
-        sqlx::query_as("SELECT cost::text, currency::text FROM sms_attempts WHERE id = $1")
-            .bind(attempt)
-            .fetch_one(&db.pool)
-            .await
-            .unwrap();
+    let (cost, currency) = cost_of(&db, attempt).await;
     assert_eq!((cost.as_str(), currency.as_str()), ("0.250000", "BDT"));
     // Asked again only after the poll interval; then the report says delivered.
     fake.set_report_status("Delivered");
@@ -681,12 +685,7 @@ async fn infobip_reports_are_pulled_when_enabled() {
     poller.poll().await;
     let (status, _, delivered) = delivery_of(&db, attempt).await;
     assert_eq!((status.as_deref(), delivered), (Some("delivered"), true));
-    let (cost, currency): (String, String) =
-        sqlx::query_as("SELECT cost::text, currency::text FROM sms_attempts WHERE id = $1")
-            .bind(attempt)
-            .fetch_one(&db.pool)
-            .await
-            .unwrap();
+    let (cost, currency) = cost_of(&db, attempt).await;
     // 0.0301 EUR per message × 1 part, as the report says (replacing the configured price).
     assert_eq!((cost.as_str(), currency.as_str()), ("0.030100", "EUR"));
     // Each report is returned once: a second pull records nothing new.
