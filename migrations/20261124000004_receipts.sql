@@ -97,6 +97,9 @@ CREATE INDEX sms_attempts_client_ref_idx ON sms_attempts (client_ref);
 -- window and report polling scan this; rows leave it when a final status arrives).
 CREATE INDEX sms_attempts_awaiting_receipt_idx ON sms_attempts (finished_at)
     WHERE outcome = 'accepted' AND (delivery_status IS NULL OR delivery_status IN ('queued', 'enroute'));
+-- The same rows per provider (report polling asks one provider about its own).
+CREATE INDEX sms_attempts_awaiting_by_provider_idx ON sms_attempts (provider, finished_at)
+    WHERE outcome = 'accepted' AND (delivery_status IS NULL OR delivery_status IN ('queued', 'enroute'));
 
 -- Every receipt as received. The relay reads it; analysts do not (payloads hold phone numbers).
 CREATE TABLE sms_receipts (
@@ -115,14 +118,20 @@ CREATE TABLE sms_receipts (
     done_at             timestamptz,
     -- The attempt it was matched to, if any.
     attempt_id          bigint,
+    -- The receipt says the number itself cannot receive (opted out, not in service, barred).
+    permanent           boolean      NOT NULL DEFAULT false,
+    cost                numeric(14, 6),
+    currency            char(3),
     -- applied: it moved the attempt's status; stale: the attempt already had this or a later status;
-    -- unmatched: no attempt of a provider of this kind has this id.
+    -- unmatched: no attempt of a provider of this kind has this id (yet: unmatched receipts are
+    -- matched again for a while, in case the attempt row was written after the receipt came).
     result              text         NOT NULL CHECK (result IN ('applied', 'stale', 'unmatched')),
     -- Set when this receipt put the message back in the queue for a resend.
     resent              boolean      NOT NULL DEFAULT false,
     payload             jsonb        NOT NULL
 );
 CREATE INDEX sms_receipts_received_idx ON sms_receipts (received_at);
+CREATE INDEX sms_receipts_unmatched_idx ON sms_receipts (received_at) WHERE result = 'unmatched';
 COMMENT ON TABLE sms_receipts IS 'Delivery receipts as received (webhooks and report polling), for audit. Holds phone numbers: relay only.';
 
 -- Receipt-driven resends: how often, why, and which provider to move past.
@@ -134,22 +143,27 @@ COMMENT ON COLUMN sms_outbox.resends IS 'How many times a receipt (or its absenc
 COMMENT ON COLUMN sms_outbox.resend_reason IS 'Why the pending resend round runs; the claim moves it to the round''s attempts.';
 COMMENT ON COLUMN sms_outbox.resend_skip IS 'The provider whose attempt was not delivered; the resend round starts with the next one.';
 
--- Puts a sent message back in the queue because attempt `p_attempt` did not deliver it: only if
--- that is the message's latest accepted attempt, the message is still `sent`, has resends left,
--- is valid for longer than the margin, and no newer message for the same recipient and purpose
--- superseded it. The resend round starts with the provider after the one that failed.
+-- Puts a sent message back in the queue because attempt `p_attempt` did not deliver it. Only if
+-- that attempt belongs to the message's latest round and no delivered receipt has come for it (the
+-- attempt row is locked first, so a receipt arriving meanwhile is seen), the message is still
+-- `sent`, has resends left, is valid for longer than the margin, and no newer message for the same
+-- recipient and purpose superseded it. The resend round starts with the provider after this one.
 CREATE FUNCTION sms_resend(p_attempt bigint, p_reason text, p_max_resends integer, p_expiry_margin interval)
 RETURNS boolean
 LANGUAGE plpgsql AS $$
+DECLARE
+    att sms_attempts;
 BEGIN
+    SELECT * INTO att FROM sms_attempts WHERE id = p_attempt FOR UPDATE;
+    IF NOT FOUND OR att.outcome <> 'accepted' OR att.delivery_status IS NOT DISTINCT FROM 'delivered' THEN
+        RETURN false;
+    END IF;
     UPDATE sms_outbox o
        SET state = 'pending', next_attempt_at = now(), finished_at = NULL, claimed_by = NULL,
-           resends = o.resends + 1, resend_reason = p_reason, resend_skip = a.provider, last_error = p_reason
-      FROM sms_attempts a
-     WHERE a.id = p_attempt AND o.id = a.message_id
+           resends = o.resends + 1, resend_reason = p_reason, resend_skip = att.provider, last_error = p_reason
+     WHERE o.id = att.message_id AND o.attempts = att.attempt_number
        AND o.state = 'sent' AND o.resends < p_max_resends
        AND o.expires_at > now() + p_expiry_margin
-       AND a.id = (SELECT max(b.id) FROM sms_attempts b WHERE b.message_id = o.id AND b.outcome = 'accepted')
        AND NOT EXISTS (SELECT 1 FROM sms_outbox n
                         WHERE n.recipient = o.recipient AND n.purpose = o.purpose AND n.supersede AND n.seq > o.seq);
     IF FOUND THEN
@@ -159,36 +173,25 @@ BEGIN
     RETURN false;
 END $$;
 
--- Records one receipt: stores it raw (once per dedupe key), moves the matched attempt's status
--- up (never down: a final status is never replaced by an intermediate one, and the first final
--- status stays), and asks for a resend when it says the code did not arrive. The attempt is
--- matched among accepted attempts of `p_providers` by the provider's id or our client reference.
--- Returns what happened: applied, stale, unmatched or duplicate, and whether a resend was queued.
-CREATE FUNCTION sms_record_receipt(
-    p_source text, p_via text, p_providers text[], p_dedupe_key text, p_provider_message_id text,
-    p_client_ref text, p_status_raw text, p_status sms_delivery, p_error_code text, p_done_at timestamptz,
-    p_cost numeric, p_currency text, p_payload jsonb, p_max_resends integer, p_expiry_margin interval,
+-- Applies stored receipt `p_receipt` to its attempt: matched among accepted attempts of
+-- `p_providers` by the provider's id or our client reference; moves the status up (never down: a
+-- final status is never replaced by an intermediate one, and the first final status stays; only
+-- `unknown` gives way to a later final one); asks for a resend when it says the code did not
+-- arrive and the number can receive; and a delivered receipt takes back a resend not yet claimed.
+-- Returns applied, stale or unmatched, and whether a resend was queued.
+CREATE FUNCTION sms_apply_receipt(
+    p_receipt bigint, p_providers text[], p_max_resends integer, p_expiry_margin interval,
     OUT result text, OUT resent boolean)
 LANGUAGE plpgsql AS $$
 DECLARE
-    receipt_id bigint;
-    att        sms_attempts;
+    r   sms_receipts;
+    att sms_attempts;
 BEGIN
     resent := false;
-    INSERT INTO sms_receipts (source, via, dedupe_key, provider_message_id, client_ref, status_raw,
-                              delivery_status, error_code, done_at, result, payload)
-    VALUES (p_source, p_via, p_dedupe_key, p_provider_message_id, p_client_ref, p_status_raw,
-            p_status, p_error_code, p_done_at, 'unmatched', p_payload)
-    ON CONFLICT (dedupe_key) DO NOTHING
-    RETURNING id INTO receipt_id;
-    IF receipt_id IS NULL THEN
-        result := 'duplicate';
-        RETURN;
-    END IF;
-
+    SELECT * INTO r FROM sms_receipts WHERE id = p_receipt;
     SELECT * INTO att FROM sms_attempts a
      WHERE a.provider = ANY (p_providers) AND a.outcome = 'accepted'
-       AND (a.provider_message_id = p_provider_message_id OR a.client_ref = p_client_ref)
+       AND (a.provider_message_id = r.provider_message_id OR a.client_ref = r.client_ref)
      ORDER BY a.id DESC LIMIT 1
      FOR UPDATE;
     IF NOT FOUND THEN
@@ -196,23 +199,55 @@ BEGIN
         RETURN;
     END IF;
 
-    IF sms_delivery_rank(p_status) > sms_delivery_rank(att.delivery_status) THEN
+    IF sms_delivery_rank(r.delivery_status) > sms_delivery_rank(att.delivery_status) THEN
         UPDATE sms_attempts
-           SET delivery_status = p_status, delivery_error = p_error_code, receipt_at = now(),
-               delivered_at = CASE WHEN p_status = 'delivered' THEN coalesce(p_done_at, now()) END,
-               cost = coalesce(p_cost, cost),
-               currency = CASE WHEN p_cost IS NULL THEN currency ELSE p_currency END
+           SET delivery_status = r.delivery_status, delivery_error = r.error_code, receipt_at = r.received_at,
+               delivered_at = CASE WHEN r.delivery_status = 'delivered' THEN coalesce(r.done_at, r.received_at) END,
+               cost = coalesce(r.cost, cost),
+               currency = CASE WHEN r.cost IS NULL THEN currency ELSE r.currency END
          WHERE id = att.id;
         result := 'applied';
-        IF p_status IN ('undelivered', 'failed', 'expired') THEN
+        IF r.delivery_status IN ('undelivered', 'failed', 'expired') AND NOT r.permanent THEN
             resent := sms_resend(att.id,
-                                 format('receipt from %s said %s%s', att.provider, p_status,
-                                        coalesce(' (' || p_error_code || ')', '')),
+                                 format('receipt from %s said %s%s', att.provider, r.delivery_status,
+                                        coalesce(' (' || r.error_code || ')', '')),
                                  p_max_resends, p_expiry_margin);
+        ELSIF r.delivery_status = 'delivered' THEN
+            UPDATE sms_outbox o
+               SET state = 'sent', finished_at = now(), resends = o.resends - 1, resend_reason = NULL,
+                   last_error = 'resend withdrawn: the earlier copy was delivered'
+             WHERE o.id = att.message_id AND o.state = 'pending' AND o.attempts = att.attempt_number
+               AND o.resend_reason IS NOT NULL;
         END IF;
     ELSE
         result := 'stale';
     END IF;
-    UPDATE sms_receipts SET attempt_id = att.id, result = sms_record_receipt.result, resent = sms_record_receipt.resent
-     WHERE id = receipt_id;
+    UPDATE sms_receipts SET attempt_id = att.id, result = sms_apply_receipt.result, resent = sms_apply_receipt.resent
+     WHERE id = p_receipt;
+END $$;
+
+-- Records one receipt: stores it as received (once per dedupe key; a repeat returns 'duplicate')
+-- and applies it (sms_apply_receipt).
+CREATE FUNCTION sms_record_receipt(
+    p_source text, p_via text, p_providers text[], p_dedupe_key text, p_provider_message_id text,
+    p_client_ref text, p_status_raw text, p_status sms_delivery, p_error_code text, p_permanent boolean,
+    p_done_at timestamptz, p_cost numeric, p_currency text, p_payload jsonb, p_max_resends integer,
+    p_expiry_margin interval, OUT result text, OUT resent boolean)
+LANGUAGE plpgsql AS $$
+DECLARE
+    receipt_id bigint;
+BEGIN
+    INSERT INTO sms_receipts (source, via, dedupe_key, provider_message_id, client_ref, status_raw,
+                              delivery_status, error_code, permanent, done_at, cost, currency, result, payload)
+    VALUES (p_source, p_via, p_dedupe_key, p_provider_message_id, p_client_ref, p_status_raw,
+            p_status, p_error_code, p_permanent, p_done_at, p_cost, p_currency, 'unmatched', p_payload)
+    ON CONFLICT (dedupe_key) DO NOTHING
+    RETURNING id INTO receipt_id;
+    IF receipt_id IS NULL THEN
+        result := 'duplicate';
+        resent := false;
+        RETURN;
+    END IF;
+    SELECT a.result, a.resent INTO result, resent
+      FROM sms_apply_receipt(receipt_id, p_providers, p_max_resends, p_expiry_margin) a;
 END $$;

@@ -273,3 +273,7 @@ BEGIN
         EXECUTE format('ALTER FUNCTION %s SECURITY DEFINER SET search_path = %I, pg_temp', fn, current_schema());
     END LOOP;
 END $$;
+
+-- Running as the owner, sms_enqueue() must not be open to every role (PostgreSQL grants EXECUTE
+-- to PUBLIC by default): only the owner and roles granted it (sql/roles.sql: sms_auth) may call it.
+REVOKE EXECUTE ON FUNCTION sms_enqueue(text, text, jsonb, timestamptz, text, integer, text, text, boolean) FROM PUBLIC;

@@ -392,4 +392,58 @@ mod tests {
         .to_string();
         assert!(err.contains("ratios"), "{err}");
     }
+
+    #[test]
+    fn receipts_are_expected_only_where_they_can_arrive() {
+        let entry = |extra: serde_json::Value| -> crate::providers::ProviderConfig {
+            let mut entry = serde_json::json!({"name": "p"});
+            if extra["kind"] != "ssl_wireless" {
+                entry["sender"] = "Glamora".into();
+            }
+            for (k, v) in extra.as_object().unwrap() {
+                entry[k] = v.clone();
+            }
+            serde_json::from_value(entry).unwrap()
+        };
+        let twilio = entry(serde_json::json!({"kind": "twilio",
+            "account_sid": "AC8e1f2a3b4c5d6e7f8091a2b3c4d5e6f7", "auth_token": "t"}));
+        let vonage = serde_json::json!({"kind": "vonage", "api_key": "k", "api_secret": "s"});
+        let unsigned = entry(vonage.clone());
+        let mut with_secret = vonage;
+        with_secret["signature_secret"] = "x".into();
+        let signed = entry(with_secret);
+        let infobip = entry(serde_json::json!({"kind": "infobip", "api_key": "k"}));
+        let infobip_auth = entry(serde_json::json!({"kind": "infobip", "api_key": "k",
+            "receipt_username": "u", "receipt_password": "p"}));
+        let infobip_pull = entry(serde_json::json!({"kind": "infobip", "api_key": "k",
+            "pull_reports": true}));
+        let ssl = entry(serde_json::json!({"kind": "ssl_wireless", "api_token": "t", "sid": "S"}));
+        let mut told = twilio.clone();
+        told.expect_receipts = Some(false);
+        for (config, reachable, expected) in [
+            (&twilio, true, true),
+            (&twilio, false, false),
+            (&unsigned, true, false),
+            (&signed, true, true),
+            (&signed, false, false),
+            (&infobip, true, false),
+            (&infobip_auth, true, true),
+            (&infobip_pull, false, true),
+            (&ssl, true, false),
+            (&told, true, false),
+        ] {
+            assert_eq!(
+                config.expects_receipts(reachable),
+                expected,
+                "{:?} reachable={reachable}",
+                config.kind.label()
+            );
+        }
+        let mut config = Config::default();
+        assert!(!crate::receipts::watch::webhooks_reachable(&config));
+        config.webhooks.public_base_url = Some("https://relay.example.com".into());
+        assert!(crate::receipts::watch::webhooks_reachable(&config));
+        config.webhooks.listen = String::new();
+        assert!(!crate::receipts::watch::webhooks_reachable(&config));
+    }
 }

@@ -107,6 +107,7 @@ impl AlphaSms {
             dedupe_key: format!("alpha_sms:{request_id}:{word}"),
             status_raw: word,
             error_code: None,
+            permanent: false,
             done_at: None,
             cost,
             // The number stays out of what is stored.

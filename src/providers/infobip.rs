@@ -167,7 +167,8 @@ impl Infobip {
         )
     }
 
-    /// `GET /sms/3/reports`: delivery reports not fetched before (Infobip returns each once).
+    /// `GET /sms/3/reports`: delivery reports not fetched before. Infobip returns each only
+    /// once, so a bad report is logged and skipped rather than failing the page.
     async fn fetch_reports(&self) -> Result<Vec<Receipt>, SendError> {
         let request = self
             .authed(self.http.client.get(self.http.url("/sms/3/reports")))
@@ -176,8 +177,13 @@ impl Infobip {
         if !reply.is_success() {
             return Err(reply.unreadable());
         }
-        receipts::infobip::parse(reply.body.as_bytes())
-            .map_err(|error| reply.provider_error("BAD_REPORTS", error.to_string()))
+        let (good, bad) = receipts::infobip::parse_lenient(reply.body.as_bytes())
+            .map_err(|error| reply.provider_error("BAD_REPORTS", error.to_string()))?;
+        if let Some(first) = bad.first() {
+            tracing::warn!(provider = %self.http.name, skipped = bad.len(), first = ?first,
+                "pulled reports that could not be read were skipped");
+        }
+        Ok(good)
     }
 
     async fn fetch_balance(&self) -> Result<String, SendError> {

@@ -121,10 +121,16 @@ impl ProviderConfig {
     }
 
     /// Whether receipts are expected for this provider's messages (see `expect_receipts`).
-    pub fn expects_receipts(&self, webhooks_public: bool) -> bool {
+    /// `webhooks_reachable`: the relay serves webhooks and has a public URL to ask for them at.
+    /// A Vonage or Infobip entry without webhook credentials gets every receipt refused, so it
+    /// expects none.
+    pub fn expects_receipts(&self, webhooks_reachable: bool) -> bool {
         self.expect_receipts.unwrap_or(match &self.kind {
-            ProviderKind::Twilio(_) | ProviderKind::Vonage(_) => webhooks_public,
-            ProviderKind::Infobip(s) => webhooks_public || s.pull_reports,
+            ProviderKind::Twilio(_) => webhooks_reachable,
+            ProviderKind::Vonage(s) => webhooks_reachable && s.signature_secret.is_some(),
+            ProviderKind::Infobip(s) => {
+                (webhooks_reachable && s.receipt_password.is_some()) || s.pull_reports
+            }
             ProviderKind::Simulator(s) => s.receipts,
             ProviderKind::SslWireless(_)
             | ProviderKind::BulkSmsBd(_)

@@ -167,6 +167,7 @@ fn simulated_report(provider_message_id: &str) -> Option<Receipt> {
         status_raw: word.to_owned(),
         status,
         error_code: (status == Delivery::Undelivered).then(|| "SIM_ABSENT".to_owned()),
+        permanent: false,
         done_at: None,
         cost: None,
         dedupe_key: format!("simulator:{provider_message_id}:{word}"),

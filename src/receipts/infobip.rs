@@ -9,17 +9,34 @@ use crate::providers::{Cost, pricing::parse_micros};
 
 /// Parses a delivery report batch; any bad report refuses the whole batch, naming its index.
 pub fn parse(body: &[u8]) -> Result<Vec<Receipt>, ReceiptError> {
+    parse_each(body)?.collect()
+}
+
+/// Parses a batch report by report: the good ones, and an error for each bad one. Only a body
+/// that is not a batch at all is an error. For pulled reports, which Infobip returns only once.
+pub fn parse_lenient(body: &[u8]) -> Result<(Vec<Receipt>, Vec<ReceiptError>), ReceiptError> {
+    let (mut good, mut bad) = (Vec::new(), Vec::new());
+    for report in parse_each(body)? {
+        match report {
+            Ok(receipt) => good.push(receipt),
+            Err(error) => bad.push(error),
+        }
+    }
+    Ok((good, bad))
+}
+
+fn parse_each(
+    body: &[u8],
+) -> Result<impl Iterator<Item = Result<Receipt, ReceiptError>>, ReceiptError> {
     let batch: Value = serde_json::from_slice(body)
         .map_err(|e| ReceiptError::Malformed(format!("not JSON: {e}")))?;
-    let results = batch
-        .get("results")
-        .and_then(Value::as_array)
-        .ok_or_else(|| ReceiptError::Malformed("no results array".into()))?;
-    results
-        .iter()
+    let Some(Value::Array(results)) = batch.get("results").cloned() else {
+        return Err(ReceiptError::Malformed("no results array".into()));
+    };
+    Ok(results
+        .into_iter()
         .enumerate()
-        .map(|(index, report)| parse_report(report).map_err(|e| at_index(index, e)))
-        .collect()
+        .map(|(index, report)| parse_report(&report).map_err(|e| at_index(index, e))))
 }
 
 /// A report's error as the batch's, naming the report's index.
@@ -54,7 +71,7 @@ fn parse_report(report: &Value) -> Result<Receipt, ReceiptError> {
     let status = present(report, "status")?;
     let group_id = integer(status, "groupId", "status.groupId")?;
     let status_id = integer(status, "id", "status.id")?;
-    let (error_id, error_code) = error(report)?;
+    let (error_id, error_code, permanent) = error(report)?;
     let status_raw = match status.get("name").and_then(Value::as_str) {
         Some(name) if !name.is_empty() => name.to_owned(),
         _ => format!("{group_id}/{status_id}"),
@@ -65,6 +82,7 @@ fn parse_report(report: &Value) -> Result<Receipt, ReceiptError> {
         status_raw,
         status: delivery(group_id, status_id),
         error_code,
+        permanent,
         done_at: report
             .get("doneAt")
             .and_then(Value::as_str)
@@ -75,20 +93,25 @@ fn parse_report(report: &Value) -> Result<Receipt, ReceiptError> {
     })
 }
 
-/// The error id (0 when there is no error object) and, when it is not 0, its name (else id).
-fn error(report: &Value) -> Result<(i64, Option<String>), ReceiptError> {
+/// The error id (0 when there is no error object), when it is not 0 its name (else id), and
+/// whether Infobip marks it `permanent`.
+fn error(report: &Value) -> Result<(i64, Option<String>, bool), ReceiptError> {
     let Some(error) = report.get("error").filter(|e| !e.is_null()) else {
-        return Ok((0, None));
+        return Ok((0, None, false));
     };
     let id = integer(error, "id", "error.id")?;
     if id == 0 {
-        return Ok((0, None));
+        return Ok((0, None, false));
     }
     let code = match error.get("name").and_then(Value::as_str) {
         Some(name) if !name.is_empty() => name.to_owned(),
         _ => id.to_string(),
     };
-    Ok((id, Some(code)))
+    let permanent = error
+        .get("permanent")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    Ok((id, Some(code), permanent))
 }
 
 /// `doneAt` (`2025-01-01T14:00:04.000+0000`) in UTC; `None` when it does not parse.
@@ -185,6 +208,7 @@ mod tests {
             status_raw: "DELIVERED_TO_HANDSET".into(),
             status: Delivery::Delivered,
             error_code: None,
+            permanent: false,
             done_at: Some(Utc.with_ymd_and_hms(2025, 1, 1, 14, 0, 4).unwrap()),
             cost: Some(Cost {
                 micros: 30_100,
@@ -370,5 +394,25 @@ mod tests {
             );
         }
         assert_eq!(parse(br#"{"results":[]}"#), Ok(vec![]));
+    }
+
+    #[test]
+    fn pulled_reports_are_read_one_by_one() {
+        let good = json!({"messageId": "a", "status": {"groupId": 3, "id": 5}});
+        let bad = json!({"messageId": "b"});
+        let body = json!({"results": [good, bad, good]}).to_string();
+        let (receipts, errors) = parse_lenient(body.as_bytes()).unwrap();
+        assert_eq!(receipts.len(), 2);
+        assert_eq!(
+            errors,
+            [ReceiptError::Malformed(
+                "results[1]: receipt lacks status".into()
+            )]
+        );
+        assert!(
+            parse(body.as_bytes()).is_err(),
+            "a webhook batch is all or nothing"
+        );
+        assert!(parse_lenient(b"[]").is_err());
     }
 }

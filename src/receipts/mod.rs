@@ -79,6 +79,9 @@ pub struct Receipt {
     pub status: Delivery,
     /// The provider's receipt error code, if the receipt carries one other than "no error".
     pub error_code: Option<String>,
+    /// The error says the number itself cannot receive (opted out, not in service, barred): no
+    /// other provider will do better, so no resend.
+    pub permanent: bool,
     /// When the carrier finished with the message, where the receipt says so with a time zone.
     pub done_at: Option<DateTime<Utc>>,
     /// Price the receipt reports for the whole message, if any.

@@ -19,6 +19,8 @@ pub fn parse(params: &[(String, String)]) -> Result<Receipt, ReceiptError> {
         status_raw: status.to_owned(),
         status: delivery(status),
         error_code: error_code.map(str::to_owned),
+        // Opted out (STOP), number not in service, landline or unreachable carrier.
+        permanent: matches!(error_code, Some("21610" | "30005" | "30006")),
         done_at: None,
         cost: None,
         dedupe_key: format!("twilio:{sid}:{status}:{}", error_code.unwrap_or_default()),
@@ -79,6 +81,7 @@ mod tests {
             status_raw: "undelivered".into(),
             status: Delivery::Undelivered,
             error_code: Some("30003".into()),
+            permanent: false,
             done_at: None,
             cost: None,
             dedupe_key: format!("twilio:{SID}:undelivered:30003"),

@@ -20,6 +20,8 @@ pub fn parse(params: &[(String, String)]) -> Result<Receipt, ReceiptError> {
         status_raw: status.to_owned(),
         status: delivery(status),
         error_code: (err_code != "0" && !err_code.is_empty()).then(|| err_code.to_owned()),
+        // Absent subscriber (permanent), barred, opted out, age restriction, blocked by carrier.
+        permanent: matches!(err_code, "3" | "4" | "9" | "13" | "14"),
         done_at: None,
         cost: None,
         dedupe_key: format!("vonage:{message_id}:{status}:{err_code}"),
@@ -74,6 +76,7 @@ mod tests {
             status_raw: "delivered".into(),
             status: Delivery::Delivered,
             error_code: None,
+            permanent: false,
             done_at: None,
             cost: None,
             dedupe_key: "vonage:0A0000001234567B:delivered:0".into(),

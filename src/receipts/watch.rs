@@ -1,30 +1,53 @@
 //! What runs beside the relay for receipts: the sweeper (no-receipt resends, the unknown window)
 //! and the poller (report APIs).
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use chrono::{DateTime, Utc};
+use tokio::{sync::Semaphore, task::JoinSet};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
     config::{Config, ReceiptSettings},
-    providers::{Provider, ProviderChain, Reports},
+    providers::{Provider, ProviderChain, Reports, chain::scrub},
+    receipts::Receipt,
     store::{ResendRule, Store, Via},
 };
 
-/// Resends what got no receipt in time and marks what never got one `unknown`.
+/// Resends what got no receipt in time, matches receipts that came before their attempt was
+/// recorded, and marks what never got a final receipt `unknown`.
 pub struct Sweeper {
     store: Store,
     settings: ReceiptSettings,
     rule: ResendRule,
     /// Providers whose accepted messages get receipts (`expect_receipts`).
     expecting: Vec<String>,
+    /// Provider names per kind (`sms_receipts.source`), for matching receipts again.
+    kinds: Vec<(&'static str, Vec<String>)>,
 }
+
+/// How far back each no-receipt pass looks again (attempt rows can be written late: the completer
+/// batches and retries, and relay clocks differ a little).
+const OVERLAP: chrono::TimeDelta = chrono::TimeDelta::seconds(30);
+
+/// How long an unmatched receipt is matched again.
+const REMATCH_WITHIN: Duration = Duration::from_secs(600);
 
 impl Sweeper {
     /// A sweeper for `config`'s providers.
     pub fn new(config: &Config, store: Store) -> Self {
-        let public = config.webhooks.public_base_url.is_some();
+        let reachable = webhooks_reachable(config);
+        let mut kinds: Vec<(&'static str, Vec<String>)> = Vec::new();
+        for p in &config.providers {
+            let kind = p.kind.label();
+            match kinds.iter_mut().find(|(k, _)| *k == kind) {
+                Some((_, names)) => names.push(p.name.clone()),
+                None => kinds.push((kind, vec![p.name.clone()])),
+            }
+        }
         Self {
             store,
             settings: config.receipts.clone(),
@@ -32,30 +55,42 @@ impl Sweeper {
             expecting: config
                 .providers
                 .iter()
-                .filter(|p| p.expects_receipts(public))
+                .filter(|p| p.expects_receipts(reachable))
                 .map(|p| p.name.clone())
                 .collect(),
+            kinds,
         }
     }
 
     /// One pass over attempts that finished after `after`; returns the next pass's `after`.
-    /// Attempts are considered once their `resend_after` window has passed, so each is looked at
-    /// in exactly one pass.
     pub async fn sweep(&self, after: DateTime<Utc>) -> crate::store::Result<DateTime<Utc>> {
-        let until = Utc::now() - self.settings.resend_after();
-        if !self.expecting.is_empty() && self.rule.max_resends > 0 && until > after {
-            let resent = self
+        let mut next = after;
+        if !self.expecting.is_empty() && self.rule.max_resends > 0 {
+            let (resent, until) = self
                 .store
                 .resend_unanswered(
                     &self.expecting,
                     after,
-                    until,
                     self.settings.resend_after(),
                     self.rule,
                 )
                 .await?;
             if resent > 0 {
                 tracing::info!(resent, "resending messages that got no delivery receipt");
+            }
+            next = (until - OVERLAP).max(after);
+        }
+        for (source, names) in &self.kinds {
+            let matched = self
+                .store
+                .rematch_receipts(source, names, REMATCH_WITHIN, self.rule)
+                .await?;
+            if matched.applied + matched.stale > 0 {
+                tracing::info!(
+                    source,
+                    ?matched,
+                    "receipts that came before their attempt matched"
+                );
             }
         }
         let unknown = self
@@ -65,7 +100,7 @@ impl Sweeper {
         if unknown > 0 {
             tracing::info!(unknown, "attempts without a final receipt marked unknown");
         }
-        Ok(until.max(after))
+        Ok(next)
     }
 
     /// Sweeps every `sweep_interval_ms` until `cancel` fires. The first pass looks back as far
@@ -85,6 +120,11 @@ impl Sweeper {
     }
 }
 
+/// Whether providers can reach this relay's webhooks: it serves them and has a public URL.
+pub fn webhooks_reachable(config: &Config) -> bool {
+    !config.webhooks.listen.is_empty() && config.webhooks.public_base_url.is_some()
+}
+
 fn resend_rule(config: &Config) -> ResendRule {
     ResendRule {
         max_resends: config.receipts.max_resends,
@@ -97,6 +137,9 @@ struct Polled {
     /// The provider kind (`sms_receipts.source`).
     source: &'static str,
     provider: Arc<dyn Provider>,
+    /// Reports fetched but not yet recorded (the database failed): pulled reports are returned
+    /// only once, so they are kept for the next pass.
+    unrecorded: Mutex<Vec<Receipt>>,
 }
 
 /// Asks report APIs about accepted messages still waiting for a final status.
@@ -109,6 +152,10 @@ pub struct Poller {
 
 /// Most messages asked about per provider and pass.
 const POLL_BATCH: u32 = 100;
+/// Report requests in flight at once per provider.
+const POLL_CONCURRENCY: usize = 8;
+/// Most unrecorded reports kept between passes.
+const MAX_UNRECORDED: usize = 10_000;
 
 impl Poller {
     /// A poller for the providers of `chain` that have a report API.
@@ -124,6 +171,7 @@ impl Poller {
                 Some(Polled {
                     source: entry.kind.label(),
                     provider: provider.clone(),
+                    unrecorded: Mutex::new(Vec::new()),
                 })
             })
             .collect();
@@ -144,6 +192,8 @@ impl Poller {
     pub async fn poll(&self) {
         for polled in &self.polled {
             if let Err(error) = self.poll_one(polled).await {
+                // Provider answers can quote the number: scrub before logging.
+                let error = scrub(&error.to_string(), "");
                 tracing::warn!(provider = polled.provider.name(), %error, "report polling failed");
             }
         }
@@ -151,41 +201,81 @@ impl Poller {
 
     async fn poll_one(&self, polled: &Polled) -> Result<(), PollError> {
         let provider = &polled.provider;
-        let receipts = match provider.reports() {
+        let fresh = match provider.reports() {
             Reports::None => return Ok(()),
             Reports::Pull => provider.pull_reports().await?,
-            Reports::PerMessage => {
-                let ids = self
-                    .store
-                    .due_for_report(
-                        provider.name(),
-                        self.settings.poll_interval().min(Duration::from_secs(5)),
-                        self.settings.poll_interval(),
-                        self.settings.unknown_after(),
-                        POLL_BATCH,
-                    )
-                    .await?;
-                let mut receipts = Vec::with_capacity(ids.len());
-                for id in &ids {
-                    receipts.extend(provider.report(id).await?);
-                }
-                receipts
-            }
+            Reports::PerMessage => self.ask_each(polled).await?,
         };
+        let mut receipts = std::mem::take(&mut *lock(&polled.unrecorded));
+        receipts.extend(fresh);
         if receipts.is_empty() {
             return Ok(());
         }
         let names = [provider.name().to_owned()];
-        let totals = self
+        match self
             .store
             .record_receipts(polled.source, Via::Poll, &names, &receipts, self.rule)
+            .await
+        {
+            Ok(totals) => {
+                tracing::debug!(
+                    provider = provider.name(),
+                    ?totals,
+                    "polled receipts recorded"
+                );
+                Ok(())
+            }
+            Err(error) => {
+                receipts.truncate(MAX_UNRECORDED);
+                *lock(&polled.unrecorded) = receipts;
+                Err(error.into())
+            }
+        }
+    }
+
+    /// Asks the report API about each attempt that is due, a few at a time. A failing request
+    /// is logged and skipped (the attempt is asked again later); the others are kept.
+    async fn ask_each(&self, polled: &Polled) -> Result<Vec<Receipt>, PollError> {
+        let ids = self
+            .store
+            .due_for_report(
+                polled.provider.name(),
+                self.settings.poll_interval().min(Duration::from_secs(5)),
+                self.settings.poll_interval(),
+                self.settings.unknown_after(),
+                POLL_BATCH,
+            )
             .await?;
-        tracing::debug!(
-            provider = provider.name(),
-            ?totals,
-            "polled receipts recorded"
-        );
-        Ok(())
+        let slots = Arc::new(Semaphore::new(POLL_CONCURRENCY));
+        let mut asks = JoinSet::new();
+        for id in ids {
+            let (provider, slots) = (polled.provider.clone(), slots.clone());
+            asks.spawn(async move {
+                let _slot = slots.acquire_owned().await;
+                provider.report(&id).await
+            });
+        }
+        let (mut receipts, mut failed) = (Vec::new(), 0usize);
+        let mut last_error = None;
+        while let Some(asked) = asks.join_next().await {
+            match asked {
+                Ok(Ok(receipt)) => receipts.extend(receipt),
+                Ok(Err(error)) => {
+                    failed += 1;
+                    last_error = Some(error);
+                }
+                Err(panicked) => {
+                    failed += 1;
+                    tracing::error!(%panicked, "a report request panicked");
+                }
+            }
+        }
+        if let Some(error) = last_error {
+            let error = scrub(&error.to_string(), "");
+            tracing::warn!(provider = polled.provider.name(), failed, last_error = %error,
+                "some report requests failed; those messages are asked again later");
+        }
+        Ok(receipts)
     }
 
     /// Polls every `poll_interval_ms` until `cancel` fires.
@@ -198,6 +288,12 @@ impl Poller {
             }
         }
     }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Why a polling pass stopped early (the next pass tries again).

@@ -95,15 +95,22 @@ WITH f AS (
                 WHERE n.recipient = o.recipient AND n.purpose = o.purpose AND n.supersede
                   AND n.seq > o.seq) AS superseded,
            f.disposition = 'retry'
-               AND now() + (f.delay_ms + $6) * interval '1 millisecond' >= o.expires_at AS too_late
+               AND now() + (f.delay_ms + $6) * interval '1 millisecond' >= o.expires_at AS too_late,
+           o.resends > 0 AS was_sent
       FROM f JOIN sms_outbox o ON o.id = f.id
 ), decided AS (
     SELECT id, round, delay_ms,
-           CASE WHEN superseded THEN 'cancelled' WHEN too_late THEN 'expired' ELSE disposition END AS disposition,
-           CASE WHEN superseded THEN concat('superseded by a newer message; last error: ', reason)
-                WHEN too_late THEN concat('validity ends before the next retry; last error: ', reason)
-                ELSE reason END AS reason
-      FROM checked
+           -- A resent message was sent before: a resend that cannot go out leaves it sent.
+           CASE WHEN resend_lost THEN 'sent'
+                WHEN superseded THEN 'cancelled' WHEN too_late THEN 'expired' ELSE disposition END AS disposition,
+           CASE WHEN resend_lost THEN concat('resend not sent: ', reason) ELSE reason END AS reason
+      FROM (SELECT id, round, delay_ms, disposition, superseded, too_late,
+                   was_sent AND (superseded OR too_late OR disposition IN ('failed', 'expired', 'cancelled'))
+                       AS resend_lost,
+                   CASE WHEN superseded THEN concat('superseded by a newer message; last error: ', reason)
+                        WHEN too_late THEN concat('validity ends before the next retry; last error: ', reason)
+                        ELSE reason END AS reason
+              FROM checked) c
 ), updated AS (
     UPDATE sms_outbox o
        SET state = CASE WHEN d.disposition IN ('retry', 'release') THEN 'pending'
@@ -139,10 +146,10 @@ ON CONFLICT (message_id, attempt_number, chain_step) DO NOTHING
 "#;
 
 /// The largest cost `numeric(14, 6)` holds, in micros; a larger reported price is dropped.
-const MAX_COST_MICROS: i64 = 99_999_999_999_999;
+pub(super) const MAX_COST_MICROS: i64 = 99_999_999_999_999;
 
 /// Text as PostgreSQL accepts it: no NUL characters.
-fn pg_text(s: &str) -> String {
+pub(super) fn pg_text(s: &str) -> String {
     s.replace('\0', "")
 }
 

@@ -14,7 +14,7 @@ pub use circuits::CircuitRow;
 pub use claim::ClaimedMessage;
 pub use complete::{Disposition, Finish};
 pub use enqueue::{EnqueueError, EnqueueRequest, Refusal, enqueue};
-pub use receipts::{ReceiptResult, Recorded, ResendRule, Via};
+pub use receipts::{Recorded, ResendRule, Via};
 pub use status::{AttemptCount, StateCount, Status};
 pub use wakeup::WAKEUP_CHANNEL;
 
@@ -28,11 +28,16 @@ impl StoreError {
     /// Whether the database refused the data itself (SQLSTATE class 22 or 23): sending the same
     /// statement again will fail again, unlike a lost connection or a timeout.
     pub fn is_data_error(&self) -> bool {
-        self.0
-            .as_database_error()
-            .and_then(|db| db.code())
-            .is_some_and(|code| code.starts_with("22") || code.starts_with("23"))
+        is_data_error(&self.0)
     }
+}
+
+/// See [`StoreError::is_data_error`].
+fn is_data_error(error: &sqlx::Error) -> bool {
+    error
+        .as_database_error()
+        .and_then(|db| db.code())
+        .is_some_and(|code| code.starts_with("22") || code.starts_with("23"))
 }
 
 /// Result alias for store calls.

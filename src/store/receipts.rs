@@ -5,8 +5,14 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use super::{Result, Store};
-use crate::receipts::Receipt;
+use serde_json::Value;
+
+use super::{
+    Result, Store,
+    complete::{MAX_COST_MICROS, pg_text},
+    is_data_error,
+};
+use crate::{providers::settings::is_currency, receipts::Receipt};
 
 /// Where a receipt came from (`sms_receipts.via`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,19 +41,6 @@ pub struct ResendRule {
     pub expiry_margin: Duration,
 }
 
-/// What became of one receipt (`sms_receipts.result`, or `Duplicate` when it was a repeat).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ReceiptResult {
-    /// It moved the attempt's delivery status.
-    Applied,
-    /// The attempt already had this or a later status.
-    Stale,
-    /// No accepted attempt of the source's providers has this id.
-    Unmatched,
-    /// The same receipt was recorded before.
-    Duplicate,
-}
-
 /// Totals of one [`Store::record_receipts`] call.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Recorded {
@@ -55,21 +48,23 @@ pub struct Recorded {
     pub applied: u32,
     /// Receipts older than what the attempt already knew.
     pub stale: u32,
-    /// Receipts for messages we do not know.
+    /// Receipts for messages we do not know (yet).
     pub unmatched: u32,
     /// Repeats of receipts already recorded.
     pub duplicate: u32,
+    /// Receipts the database refused (left out; the others are recorded).
+    pub refused: u32,
     /// Messages put back in the queue for a resend.
     pub resent: u32,
 }
 
 impl Recorded {
-    fn add(&mut self, result: ReceiptResult, resent: bool) {
+    fn add(&mut self, result: &str, resent: bool) {
         match result {
-            ReceiptResult::Applied => self.applied += 1,
-            ReceiptResult::Stale => self.stale += 1,
-            ReceiptResult::Unmatched => self.unmatched += 1,
-            ReceiptResult::Duplicate => self.duplicate += 1,
+            "applied" => self.applied += 1,
+            "stale" => self.stale += 1,
+            "unmatched" => self.unmatched += 1,
+            _ => self.duplicate += 1,
         }
         self.resent += u32::from(resent);
     }
@@ -79,20 +74,58 @@ fn interval_ms(d: Duration) -> f64 {
     d.as_millis() as f64
 }
 
-/// Attempts whose receipt should have come by now, and the message's validity still allows
-/// another send: resend through the next provider.
+/// A JSON value with NUL characters removed from every string (jsonb refuses `\u0000`).
+fn without_nul(value: &Value) -> Value {
+    match value {
+        Value::String(s) => Value::String(pg_text(s)),
+        Value::Array(items) => Value::Array(items.iter().map(without_nul).collect()),
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .map(|(k, v)| (pg_text(k), without_nul(v)))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
+/// A receipt's price in micros, if it fits `numeric(14, 6)` and has a currency code.
+fn fitting_cost(r: &Receipt) -> Option<(i64, String)> {
+    let cost = r.cost.as_ref()?;
+    let currency = cost.currency.to_ascii_uppercase();
+    let micros = cost
+        .micros
+        .checked_abs()
+        .filter(|m| *m <= MAX_COST_MICROS)?;
+    is_currency(&currency).then_some((micros, currency))
+}
+
+/// Stores and applies one receipt (`sms_record_receipt`); returns its result and whether it
+/// queued a resend.
+const RECORD: &str = "SELECT result, resent FROM sms_record_receipt($1, $2, $3, $4, $5, $6, $7, \
+     $8::sms_delivery, $9, $10, $11, $12 / 1000000.0, $13, $14, $15, $16 * interval '1 millisecond')";
+
+/// Attempts whose receipt should have come by now, whose message may still be resent: resend
+/// through the next provider (`sms_resend` checks again under lock). Also returns the upper bound
+/// used, by the database's clock.
 const RESEND_UNANSWERED: &str = r#"
-SELECT count(*) FILTER (WHERE sms_resend(a.id, $1, $2, $3 * interval '1 millisecond'))
+WITH bound AS (SELECT now() - $7 * interval '1 millisecond' AS until)
+SELECT count(*) FILTER (WHERE sms_resend(a.id, $1, $2, $3 * interval '1 millisecond')),
+       (SELECT until FROM bound)
   FROM sms_attempts a
+  JOIN sms_outbox o ON o.id = a.message_id
  WHERE a.outcome = 'accepted' AND (a.delivery_status IS NULL OR a.delivery_status IN ('queued', 'enroute'))
-   AND a.finished_at > $4 AND a.finished_at <= $5
-   AND a.provider = ANY ($6)
+   AND a.finished_at > $4 AND a.finished_at <= (SELECT until FROM bound)
+   AND a.provider = ANY ($5)
+   AND o.state = 'sent' AND o.attempts = a.attempt_number AND o.resends < $2
+   AND o.expires_at > now() + $3 * interval '1 millisecond'
+   AND $6
 "#;
 
 impl Store {
     /// Records `receipts` from the provider kind `source`, matching them against attempts of the
-    /// providers named in `providers`. Each receipt is one call of `sms_record_receipt`, in order,
-    /// in one transaction.
+    /// providers named in `providers`, in one transaction. Receipts are taken in order of the
+    /// provider's message id (so concurrent batches lock attempts in the same order), each in its
+    /// own savepoint: one the database refuses is left out and counted, the rest are recorded.
     pub async fn record_receipts(
         &self,
         source: &str,
@@ -101,68 +134,108 @@ impl Store {
         receipts: &[Receipt],
         rule: ResendRule,
     ) -> Result<Recorded> {
+        let mut ordered: Vec<&Receipt> = receipts.iter().collect();
+        ordered.sort_by(|a, b| a.provider_message_id.cmp(&b.provider_message_id));
         let mut tx = self.pool.begin().await?;
         let mut totals = Recorded::default();
-        for r in receipts {
-            let (result, resent): (String, bool) = sqlx::query_as(
-                "SELECT result, resent FROM sms_record_receipt($1, $2, $3, $4, $5, $6, $7, \
-                 $8::sms_delivery, $9, $10, $11 / 1000000.0, $12, $13, $14, $15 * interval '1 millisecond')",
-            )
-            .bind(source)
-            .bind(via.as_str())
-            .bind(providers)
-            .bind(&r.dedupe_key)
-            .bind(&r.provider_message_id)
-            .bind(&r.client_ref)
-            .bind(&r.status_raw)
-            .bind(r.status.as_str())
-            .bind(&r.error_code)
-            .bind(r.done_at)
-            .bind(r.cost.as_ref().map(|c| c.micros))
-            .bind(r.cost.as_ref().map(|c| c.currency.as_str()))
-            .bind(&r.payload)
-            .bind(i32::try_from(rule.max_resends).unwrap_or(i32::MAX))
-            .bind(interval_ms(rule.expiry_margin))
-            .fetch_one(&mut *tx)
-            .await?;
-            let result = match result.as_str() {
-                "applied" => ReceiptResult::Applied,
-                "stale" => ReceiptResult::Stale,
-                "unmatched" => ReceiptResult::Unmatched,
-                _ => ReceiptResult::Duplicate,
-            };
-            if result == ReceiptResult::Unmatched {
-                tracing::info!(source, provider_message_id = %r.provider_message_id,
-                    "receipt for a message we do not know; kept in sms_receipts");
+        for r in ordered {
+            let cost = fitting_cost(r);
+            let mut savepoint = sqlx::Connection::begin(&mut *tx).await?;
+            let recorded: std::result::Result<(String, bool), sqlx::Error> = sqlx::query_as(RECORD)
+                .bind(source)
+                .bind(via.as_str())
+                .bind(providers)
+                .bind(pg_text(&r.dedupe_key))
+                .bind(pg_text(&r.provider_message_id))
+                .bind(r.client_ref.as_deref().map(pg_text))
+                .bind(pg_text(&r.status_raw))
+                .bind(r.status.as_str())
+                .bind(r.error_code.as_deref().map(pg_text))
+                .bind(r.permanent)
+                .bind(r.done_at)
+                .bind(cost.as_ref().map(|c| c.0))
+                .bind(cost.map(|c| c.1))
+                .bind(without_nul(&r.payload))
+                .bind(i32::try_from(rule.max_resends).unwrap_or(i32::MAX))
+                .bind(interval_ms(rule.expiry_margin))
+                .fetch_one(&mut *savepoint)
+                .await;
+            match recorded {
+                Ok((result, resent)) => {
+                    savepoint.commit().await?;
+                    if result == "unmatched" {
+                        tracing::info!(source, provider_message_id = %r.provider_message_id,
+                            "receipt for a message we do not know (yet); kept in sms_receipts");
+                    }
+                    totals.add(&result, resent);
+                }
+                Err(error) if is_data_error(&error) => {
+                    savepoint.rollback().await?;
+                    tracing::warn!(source, provider_message_id = %r.provider_message_id,
+                        "the database refused a receipt; left out");
+                    totals.refused += 1;
+                }
+                Err(error) => return Err(error.into()),
             }
-            totals.add(result, resent);
         }
         tx.commit().await?;
         Ok(totals)
     }
 
+    /// Matches receipts of `source` that came within `within` before their attempt was recorded
+    /// (they were stored `unmatched`) against attempts of `providers` again, and applies them.
+    pub async fn rematch_receipts(
+        &self,
+        source: &str,
+        providers: &[String],
+        within: Duration,
+        rule: ResendRule,
+    ) -> Result<Recorded> {
+        let rows: Vec<(String, bool)> = sqlx::query_as(
+            "SELECT m.result, m.resent FROM ( \
+                 SELECT id FROM sms_receipts \
+                  WHERE result = 'unmatched' AND source = $1 \
+                    AND received_at > now() - $2 * interval '1 millisecond' \
+                  ORDER BY provider_message_id, id) r, \
+               LATERAL sms_apply_receipt(r.id, $3, $4, $5 * interval '1 millisecond') m",
+        )
+        .bind(source)
+        .bind(interval_ms(within))
+        .bind(providers)
+        .bind(i32::try_from(rule.max_resends).unwrap_or(i32::MAX))
+        .bind(interval_ms(rule.expiry_margin))
+        .fetch_all(&self.pool)
+        .await?;
+        let mut totals = Recorded::default();
+        for (result, resent) in rows {
+            totals.add(&result, resent);
+        }
+        Ok(totals)
+    }
+
     /// Resends messages whose latest accepted attempt, through one of `providers` (those that
-    /// send receipts), finished in `(after, until]` without a final receipt. Returns how many
-    /// went back to the queue.
+    /// send receipts), finished after `after` and more than `window` ago (by the database's
+    /// clock) without a final receipt. Returns how many went back to the queue, and the bound
+    /// up to which attempts were looked at.
     pub async fn resend_unanswered(
         &self,
         providers: &[String],
         after: DateTime<Utc>,
-        until: DateTime<Utc>,
         window: Duration,
         rule: ResendRule,
-    ) -> Result<u64> {
+    ) -> Result<(u64, DateTime<Utc>)> {
         let reason = format!("no delivery receipt within {} s", window.as_secs());
-        let (count,): (i64,) = sqlx::query_as(RESEND_UNANSWERED)
+        let (count, until): (i64, DateTime<Utc>) = sqlx::query_as(RESEND_UNANSWERED)
             .bind(reason)
             .bind(i32::try_from(rule.max_resends).unwrap_or(i32::MAX))
             .bind(interval_ms(rule.expiry_margin))
             .bind(after)
-            .bind(until)
             .bind(providers)
+            .bind(rule.max_resends > 0)
+            .bind(interval_ms(window))
             .fetch_one(&self.pool)
             .await?;
-        Ok(u64::try_from(count).unwrap_or(0))
+        Ok((u64::try_from(count).unwrap_or(0), until))
     }
 
     /// Marks accepted attempts that got no final receipt within `window` as `unknown`.
@@ -179,9 +252,11 @@ impl Store {
         Ok(done.rows_affected())
     }
 
-    /// Picks up to `limit` accepted attempts of `provider` still waiting for a final receipt,
-    /// at least `settle` old and younger than `give_up`, not asked about within `every`; marks
-    /// them asked and returns their provider message ids.
+    /// Picks up to `limit` accepted attempts of `provider` still waiting for a final receipt, at
+    /// least `settle` old and younger than `give_up`, marks them asked and returns their
+    /// provider message ids. An attempt is asked again after `every`, or after as long as it had
+    /// been waiting when last asked if that is longer (so the asking backs off geometrically);
+    /// never asked ones come first.
     pub async fn due_for_report(
         &self,
         provider: &str,
@@ -199,8 +274,10 @@ impl Store {
                               AND finished_at <= now() - $2 * interval '1 millisecond' \
                               AND finished_at > now() - $4 * interval '1 millisecond' \
                               AND (receipt_checked_at IS NULL \
-                                   OR receipt_checked_at <= now() - $3 * interval '1 millisecond') \
-                            ORDER BY finished_at LIMIT $5 FOR UPDATE SKIP LOCKED) \
+                                   OR receipt_checked_at <= now() - greatest($3 * interval '1 millisecond', \
+                                                                             receipt_checked_at - finished_at)) \
+                            ORDER BY receipt_checked_at NULLS FIRST, finished_at \
+                            LIMIT $5 FOR UPDATE SKIP LOCKED) \
              RETURNING provider_message_id",
         )
         .bind(provider)

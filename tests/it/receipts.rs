@@ -277,8 +277,13 @@ impl Poster {
                 let mut params = Self::vonage_params(dlr);
                 if forged {
                     // A valid signature over a different status.
+                    let other = if dlr.status == "delivered" {
+                        "buffered"
+                    } else {
+                        "delivered"
+                    };
                     params.retain(|(k, _)| k != "status");
-                    params.push(("status".into(), "delivered".into()));
+                    params.push(("status".into(), other.into()));
                 } else {
                     params.retain(|(k, _)| k != "sig");
                 }
@@ -421,27 +426,26 @@ async fn receipts_for(kind: Kind) {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(receipt_results(&db).await.last().unwrap(), "unmatched");
 
-    // Forged and unsigned receipts are refused and change nothing.
+    // Forged and unsigned receipts for a message still waiting are refused and change nothing.
+    let third = send_one(&db, &config, "+8801912345611").await;
+    let (attempt3, id3, ref3) = accepted_attempt(&db, third).await;
     let before = receipt_results(&db).await.len();
-    let undelivered = Dlr {
-        id: &id2,
-        client_ref: &ref2,
-        status: w.undelivered,
+    let delivered = Dlr {
+        id: &id3,
+        client_ref: &ref3,
+        status: w.delivered,
         error: "",
     };
     assert_eq!(
-        poster.post_forged(&undelivered, true).await,
+        poster.post_forged(&delivered, true).await,
         StatusCode::FORBIDDEN
     );
     assert_eq!(
-        poster.post_forged(&undelivered, false).await,
+        poster.post_forged(&delivered, false).await,
         StatusCode::UNAUTHORIZED
     );
     assert_eq!(receipt_results(&db).await.len(), before);
-    assert_eq!(
-        delivery_of(&db, attempt2).await.0.as_deref(),
-        Some("undelivered")
-    );
+    assert_eq!(delivery_of(&db, attempt3).await, (None, None, false));
 }
 
 #[tokio::test]
@@ -648,14 +652,23 @@ async fn alpha_sms_reports_are_polled_with_their_charge() {
     );
     let (cost, currency) = cost_of(&db, attempt).await;
     assert_eq!((cost.as_str(), currency.as_str()), ("0.250000", "BDT"));
-    // Asked again only after the poll interval; then the report says delivered.
+    // Asked again only once it has waited as long again as it had when first asked (at least
+    // the poll interval); then the report says delivered.
     fake.set_report_status("Delivered");
     poller.poll().await;
     assert_eq!(
         delivery_of(&db, attempt).await.0.as_deref(),
         Some("enroute")
     );
-    tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+    assert_eq!(fake.lookups(), 1);
+    let waited: f64 = sqlx::query_scalar(
+        "SELECT extract(epoch FROM receipt_checked_at - finished_at)::float8 FROM sms_attempts WHERE id = $1",
+    )
+    .bind(attempt)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    tokio::time::sleep(std::time::Duration::from_secs_f64(waited.max(0.1) + 0.1)).await;
     poller.poll().await;
     assert_eq!(
         delivery_of(&db, attempt).await,
@@ -663,7 +676,10 @@ async fn alpha_sms_reports_are_polled_with_their_charge() {
     );
     assert_eq!(fake.lookups(), 2);
     // Final: never asked again.
-    tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+    tokio::time::sleep(std::time::Duration::from_secs_f64(
+        2.0 * waited.max(0.1) + 0.1,
+    ))
+    .await;
     poller.poll().await;
     assert_eq!(fake.lookups(), 2);
 }
@@ -754,4 +770,58 @@ async fn infobip_batch_is_recorded_in_order() {
             .await
             .unwrap();
     assert_eq!(done, "2025-01-01 14:00:04", "the carrier's doneAt");
+}
+
+#[tokio::test]
+async fn odd_values_in_a_receipt_are_fitted_not_fatal_to_the_batch() {
+    let db = TestDb::new().await;
+    let fake = FakeProvider::start(Kind::Infobip).await;
+    let config = config_for(vec![receipt_entry(&fake, "ib")]);
+    let message = send_one(&db, &config, "+8801712345611").await;
+    let (attempt, id, client_ref) = accepted_attempt(&db, message).await;
+    let mut body = Poster::infobip_body(&[
+        Dlr {
+            id: "unknown-1",
+            client_ref: "",
+            status: "3/5",
+            error: "",
+        },
+        Dlr {
+            id: &id,
+            client_ref: &client_ref,
+            status: "3/5",
+            error: "",
+        },
+    ]);
+    // A NUL in a string (jsonb refuses it) and a price no numeric(14, 6) holds.
+    body["results"][0]["sender"] = json!("Glam\u{0}ora");
+    body["results"][1]["price"]["pricePerMessage"] = json!(999_999_999.0);
+    let receipts = sms_relay::receipts::infobip::parse(body.to_string().as_bytes()).unwrap();
+    let totals = db
+        .store()
+        .record_receipts(
+            "infobip",
+            sms_relay::store::Via::Webhook,
+            &["ib".to_owned()],
+            &receipts,
+            sms_relay::store::ResendRule {
+                max_resends: 0,
+                expiry_margin: std::time::Duration::ZERO,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (totals.applied, totals.unmatched, totals.refused),
+        (1, 1, 0)
+    );
+    assert_eq!(
+        delivery_of(&db, attempt).await.0.as_deref(),
+        Some("delivered")
+    );
+    // The configured price stays: the reported one does not fit.
+    assert_eq!(
+        cost_of(&db, attempt).await,
+        ("0.350000".into(), "BDT".into())
+    );
 }

@@ -108,8 +108,27 @@ async fn undelivered_receipt_resends_through_the_next_provider_once() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(db.state_of(id).await.0, "sent");
     assert_eq!(resends_of(&db, id).await, 1);
-    // A repeat of the first receipt, or a stale one for the older attempt, resends nothing.
+    // A repeat of the first receipt, or another final one for the older attempt, resends nothing.
     assert_eq!(twilio.post(&undelivered).await, StatusCode::OK);
+    let failed = Dlr {
+        status: "failed",
+        error: "30008",
+        ..undelivered
+    };
+    assert_eq!(twilio.post(&failed).await, StatusCode::OK);
+    let results: Vec<(String, bool)> =
+        sqlx::query_as("SELECT result, resent FROM sms_receipts ORDER BY id")
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        results,
+        [
+            ("applied".into(), true),
+            ("applied".into(), false),
+            ("stale".into(), false)
+        ]
+    );
     run(&db, &config).await;
     assert_eq!(history(&db, id).await.len(), 2);
     assert_eq!(fakes[0].received().len(), 1);
@@ -193,9 +212,14 @@ async fn no_receipt_within_the_window_resends_through_the_next_provider() {
     );
     assert_eq!(fakes[1].received().len(), 1);
 
-    // The SSL attempt expects no receipt, and the Twilio one is no longer the latest.
+    // The SSL attempt expects no receipt, and the Twilio one is no longer the latest: even a
+    // pass over everything since the start resends nothing.
     tokio::time::sleep(Duration::from_millis(1_100)).await;
     sweeper.sweep(next).await.unwrap();
+    sweeper
+        .sweep(started - chrono::TimeDelta::seconds(1))
+        .await
+        .unwrap();
     assert_eq!(db.state_of(id).await.0, "sent");
     assert_eq!(resends_of(&db, id).await, 1);
 }
@@ -270,4 +294,162 @@ async fn attempts_without_a_final_receipt_become_unknown_until_one_comes() {
     assert_eq!(status_of().await.as_deref(), Some("unknown"));
     assert_eq!(poster.post(&dlr("delivered")).await, StatusCode::OK);
     assert_eq!(status_of().await.as_deref(), Some("delivered"));
+}
+
+#[tokio::test]
+async fn a_receipt_naming_a_number_that_cannot_receive_is_not_resent() {
+    let db = TestDb::new().await;
+    let (fakes, config) = chain_of(&[Kind::Twilio, Kind::Vonage]).await;
+    let base = serve(&config, db.store()).await;
+    let id = send_one(&db, &config, "+8801712345611").await;
+    let (_, sid, client_ref) = accepted_attempt(&db, id).await;
+    // 21610: the recipient replied STOP.
+    let status = Poster::new(Kind::Twilio, &base, &fakes[0])
+        .post(&Dlr {
+            id: &sid,
+            client_ref: &client_ref,
+            status: "undelivered",
+            error: "21610",
+        })
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(db.state_of(id).await.0, "sent");
+    assert_eq!(resends_of(&db, id).await, 0);
+}
+
+#[tokio::test]
+async fn a_delivered_receipt_withdraws_a_resend_not_yet_sent() {
+    let db = TestDb::new().await;
+    let (fakes, mut config) = chain_of(&[Kind::Twilio, Kind::SslWireless]).await;
+    config.receipts.resend_after_ms = 1_000;
+    let base = serve(&config, db.store()).await;
+    let started = Utc::now() - chrono::TimeDelta::seconds(1);
+    let id = send_one(&db, &config, "+8801712345611").await;
+    let (_, sid, client_ref) = accepted_attempt(&db, id).await;
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    Sweeper::new(&config, db.store())
+        .sweep(started)
+        .await
+        .unwrap();
+    assert_eq!(db.state_of(id).await.0, "pending");
+    // The receipt was only late.
+    let status = Poster::new(Kind::Twilio, &base, &fakes[0])
+        .post(&Dlr {
+            id: &sid,
+            client_ref: &client_ref,
+            status: "delivered",
+            error: "",
+        })
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(db.state_of(id).await.0, "sent");
+    assert_eq!(resends_of(&db, id).await, 0);
+    run(&db, &config).await;
+    assert_eq!(history(&db, id).await.len(), 1);
+    assert!(fakes[1].received().is_empty());
+}
+
+#[tokio::test]
+async fn a_resend_that_cannot_go_out_leaves_the_message_sent() {
+    let db = TestDb::new().await;
+    let (fakes, mut config) = chain_of(&[Kind::Twilio, Kind::SslWireless]).await;
+    config.retry.max_rounds = 2;
+    let base = serve(&config, db.store()).await;
+    let id = send_one(&db, &config, "+8801712345611").await;
+    let (_, sid, client_ref) = accepted_attempt(&db, id).await;
+    for fake in &fakes {
+        fake.set_server_error_rate(1.0);
+    }
+    let status = Poster::new(Kind::Twilio, &base, &fakes[0])
+        .post(&Dlr {
+            id: &sid,
+            client_ref: &client_ref,
+            status: "undelivered",
+            error: "30003",
+        })
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let policy = sms_relay::relay::RetryPolicy {
+        max_rounds: 2,
+        ..quick_retries()
+    };
+    run_chain_until_idle(&db, http_chain(&config.providers), policy).await;
+    let (state, reason) = db.state_of(id).await;
+    assert_eq!(state, "sent");
+    assert!(
+        reason
+            .as_deref()
+            .is_some_and(|r| r.starts_with("resend not sent: gave up")),
+        "{reason:?}"
+    );
+    let outcomes: Vec<String> = history(&db, id).await.into_iter().map(|h| h.4).collect();
+    assert_eq!(outcomes, ["accepted", "provider_error", "provider_error"]);
+}
+
+#[tokio::test]
+async fn a_resend_is_refused_once_the_attempt_is_delivered() {
+    // The guard a racing sweeper relies on: sms_resend reads the attempt under lock.
+    let db = TestDb::new().await;
+    let (_fakes, config) = chain_of(&[Kind::Twilio, Kind::Vonage]).await;
+    let id = send_one(&db, &config, "+8801712345611").await;
+    let (attempt, _, _) = accepted_attempt(&db, id).await;
+    let resend = async || -> bool {
+        sqlx::query_scalar("SELECT sms_resend($1, 'test', 1, interval '0')")
+            .bind(attempt)
+            .fetch_one(&db.pool)
+            .await
+            .unwrap()
+    };
+    sqlx::query("UPDATE sms_attempts SET delivery_status = 'delivered' WHERE id = $1")
+        .bind(attempt)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    assert!(!resend().await);
+    sqlx::query("UPDATE sms_attempts SET delivery_status = NULL WHERE id = $1")
+        .bind(attempt)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    assert!(resend().await);
+    assert_eq!(db.state_of(id).await.0, "pending");
+}
+
+#[tokio::test]
+async fn a_receipt_that_came_before_its_attempt_is_matched_later() {
+    let db = TestDb::new().await;
+    let (fakes, config) = chain_of(&[Kind::Twilio, Kind::Vonage]).await;
+    let base = serve(&config, db.store()).await;
+    let poster = Poster::new(Kind::Twilio, &base, &fakes[0]);
+    let early = Dlr {
+        id: "SM0000000000000000000000000000beef",
+        client_ref: "",
+        status: "delivered",
+        error: "",
+    };
+    assert_eq!(poster.post(&early).await, StatusCode::OK);
+    // The attempt row is written only now (as a completer running late would).
+    let id = send_one(&db, &config, "+8801712345611").await;
+    let (attempt, _, _) = accepted_attempt(&db, id).await;
+    sqlx::query("UPDATE sms_attempts SET provider_message_id = $1 WHERE id = $2")
+        .bind(early.id)
+        .bind(attempt)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    Sweeper::new(&config, db.store())
+        .sweep(Utc::now())
+        .await
+        .unwrap();
+    let (status, result): (Option<String>, String) = sqlx::query_as(
+        "SELECT a.delivery_status::text, r.result FROM sms_attempts a, sms_receipts r WHERE a.id = $1",
+    )
+    .bind(attempt)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        (status.as_deref(), result.as_str()),
+        (Some("delivered"), "applied")
+    );
 }

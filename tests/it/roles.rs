@@ -78,6 +78,10 @@ fn assert_denied(result: Result<impl std::fmt::Debug, sqlx::Error>, sql: &str) {
     );
 }
 
+/// A receipt recorded through the relay's own function (a write path).
+const RECORD_RECEIPT: &str = "SELECT sms_record_receipt('twilio', 'webhook', ARRAY['p'], 'k', 'SM1', NULL, \
+     'delivered', 'delivered', NULL, false, NULL, NULL, NULL, '{}', 1, interval '0')";
+
 async fn denied(conn: &mut PgConnection, sql: &'static str) {
     assert_denied(sqlx::query(sql).execute(&mut *conn).await, sql);
 }
@@ -125,6 +129,9 @@ async fn analysts_read_reports_and_attempts_but_no_numbers() {
         "INSERT INTO sms_outbox (recipient, template, params) VALUES ('+8801711111111', 'otp', '{\"code\": \"1\"}')",
         "UPDATE sms_attempts SET cost = 0",
         "DELETE FROM sms_attempts",
+        "SELECT sms_resend(1, 'x', 1, interval '0')",
+        "SELECT sms_apply_receipt(1, ARRAY['p'], 1, interval '0')",
+        RECORD_RECEIPT,
     ] {
         denied(&mut analyst, sql).await;
     }
@@ -193,6 +200,9 @@ async fn the_auth_backend_may_enqueue_and_nothing_else() {
         "INSERT INTO sms_outbox (recipient, template, params, state) VALUES ('+8801711111112', 'otp', '{\"code\": \"1\"}', 'sent')",
         "UPDATE sms_outbox SET priority = 0",
         "DELETE FROM sms_outbox",
+        "SELECT sms_resend(1, 'x', 1, interval '0')",
+        "SELECT sms_apply_receipt(1, ARRAY['p'], 1, interval '0')",
+        RECORD_RECEIPT,
     ] {
         denied(&mut auth, sql).await;
     }
@@ -255,6 +265,7 @@ async fn the_relay_runs_as_its_own_role() {
         status_raw: "undelivered".into(),
         status: Delivery::Undelivered,
         error_code: Some("30003".into()),
+        permanent: false,
         done_at: None,
         cost: None,
         dedupe_key: format!("roles-test:{provider_message_id}"),
