@@ -17,7 +17,9 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
                 ELSE 0 END
 $$;
 
--- Country by the longest matching calling-code prefix; add rows for more destinations.
+-- Country by the longest matching calling-code prefix; add rows for more destinations (relays read
+-- the table when they start; the relay computes country and operator itself, with the same rules
+-- as sms_country() and sms_operator() below, which serve older rows and analysts).
 CREATE TABLE sms_country_prefixes (
     prefix  text PRIMARY KEY CHECK (prefix ~ '^\+[1-9][0-9]{0,5}$'),
     country char(2) NOT NULL CHECK (country ~ '^[A-Z]{2}$')
@@ -93,12 +95,10 @@ UPDATE sms_attempts a
 CREATE INDEX sms_attempts_provider_message_idx ON sms_attempts (provider_message_id)
     WHERE provider_message_id IS NOT NULL;
 CREATE INDEX sms_attempts_client_ref_idx ON sms_attempts (client_ref);
--- Accepted attempts still waiting for a final receipt, by age (no-receipt resends, the unknown
--- window and report polling scan this; rows leave it when a final status arrives).
-CREATE INDEX sms_attempts_awaiting_receipt_idx ON sms_attempts (finished_at)
-    WHERE outcome = 'accepted' AND (delivery_status IS NULL OR delivery_status IN ('queued', 'enroute'));
--- The same rows per provider (report polling asks one provider about its own).
-CREATE INDEX sms_attempts_awaiting_by_provider_idx ON sms_attempts (provider, finished_at)
+-- Accepted attempts still waiting for a final receipt, per provider by age (no-receipt resends, the
+-- unknown window and report polling scan this, always for given providers; rows leave it when a
+-- final status arrives).
+CREATE INDEX sms_attempts_awaiting_receipt_idx ON sms_attempts (provider, finished_at)
     WHERE outcome = 'accepted' AND (delivery_status IS NULL OR delivery_status IN ('queued', 'enroute'));
 
 -- Every receipt as received. The relay reads it; analysts do not (payloads hold phone numbers).

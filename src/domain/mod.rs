@@ -1,5 +1,6 @@
-//! Values the relay works with: recipients, templates and SMS segments.
+//! Values the relay works with: recipients and their destinations, templates and SMS segments.
 
+pub mod destination;
 pub mod recipient;
 pub mod reference;
 pub mod segments;

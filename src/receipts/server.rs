@@ -20,7 +20,7 @@ use axum::{
 use base64::Engine;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
-use tokio::net::TcpListener;
+use tokio::{net::TcpListener, sync::Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use super::{
@@ -54,6 +54,9 @@ impl<T> Default for Accounts<T> {
 /// What the webhook handlers share.
 pub struct Webhooks {
     store: Store,
+    /// Receipt writes in progress at once: at most half the relay's pool, so a flood of
+    /// receipts cannot starve claims and completions.
+    writers: Semaphore,
     rule: ResendRule,
     public_base_url: Option<String>,
     max_body_bytes: usize,
@@ -67,6 +70,7 @@ impl Webhooks {
     pub fn new(config: &Config, store: Store) -> Self {
         let mut hooks = Self {
             store,
+            writers: Semaphore::new((config.database.max_connections as usize / 2).max(1)),
             rule: ResendRule {
                 max_resends: config.receipts.max_resends,
                 expiry_margin: std::time::Duration::from_millis(config.relay.expiry_margin_ms),
@@ -135,6 +139,10 @@ impl Webhooks {
     }
 
     async fn record(&self, source: &str, names: &[String], receipts: &[Receipt]) -> Response {
+        let Ok(Ok(_slot)) = tokio::time::timeout(WRITER_WAIT, self.writers.acquire()).await else {
+            tracing::warn!(source, "too many receipts at once; the provider will retry");
+            return refuse(StatusCode::SERVICE_UNAVAILABLE, "busy");
+        };
         match self
             .store
             .record_receipts(source, Via::Webhook, names, receipts, self.rule)
@@ -154,6 +162,9 @@ impl Webhooks {
         }
     }
 }
+
+/// Longest a receipt waits for a database slot before it is answered 503.
+const WRITER_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Serves `router` on `listener` until `cancel` fires.
 pub async fn serve(

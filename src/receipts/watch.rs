@@ -93,9 +93,14 @@ impl Sweeper {
                 );
             }
         }
+        let every: Vec<String> = self
+            .kinds
+            .iter()
+            .flat_map(|(_, names)| names.iter().cloned())
+            .collect();
         let unknown = self
             .store
-            .expire_receipts(self.settings.unknown_after())
+            .expire_receipts(&every, self.settings.unknown_after())
             .await?;
         if unknown > 0 {
             tracing::info!(unknown, "attempts without a final receipt marked unknown");

@@ -7,7 +7,11 @@ use tokio_util::sync::CancellationToken;
 
 use super::RetryPolicy;
 use crate::{
-    domain::{Recipient, RenderError, reference, render, segments},
+    domain::{
+        Recipient, RenderError,
+        destination::{self, Countries},
+        reference, render, segments,
+    },
     providers::{OutgoingSms, ProviderChain, RoundResult},
     store::{ClaimedMessage, Disposition, Finish},
 };
@@ -21,6 +25,8 @@ pub(super) struct Context {
     pub lease: Duration,
     /// Cancelled when the shutdown grace runs out: sends in progress are abandoned.
     pub hard_stop: CancellationToken,
+    /// Countries by calling code, for the attempt rows.
+    pub countries: Countries,
 }
 
 fn end(mut finish: Finish, disposition: Disposition, reason: impl Into<String>) -> Finish {
@@ -42,6 +48,8 @@ pub(super) async fn dispatch(ctx: &Context, msg: ClaimedMessage, claimed_at: Ins
         segments: None,
         attempts: Vec::new(),
         resend_reason: msg.resend_reason.clone(),
+        country: ctx.countries.of(&msg.recipient).to_owned(),
+        operator: destination::operator(&msg.recipient),
     };
     if msg.superseded {
         return end(

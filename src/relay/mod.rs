@@ -44,6 +44,9 @@ pub enum RelayError {
     /// The LISTEN connection could not be opened; check `DATABASE_URL` (worth retrying).
     #[error("cannot listen for wake-ups: {0}")]
     Listen(#[source] sqlx::Error),
+    /// The country table could not be read; check the database and its schema (worth retrying).
+    #[error("cannot read sms_country_prefixes: {0}")]
+    Countries(#[source] crate::store::StoreError),
 }
 
 /// Totals of one [`Relay::run`].
@@ -92,6 +95,11 @@ impl Relay {
         stop: StopWhen,
         cancel: CancellationToken,
     ) -> Result<RunReport, RelayError> {
+        let countries = self
+            .store
+            .countries()
+            .await
+            .map_err(RelayError::Countries)?;
         let wake = Arc::new(Notify::new());
         let mut listener = PgListener::connect_with(self.store.pool())
             .await
@@ -121,6 +129,7 @@ impl Relay {
             expiry_margin: Duration::from_millis(self.settings.expiry_margin_ms),
             lease: self.settings.lease(),
             hard_stop: CancellationToken::new(),
+            countries,
         });
         let sends = TaskTracker::new();
         let circuits_stop = CancellationToken::new();

@@ -65,6 +65,10 @@ pub struct Finish {
     pub attempts: Vec<AttemptRecord>,
     /// Why this round is a resend (copied to its attempts), if it is one.
     pub resend_reason: Option<String>,
+    /// The destination's country (`sms_attempts.country`).
+    pub country: String,
+    /// The destination's operator (`sms_attempts.operator`).
+    pub operator: &'static str,
 }
 
 impl Finish {
@@ -133,15 +137,15 @@ INSERT INTO sms_attempts (message_id, attempt_number, chain_step, provider, temp
 SELECT a.message_id, a.attempt_number, a.chain_step, a.provider, a.template, $7,
        a.started_at, a.finished_at, a.outcome::sms_outcome, a.http_status, a.error_code, a.error_message,
        a.provider_message_id, a.segments, a.encoding, a.cost_micros / 1000000.0, a.currency, a.client_ref,
-       a.cause, a.resend_reason, sms_country(o.recipient), sms_operator(o.recipient)
+       a.cause, a.resend_reason, a.country, a.operator
   FROM unnest($8::uuid[], $9::int[], $10::int[], $11::text[], $12::text[], $13::timestamptz[],
               $14::timestamptz[], $15::text[], $16::int2[], $17::text[], $18::text[], $19::text[],
-              $20::int2[], $21::text[], $22::int8[], $23::text[], $24::text[], $25::text[], $26::text[])
+              $20::int2[], $21::text[], $22::int8[], $23::text[], $24::text[], $25::text[], $26::text[],
+              $27::text[], $28::text[])
     AS a(message_id, attempt_number, chain_step, provider, template, started_at,
          finished_at, outcome, http_status, error_code, error_message,
          provider_message_id, segments, encoding, cost_micros, currency, client_ref,
-         cause, resend_reason)
-  LEFT JOIN sms_outbox o ON o.id = a.message_id
+         cause, resend_reason, country, operator)
 ON CONFLICT (message_id, attempt_number, chain_step) DO NOTHING
 "#;
 
@@ -175,6 +179,8 @@ struct AttemptColumns {
     client_ref: Vec<String>,
     cause: Vec<&'static str>,
     resend_reason: Vec<Option<String>>,
+    country: Vec<String>,
+    operator: Vec<&'static str>,
 }
 
 impl AttemptColumns {
@@ -213,6 +219,8 @@ impl AttemptColumns {
         self.cause.push(finish.cause(index));
         self.resend_reason
             .push(finish.resend_reason.as_deref().map(pg_text));
+        self.country.push(pg_text(&finish.country));
+        self.operator.push(finish.operator);
     }
 }
 
@@ -270,6 +278,8 @@ impl Store {
             .bind(cols.client_ref)
             .bind(cols.cause)
             .bind(cols.resend_reason)
+            .bind(cols.country)
+            .bind(cols.operator)
             .execute(&self.pool)
             .await?;
         Ok(())

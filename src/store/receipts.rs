@@ -238,14 +238,17 @@ impl Store {
         Ok((u64::try_from(count).unwrap_or(0), until))
     }
 
-    /// Marks accepted attempts that got no final receipt within `window` as `unknown`.
-    pub async fn expire_receipts(&self, window: Duration) -> Result<u64> {
+    /// Marks accepted attempts of `providers` that got no final receipt within `window` as
+    /// `unknown`.
+    pub async fn expire_receipts(&self, providers: &[String], window: Duration) -> Result<u64> {
         let done = sqlx::query(
             "UPDATE sms_attempts SET delivery_status = 'unknown' \
               WHERE outcome = 'accepted' \
                 AND (delivery_status IS NULL OR delivery_status IN ('queued', 'enroute')) \
-                AND finished_at <= now() - $1 * interval '1 millisecond'",
+                AND provider = ANY ($1) \
+                AND finished_at <= now() - $2 * interval '1 millisecond'",
         )
+        .bind(providers)
         .bind(interval_ms(window))
         .execute(&self.pool)
         .await?;

@@ -108,6 +108,8 @@ async fn a_stale_relay_cannot_overwrite_a_newer_round() {
         segments: None,
         attempts: Vec::new(),
         resend_reason: None,
+        country: "BD".into(),
+        operator: "Grameenphone",
     };
     store
         .complete(
@@ -301,4 +303,59 @@ async fn the_relay_vacuums_the_outbox_after_a_burst() {
             > 0
     })
     .await;
+}
+
+#[tokio::test]
+async fn attempts_carry_country_and_operator_as_the_sql_functions_derive_them() {
+    let db = TestDb::new().await;
+    sqlx::query("INSERT INTO sms_allowed_prefixes (prefix) VALUES ('+44'), ('+1')")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let numbers = [
+        "+8801312345601",
+        "+8801412345601",
+        "+8801512345601",
+        "+8801612345601",
+        "+8801712345601",
+        "+8801812345601",
+        "+8801912345601",
+        "+8801112345601",
+        "+447412345601",
+        "+12025550101",
+    ];
+    for number in numbers {
+        db.otp(number, "482913").await;
+    }
+    run_until_idle(&db, [accepting("sim")], quick_retries()).await;
+    // The relay computes them in Rust; the SQL functions (for old rows and for analysts) agree.
+    let rows: Vec<(String, String, String, String)> = sqlx::query_as(
+        "SELECT a.country, sms_country(o.recipient), a.operator, sms_operator(o.recipient) \
+           FROM sms_attempts a JOIN sms_outbox o ON o.id = a.message_id ORDER BY o.recipient",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(rows.len(), numbers.len());
+    for (country, sql_country, operator, sql_operator) in &rows {
+        assert_eq!((country, operator), (sql_country, sql_operator));
+    }
+    let seen: Vec<&str> = rows.iter().map(|r| r.2.as_str()).collect();
+    assert_eq!(
+        seen,
+        [
+            "international",
+            "international",
+            "other BD",
+            "Grameenphone",
+            "Banglalink",
+            "Teletalk",
+            "Robi",
+            "Grameenphone",
+            "Robi",
+            "Banglalink"
+        ]
+    );
+    let countries: Vec<&str> = rows.iter().map(|r| r.0.as_str()).collect();
+    assert_eq!(&countries[..3], ["US", "GB", "BD"]);
 }

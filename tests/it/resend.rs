@@ -266,9 +266,10 @@ async fn attempts_without_a_final_receipt_become_unknown_until_one_comes() {
             .unwrap()
     };
     let store = db.store();
+    let names = ["p1".to_owned()];
     assert_eq!(
         store
-            .expire_receipts(Duration::from_secs(60))
+            .expire_receipts(&names, Duration::from_secs(60))
             .await
             .unwrap(),
         0
@@ -276,7 +277,7 @@ async fn attempts_without_a_final_receipt_become_unknown_until_one_comes() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(
         store
-            .expire_receipts(Duration::from_millis(100))
+            .expire_receipts(&names, Duration::from_millis(100))
             .await
             .unwrap(),
         1

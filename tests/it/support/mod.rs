@@ -248,6 +248,8 @@ pub fn failed_round(id: Uuid, round: i32) -> Finish {
         segments: None,
         attempts: Vec::new(),
         resend_reason: None,
+        country: "BD".into(),
+        operator: "Grameenphone",
     }
 }
 
@@ -263,6 +265,8 @@ pub fn sent_round(m: &ClaimedMessage, attempts: Vec<AttemptRecord>) -> Finish {
         segments: Some(sms_relay::domain::segments::count("x")),
         attempts,
         resend_reason: None,
+        country: "BD".into(),
+        operator: "Grameenphone",
     }
 }
 
