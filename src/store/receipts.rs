@@ -123,9 +123,10 @@ SELECT count(*) FILTER (WHERE sms_resend(a.id, $1, $2, $3 * interval '1 millisec
 
 impl Store {
     /// Records `receipts` from the provider kind `source`, matching them against attempts of the
-    /// providers named in `providers`, in one transaction. Receipts are taken in order of the
-    /// provider's message id (so concurrent batches lock attempts in the same order), each in its
-    /// own savepoint: one the database refuses is left out and counted, the rest are recorded.
+    /// providers named in `providers`. Each receipt is one call of `sms_record_receipt`, atomic on
+    /// its own: one the database refuses is left out and counted, and if the database fails part
+    /// way, the provider's retry finds the recorded ones as duplicates. Receipts are taken in
+    /// order of the provider's message id, so concurrent batches lock attempts in the same order.
     pub async fn record_receipts(
         &self,
         source: &str,
@@ -136,33 +137,31 @@ impl Store {
     ) -> Result<Recorded> {
         let mut ordered: Vec<&Receipt> = receipts.iter().collect();
         ordered.sort_by(|a, b| a.provider_message_id.cmp(&b.provider_message_id));
-        let mut tx = self.pool.begin().await?;
         let mut totals = Recorded::default();
         for r in ordered {
             let cost = fitting_cost(r);
-            let mut savepoint = sqlx::Connection::begin(&mut *tx).await?;
-            let recorded: std::result::Result<(String, bool), sqlx::Error> = sqlx::query_as(RECORD)
-                .bind(source)
-                .bind(via.as_str())
-                .bind(providers)
-                .bind(pg_text(&r.dedupe_key))
-                .bind(pg_text(&r.provider_message_id))
-                .bind(r.client_ref.as_deref().map(pg_text))
-                .bind(pg_text(&r.status_raw))
-                .bind(r.status.as_str())
-                .bind(r.error_code.as_deref().map(pg_text))
-                .bind(r.permanent)
-                .bind(r.done_at)
-                .bind(cost.as_ref().map(|c| c.0))
-                .bind(cost.map(|c| c.1))
-                .bind(without_nul(&r.payload))
-                .bind(i32::try_from(rule.max_resends).unwrap_or(i32::MAX))
-                .bind(interval_ms(rule.expiry_margin))
-                .fetch_one(&mut *savepoint)
-                .await;
+            let recorded: std::result::Result<(String, bool), sqlx::Error> =
+                sqlx::query_as(RECORD)
+                    .bind(source)
+                    .bind(via.as_str())
+                    .bind(providers)
+                    .bind(pg_text(&r.dedupe_key))
+                    .bind(pg_text(&r.provider_message_id))
+                    .bind(r.client_ref.as_deref().map(pg_text))
+                    .bind(pg_text(&r.status_raw))
+                    .bind(r.status.as_str())
+                    .bind(r.error_code.as_deref().map(pg_text))
+                    .bind(r.permanent)
+                    .bind(r.done_at)
+                    .bind(cost.as_ref().map(|c| c.0))
+                    .bind(cost.map(|c| c.1))
+                    .bind(without_nul(&r.payload))
+                    .bind(i32::try_from(rule.max_resends).unwrap_or(i32::MAX))
+                    .bind(interval_ms(rule.expiry_margin))
+                    .fetch_one(&self.pool)
+                    .await;
             match recorded {
                 Ok((result, resent)) => {
-                    savepoint.commit().await?;
                     if result == "unmatched" {
                         tracing::info!(source, provider_message_id = %r.provider_message_id,
                             "receipt for a message we do not know (yet); kept in sms_receipts");
@@ -170,7 +169,6 @@ impl Store {
                     totals.add(&result, resent);
                 }
                 Err(error) if is_data_error(&error) => {
-                    savepoint.rollback().await?;
                     tracing::warn!(source, provider_message_id = %r.provider_message_id,
                         "the database refused a receipt; left out");
                     totals.refused += 1;
@@ -178,7 +176,6 @@ impl Store {
                 Err(error) => return Err(error.into()),
             }
         }
-        tx.commit().await?;
         Ok(totals)
     }
 
