@@ -140,26 +140,25 @@ impl Store {
         let mut totals = Recorded::default();
         for r in ordered {
             let cost = fitting_cost(r);
-            let recorded: std::result::Result<(String, bool), sqlx::Error> =
-                sqlx::query_as(RECORD)
-                    .bind(source)
-                    .bind(via.as_str())
-                    .bind(providers)
-                    .bind(pg_text(&r.dedupe_key))
-                    .bind(pg_text(&r.provider_message_id))
-                    .bind(r.client_ref.as_deref().map(pg_text))
-                    .bind(pg_text(&r.status_raw))
-                    .bind(r.status.as_str())
-                    .bind(r.error_code.as_deref().map(pg_text))
-                    .bind(r.permanent)
-                    .bind(r.done_at)
-                    .bind(cost.as_ref().map(|c| c.0))
-                    .bind(cost.map(|c| c.1))
-                    .bind(without_nul(&r.payload))
-                    .bind(i32::try_from(rule.max_resends).unwrap_or(i32::MAX))
-                    .bind(interval_ms(rule.expiry_margin))
-                    .fetch_one(&self.pool)
-                    .await;
+            let recorded: std::result::Result<(String, bool), sqlx::Error> = sqlx::query_as(RECORD)
+                .bind(source)
+                .bind(via.as_str())
+                .bind(providers)
+                .bind(pg_text(&r.dedupe_key))
+                .bind(pg_text(&r.provider_message_id))
+                .bind(r.client_ref.as_deref().map(pg_text))
+                .bind(pg_text(&r.status_raw))
+                .bind(r.status.as_str())
+                .bind(r.error_code.as_deref().map(pg_text))
+                .bind(r.permanent)
+                .bind(r.done_at)
+                .bind(cost.as_ref().map(|c| c.0))
+                .bind(cost.map(|c| c.1))
+                .bind(without_nul(&r.payload))
+                .bind(i32::try_from(rule.max_resends).unwrap_or(i32::MAX))
+                .bind(interval_ms(rule.expiry_margin))
+                .fetch_one(&self.pool)
+                .await;
             match recorded {
                 Ok((result, resent)) => {
                     if result == "unmatched" {

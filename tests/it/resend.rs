@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use crate::{
     fakes::{FakeProvider, Kind},
-    receipts::{Dlr, Poster, accepted_attempt, config_for, receipt_entry, send_one, serve},
+    receipts::{Dlr, Poster, accepted_attempt, config_for, receipt_entry, serve},
     support::{TestDb, http_chain, quick_retries, run_chain_until_idle},
 };
 
@@ -26,60 +26,119 @@ async fn history(db: &TestDb, id: Uuid) -> Vec<(String, i32, String, Option<Stri
     .unwrap()
 }
 
-async fn resends_of(db: &TestDb, id: Uuid) -> i32 {
-    sqlx::query_scalar("SELECT resends FROM sms_outbox WHERE id = $1")
-        .bind(id)
-        .fetch_one(&db.pool)
-        .await
-        .unwrap()
+/// One OTP sent through the first provider of a chain of fakes (named p1, p2, …) that allows one
+/// resend, with the relay's webhook endpoints served.
+struct Scene {
+    db: TestDb,
+    fakes: Vec<FakeProvider>,
+    config: Config,
+    base: String,
+    /// The message.
+    id: Uuid,
+    /// Its accepted attempt: row id, provider message id, client reference.
+    attempt: (i64, String, String),
 }
 
-/// A chain of `kinds` (named after their position: p1, p2, …) with one resend allowed.
-async fn chain_of(kinds: &[Kind]) -> (Vec<FakeProvider>, Config) {
-    let mut fakes = Vec::new();
-    let mut entries = Vec::new();
-    for (i, kind) in kinds.iter().enumerate() {
-        let fake = FakeProvider::start(*kind).await;
-        entries.push(receipt_entry(&fake, &format!("p{}", i + 1)));
-        fakes.push(fake);
+impl Scene {
+    /// The scene for `kinds`, after `tweak` adjusted the configuration, with an OTP expiring in
+    /// `expires_in` seconds (the template's 10 minutes when `None`).
+    async fn new(kinds: &[Kind], expires_in: Option<i64>, tweak: impl FnOnce(&mut Config)) -> Self {
+        let db = TestDb::new().await;
+        let mut fakes = Vec::new();
+        let mut entries = Vec::new();
+        for (i, kind) in kinds.iter().enumerate() {
+            let fake = FakeProvider::start(*kind).await;
+            entries.push(receipt_entry(&fake, &format!("p{}", i + 1)));
+            fakes.push(fake);
+        }
+        let mut config = config_for(entries);
+        config.receipts.max_resends = 1;
+        tweak(&mut config);
+        let base = serve(&config, db.store()).await;
+        let id = match expires_in {
+            Some(secs) => db.otp_expiring_in("+8801712345611", secs).await,
+            None => db.otp("+8801712345611", "482913").await,
+        };
+        let scene = Self {
+            db,
+            fakes,
+            config,
+            base,
+            id,
+            attempt: (0, String::new(), String::new()),
+        };
+        scene.run().await;
+        assert_eq!(scene.state().await, "sent");
+        Self {
+            attempt: accepted_attempt(&scene.db, id).await,
+            ..scene
+        }
     }
-    let mut config = config_for(entries);
-    config.receipts.max_resends = 1;
-    (fakes, config)
+
+    /// Runs the relay until nothing is due.
+    async fn run(&self) {
+        run_chain_until_idle(
+            &self.db,
+            http_chain(&self.config.providers),
+            quick_retries(),
+        )
+        .await;
+    }
+
+    async fn state(&self) -> String {
+        self.db.state_of(self.id).await.0
+    }
+
+    async fn resends(&self) -> i32 {
+        sqlx::query_scalar("SELECT resends FROM sms_outbox WHERE id = $1")
+            .bind(self.id)
+            .fetch_one(&self.db.pool)
+            .await
+            .unwrap()
+    }
+
+    /// The first attempt's delivery status.
+    async fn delivery(&self) -> Option<String> {
+        sqlx::query_scalar("SELECT delivery_status::text FROM sms_attempts WHERE id = $1")
+            .bind(self.attempt.0)
+            .fetch_one(&self.db.pool)
+            .await
+            .unwrap()
+    }
+
+    /// Posts a signed Twilio receipt for the first attempt (sent through `p1`, a Twilio fake).
+    async fn twilio(&self, status: &str, error: &str) -> StatusCode {
+        Poster::new(Kind::Twilio, &self.base, &self.fakes[0])
+            .post(&Dlr {
+                id: &self.attempt.1,
+                client_ref: &self.attempt.2,
+                status,
+                error,
+            })
+            .await
+    }
+
+    fn sweeper(&self) -> Sweeper {
+        Sweeper::new(&self.config, self.db.store())
+    }
 }
 
-async fn run(db: &TestDb, config: &Config) {
-    run_chain_until_idle(db, http_chain(&config.providers), quick_retries()).await;
+/// Before every attempt of a test.
+fn long_ago() -> chrono::DateTime<Utc> {
+    Utc::now() - chrono::TimeDelta::minutes(1)
 }
 
 #[tokio::test]
 async fn undelivered_receipt_resends_through_the_next_provider_once() {
-    let db = TestDb::new().await;
-    let (fakes, config) = chain_of(&[Kind::Twilio, Kind::Vonage]).await;
-    let base = serve(&config, db.store()).await;
-    let id = send_one(&db, &config, "+8801712345611").await;
-    let (_, sid, client_ref) = accepted_attempt(&db, id).await;
+    let s = Scene::new(&[Kind::Twilio, Kind::Vonage], None, |_| {}).await;
+    assert_eq!(s.twilio("undelivered", "30003").await, StatusCode::OK);
+    assert_eq!(s.state().await, "pending");
+    assert_eq!(s.resends().await, 1);
 
-    let twilio = Poster::new(Kind::Twilio, &base, &fakes[0]);
-    let undelivered = Dlr {
-        id: &sid,
-        client_ref: &client_ref,
-        status: "undelivered",
-        error: "30003",
-    };
-    assert_eq!(twilio.post(&undelivered).await, StatusCode::OK);
-    assert_eq!(db.state_of(id).await.0, "pending");
-    assert_eq!(resends_of(&db, id).await, 1);
-    let resent: bool = sqlx::query_scalar("SELECT resent FROM sms_receipts")
-        .fetch_one(&db.pool)
-        .await
-        .unwrap();
-    assert!(resent);
-
-    run(&db, &config).await;
+    s.run().await;
     let reason = "receipt from p1 said undelivered (30003)".to_owned();
     assert_eq!(
-        history(&db, id).await,
+        history(&s.db, s.id).await,
         [
             ("p1".into(), 1, "first".into(), None, "accepted".into()),
             (
@@ -91,13 +150,16 @@ async fn undelivered_receipt_resends_through_the_next_provider_once() {
             ),
         ]
     );
-    assert_eq!(db.state_of(id).await.0, "sent");
-    assert_eq!(fakes[1].received().len(), 1, "the second provider sent it");
+    assert_eq!(s.state().await, "sent");
+    assert_eq!(
+        s.fakes[1].received().len(),
+        1,
+        "the second provider sent it"
+    );
 
     // The resent copy is undelivered too: the one allowed resend is used up.
-    let (_, vonage_id, vonage_ref) = accepted_attempt(&db, id).await;
-    let vonage = Poster::new(Kind::Vonage, &base, &fakes[1]);
-    let status = vonage
+    let (_, vonage_id, vonage_ref) = accepted_attempt(&s.db, s.id).await;
+    let status = Poster::new(Kind::Vonage, &s.base, &s.fakes[1])
         .post(&Dlr {
             id: &vonage_id,
             client_ref: &vonage_ref,
@@ -106,19 +168,14 @@ async fn undelivered_receipt_resends_through_the_next_provider_once() {
         })
         .await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(db.state_of(id).await.0, "sent");
-    assert_eq!(resends_of(&db, id).await, 1);
+    assert_eq!(s.state().await, "sent");
+    assert_eq!(s.resends().await, 1);
     // A repeat of the first receipt, or another final one for the older attempt, resends nothing.
-    assert_eq!(twilio.post(&undelivered).await, StatusCode::OK);
-    let failed = Dlr {
-        status: "failed",
-        error: "30008",
-        ..undelivered
-    };
-    assert_eq!(twilio.post(&failed).await, StatusCode::OK);
+    assert_eq!(s.twilio("undelivered", "30003").await, StatusCode::OK);
+    assert_eq!(s.twilio("failed", "30008").await, StatusCode::OK);
     let results: Vec<(String, bool)> =
         sqlx::query_as("SELECT result, resent FROM sms_receipts ORDER BY id")
-            .fetch_all(&db.pool)
+            .fetch_all(&s.db.pool)
             .await
             .unwrap();
     assert_eq!(
@@ -129,76 +186,56 @@ async fn undelivered_receipt_resends_through_the_next_provider_once() {
             ("stale".into(), false)
         ]
     );
-    run(&db, &config).await;
-    assert_eq!(history(&db, id).await.len(), 2);
-    assert_eq!(fakes[0].received().len(), 1);
+    s.run().await;
+    assert_eq!(history(&s.db, s.id).await.len(), 2);
+    assert_eq!(s.fakes[0].received().len(), 1);
 }
 
 #[tokio::test]
 async fn undelivered_receipt_after_expiry_sends_nothing() {
-    let db = TestDb::new().await;
-    let (fakes, config) = chain_of(&[Kind::Twilio, Kind::Vonage]).await;
-    let base = serve(&config, db.store()).await;
-    let id = db.otp_expiring_in("+8801712345611", 2).await;
-    run(&db, &config).await;
-    assert_eq!(db.state_of(id).await.0, "sent");
-    let (attempt, sid, client_ref) = accepted_attempt(&db, id).await;
+    let s = Scene::new(&[Kind::Twilio, Kind::Vonage], Some(2), |_| {}).await;
     // Wait until the code's validity has ended.
     let expires: chrono::DateTime<Utc> =
         sqlx::query_scalar("SELECT expires_at FROM sms_outbox WHERE id = $1")
-            .bind(id)
-            .fetch_one(&db.pool)
+            .bind(s.id)
+            .fetch_one(&s.db.pool)
             .await
             .unwrap();
     let left = (expires - Utc::now()).to_std().unwrap_or_default();
     tokio::time::sleep(left + Duration::from_millis(100)).await;
 
-    let status = Poster::new(Kind::Twilio, &base, &fakes[0])
-        .post(&Dlr {
-            id: &sid,
-            client_ref: &client_ref,
-            status: "undelivered",
-            error: "30003",
-        })
-        .await;
-    assert_eq!(status, StatusCode::OK);
-    let delivery: String =
-        sqlx::query_scalar("SELECT delivery_status::text FROM sms_attempts WHERE id = $1")
-            .bind(attempt)
-            .fetch_one(&db.pool)
-            .await
-            .unwrap();
-    assert_eq!(delivery, "undelivered", "the receipt is still recorded");
-    assert_eq!(db.state_of(id).await.0, "sent");
-    assert_eq!(resends_of(&db, id).await, 0);
-    run(&db, &config).await;
-    assert_eq!(history(&db, id).await.len(), 1);
-    assert!(fakes[1].received().is_empty());
+    assert_eq!(s.twilio("undelivered", "30003").await, StatusCode::OK);
+    assert_eq!(
+        s.delivery().await.as_deref(),
+        Some("undelivered"),
+        "the receipt is still recorded"
+    );
+    assert_eq!(s.state().await, "sent");
+    assert_eq!(s.resends().await, 0);
+    s.run().await;
+    assert_eq!(history(&s.db, s.id).await.len(), 1);
+    assert!(s.fakes[1].received().is_empty());
 }
 
 #[tokio::test]
 async fn no_receipt_within_the_window_resends_through_the_next_provider() {
-    let db = TestDb::new().await;
     // SSL Wireless sends no receipts: a resend through it is not followed by another.
-    let (fakes, mut config) = chain_of(&[Kind::Twilio, Kind::SslWireless]).await;
-    config.receipts.resend_after_ms = 1_000;
-    let started = Utc::now();
-    let id = send_one(&db, &config, "+8801712345611").await;
-    let sweeper = Sweeper::new(&config, db.store());
+    let s = Scene::new(&[Kind::Twilio, Kind::SslWireless], None, |c| {
+        c.receipts.resend_after_ms = 1_000;
+    })
+    .await;
+    let sweeper = s.sweeper();
 
     // Too early: nothing happens.
-    let next = sweeper
-        .sweep(started - chrono::TimeDelta::seconds(1))
-        .await
-        .unwrap();
-    assert_eq!(db.state_of(id).await.0, "sent");
+    let next = sweeper.sweep(long_ago()).await.unwrap();
+    assert_eq!(s.state().await, "sent");
 
     tokio::time::sleep(Duration::from_millis(1_100)).await;
     let next = sweeper.sweep(next).await.unwrap();
-    assert_eq!(db.state_of(id).await.0, "pending");
-    run(&db, &config).await;
+    assert_eq!(s.state().await, "pending");
+    s.run().await;
     assert_eq!(
-        history(&db, id).await,
+        history(&s.db, s.id).await,
         [
             ("p1".into(), 1, "first".into(), None, "accepted".into()),
             (
@@ -210,172 +247,88 @@ async fn no_receipt_within_the_window_resends_through_the_next_provider() {
             ),
         ]
     );
-    assert_eq!(fakes[1].received().len(), 1);
+    assert_eq!(s.fakes[1].received().len(), 1);
 
     // The SSL attempt expects no receipt, and the Twilio one is no longer the latest: even a
     // pass over everything since the start resends nothing.
     tokio::time::sleep(Duration::from_millis(1_100)).await;
     sweeper.sweep(next).await.unwrap();
-    sweeper
-        .sweep(started - chrono::TimeDelta::seconds(1))
-        .await
-        .unwrap();
-    assert_eq!(db.state_of(id).await.0, "sent");
-    assert_eq!(resends_of(&db, id).await, 1);
+    sweeper.sweep(long_ago()).await.unwrap();
+    assert_eq!(s.state().await, "sent");
+    assert_eq!(s.resends().await, 1);
 }
 
 #[tokio::test]
 async fn a_delivered_receipt_stops_the_no_receipt_resend() {
-    let db = TestDb::new().await;
-    let (fakes, mut config) = chain_of(&[Kind::Twilio, Kind::SslWireless]).await;
-    config.receipts.resend_after_ms = 1_000;
-    let base = serve(&config, db.store()).await;
-    let started = Utc::now() - chrono::TimeDelta::seconds(1);
-    let id = send_one(&db, &config, "+8801712345611").await;
-    let (_, sid, client_ref) = accepted_attempt(&db, id).await;
-    let status = Poster::new(Kind::Twilio, &base, &fakes[0])
-        .post(&Dlr {
-            id: &sid,
-            client_ref: &client_ref,
-            status: "delivered",
-            error: "",
-        })
-        .await;
-    assert_eq!(status, StatusCode::OK);
+    let s = Scene::new(&[Kind::Twilio, Kind::SslWireless], None, |c| {
+        c.receipts.resend_after_ms = 1_000;
+    })
+    .await;
+    assert_eq!(s.twilio("delivered", "").await, StatusCode::OK);
     tokio::time::sleep(Duration::from_millis(1_100)).await;
-    Sweeper::new(&config, db.store())
-        .sweep(started)
-        .await
-        .unwrap();
-    assert_eq!(db.state_of(id).await.0, "sent");
-    assert_eq!(resends_of(&db, id).await, 0);
-}
-
-#[tokio::test]
-async fn attempts_without_a_final_receipt_become_unknown_until_one_comes() {
-    let db = TestDb::new().await;
-    let (fakes, config) = chain_of(&[Kind::Twilio]).await;
-    let base = serve(&config, db.store()).await;
-    let id = send_one(&db, &config, "+8801712345611").await;
-    let (attempt, sid, client_ref) = accepted_attempt(&db, id).await;
-    let status_of = async || -> Option<String> {
-        sqlx::query_scalar("SELECT delivery_status::text FROM sms_attempts WHERE id = $1")
-            .bind(attempt)
-            .fetch_one(&db.pool)
-            .await
-            .unwrap()
-    };
-    let store = db.store();
-    let names = ["p1".to_owned()];
-    assert_eq!(
-        store
-            .expire_receipts(&names, Duration::from_secs(60))
-            .await
-            .unwrap(),
-        0
-    );
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(
-        store
-            .expire_receipts(&names, Duration::from_millis(100))
-            .await
-            .unwrap(),
-        1
-    );
-    assert_eq!(status_of().await.as_deref(), Some("unknown"));
-    // An intermediate receipt does not undo it; a final one replaces it.
-    let poster = Poster::new(Kind::Twilio, &base, &fakes[0]);
-    let dlr = |status| Dlr {
-        id: &sid,
-        client_ref: &client_ref,
-        status,
-        error: "",
-    };
-    assert_eq!(poster.post(&dlr("sent")).await, StatusCode::OK);
-    assert_eq!(status_of().await.as_deref(), Some("unknown"));
-    assert_eq!(poster.post(&dlr("delivered")).await, StatusCode::OK);
-    assert_eq!(status_of().await.as_deref(), Some("delivered"));
-}
-
-#[tokio::test]
-async fn a_receipt_naming_a_number_that_cannot_receive_is_not_resent() {
-    let db = TestDb::new().await;
-    let (fakes, config) = chain_of(&[Kind::Twilio, Kind::Vonage]).await;
-    let base = serve(&config, db.store()).await;
-    let id = send_one(&db, &config, "+8801712345611").await;
-    let (_, sid, client_ref) = accepted_attempt(&db, id).await;
-    // 21610: the recipient replied STOP.
-    let status = Poster::new(Kind::Twilio, &base, &fakes[0])
-        .post(&Dlr {
-            id: &sid,
-            client_ref: &client_ref,
-            status: "undelivered",
-            error: "21610",
-        })
-        .await;
-    assert_eq!(status, StatusCode::OK);
-    assert_eq!(db.state_of(id).await.0, "sent");
-    assert_eq!(resends_of(&db, id).await, 0);
+    s.sweeper().sweep(long_ago()).await.unwrap();
+    assert_eq!(s.state().await, "sent");
+    assert_eq!(s.resends().await, 0);
 }
 
 #[tokio::test]
 async fn a_delivered_receipt_withdraws_a_resend_not_yet_sent() {
-    let db = TestDb::new().await;
-    let (fakes, mut config) = chain_of(&[Kind::Twilio, Kind::SslWireless]).await;
-    config.receipts.resend_after_ms = 1_000;
-    let base = serve(&config, db.store()).await;
-    let started = Utc::now() - chrono::TimeDelta::seconds(1);
-    let id = send_one(&db, &config, "+8801712345611").await;
-    let (_, sid, client_ref) = accepted_attempt(&db, id).await;
+    let s = Scene::new(&[Kind::Twilio, Kind::SslWireless], None, |c| {
+        c.receipts.resend_after_ms = 1_000;
+    })
+    .await;
     tokio::time::sleep(Duration::from_millis(1_100)).await;
-    Sweeper::new(&config, db.store())
-        .sweep(started)
-        .await
-        .unwrap();
-    assert_eq!(db.state_of(id).await.0, "pending");
+    s.sweeper().sweep(long_ago()).await.unwrap();
+    assert_eq!(s.state().await, "pending");
     // The receipt was only late.
-    let status = Poster::new(Kind::Twilio, &base, &fakes[0])
-        .post(&Dlr {
-            id: &sid,
-            client_ref: &client_ref,
-            status: "delivered",
-            error: "",
-        })
-        .await;
-    assert_eq!(status, StatusCode::OK);
-    assert_eq!(db.state_of(id).await.0, "sent");
-    assert_eq!(resends_of(&db, id).await, 0);
-    run(&db, &config).await;
-    assert_eq!(history(&db, id).await.len(), 1);
-    assert!(fakes[1].received().is_empty());
+    assert_eq!(s.twilio("delivered", "").await, StatusCode::OK);
+    assert_eq!(s.state().await, "sent");
+    assert_eq!(s.resends().await, 0);
+    s.run().await;
+    assert_eq!(history(&s.db, s.id).await.len(), 1);
+    assert!(s.fakes[1].received().is_empty());
+}
+
+#[tokio::test]
+async fn attempts_without_a_final_receipt_become_unknown_until_one_comes() {
+    let s = Scene::new(&[Kind::Twilio], None, |_| {}).await;
+    let store = s.db.store();
+    let names = ["p1".to_owned()];
+    let expire = async |window| store.expire_receipts(&names, window).await.unwrap();
+    assert_eq!(expire(Duration::from_secs(60)).await, 0);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(expire(Duration::from_millis(100)).await, 1);
+    assert_eq!(s.delivery().await.as_deref(), Some("unknown"));
+    // An intermediate receipt does not undo it; a final one replaces it.
+    assert_eq!(s.twilio("sent", "").await, StatusCode::OK);
+    assert_eq!(s.delivery().await.as_deref(), Some("unknown"));
+    assert_eq!(s.twilio("delivered", "").await, StatusCode::OK);
+    assert_eq!(s.delivery().await.as_deref(), Some("delivered"));
+}
+
+#[tokio::test]
+async fn a_receipt_naming_a_number_that_cannot_receive_is_not_resent() {
+    let s = Scene::new(&[Kind::Twilio, Kind::Vonage], None, |_| {}).await;
+    // 21610: the recipient replied STOP.
+    assert_eq!(s.twilio("undelivered", "21610").await, StatusCode::OK);
+    assert_eq!(s.delivery().await.as_deref(), Some("undelivered"));
+    assert_eq!(s.state().await, "sent");
+    assert_eq!(s.resends().await, 0);
 }
 
 #[tokio::test]
 async fn a_resend_that_cannot_go_out_leaves_the_message_sent() {
-    let db = TestDb::new().await;
-    let (fakes, mut config) = chain_of(&[Kind::Twilio, Kind::SslWireless]).await;
-    config.retry.max_rounds = 2;
-    let base = serve(&config, db.store()).await;
-    let id = send_one(&db, &config, "+8801712345611").await;
-    let (_, sid, client_ref) = accepted_attempt(&db, id).await;
-    for fake in &fakes {
+    let s = Scene::new(&[Kind::Twilio, Kind::SslWireless], None, |_| {}).await;
+    for fake in &s.fakes {
         fake.set_server_error_rate(1.0);
     }
-    let status = Poster::new(Kind::Twilio, &base, &fakes[0])
-        .post(&Dlr {
-            id: &sid,
-            client_ref: &client_ref,
-            status: "undelivered",
-            error: "30003",
-        })
-        .await;
-    assert_eq!(status, StatusCode::OK);
+    assert_eq!(s.twilio("undelivered", "30003").await, StatusCode::OK);
     let policy = sms_relay::relay::RetryPolicy {
         max_rounds: 2,
         ..quick_retries()
     };
-    run_chain_until_idle(&db, http_chain(&config.providers), policy).await;
-    let (state, reason) = db.state_of(id).await;
+    run_chain_until_idle(&s.db, http_chain(&s.config.providers), policy).await;
+    let (state, reason) = s.db.state_of(s.id).await;
     assert_eq!(state, "sent");
     assert!(
         reason
@@ -383,74 +336,69 @@ async fn a_resend_that_cannot_go_out_leaves_the_message_sent() {
             .is_some_and(|r| r.starts_with("resend not sent: gave up")),
         "{reason:?}"
     );
-    let outcomes: Vec<String> = history(&db, id).await.into_iter().map(|h| h.4).collect();
+    let outcomes: Vec<String> = history(&s.db, s.id)
+        .await
+        .into_iter()
+        .map(|h| h.4)
+        .collect();
     assert_eq!(outcomes, ["accepted", "provider_error", "provider_error"]);
 }
 
 #[tokio::test]
 async fn a_resend_is_refused_once_the_attempt_is_delivered() {
     // The guard a racing sweeper relies on: sms_resend reads the attempt under lock.
-    let db = TestDb::new().await;
-    let (_fakes, config) = chain_of(&[Kind::Twilio, Kind::Vonage]).await;
-    let id = send_one(&db, &config, "+8801712345611").await;
-    let (attempt, _, _) = accepted_attempt(&db, id).await;
+    let s = Scene::new(&[Kind::Twilio, Kind::Vonage], None, |_| {}).await;
+    let set = async |status: Option<&str>| {
+        sqlx::query("UPDATE sms_attempts SET delivery_status = $1::sms_delivery WHERE id = $2")
+            .bind(status)
+            .bind(s.attempt.0)
+            .execute(&s.db.pool)
+            .await
+            .unwrap();
+    };
     let resend = async || -> bool {
         sqlx::query_scalar("SELECT sms_resend($1, 'test', 1, interval '0')")
-            .bind(attempt)
-            .fetch_one(&db.pool)
+            .bind(s.attempt.0)
+            .fetch_one(&s.db.pool)
             .await
             .unwrap()
     };
-    sqlx::query("UPDATE sms_attempts SET delivery_status = 'delivered' WHERE id = $1")
-        .bind(attempt)
-        .execute(&db.pool)
-        .await
-        .unwrap();
+    set(Some("delivered")).await;
     assert!(!resend().await);
-    sqlx::query("UPDATE sms_attempts SET delivery_status = NULL WHERE id = $1")
-        .bind(attempt)
-        .execute(&db.pool)
-        .await
-        .unwrap();
+    set(None).await;
     assert!(resend().await);
-    assert_eq!(db.state_of(id).await.0, "pending");
+    assert_eq!(s.state().await, "pending");
 }
 
 #[tokio::test]
 async fn a_receipt_that_came_before_its_attempt_is_matched_later() {
-    let db = TestDb::new().await;
-    let (fakes, config) = chain_of(&[Kind::Twilio, Kind::Vonage]).await;
-    let base = serve(&config, db.store()).await;
-    let poster = Poster::new(Kind::Twilio, &base, &fakes[0]);
-    let early = Dlr {
-        id: "SM0000000000000000000000000000beef",
-        client_ref: "",
-        status: "delivered",
-        error: "",
-    };
-    assert_eq!(poster.post(&early).await, StatusCode::OK);
-    // The attempt row is written only now (as a completer running late would).
-    let id = send_one(&db, &config, "+8801712345611").await;
-    let (attempt, _, _) = accepted_attempt(&db, id).await;
+    let s = Scene::new(&[Kind::Twilio, Kind::Vonage], None, |_| {}).await;
+    // A receipt for a message id no attempt has yet…
+    let early = "SM0000000000000000000000000000beef";
+    let status = Poster::new(Kind::Twilio, &s.base, &s.fakes[0])
+        .post(&Dlr {
+            id: early,
+            client_ref: "",
+            status: "delivered",
+            error: "",
+        })
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(s.delivery().await, None);
+    // …whose attempt row is written only now (as a completer running late would).
     sqlx::query("UPDATE sms_attempts SET provider_message_id = $1 WHERE id = $2")
-        .bind(early.id)
-        .bind(attempt)
-        .execute(&db.pool)
+        .bind(early)
+        .bind(s.attempt.0)
+        .execute(&s.db.pool)
         .await
         .unwrap();
-    Sweeper::new(&config, db.store())
-        .sweep(Utc::now())
+    s.sweeper().sweep(Utc::now()).await.unwrap();
+    let result: String = sqlx::query_scalar("SELECT result FROM sms_receipts")
+        .fetch_one(&s.db.pool)
         .await
         .unwrap();
-    let (status, result): (Option<String>, String) = sqlx::query_as(
-        "SELECT a.delivery_status::text, r.result FROM sms_attempts a, sms_receipts r WHERE a.id = $1",
-    )
-    .bind(attempt)
-    .fetch_one(&db.pool)
-    .await
-    .unwrap();
     assert_eq!(
-        (status.as_deref(), result.as_str()),
+        (s.delivery().await.as_deref(), result.as_str()),
         (Some("delivered"), "applied")
     );
 }
