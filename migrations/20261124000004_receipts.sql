@@ -138,10 +138,12 @@ COMMENT ON TABLE sms_receipts IS 'Delivery receipts as received (webhooks and re
 ALTER TABLE sms_outbox
     ADD COLUMN resends       integer NOT NULL DEFAULT 0 CHECK (resends >= 0),
     ADD COLUMN resend_reason text,
-    ADD COLUMN resend_skip   text;
+    ADD COLUMN resend_skip   text,
+    ADD COLUMN resend_of     bigint;
 COMMENT ON COLUMN sms_outbox.resends IS 'How many times a receipt (or its absence) put this sent message back in the queue.';
 COMMENT ON COLUMN sms_outbox.resend_reason IS 'Why the pending resend round runs; the claim moves it to the round''s attempts.';
 COMMENT ON COLUMN sms_outbox.resend_skip IS 'The provider whose attempt was not delivered; the resend round starts with the next one.';
+COMMENT ON COLUMN sms_outbox.resend_of IS 'While a resend is pending: the attempt it replaces (a delivered receipt for it withdraws the resend).';
 
 -- Puts a sent message back in the queue because attempt `p_attempt` did not deliver it. Only if
 -- that attempt belongs to the message's latest round and no delivered receipt has come for it (the
@@ -160,7 +162,8 @@ BEGIN
     END IF;
     UPDATE sms_outbox o
        SET state = 'pending', next_attempt_at = now(), finished_at = NULL, claimed_by = NULL,
-           resends = o.resends + 1, resend_reason = p_reason, resend_skip = att.provider, last_error = p_reason
+           resends = o.resends + 1, resend_reason = p_reason, resend_skip = att.provider, resend_of = att.id,
+           last_error = p_reason
      WHERE o.id = att.message_id AND o.attempts = att.attempt_number
        AND o.state = 'sent' AND o.resends < p_max_resends
        AND o.expires_at > now() + p_expiry_margin
@@ -187,8 +190,15 @@ DECLARE
     r   sms_receipts;
     att sms_attempts;
 BEGIN
+    -- Locked first (then the attempt, then the message), so two relays matching the same stored
+    -- receipt again take turns, and the second sees it applied.
+    SELECT * INTO r FROM sms_receipts WHERE id = p_receipt FOR UPDATE;
+    IF r.result <> 'unmatched' THEN
+        result := r.result;
+        resent := r.resent;
+        RETURN;
+    END IF;
     resent := false;
-    SELECT * INTO r FROM sms_receipts WHERE id = p_receipt;
     SELECT * INTO att FROM sms_attempts a
      WHERE a.provider = ANY (p_providers) AND a.outcome = 'accepted'
        AND (a.provider_message_id = r.provider_message_id OR a.client_ref = r.client_ref)
@@ -213,11 +223,11 @@ BEGIN
                                         coalesce(' (' || r.error_code || ')', '')),
                                  p_max_resends, p_expiry_margin);
         ELSIF r.delivery_status = 'delivered' THEN
+            -- Not yet sent (queued, released, or waiting to retry): the resend is withdrawn.
             UPDATE sms_outbox o
                SET state = 'sent', finished_at = now(), resends = o.resends - 1, resend_reason = NULL,
-                   last_error = 'resend withdrawn: the earlier copy was delivered'
-             WHERE o.id = att.message_id AND o.state = 'pending' AND o.attempts = att.attempt_number
-               AND o.resend_reason IS NOT NULL;
+                   resend_of = NULL, last_error = 'resend withdrawn: the earlier copy was delivered'
+             WHERE o.id = att.message_id AND o.state = 'pending' AND o.resend_of = att.id;
         END IF;
     ELSE
         result := 'stale';

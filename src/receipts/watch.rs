@@ -6,7 +6,6 @@ use std::{
     time::Duration,
 };
 
-use chrono::{DateTime, Utc};
 use tokio::{sync::Semaphore, task::JoinSet};
 use tokio_util::sync::CancellationToken;
 
@@ -28,10 +27,6 @@ pub struct Sweeper {
     /// Provider names per kind (`sms_receipts.source`), for matching receipts again.
     kinds: Vec<(&'static str, Vec<String>)>,
 }
-
-/// How far back each no-receipt pass looks again (attempt rows can be written late: the completer
-/// batches and retries, and relay clocks differ a little).
-const OVERLAP: chrono::TimeDelta = chrono::TimeDelta::seconds(30);
 
 /// How long an unmatched receipt is matched again.
 const REMATCH_WITHIN: Duration = Duration::from_secs(600);
@@ -62,35 +57,39 @@ impl Sweeper {
         }
     }
 
-    /// One pass over attempts that finished after `after`; returns the next pass's `after`.
-    pub async fn sweep(&self, after: DateTime<Utc>) -> crate::store::Result<DateTime<Utc>> {
-        let mut next = after;
-        if !self.expecting.is_empty() && self.rule.max_resends > 0 {
-            let (resent, until) = self
-                .store
-                .resend_unanswered(
-                    &self.expecting,
-                    after,
-                    self.settings.resend_after(),
-                    self.rule,
-                )
-                .await?;
-            if resent > 0 {
-                tracing::info!(resent, "resending messages that got no delivery receipt");
-            }
-            next = (until - OVERLAP).max(after);
-        }
+    /// One pass: match receipts that came before their attempt was recorded (first, so that a
+    /// late-matched delivered receipt prevents a resend), resend what got no receipt in time,
+    /// and mark what never got a final receipt `unknown`. A step that fails is logged and the
+    /// others still run; the next pass tries again.
+    pub async fn sweep(&self) {
         for (source, names) in &self.kinds {
-            let matched = self
+            match self
                 .store
                 .rematch_receipts(source, names, REMATCH_WITHIN, self.rule)
-                .await?;
-            if matched.applied + matched.stale > 0 {
-                tracing::info!(
-                    source,
-                    ?matched,
-                    "receipts that came before their attempt matched"
-                );
+                .await
+            {
+                Ok(matched) if matched.applied + matched.stale > 0 => {
+                    tracing::info!(
+                        source,
+                        ?matched,
+                        "receipts that came before their attempt matched"
+                    );
+                }
+                Ok(_) => {}
+                Err(error) => tracing::warn!(%error, source, "matching receipts again failed"),
+            }
+        }
+        if !self.expecting.is_empty() && self.rule.max_resends > 0 {
+            match self
+                .store
+                .resend_unanswered(&self.expecting, self.settings.resend_after(), self.rule)
+                .await
+            {
+                Ok(0) => {}
+                Ok(resent) => {
+                    tracing::info!(resent, "resending messages that got no delivery receipt");
+                }
+                Err(error) => tracing::warn!(%error, "the no-receipt resend pass failed"),
             }
         }
         let every: Vec<String> = self
@@ -98,25 +97,23 @@ impl Sweeper {
             .iter()
             .flat_map(|(_, names)| names.iter().cloned())
             .collect();
-        let unknown = self
+        match self
             .store
             .expire_receipts(&every, self.settings.unknown_after())
-            .await?;
-        if unknown > 0 {
-            tracing::info!(unknown, "attempts without a final receipt marked unknown");
+            .await
+        {
+            Ok(0) => {}
+            Ok(unknown) => {
+                tracing::info!(unknown, "attempts without a final receipt marked unknown");
+            }
+            Err(error) => tracing::warn!(%error, "the unknown-window pass failed"),
         }
-        Ok(next)
     }
 
-    /// Sweeps every `sweep_interval_ms` until `cancel` fires. The first pass looks back as far
-    /// as the unknown window (older attempts are past any code's validity).
+    /// Sweeps every `sweep_interval_ms` until `cancel` fires.
     pub async fn run(self, cancel: CancellationToken) {
-        let mut after = Utc::now() - self.settings.unknown_after();
         loop {
-            match self.sweep(after).await {
-                Ok(next) => after = next,
-                Err(error) => tracing::warn!(%error, "receipt sweep failed; will try again"),
-            }
+            self.sweep().await;
             tokio::select! {
                 () = cancel.cancelled() => return,
                 () = tokio::time::sleep(self.settings.sweep_interval()) => {}

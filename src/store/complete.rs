@@ -126,7 +126,9 @@ WITH f AS (
            last_error = d.reason,
            claimed_by = NULL,
            -- A resend round's reason is on its attempts now; a released round keeps it.
-           resend_reason = CASE WHEN d.disposition = 'release' THEN o.resend_reason END
+           resend_reason = CASE WHEN d.disposition = 'release' THEN o.resend_reason END,
+           -- Until the resend is final, a delivered receipt for the attempt it replaces withdraws it.
+           resend_of = CASE WHEN d.disposition IN ('retry', 'release') THEN o.resend_of END
       FROM decided d
      WHERE o.id = d.id AND o.state = 'sending' AND o.attempts = d.round
 )

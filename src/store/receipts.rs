@@ -3,8 +3,6 @@
 
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
-
 use serde_json::Value;
 
 use super::{
@@ -105,20 +103,20 @@ const RECORD: &str = "SELECT result, resent FROM sms_record_receipt($1, $2, $3, 
      $8::sms_delivery, $9, $10, $11, $12 / 1000000.0, $13, $14, $15, $16 * interval '1 millisecond')";
 
 /// Attempts whose receipt should have come by now, whose message may still be resent: resend
-/// through the next provider (`sms_resend` checks again under lock). Also returns the upper bound
-/// used, by the database's clock.
+/// through the next provider (`sms_resend` checks again under lock). Only attempts younger than
+/// the window plus the longest template validity can belong to a message still valid, which
+/// bounds the scan without keeping any state between passes.
 const RESEND_UNANSWERED: &str = r#"
-WITH bound AS (SELECT now() - $7 * interval '1 millisecond' AS until)
-SELECT count(*) FILTER (WHERE sms_resend(a.id, $1, $2, $3 * interval '1 millisecond')),
-       (SELECT until FROM bound)
+SELECT count(*) FILTER (WHERE sms_resend(a.id, $1, $2, $3 * interval '1 millisecond'))
   FROM sms_attempts a
   JOIN sms_outbox o ON o.id = a.message_id
  WHERE a.outcome = 'accepted' AND (a.delivery_status IS NULL OR a.delivery_status IN ('queued', 'enroute'))
-   AND a.finished_at > $4 AND a.finished_at <= (SELECT until FROM bound)
-   AND a.provider = ANY ($5)
+   AND a.provider = ANY ($4)
+   AND a.finished_at <= now() - $5 * interval '1 millisecond'
+   AND a.finished_at > now() - $5 * interval '1 millisecond'
+                           - (SELECT coalesce(max(validity), interval '0') FROM sms_templates)
    AND o.state = 'sent' AND o.attempts = a.attempt_number AND o.resends < $2
    AND o.expires_at > now() + $3 * interval '1 millisecond'
-   AND $6
 "#;
 
 impl Store {
@@ -210,28 +208,24 @@ impl Store {
     }
 
     /// Resends messages whose latest accepted attempt, through one of `providers` (those that
-    /// send receipts), finished after `after` and more than `window` ago (by the database's
-    /// clock) without a final receipt. Returns how many went back to the queue, and the bound
-    /// up to which attempts were looked at.
+    /// send receipts), finished more than `window` ago without a final receipt. Returns how many
+    /// went back to the queue.
     pub async fn resend_unanswered(
         &self,
         providers: &[String],
-        after: DateTime<Utc>,
         window: Duration,
         rule: ResendRule,
-    ) -> Result<(u64, DateTime<Utc>)> {
+    ) -> Result<u64> {
         let reason = format!("no delivery receipt within {} s", window.as_secs());
-        let (count, until): (i64, DateTime<Utc>) = sqlx::query_as(RESEND_UNANSWERED)
+        let count: i64 = sqlx::query_scalar(RESEND_UNANSWERED)
             .bind(reason)
             .bind(i32::try_from(rule.max_resends).unwrap_or(i32::MAX))
             .bind(interval_ms(rule.expiry_margin))
-            .bind(after)
             .bind(providers)
-            .bind(rule.max_resends > 0)
             .bind(interval_ms(window))
             .fetch_one(&self.pool)
             .await?;
-        Ok((u64::try_from(count).unwrap_or(0), until))
+        Ok(u64::try_from(count).unwrap_or(0))
     }
 
     /// Marks accepted attempts of `providers` that got no final receipt within `window` as

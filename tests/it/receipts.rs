@@ -675,11 +675,16 @@ async fn alpha_sms_reports_are_polled_with_their_charge() {
         (Some("delivered".into()), None, true)
     );
     assert_eq!(fake.lookups(), 2);
-    // Final: never asked again.
-    tokio::time::sleep(std::time::Duration::from_secs_f64(
-        2.0 * waited.max(0.1) + 0.1,
-    ))
-    .await;
+    // Final: never asked again, even after waiting well past the next backoff step (the time
+    // since acceptance when it was last asked).
+    let waited: f64 = sqlx::query_scalar(
+        "SELECT extract(epoch FROM receipt_checked_at - finished_at)::float8 FROM sms_attempts WHERE id = $1",
+    )
+    .bind(attempt)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    tokio::time::sleep(std::time::Duration::from_secs_f64(2.0 * waited + 0.2)).await;
     poller.poll().await;
     assert_eq!(fake.lookups(), 2);
 }

@@ -123,11 +123,6 @@ impl Scene {
     }
 }
 
-/// Before every attempt of a test.
-fn long_ago() -> chrono::DateTime<Utc> {
-    Utc::now() - chrono::TimeDelta::minutes(1)
-}
-
 #[tokio::test]
 async fn undelivered_receipt_resends_through_the_next_provider_once() {
     let s = Scene::new(&[Kind::Twilio, Kind::Vonage], None, |_| {}).await;
@@ -227,11 +222,11 @@ async fn no_receipt_within_the_window_resends_through_the_next_provider() {
     let sweeper = s.sweeper();
 
     // Too early: nothing happens.
-    let next = sweeper.sweep(long_ago()).await.unwrap();
+    sweeper.sweep().await;
     assert_eq!(s.state().await, "sent");
 
     tokio::time::sleep(Duration::from_millis(1_100)).await;
-    let next = sweeper.sweep(next).await.unwrap();
+    sweeper.sweep().await;
     assert_eq!(s.state().await, "pending");
     s.run().await;
     assert_eq!(
@@ -249,11 +244,9 @@ async fn no_receipt_within_the_window_resends_through_the_next_provider() {
     );
     assert_eq!(s.fakes[1].received().len(), 1);
 
-    // The SSL attempt expects no receipt, and the Twilio one is no longer the latest: even a
-    // pass over everything since the start resends nothing.
+    // The SSL attempt expects no receipt, and the resend used the one allowed.
     tokio::time::sleep(Duration::from_millis(1_100)).await;
-    sweeper.sweep(next).await.unwrap();
-    sweeper.sweep(long_ago()).await.unwrap();
+    sweeper.sweep().await;
     assert_eq!(s.state().await, "sent");
     assert_eq!(s.resends().await, 1);
 }
@@ -266,7 +259,7 @@ async fn a_delivered_receipt_stops_the_no_receipt_resend() {
     .await;
     assert_eq!(s.twilio("delivered", "").await, StatusCode::OK);
     tokio::time::sleep(Duration::from_millis(1_100)).await;
-    s.sweeper().sweep(long_ago()).await.unwrap();
+    s.sweeper().sweep().await;
     assert_eq!(s.state().await, "sent");
     assert_eq!(s.resends().await, 0);
 }
@@ -278,7 +271,7 @@ async fn a_delivered_receipt_withdraws_a_resend_not_yet_sent() {
     })
     .await;
     tokio::time::sleep(Duration::from_millis(1_100)).await;
-    s.sweeper().sweep(long_ago()).await.unwrap();
+    s.sweeper().sweep().await;
     assert_eq!(s.state().await, "pending");
     // The receipt was only late.
     assert_eq!(s.twilio("delivered", "").await, StatusCode::OK);
@@ -345,29 +338,103 @@ async fn a_resend_that_cannot_go_out_leaves_the_message_sent() {
 }
 
 #[tokio::test]
-async fn a_resend_is_refused_once_the_attempt_is_delivered() {
-    // The guard a racing sweeper relies on: sms_resend reads the attempt under lock.
+async fn a_resend_waits_for_a_receipt_being_recorded_and_then_refuses() {
+    // A delivered receipt committing while the sweeper resends: sms_resend locks the attempt
+    // row, waits for the receipt's transaction, and then sees the attempt delivered.
     let s = Scene::new(&[Kind::Twilio, Kind::Vonage], None, |_| {}).await;
-    let set = async |status: Option<&str>| {
-        sqlx::query("UPDATE sms_attempts SET delivery_status = $1::sms_delivery WHERE id = $2")
-            .bind(status)
-            .bind(s.attempt.0)
-            .execute(&s.db.pool)
-            .await
-            .unwrap();
-    };
-    let resend = async || -> bool {
-        sqlx::query_scalar("SELECT sms_resend($1, 'test', 1, interval '0')")
-            .bind(s.attempt.0)
-            .fetch_one(&s.db.pool)
+    let mut receipt = s.db.pool.begin().await.unwrap();
+    sqlx::query("UPDATE sms_attempts SET delivery_status = 'delivered' WHERE id = $1")
+        .bind(s.attempt.0)
+        .execute(&mut *receipt)
+        .await
+        .unwrap();
+    let (pool, attempt) = (s.db.pool.clone(), s.attempt.0);
+    let resend = tokio::spawn(async move {
+        sqlx::query_scalar::<_, bool>("SELECT sms_resend($1, 'test', 1, interval '0')")
+            .bind(attempt)
+            .fetch_one(&pool)
             .await
             .unwrap()
-    };
-    set(Some("delivered")).await;
-    assert!(!resend().await);
-    set(None).await;
-    assert!(resend().await);
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !resend.is_finished(),
+        "the resend waits for the attempt's lock"
+    );
+    receipt.commit().await.unwrap();
+    assert!(!resend.await.unwrap());
+    assert_eq!(s.state().await, "sent");
+    // Without a delivered receipt, the same call resends.
+    sqlx::query("UPDATE sms_attempts SET delivery_status = NULL WHERE id = $1")
+        .bind(s.attempt.0)
+        .execute(&s.db.pool)
+        .await
+        .unwrap();
+    let resent: bool = sqlx::query_scalar("SELECT sms_resend($1, 'test', 1, interval '0')")
+        .bind(s.attempt.0)
+        .fetch_one(&s.db.pool)
+        .await
+        .unwrap();
+    assert!(resent);
     assert_eq!(s.state().await, "pending");
+}
+
+#[tokio::test]
+async fn a_receipt_for_an_earlier_round_resends_nothing() {
+    let s = Scene::new(&[Kind::Twilio, Kind::SslWireless], None, |c| {
+        c.receipts.resend_after_ms = 1_000;
+        c.receipts.max_resends = 2;
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    s.sweeper().sweep().await;
+    s.run().await;
+    assert_eq!(history(&s.db, s.id).await.len(), 2, "resent through p2");
+    // The first round's receipt comes late and says undelivered: recorded, but the message's
+    // latest round is the resend, so nothing more is sent although a resend is left.
+    assert_eq!(s.twilio("undelivered", "30003").await, StatusCode::OK);
+    let (result, resent): (String, bool) =
+        sqlx::query_as("SELECT result, resent FROM sms_receipts")
+            .fetch_one(&s.db.pool)
+            .await
+            .unwrap();
+    assert_eq!((result.as_str(), resent), ("applied", false));
+    assert_eq!(s.state().await, "sent");
+    assert_eq!(s.resends().await, 1);
+}
+
+#[tokio::test]
+async fn a_delivered_receipt_withdraws_a_resend_waiting_to_retry() {
+    let s = Scene::new(&[Kind::Twilio, Kind::SslWireless], None, |c| {
+        c.receipts.resend_after_ms = 1_000;
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    s.sweeper().sweep().await;
+    // The resend round finds every provider down and waits a long while to retry.
+    for fake in &s.fakes {
+        fake.set_server_error_rate(1.0);
+    }
+    let patient = sms_relay::relay::RetryPolicy {
+        base_ms: 60_000,
+        cap_ms: 60_000,
+        jitter: 0.0,
+        ..quick_retries()
+    };
+    run_chain_until_idle(&s.db, http_chain(&s.config.providers), patient).await;
+    assert_eq!(s.state().await, "pending");
+    assert_eq!(history(&s.db, s.id).await.len(), 3);
+    // The first copy arrived after all.
+    assert_eq!(s.twilio("delivered", "").await, StatusCode::OK);
+    let (state, reason) = s.db.state_of(s.id).await;
+    assert_eq!(
+        (state.as_str(), reason.as_deref()),
+        (
+            "sent",
+            Some("resend withdrawn: the earlier copy was delivered")
+        )
+    );
+    assert_eq!(s.resends().await, 0);
 }
 
 #[tokio::test]
@@ -392,7 +459,7 @@ async fn a_receipt_that_came_before_its_attempt_is_matched_later() {
         .execute(&s.db.pool)
         .await
         .unwrap();
-    s.sweeper().sweep(Utc::now()).await.unwrap();
+    s.sweeper().sweep().await;
     let result: String = sqlx::query_scalar("SELECT result FROM sms_receipts")
         .fetch_one(&s.db.pool)
         .await
