@@ -51,7 +51,7 @@ pub struct WebhooksConfig {
     /// per-message receipt URL where the API takes one; unset, the provider's dashboard setting
     /// applies. Twilio signs the URL it called, so behind a proxy this must be that URL's base.
     pub public_base_url: Option<String>,
-    /// Largest receipt body accepted; larger ones get 413.
+    /// Largest receipt body accepted; larger ones get 400 (the issue asks for 400, not 413).
     pub max_body_bytes: usize,
 }
 

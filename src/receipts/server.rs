@@ -27,6 +27,7 @@ use super::{
     Receipt, ReceiptError, infobip,
     signature::{self, VonageMethod},
     twilio, vonage,
+    watch::resend_rule,
 };
 use crate::{
     config::Config,
@@ -71,10 +72,7 @@ impl Webhooks {
         let mut hooks = Self {
             store,
             writers: Semaphore::new((config.database.max_connections as usize / 2).max(1)),
-            rule: ResendRule {
-                max_resends: config.receipts.max_resends,
-                expiry_margin: std::time::Duration::from_millis(config.relay.expiry_margin_ms),
-            },
+            rule: resend_rule(config),
             public_base_url: config
                 .webhooks
                 .public_base_url

@@ -127,7 +127,8 @@ pub fn webhooks_reachable(config: &Config) -> bool {
     !config.webhooks.listen.is_empty() && config.webhooks.public_base_url.is_some()
 }
 
-fn resend_rule(config: &Config) -> ResendRule {
+/// When `config` allows a resend: `receipts.max_resends`, and validity past `relay.expiry_margin_ms`.
+pub fn resend_rule(config: &Config) -> ResendRule {
     ResendRule {
         max_resends: config.receipts.max_resends,
         expiry_margin: Duration::from_millis(config.relay.expiry_margin_ms),
