@@ -10,7 +10,7 @@ use sms_relay::{
     receipts::{
         server::{self, Webhooks},
         signature::{self, VonageMethod},
-        watch::Poller,
+        watch::{Poller, Sweeper},
     },
     store::Store,
 };
@@ -86,6 +86,106 @@ pub async fn send_one(db: &TestDb, config: &Config, number: &str) -> Uuid {
     run_chain_until_idle(db, http_chain(&config.providers), quick_retries()).await;
     assert_eq!(db.state_of(id).await.0, "sent");
     id
+}
+
+/// One OTP sent through the first provider of a chain of fakes (named p1, p2, …), with the
+/// relay's webhook endpoints served.
+pub struct Scene {
+    pub db: TestDb,
+    pub fakes: Vec<FakeProvider>,
+    pub config: Config,
+    pub base: String,
+    /// The message.
+    pub id: Uuid,
+    /// Its accepted attempt: row id, provider message id, client reference.
+    pub attempt: (i64, String, String),
+}
+
+impl Scene {
+    /// The scene for `kinds`, after `tweak` adjusted the configuration, with an OTP expiring in
+    /// `expires_in` seconds (the template's 10 minutes when `None`).
+    pub async fn new(
+        kinds: &[Kind],
+        expires_in: Option<i64>,
+        tweak: impl FnOnce(&mut Config),
+    ) -> Self {
+        let db = TestDb::new().await;
+        let mut fakes = Vec::new();
+        let mut entries = Vec::new();
+        for (i, kind) in kinds.iter().enumerate() {
+            let fake = FakeProvider::start(*kind).await;
+            entries.push(receipt_entry(&fake, &format!("p{}", i + 1)));
+            fakes.push(fake);
+        }
+        let mut config = config_for(entries);
+        tweak(&mut config);
+        let base = serve(&config, db.store()).await;
+        let id = match expires_in {
+            Some(secs) => db.otp_expiring_in("+8801712345611", secs).await,
+            None => db.otp("+8801712345611", "482913").await,
+        };
+        let scene = Self {
+            db,
+            fakes,
+            config,
+            base,
+            id,
+            attempt: (0, String::new(), String::new()),
+        };
+        scene.run().await;
+        assert_eq!(scene.state().await, "sent");
+        Self {
+            attempt: accepted_attempt(&scene.db, id).await,
+            ..scene
+        }
+    }
+
+    /// Runs the relay until nothing is due.
+    pub async fn run(&self) {
+        run_chain_until_idle(
+            &self.db,
+            http_chain(&self.config.providers),
+            quick_retries(),
+        )
+        .await;
+    }
+
+    pub async fn state(&self) -> String {
+        self.db.state_of(self.id).await.0
+    }
+
+    pub async fn resends(&self) -> i32 {
+        sqlx::query_scalar("SELECT resends FROM sms_outbox WHERE id = $1")
+            .bind(self.id)
+            .fetch_one(&self.db.pool)
+            .await
+            .unwrap()
+    }
+
+    /// The first attempt's delivery status.
+    pub async fn delivery(&self) -> Option<String> {
+        sqlx::query_scalar("SELECT delivery_status::text FROM sms_attempts WHERE id = $1")
+            .bind(self.attempt.0)
+            .fetch_one(&self.db.pool)
+            .await
+            .unwrap()
+    }
+
+    /// Posts a signed Twilio receipt for the first attempt (sent through `p1`, a Twilio fake).
+    pub async fn twilio(&self, status: &str, error: &str) -> StatusCode {
+        Poster::new(Kind::Twilio, &self.base, &self.fakes[0])
+            .post(&Dlr {
+                id: &self.attempt.1,
+                client_ref: &self.attempt.2,
+                status,
+                error,
+            })
+            .await
+    }
+
+    pub fn sweeper(&self) -> Sweeper {
+        Sweeper::new(&self.config, self.db.store())
+    }
 }
 
 /// (delivery_status, delivery_error, delivered_at is set) of an attempt.
@@ -343,15 +443,11 @@ fn words(kind: Kind) -> Words {
 /// Delivered, duplicate, out-of-order, undelivered, unknown-message, forged and malformed
 /// receipts for one provider, each through the real endpoint.
 async fn receipts_for(kind: Kind) {
-    let db = TestDb::new().await;
-    let fake = FakeProvider::start(kind).await;
-    let config = config_for(vec![receipt_entry(&fake, "p")]);
-    let base = serve(&config, db.store()).await;
-    let poster = Poster::new(kind, &base, &fake);
+    let s = Scene::new(&[kind], None, |_| {}).await;
+    let (db, config) = (&s.db, &s.config);
+    let poster = Poster::new(kind, &s.base, &s.fakes[0]);
     let w = words(kind);
-
-    let first = send_one(&db, &config, "+8801712345611").await;
-    let (attempt, id, client_ref) = accepted_attempt(&db, first).await;
+    let (attempt, id, client_ref) = s.attempt.clone();
     let dlr = |status: &'static str, error: &'static str| (status, error);
     let post = async |(status, error): (&str, &str)| {
         poster
@@ -367,12 +463,12 @@ async fn receipts_for(kind: Kind) {
     // Intermediate, then final: the status moves up.
     assert_eq!(post(dlr(w.intermediate, "")).await, StatusCode::OK);
     assert_eq!(
-        delivery_of(&db, attempt).await,
+        delivery_of(db, attempt).await,
         (Some("enroute".into()), None, false)
     );
     assert_eq!(post(dlr(w.delivered, "")).await, StatusCode::OK);
     assert_eq!(
-        delivery_of(&db, attempt).await,
+        delivery_of(db, attempt).await,
         (Some("delivered".into()), None, true)
     );
     // The same receipt again: acknowledged, stored once.
@@ -384,17 +480,17 @@ async fn receipts_for(kind: Kind) {
         StatusCode::OK
     );
     assert_eq!(
-        delivery_of(&db, attempt).await,
+        delivery_of(db, attempt).await,
         (Some("delivered".into()), None, true)
     );
     assert_eq!(
-        receipt_results(&db).await,
+        receipt_results(db).await,
         ["applied", "applied", "stale", "stale"]
     );
 
     // Another message, undelivered.
-    let second = send_one(&db, &config, "+8801812345611").await;
-    let (attempt2, id2, ref2) = accepted_attempt(&db, second).await;
+    let second = send_one(db, config, "+8801812345611").await;
+    let (attempt2, id2, ref2) = accepted_attempt(db, second).await;
     let status = poster
         .post(&Dlr {
             id: &id2,
@@ -404,7 +500,7 @@ async fn receipts_for(kind: Kind) {
         })
         .await;
     assert_eq!(status, StatusCode::OK);
-    let (state, error, delivered) = delivery_of(&db, attempt2).await;
+    let (state, error, delivered) = delivery_of(db, attempt2).await;
     assert_eq!(state.as_deref(), Some("undelivered"));
     assert!(!delivered);
     assert!(
@@ -424,12 +520,12 @@ async fn receipts_for(kind: Kind) {
         })
         .await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(receipt_results(&db).await.last().unwrap(), "unmatched");
+    assert_eq!(receipt_results(db).await.last().unwrap(), "unmatched");
 
     // Forged and unsigned receipts for a message still waiting are refused and change nothing.
-    let third = send_one(&db, &config, "+8801912345611").await;
-    let (attempt3, id3, ref3) = accepted_attempt(&db, third).await;
-    let before = receipt_results(&db).await.len();
+    let third = send_one(db, config, "+8801912345611").await;
+    let (attempt3, id3, ref3) = accepted_attempt(db, third).await;
+    let before = receipt_results(db).await.len();
     let delivered = Dlr {
         id: &id3,
         client_ref: &ref3,
@@ -444,8 +540,8 @@ async fn receipts_for(kind: Kind) {
         poster.post_forged(&delivered, false).await,
         StatusCode::UNAUTHORIZED
     );
-    assert_eq!(receipt_results(&db).await.len(), before);
-    assert_eq!(delivery_of(&db, attempt3).await, (None, None, false));
+    assert_eq!(receipt_results(db).await.len(), before);
+    assert_eq!(delivery_of(db, attempt3).await, (None, None, false));
 }
 
 #[tokio::test]
@@ -578,15 +674,11 @@ async fn malformed_and_oversized_receipts_get_400_and_change_nothing() {
 
 #[tokio::test]
 async fn vonage_json_post_receipt_is_accepted() {
-    let db = TestDb::new().await;
-    let fake = FakeProvider::start(Kind::Vonage).await;
-    let config = config_for(vec![receipt_entry(&fake, "v")]);
-    let base = serve(&config, db.store()).await;
-    let message = send_one(&db, &config, "+8801712345611").await;
-    let (attempt, id, client_ref) = accepted_attempt(&db, message).await;
+    let s = Scene::new(&[Kind::Vonage], None, |_| {}).await;
+    let (_, id, client_ref) = &s.attempt;
     let params = Poster::vonage_params(&Dlr {
-        id: &id,
-        client_ref: &client_ref,
+        id,
+        client_ref,
         status: "delivered",
         error: "",
     });
@@ -595,71 +687,51 @@ async fn vonage_json_post_receipt_is_accepted() {
         .map(|(k, v)| (k, Value::from(v)))
         .collect();
     let status = reqwest::Client::new()
-        .post(format!("{base}/webhooks/vonage"))
+        .post(format!("{}/webhooks/vonage", s.base))
         .json(&body)
         .send()
         .await
         .unwrap()
         .status();
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(
-        delivery_of(&db, attempt).await.0.as_deref(),
-        Some("delivered")
-    );
+    assert_eq!(s.delivery().await.as_deref(), Some("delivered"));
 }
 
 #[tokio::test]
 async fn receipts_are_matched_only_to_their_providers_kind() {
     // A Twilio-signed receipt naming a Vonage message id must not touch the Vonage attempt.
-    let db = TestDb::new().await;
-    let twilio = FakeProvider::start(Kind::Twilio).await;
-    let vonage = FakeProvider::start(Kind::Vonage).await;
-    let config = config_for(vec![
-        receipt_entry(&vonage, "v"),
-        receipt_entry(&twilio, "t"),
-    ]);
-    let base = serve(&config, db.store()).await;
-    let message = send_one(&db, &config, "+8801712345611").await;
-    let (attempt, id, client_ref) = accepted_attempt(&db, message).await;
-    let status = Poster::new(Kind::Twilio, &base, &twilio)
+    let s = Scene::new(&[Kind::Vonage, Kind::Twilio], None, |_| {}).await;
+    let (_, id, client_ref) = &s.attempt;
+    let status = Poster::new(Kind::Twilio, &s.base, &s.fakes[1])
         .post(&Dlr {
-            id: &id,
-            client_ref: &client_ref,
+            id,
+            client_ref,
             status: "undelivered",
             error: "30003",
         })
         .await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(receipt_results(&db).await, ["unmatched"]);
-    assert_eq!(delivery_of(&db, attempt).await.0, None);
+    assert_eq!(receipt_results(&s.db).await, ["unmatched"]);
+    assert_eq!(s.delivery().await, None);
 }
 
 #[tokio::test]
 async fn alpha_sms_reports_are_polled_with_their_charge() {
-    let db = TestDb::new().await;
-    let fake = FakeProvider::start(Kind::AlphaSms).await;
-    let config = config_for(vec![receipt_entry(&fake, "alpha")]);
-    let message = send_one(&db, &config, "+8801712345611").await;
-    let (attempt, _, _) = accepted_attempt(&db, message).await;
-    let chain = http_chain(&config.providers);
-    let poller = Poller::new(&config, &chain, db.store());
+    let s = Scene::new(&[Kind::AlphaSms], None, |_| {}).await;
+    let (db, fake, attempt) = (&s.db, &s.fakes[0], s.attempt.0);
+    let chain = http_chain(&s.config.providers);
+    let poller = Poller::new(&s.config, &chain, db.store());
     // Old enough to be asked about (the settle time is the 100 ms poll interval here).
     tokio::time::sleep(std::time::Duration::from_millis(150)).await;
     poller.poll().await;
-    assert_eq!(
-        delivery_of(&db, attempt).await.0.as_deref(),
-        Some("enroute")
-    );
-    let (cost, currency) = cost_of(&db, attempt).await;
+    assert_eq!(delivery_of(db, attempt).await.0.as_deref(), Some("enroute"));
+    let (cost, currency) = cost_of(db, attempt).await;
     assert_eq!((cost.as_str(), currency.as_str()), ("0.250000", "BDT"));
     // Asked again only once it has waited as long again as it had when first asked (at least
     // the poll interval); then the report says delivered.
     fake.set_report_status("Delivered");
     poller.poll().await;
-    assert_eq!(
-        delivery_of(&db, attempt).await.0.as_deref(),
-        Some("enroute")
-    );
+    assert_eq!(delivery_of(db, attempt).await.0.as_deref(), Some("enroute"));
     assert_eq!(fake.lookups(), 1);
     let waited: f64 = sqlx::query_scalar(
         "SELECT extract(epoch FROM receipt_checked_at - finished_at)::float8 FROM sms_attempts WHERE id = $1",
@@ -671,7 +743,7 @@ async fn alpha_sms_reports_are_polled_with_their_charge() {
     tokio::time::sleep(std::time::Duration::from_secs_f64(waited.max(0.1) + 0.1)).await;
     poller.poll().await;
     assert_eq!(
-        delivery_of(&db, attempt).await,
+        delivery_of(db, attempt).await,
         (Some("delivered".into()), None, true)
     );
     assert_eq!(fake.lookups(), 2);
@@ -691,27 +763,25 @@ async fn alpha_sms_reports_are_polled_with_their_charge() {
 
 #[tokio::test]
 async fn infobip_reports_are_pulled_when_enabled() {
-    let db = TestDb::new().await;
-    let fake = FakeProvider::start(Kind::Infobip).await;
-    let mut entry = receipt_entry(&fake, "ib");
-    let sms_relay::providers::ProviderKind::Infobip(settings) = &mut entry.kind else {
-        unreachable!()
-    };
-    settings.pull_reports = true;
-    let config = config_for(vec![entry]);
-    let message = send_one(&db, &config, "+8801712345611").await;
-    let (attempt, _, _) = accepted_attempt(&db, message).await;
-    let chain = http_chain(&config.providers);
-    let poller = Poller::new(&config, &chain, db.store());
+    let s = Scene::new(&[Kind::Infobip], None, |c| {
+        let sms_relay::providers::ProviderKind::Infobip(settings) = &mut c.providers[0].kind else {
+            unreachable!()
+        };
+        settings.pull_reports = true;
+    })
+    .await;
+    let (db, attempt) = (&s.db, s.attempt.0);
+    let chain = http_chain(&s.config.providers);
+    let poller = Poller::new(&s.config, &chain, db.store());
     poller.poll().await;
-    let (status, _, delivered) = delivery_of(&db, attempt).await;
+    let (status, _, delivered) = delivery_of(db, attempt).await;
     assert_eq!((status.as_deref(), delivered), (Some("delivered"), true));
-    let (cost, currency) = cost_of(&db, attempt).await;
+    let (cost, currency) = cost_of(db, attempt).await;
     // 0.0301 EUR per message × 1 part, as the report says (replacing the configured price).
     assert_eq!((cost.as_str(), currency.as_str()), ("0.030100", "EUR"));
     // Each report is returned once: a second pull records nothing new.
     poller.poll().await;
-    assert_eq!(receipt_results(&db).await, ["applied"]);
+    assert_eq!(receipt_results(db).await, ["applied"]);
 }
 
 #[tokio::test]
@@ -737,12 +807,9 @@ async fn health_and_readiness() {
 
 #[tokio::test]
 async fn infobip_batch_is_recorded_in_order() {
-    let db = TestDb::new().await;
-    let fake = FakeProvider::start(Kind::Infobip).await;
-    let config = config_for(vec![receipt_entry(&fake, "ib")]);
-    let base = serve(&config, db.store()).await;
-    let message = send_one(&db, &config, "+8801712345611").await;
-    let (attempt, id, client_ref) = accepted_attempt(&db, message).await;
+    let s = Scene::new(&[Kind::Infobip], None, |_| {}).await;
+    let (db, base) = (&s.db, &s.base);
+    let (attempt, id, client_ref) = s.attempt.clone();
     let dlr = |status| Dlr {
         id: &id,
         client_ref: &client_ref,
@@ -765,8 +832,8 @@ async fn infobip_batch_is_recorded_in_order() {
         .unwrap()
         .status();
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(receipt_results(&db).await, ["applied", "applied", "stale"]);
-    let (status, _, _) = delivery_of(&db, attempt).await;
+    assert_eq!(receipt_results(db).await, ["applied", "applied", "stale"]);
+    let (status, _, _) = delivery_of(db, attempt).await;
     assert_eq!(status.as_deref(), Some("delivered"));
     let done: String =
         sqlx::query_scalar("SELECT to_char(delivered_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS') FROM sms_attempts WHERE id = $1")
@@ -779,11 +846,9 @@ async fn infobip_batch_is_recorded_in_order() {
 
 #[tokio::test]
 async fn odd_values_in_a_receipt_are_fitted_not_fatal_to_the_batch() {
-    let db = TestDb::new().await;
-    let fake = FakeProvider::start(Kind::Infobip).await;
-    let config = config_for(vec![receipt_entry(&fake, "ib")]);
-    let message = send_one(&db, &config, "+8801712345611").await;
-    let (attempt, id, client_ref) = accepted_attempt(&db, message).await;
+    let s = Scene::new(&[Kind::Infobip], None, |_| {}).await;
+    let db = &s.db;
+    let (attempt, id, client_ref) = s.attempt.clone();
     let mut body = Poster::infobip_body(&[
         Dlr {
             id: "unknown-1",
@@ -807,7 +872,7 @@ async fn odd_values_in_a_receipt_are_fitted_not_fatal_to_the_batch() {
         .record_receipts(
             "infobip",
             sms_relay::store::Via::Webhook,
-            &["ib".to_owned()],
+            &["p1".to_owned()],
             &receipts,
             sms_relay::store::ResendRule {
                 max_resends: 0,
@@ -821,12 +886,12 @@ async fn odd_values_in_a_receipt_are_fitted_not_fatal_to_the_batch() {
         (1, 1, 0)
     );
     assert_eq!(
-        delivery_of(&db, attempt).await.0.as_deref(),
+        delivery_of(db, attempt).await.0.as_deref(),
         Some("delivered")
     );
     // The configured price stays: the reported one does not fit.
     assert_eq!(
-        cost_of(&db, attempt).await,
+        cost_of(db, attempt).await,
         ("0.350000".into(), "BDT".into())
     );
 }

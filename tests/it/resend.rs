@@ -5,12 +5,12 @@ use std::time::Duration;
 
 use chrono::Utc;
 use reqwest::StatusCode;
-use sms_relay::{config::Config, receipts::watch::Sweeper};
+use sms_relay::config::Config;
 use uuid::Uuid;
 
 use crate::{
-    fakes::{FakeProvider, Kind},
-    receipts::{Dlr, Poster, accepted_attempt, config_for, receipt_entry, serve},
+    fakes::Kind,
+    receipts::{Dlr, Poster, Scene, accepted_attempt},
     support::{TestDb, http_chain, quick_retries, run_chain_until_idle},
 };
 
@@ -26,106 +26,18 @@ async fn history(db: &TestDb, id: Uuid) -> Vec<(String, i32, String, Option<Stri
     .unwrap()
 }
 
-/// One OTP sent through the first provider of a chain of fakes (named p1, p2, …) that allows one
-/// resend, with the relay's webhook endpoints served.
-struct Scene {
-    db: TestDb,
-    fakes: Vec<FakeProvider>,
-    config: Config,
-    base: String,
-    /// The message.
-    id: Uuid,
-    /// Its accepted attempt: row id, provider message id, client reference.
-    attempt: (i64, String, String),
-}
-
-impl Scene {
-    /// The scene for `kinds`, after `tweak` adjusted the configuration, with an OTP expiring in
-    /// `expires_in` seconds (the template's 10 minutes when `None`).
-    async fn new(kinds: &[Kind], expires_in: Option<i64>, tweak: impl FnOnce(&mut Config)) -> Self {
-        let db = TestDb::new().await;
-        let mut fakes = Vec::new();
-        let mut entries = Vec::new();
-        for (i, kind) in kinds.iter().enumerate() {
-            let fake = FakeProvider::start(*kind).await;
-            entries.push(receipt_entry(&fake, &format!("p{}", i + 1)));
-            fakes.push(fake);
-        }
-        let mut config = config_for(entries);
-        config.receipts.max_resends = 1;
-        tweak(&mut config);
-        let base = serve(&config, db.store()).await;
-        let id = match expires_in {
-            Some(secs) => db.otp_expiring_in("+8801712345611", secs).await,
-            None => db.otp("+8801712345611", "482913").await,
-        };
-        let scene = Self {
-            db,
-            fakes,
-            config,
-            base,
-            id,
-            attempt: (0, String::new(), String::new()),
-        };
-        scene.run().await;
-        assert_eq!(scene.state().await, "sent");
-        Self {
-            attempt: accepted_attempt(&scene.db, id).await,
-            ..scene
-        }
-    }
-
-    /// Runs the relay until nothing is due.
-    async fn run(&self) {
-        run_chain_until_idle(
-            &self.db,
-            http_chain(&self.config.providers),
-            quick_retries(),
-        )
-        .await;
-    }
-
-    async fn state(&self) -> String {
-        self.db.state_of(self.id).await.0
-    }
-
-    async fn resends(&self) -> i32 {
-        sqlx::query_scalar("SELECT resends FROM sms_outbox WHERE id = $1")
-            .bind(self.id)
-            .fetch_one(&self.db.pool)
-            .await
-            .unwrap()
-    }
-
-    /// The first attempt's delivery status.
-    async fn delivery(&self) -> Option<String> {
-        sqlx::query_scalar("SELECT delivery_status::text FROM sms_attempts WHERE id = $1")
-            .bind(self.attempt.0)
-            .fetch_one(&self.db.pool)
-            .await
-            .unwrap()
-    }
-
-    /// Posts a signed Twilio receipt for the first attempt (sent through `p1`, a Twilio fake).
-    async fn twilio(&self, status: &str, error: &str) -> StatusCode {
-        Poster::new(Kind::Twilio, &self.base, &self.fakes[0])
-            .post(&Dlr {
-                id: &self.attempt.1,
-                client_ref: &self.attempt.2,
-                status,
-                error,
-            })
-            .await
-    }
-
-    fn sweeper(&self) -> Sweeper {
-        Sweeper::new(&self.config, self.db.store())
-    }
+/// A [`Scene`] whose chain allows one resend, after `tweak`.
+async fn scene(kinds: &[Kind], expires_in: Option<i64>, tweak: impl FnOnce(&mut Config)) -> Scene {
+    Scene::new(kinds, expires_in, |c| {
+        c.receipts.max_resends = 1;
+        tweak(c);
+    })
+    .await
 }
 
 #[tokio::test]
 async fn undelivered_receipt_resends_through_the_next_provider_once() {
-    let s = Scene::new(&[Kind::Twilio, Kind::Vonage], None, |_| {}).await;
+    let s = scene(&[Kind::Twilio, Kind::Vonage], None, |_| {}).await;
     assert_eq!(s.twilio("undelivered", "30003").await, StatusCode::OK);
     assert_eq!(s.state().await, "pending");
     assert_eq!(s.resends().await, 1);
@@ -188,7 +100,7 @@ async fn undelivered_receipt_resends_through_the_next_provider_once() {
 
 #[tokio::test]
 async fn undelivered_receipt_after_expiry_sends_nothing() {
-    let s = Scene::new(&[Kind::Twilio, Kind::Vonage], Some(2), |_| {}).await;
+    let s = scene(&[Kind::Twilio, Kind::Vonage], Some(2), |_| {}).await;
     // Wait until the code's validity has ended.
     let expires: chrono::DateTime<Utc> =
         sqlx::query_scalar("SELECT expires_at FROM sms_outbox WHERE id = $1")
@@ -215,7 +127,7 @@ async fn undelivered_receipt_after_expiry_sends_nothing() {
 #[tokio::test]
 async fn no_receipt_within_the_window_resends_through_the_next_provider() {
     // SSL Wireless sends no receipts: a resend through it is not followed by another.
-    let s = Scene::new(&[Kind::Twilio, Kind::SslWireless], None, |c| {
+    let s = scene(&[Kind::Twilio, Kind::SslWireless], None, |c| {
         c.receipts.resend_after_ms = 1_000;
     })
     .await;
@@ -253,7 +165,7 @@ async fn no_receipt_within_the_window_resends_through_the_next_provider() {
 
 #[tokio::test]
 async fn a_delivered_receipt_stops_the_no_receipt_resend() {
-    let s = Scene::new(&[Kind::Twilio, Kind::SslWireless], None, |c| {
+    let s = scene(&[Kind::Twilio, Kind::SslWireless], None, |c| {
         c.receipts.resend_after_ms = 1_000;
     })
     .await;
@@ -266,7 +178,7 @@ async fn a_delivered_receipt_stops_the_no_receipt_resend() {
 
 #[tokio::test]
 async fn a_delivered_receipt_withdraws_a_resend_not_yet_sent() {
-    let s = Scene::new(&[Kind::Twilio, Kind::SslWireless], None, |c| {
+    let s = scene(&[Kind::Twilio, Kind::SslWireless], None, |c| {
         c.receipts.resend_after_ms = 1_000;
     })
     .await;
@@ -284,7 +196,7 @@ async fn a_delivered_receipt_withdraws_a_resend_not_yet_sent() {
 
 #[tokio::test]
 async fn attempts_without_a_final_receipt_become_unknown_until_one_comes() {
-    let s = Scene::new(&[Kind::Twilio], None, |_| {}).await;
+    let s = scene(&[Kind::Twilio], None, |_| {}).await;
     let store = s.db.store();
     let names = ["p1".to_owned()];
     let expire = async |window| store.expire_receipts(&names, window).await.unwrap();
@@ -301,7 +213,7 @@ async fn attempts_without_a_final_receipt_become_unknown_until_one_comes() {
 
 #[tokio::test]
 async fn a_receipt_naming_a_number_that_cannot_receive_is_not_resent() {
-    let s = Scene::new(&[Kind::Twilio, Kind::Vonage], None, |_| {}).await;
+    let s = scene(&[Kind::Twilio, Kind::Vonage], None, |_| {}).await;
     // 21610: the recipient replied STOP.
     assert_eq!(s.twilio("undelivered", "21610").await, StatusCode::OK);
     assert_eq!(s.delivery().await.as_deref(), Some("undelivered"));
@@ -311,7 +223,7 @@ async fn a_receipt_naming_a_number_that_cannot_receive_is_not_resent() {
 
 #[tokio::test]
 async fn a_resend_that_cannot_go_out_leaves_the_message_sent() {
-    let s = Scene::new(&[Kind::Twilio, Kind::SslWireless], None, |_| {}).await;
+    let s = scene(&[Kind::Twilio, Kind::SslWireless], None, |_| {}).await;
     for fake in &s.fakes {
         fake.set_server_error_rate(1.0);
     }
@@ -341,7 +253,7 @@ async fn a_resend_that_cannot_go_out_leaves_the_message_sent() {
 async fn a_resend_waits_for_a_receipt_being_recorded_and_then_refuses() {
     // A delivered receipt committing while the sweeper resends: sms_resend locks the attempt
     // row, waits for the receipt's transaction, and then sees the attempt delivered.
-    let s = Scene::new(&[Kind::Twilio, Kind::Vonage], None, |_| {}).await;
+    let s = scene(&[Kind::Twilio, Kind::Vonage], None, |_| {}).await;
     let mut receipt = s.db.pool.begin().await.unwrap();
     sqlx::query("UPDATE sms_attempts SET delivery_status = 'delivered' WHERE id = $1")
         .bind(s.attempt.0)
@@ -381,7 +293,7 @@ async fn a_resend_waits_for_a_receipt_being_recorded_and_then_refuses() {
 
 #[tokio::test]
 async fn a_receipt_for_an_earlier_round_resends_nothing() {
-    let s = Scene::new(&[Kind::Twilio, Kind::SslWireless], None, |c| {
+    let s = scene(&[Kind::Twilio, Kind::SslWireless], None, |c| {
         c.receipts.resend_after_ms = 1_000;
         c.receipts.max_resends = 2;
     })
@@ -405,7 +317,7 @@ async fn a_receipt_for_an_earlier_round_resends_nothing() {
 
 #[tokio::test]
 async fn a_delivered_receipt_withdraws_a_resend_waiting_to_retry() {
-    let s = Scene::new(&[Kind::Twilio, Kind::SslWireless], None, |c| {
+    let s = scene(&[Kind::Twilio, Kind::SslWireless], None, |c| {
         c.receipts.resend_after_ms = 1_000;
     })
     .await;
@@ -439,7 +351,7 @@ async fn a_delivered_receipt_withdraws_a_resend_waiting_to_retry() {
 
 #[tokio::test]
 async fn a_receipt_that_came_before_its_attempt_is_matched_later() {
-    let s = Scene::new(&[Kind::Twilio, Kind::Vonage], None, |_| {}).await;
+    let s = scene(&[Kind::Twilio, Kind::Vonage], None, |_| {}).await;
     // A receipt for a message id no attempt has yet…
     let early = "SM0000000000000000000000000000beef";
     let status = Poster::new(Kind::Twilio, &s.base, &s.fakes[0])
