@@ -35,6 +35,21 @@ async fn scene(kinds: &[Kind], expires_in: Option<i64>, tweak: impl FnOnce(&mut 
     .await
 }
 
+/// Twilio, then SSL Wireless (which sends no receipts), with a 1 s no-receipt window.
+async fn short_window(tweak: impl FnOnce(&mut Config)) -> Scene {
+    scene(&[Kind::Twilio, Kind::SslWireless], None, |c| {
+        c.receipts.resend_after_ms = 1_000;
+        tweak(c);
+    })
+    .await
+}
+
+/// Waits out the 1 s no-receipt window, then sweeps once.
+async fn after_window(s: &Scene) {
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    s.sweeper().sweep().await;
+}
+
 #[tokio::test]
 async fn undelivered_receipt_resends_through_the_next_provider_once() {
     let s = scene(&[Kind::Twilio, Kind::Vonage], None, |_| {}).await;
@@ -127,18 +142,13 @@ async fn undelivered_receipt_after_expiry_sends_nothing() {
 #[tokio::test]
 async fn no_receipt_within_the_window_resends_through_the_next_provider() {
     // SSL Wireless sends no receipts: a resend through it is not followed by another.
-    let s = scene(&[Kind::Twilio, Kind::SslWireless], None, |c| {
-        c.receipts.resend_after_ms = 1_000;
-    })
-    .await;
-    let sweeper = s.sweeper();
+    let s = short_window(|_| {}).await;
 
     // Too early: nothing happens.
-    sweeper.sweep().await;
+    s.sweeper().sweep().await;
     assert_eq!(s.state().await, "sent");
 
-    tokio::time::sleep(Duration::from_millis(1_100)).await;
-    sweeper.sweep().await;
+    after_window(&s).await;
     assert_eq!(s.state().await, "pending");
     s.run().await;
     assert_eq!(
@@ -157,33 +167,24 @@ async fn no_receipt_within_the_window_resends_through_the_next_provider() {
     assert_eq!(s.fakes[1].received().len(), 1);
 
     // The SSL attempt expects no receipt, and the resend used the one allowed.
-    tokio::time::sleep(Duration::from_millis(1_100)).await;
-    sweeper.sweep().await;
+    after_window(&s).await;
     assert_eq!(s.state().await, "sent");
     assert_eq!(s.resends().await, 1);
 }
 
 #[tokio::test]
 async fn a_delivered_receipt_stops_the_no_receipt_resend() {
-    let s = scene(&[Kind::Twilio, Kind::SslWireless], None, |c| {
-        c.receipts.resend_after_ms = 1_000;
-    })
-    .await;
+    let s = short_window(|_| {}).await;
     assert_eq!(s.twilio("delivered", "").await, StatusCode::OK);
-    tokio::time::sleep(Duration::from_millis(1_100)).await;
-    s.sweeper().sweep().await;
+    after_window(&s).await;
     assert_eq!(s.state().await, "sent");
     assert_eq!(s.resends().await, 0);
 }
 
 #[tokio::test]
 async fn a_delivered_receipt_withdraws_a_resend_not_yet_sent() {
-    let s = scene(&[Kind::Twilio, Kind::SslWireless], None, |c| {
-        c.receipts.resend_after_ms = 1_000;
-    })
-    .await;
-    tokio::time::sleep(Duration::from_millis(1_100)).await;
-    s.sweeper().sweep().await;
+    let s = short_window(|_| {}).await;
+    after_window(&s).await;
     assert_eq!(s.state().await, "pending");
     // The receipt was only late.
     assert_eq!(s.twilio("delivered", "").await, StatusCode::OK);
@@ -293,13 +294,8 @@ async fn a_resend_waits_for_a_receipt_being_recorded_and_then_refuses() {
 
 #[tokio::test]
 async fn a_receipt_for_an_earlier_round_resends_nothing() {
-    let s = scene(&[Kind::Twilio, Kind::SslWireless], None, |c| {
-        c.receipts.resend_after_ms = 1_000;
-        c.receipts.max_resends = 2;
-    })
-    .await;
-    tokio::time::sleep(Duration::from_millis(1_100)).await;
-    s.sweeper().sweep().await;
+    let s = short_window(|c| c.receipts.max_resends = 2).await;
+    after_window(&s).await;
     s.run().await;
     assert_eq!(history(&s.db, s.id).await.len(), 2, "resent through p2");
     // The first round's receipt comes late and says undelivered: recorded, but the message's
@@ -317,12 +313,8 @@ async fn a_receipt_for_an_earlier_round_resends_nothing() {
 
 #[tokio::test]
 async fn a_delivered_receipt_withdraws_a_resend_waiting_to_retry() {
-    let s = scene(&[Kind::Twilio, Kind::SslWireless], None, |c| {
-        c.receipts.resend_after_ms = 1_000;
-    })
-    .await;
-    tokio::time::sleep(Duration::from_millis(1_100)).await;
-    s.sweeper().sweep().await;
+    let s = short_window(|_| {}).await;
+    after_window(&s).await;
     // The resend round finds every provider down and waits a long while to retry.
     for fake in &s.fakes {
         fake.set_server_error_rate(1.0);
