@@ -209,6 +209,18 @@ async fn cost_of(db: &TestDb, attempt: i64) -> (String, String) {
         .unwrap()
 }
 
+/// How long an attempt had waited since acceptance when a report API was last asked about it,
+/// in seconds (the poller's next backoff step).
+async fn waited_when_asked(db: &TestDb, attempt: i64) -> f64 {
+    sqlx::query_scalar(
+        "SELECT extract(epoch FROM receipt_checked_at - finished_at)::float8 FROM sms_attempts WHERE id = $1",
+    )
+    .bind(attempt)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap()
+}
+
 /// `sms_receipts.result` of every stored receipt, oldest first.
 async fn receipt_results(db: &TestDb) -> Vec<String> {
     sqlx::query_scalar("SELECT result FROM sms_receipts ORDER BY id")
@@ -733,13 +745,7 @@ async fn alpha_sms_reports_are_polled_with_their_charge() {
     poller.poll().await;
     assert_eq!(delivery_of(db, attempt).await.0.as_deref(), Some("enroute"));
     assert_eq!(fake.lookups(), 1);
-    let waited: f64 = sqlx::query_scalar(
-        "SELECT extract(epoch FROM receipt_checked_at - finished_at)::float8 FROM sms_attempts WHERE id = $1",
-    )
-    .bind(attempt)
-    .fetch_one(&db.pool)
-    .await
-    .unwrap();
+    let waited = waited_when_asked(db, attempt).await;
     tokio::time::sleep(std::time::Duration::from_secs_f64(waited.max(0.1) + 0.1)).await;
     poller.poll().await;
     assert_eq!(
@@ -749,13 +755,7 @@ async fn alpha_sms_reports_are_polled_with_their_charge() {
     assert_eq!(fake.lookups(), 2);
     // Final: never asked again, even after waiting well past the next backoff step (the time
     // since acceptance when it was last asked).
-    let waited: f64 = sqlx::query_scalar(
-        "SELECT extract(epoch FROM receipt_checked_at - finished_at)::float8 FROM sms_attempts WHERE id = $1",
-    )
-    .bind(attempt)
-    .fetch_one(&db.pool)
-    .await
-    .unwrap();
+    let waited = waited_when_asked(db, attempt).await;
     tokio::time::sleep(std::time::Duration::from_secs_f64(2.0 * waited + 0.2)).await;
     poller.poll().await;
     assert_eq!(fake.lookups(), 2);
