@@ -91,9 +91,17 @@ pub struct SendTestArgs {
 /// `run` options.
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// Exit 0 once nothing is due and nothing is in flight.
+    /// Exit 0 once nothing is owed: no message is pending (due now, or a retry or resend due
+    /// later) and none is claimed by any relay, this one, another live one, or one that died
+    /// (its claims come back within a second, or when its lease runs out if its machine is gone).
+    /// Messages whose validity ends first are closed as expired, so the wait is bounded by the
+    /// longest validity; --max-wait bounds it too.
     #[arg(long)]
     pub until_idle: bool,
+    /// With --until-idle: after this many seconds, stop anyway and exit 1, naming how many
+    /// messages are still owed.
+    #[arg(long, default_value_t = 900, requires = "until_idle")]
+    pub max_wait: u64,
 }
 
 /// `enqueue` options.

@@ -8,6 +8,7 @@ use serde::Deserialize;
 use crate::{
     providers::{ProviderConfig, SimulatorSettings, UnknownPolicy},
     relay::RetryPolicy,
+    store::MAX_RELAY_ID_LEN,
 };
 
 /// Why the configuration could not be used. Never worth retrying: fix the file or environment.
@@ -174,7 +175,8 @@ impl Default for DatabaseConfig {
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct RelaySettings {
-    /// This relay's name in `sms_outbox.claimed_by` and `sms_attempts.relay_id`; default host-pid.
+    /// This relay's name in `sms_outbox.claimed_by`, `sms_attempts.relay_id` and (behind
+    /// `sms-relay `) its connection's `application_name`; default host-pid. Unique per live relay.
     pub relay_id: Option<String>,
     /// Most messages claimed by one statement.
     pub batch_size: u32,
@@ -218,7 +220,13 @@ impl RelaySettings {
     pub fn relay_id(&self) -> String {
         self.relay_id.clone().unwrap_or_else(|| {
             let host = std::fs::read_to_string("/etc/hostname").unwrap_or_else(|_| "relay".into());
-            format!("{}-{}", host.trim(), std::process::id())
+            let host: String = host
+                .trim()
+                .chars()
+                .filter(|c| c.is_ascii_graphic())
+                .take(MAX_RELAY_ID_LEN - 11)
+                .collect();
+            format!("{host}-{}", std::process::id())
         })
     }
 
@@ -243,6 +251,15 @@ impl RelaySettings {
         }
         if self.max_in_flight < self.batch_size {
             return Err("relay.max_in_flight must be at least relay.batch_size".into());
+        }
+        if let Some(id) = &self.relay_id
+            && (id.is_empty()
+                || id.len() > MAX_RELAY_ID_LEN
+                || !id.chars().all(|c| c.is_ascii_graphic()))
+        {
+            return Err(format!(
+                "relay.relay_id must be 1 to {MAX_RELAY_ID_LEN} printable ASCII characters without spaces"
+            ));
         }
         if self.lease_ms < 10_000 {
             return Err("relay.lease_ms must be at least 10000 (a round must end, and be recorded, inside it)".into());

@@ -86,7 +86,8 @@ pub async fn execute(cli: Cli) -> Result<(), CommandError> {
             run::run(
                 &config,
                 &url.ok_or(CommandError::NoDatabase)?,
-                args.until_idle,
+                args.until_idle
+                    .then(|| std::time::Duration::from_secs(args.max_wait)),
             )
             .await
         }

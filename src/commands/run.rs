@@ -1,6 +1,8 @@
 //! `sms-relay run`: the relay, plus the receipt webhooks and health endpoints, the no-receipt
 //! sweeper and the report poller beside it.
 
+use std::time::Duration;
+
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -16,8 +18,12 @@ use crate::{
     store::Store,
 };
 
-/// Serves until a signal (or until idle).
-pub(super) async fn run(config: &Config, url: &str, until_idle: bool) -> Result<(), CommandError> {
+/// Serves until a signal, or (`until_idle`: the longest wait) until nothing is owed.
+pub(super) async fn run(
+    config: &Config,
+    url: &str,
+    until_idle: Option<Duration>,
+) -> Result<(), CommandError> {
     let pool = connect_migrated(url, config.database.max_connections).await?;
     let store = Store::new(pool.clone());
     let relay = build_relay(config, pool)?;
@@ -47,11 +53,7 @@ pub(super) async fn run(config: &Config, url: &str, until_idle: bool) -> Result<
     if !poller.is_empty() {
         tasks.spawn(poller.run(beside.clone()));
     }
-    let stop = if until_idle {
-        StopWhen::Idle
-    } else {
-        StopWhen::Cancelled
-    };
+    let stop = until_idle.map_or(StopWhen::Cancelled, StopWhen::Drained);
     let result = relay.run(stop, cancel).await;
     beside.cancel();
     tasks.join_all().await;

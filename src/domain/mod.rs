@@ -8,4 +8,4 @@ pub mod template;
 
 pub use recipient::Recipient;
 pub use segments::{Encoding, Segments};
-pub use template::{RenderError, render};
+pub use template::{RenderError, parse_params, render};

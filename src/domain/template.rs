@@ -22,6 +22,14 @@ pub enum RenderError {
     /// params is not a JSON object.
     #[error("params is not a JSON object")]
     ParamsNotObject,
+    /// params could not be decoded (e.g. a number beyond what a double holds, or nesting too deep).
+    #[error("params cannot be decoded: {0}")]
+    Undecodable(String),
+}
+
+/// Decodes a message's params from their JSON text.
+pub fn parse_params(text: &str) -> Result<Value, RenderError> {
+    serde_json::from_str(text).map_err(|error| RenderError::Undecodable(error.to_string()))
 }
 
 /// Replaces every `{name}` (`name` = `[a-z_][a-z0-9_]*`) in `body` with `params[name]`.

@@ -10,6 +10,7 @@ use std::{
 
 use tokio::sync::{Notify, OwnedSemaphorePermit, mpsc};
 
+use super::{Held, lock};
 use crate::store::{Disposition, Finish, Store, StoreError};
 
 /// A finished round and the in-flight slot it holds until it is recorded.
@@ -24,6 +25,8 @@ const WRITE_TRIES: u32 = 8;
 /// Records finished rounds and keeps the outbox's indexes lean.
 pub(super) struct Completer {
     pub store: Store,
+    /// Messages claimed and not yet recorded; recorded ones leave it.
+    pub held: Held,
     /// Woken when a message went back to the queue, so the claim loop recomputes its sleep.
     pub wake: Arc<Notify>,
     pub relay_id: String,
@@ -50,6 +53,12 @@ impl Completer {
                 self.expiry_margin_ms,
             )
             .await;
+            {
+                let mut held = lock(&self.held);
+                for f in &finishes {
+                    held.remove(&f.id);
+                }
+            }
             for f in &finishes {
                 log_finish(f);
             }

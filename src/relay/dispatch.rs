@@ -10,7 +10,7 @@ use crate::{
     domain::{
         Recipient, RenderError,
         destination::{self, Countries},
-        reference, render, segments,
+        parse_params, reference, render, segments,
     },
     providers::{OutgoingSms, ProviderChain, RoundResult},
     store::{ClaimedMessage, Disposition, Finish},
@@ -83,7 +83,7 @@ pub(super) async fn dispatch(ctx: &Context, msg: ClaimedMessage, claimed_at: Ins
             format!("cannot render: {error}"),
         );
     };
-    let text = match render(&body, &msg.params) {
+    let text = match parse_params(&msg.params).and_then(|params| render(&body, &params)) {
         Ok(text) => text,
         Err(error) => {
             return end(

@@ -3,20 +3,27 @@
 //!
 //! No transaction or row lock is held across a provider call: a claim commits a lease
 //! (`next_attempt_at` in the future, state `sending`) and the completion is fenced on the round
-//! number. A relay that dies leaves leases that run out; any relay then claims those rows again.
+//! number. A relay holds a presence connection (its LISTEN connection, named after it); when a
+//! relay process dies, any other relay puts its claims back in the queue within a rescue
+//! interval. A relay whose machine or network is lost leaves leases that run out instead.
 
 pub mod backoff;
 mod completer;
 mod dispatch;
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    collections::HashSet,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
-use sqlx::postgres::PgListener;
+use sqlx::postgres::{PgListener, PgPoolOptions};
 use tokio::{
     sync::{Notify, Semaphore, mpsc},
     time::Instant,
 };
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use uuid::Uuid;
 
 pub use backoff::RetryPolicy;
 pub use completer::record;
@@ -24,18 +31,27 @@ pub use completer::record;
 use crate::{
     config::RelaySettings,
     providers::ProviderChain,
-    store::{Store, WAKEUP_CHANNEL},
+    store::{Store, WAKEUP_CHANNEL, presence_name},
 };
+
+/// How often a relay looks for claims of relays that are gone.
+const RESCUE_EVERY: Duration = Duration::from_millis(500);
+
+/// The messages this relay has claimed and not yet recorded.
+pub(crate) type Held = Arc<Mutex<HashSet<Uuid>>>;
 
 /// When [`Relay::run`] returns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StopWhen {
     /// Only when the cancellation token fires (SIGTERM/SIGINT).
     Cancelled,
-    /// Also once nothing is due now and nothing is in flight (`run --until-idle`).
+    /// Also once nothing is due now and nothing is in flight here; retries scheduled later and
+    /// other relays' claims are left.
     Idle,
-    /// Also once no message is pending or in flight at all (retries included).
-    Drained,
+    /// Also once nothing is owed: no message is pending (due now or later) or claimed by any
+    /// relay, alive or dead (`run --until-idle`). Gives up with [`RelayError::StillOwed`] after
+    /// the given time.
+    Drained(Duration),
 }
 
 /// Why the relay could not run.
@@ -47,6 +63,15 @@ pub enum RelayError {
     /// The country table could not be read; check the database and its schema (worth retrying).
     #[error("cannot read sms_country_prefixes: {0}")]
     Countries(#[source] crate::store::StoreError),
+    /// `Drained` waited its whole bound and messages are still owed (pending or claimed); run
+    /// again, or look at them with `sms-relay status` (not an error of this relay).
+    #[error("gave up waiting after {waited:?}: {owed} message(s) still pending or claimed")]
+    StillOwed {
+        /// How long the relay waited.
+        waited: Duration,
+        /// Messages pending or claimed when it gave up.
+        owed: i64,
+    },
 }
 
 /// Totals of one [`Relay::run`].
@@ -101,7 +126,14 @@ impl Relay {
             .await
             .map_err(RelayError::Countries)?;
         let wake = Arc::new(Notify::new());
-        let mut listener = PgListener::connect_with(self.store.pool())
+        // The LISTEN connection doubles as this relay's presence: it carries the relay's name, and
+        // its end tells the other relays that this one's claims are orphaned.
+        let presence = PgPoolOptions::new().max_connections(1).connect_lazy_with(
+            (*self.store.pool().connect_options())
+                .clone()
+                .application_name(&presence_name(&self.relay_id)),
+        );
+        let mut listener = PgListener::connect_with(&presence)
             .await
             .map_err(RelayError::Listen)?;
         listener
@@ -113,9 +145,11 @@ impl Relay {
         let max_in_flight = self.settings.max_in_flight as usize;
         let slots = Arc::new(Semaphore::new(max_in_flight));
         let (done_tx, done_rx) = mpsc::unbounded_channel();
+        let held = Held::default();
         let completer = tokio::spawn(
             completer::Completer {
                 store: self.store.clone(),
+                held: held.clone(),
                 wake: wake.clone(),
                 relay_id: self.relay_id.clone(),
                 expiry_margin_ms: i64::try_from(self.settings.expiry_margin_ms).unwrap_or(i64::MAX),
@@ -139,6 +173,15 @@ impl Relay {
             self.relay_id.clone(),
             circuits_stop.clone(),
         ));
+        let rescuing = tokio::spawn(rescue_orphans(
+            self.store.clone(),
+            wake.clone(),
+            circuits_stop.clone(),
+        ));
+        let started = Instant::now();
+        let mut gave_up = None;
+        // Set when a claim failed after it may have committed: its rows must be put back.
+        let mut owe_release = false;
         tracing::info!(relay_id = %self.relay_id, providers = ?self.chain.names(), "relay started");
 
         let mut report = RunReport::default();
@@ -162,6 +205,23 @@ impl Relay {
                 .settings
                 .batch_size
                 .min(u32::try_from(free).unwrap_or(u32::MAX));
+            if owe_release {
+                let held_now: Vec<Uuid> = lock(&held).iter().copied().collect();
+                match self.store.release_unheld(&self.relay_id, &held_now).await {
+                    Ok(released) => {
+                        owe_release = false;
+                        if released > 0 {
+                            tracing::warn!(
+                                released,
+                                "put back messages whose claim did not reach this relay"
+                            );
+                        }
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, "cannot put back unheld claims yet; will try again")
+                    }
+                }
+            }
             let claimed_at = Instant::now();
             let claimed = match self
                 .store
@@ -173,6 +233,7 @@ impl Relay {
                     claimed
                 }
                 Err(error) => {
+                    owe_release = true;
                     claim_failures += 1;
                     let pause = Duration::from_millis(100 << claim_failures.min(6));
                     tracing::warn!(%error, ?pause, "claim failed; will try again");
@@ -184,6 +245,7 @@ impl Relay {
             };
             let got = claimed.len();
             report.claimed += got as u64;
+            lock(&held).extend(claimed.iter().map(|m| m.id));
             for msg in claimed {
                 let Ok(permit) = slots.clone().try_acquire_owned() else {
                     unreachable!("claims never exceed the free slots counted before them");
@@ -224,7 +286,12 @@ impl Relay {
             let stop_now = match stop {
                 StopWhen::Cancelled => false,
                 StopWhen::Idle => idle && next_due_ms.is_none_or(|ms| ms > 0.0),
-                StopWhen::Drained => idle && next_due_ms.is_none(),
+                StopWhen::Drained(bound) => {
+                    if started.elapsed() >= bound && !(idle && next_due_ms.is_none()) {
+                        gave_up = Some(bound);
+                    }
+                    gave_up.is_some() || (idle && next_due_ms.is_none())
+                }
             };
             if stop_now {
                 break;
@@ -265,6 +332,7 @@ impl Relay {
         listening.abort();
         circuits_stop.cancel();
         let _ = circuits.await;
+        let _ = rescuing.await;
         if let Err(error) = self.store.drop_circuits(&self.relay_id).await {
             tracing::warn!(%error, "cannot remove this relay's circuit rows");
         }
@@ -272,6 +340,10 @@ impl Relay {
             self.log_registration(self.store.deregister_sleeper(&self.relay_id).await);
         }
         tracing::info!(relay_id = %self.relay_id, claimed = report.claimed, "relay stopped");
+        if let Some(waited) = gave_up {
+            let owed = self.store.owed().await.unwrap_or(-1);
+            return Err(RelayError::StillOwed { waited, owed });
+        }
         Ok(report)
     }
 
@@ -301,6 +373,34 @@ async fn report_circuits(
             () = tokio::time::sleep(Duration::from_secs(30)) => {}
         }
     }
+}
+
+/// Every [`RESCUE_EVERY`], puts the claims of relays that are gone back in the queue and wakes
+/// every relay (this one included) to send them.
+async fn rescue_orphans(store: Store, wake: Arc<Notify>, stop: CancellationToken) {
+    loop {
+        match store.rescue_orphans().await {
+            Ok(0) => {}
+            Ok(rescued) => {
+                tracing::warn!(rescued, "put back messages claimed by a relay that is gone");
+                wake.notify_one();
+                if let Err(error) = store.wake_relays().await {
+                    tracing::warn!(%error, "cannot notify other relays of rescued messages");
+                }
+            }
+            Err(error) => tracing::warn!(%error, "cannot look for claims of relays that are gone"),
+        }
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(RESCUE_EVERY) => {}
+        }
+    }
+}
+
+/// The held set, even if a thread panicked while holding it (a set of ids stays consistent).
+pub(crate) fn lock(held: &Held) -> std::sync::MutexGuard<'_, HashSet<Uuid>> {
+    held.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Turns NOTIFYs into in-process wake-ups. The listener reconnects by itself; notifications sent

@@ -20,8 +20,9 @@ pub struct ClaimedMessage {
     pub template: String,
     /// Template locale.
     pub locale: String,
-    /// Template parameters (hold the code).
-    pub params: serde_json::Value,
+    /// Template parameters as JSON text (they hold the code). Decoded per message by the relay, so
+    /// one row the decoder cannot read fails alone instead of failing the whole claim.
+    pub params: String,
     /// The template body, `None` if the template was deleted.
     pub body: Option<String>,
     /// This claim's round number (`sms_outbox.attempts` after the claim).
@@ -55,7 +56,7 @@ UPDATE sms_outbox o
        next_attempt_at = now() + $2 * interval '1 millisecond',
        claimed_by = $3
  WHERE o.id = ANY (ARRAY(SELECT id FROM due))
-RETURNING o.id, o.seq, o.recipient, o.template, o.locale, o.params,
+RETURNING o.id, o.seq, o.recipient, o.template, o.locale, o.params::text AS params,
           (SELECT t.body FROM sms_templates t WHERE t.name = o.template AND t.locale = o.locale) AS body,
           o.attempts AS round,
           CASE WHEN o.attempts > 1 THEN EXISTS (

@@ -87,7 +87,9 @@ impl Finish {
 /// and whose message was claimed again cannot overwrite the newer round. The attempt rows are
 /// inserted either way (the provider calls happened), and at most once, so a retried write is
 /// harmless. A retry turns into `cancelled` if a newer message for the same recipient and purpose
-/// exists (found without locking it), or into `expired` if it would come due too late.
+/// exists (found without locking it), or into `expired` if it would come due too late. A message a
+/// provider accepted before (`sent_at`, a resend round) never ends unsent: such an end leaves it
+/// `sent` (the schema's transition check refuses anything else).
 const COMPLETE: &str = r#"
 WITH f AS (
     SELECT * FROM unnest($1::uuid[], $2::int[], $3::text[], $4::bigint[], $5::text[])
@@ -100,7 +102,7 @@ WITH f AS (
                   AND n.seq > o.seq) AS superseded,
            f.disposition = 'retry'
                AND now() + (f.delay_ms + $6) * interval '1 millisecond' >= o.expires_at AS too_late,
-           o.resends > 0 AS was_sent
+           o.sent_at IS NOT NULL AS was_sent
       FROM f JOIN sms_outbox o ON o.id = f.id
 ), decided AS (
     SELECT id, round, delay_ms,
@@ -123,6 +125,7 @@ WITH f AS (
                                   THEN now() + d.delay_ms * interval '1 millisecond'
                                   ELSE o.next_attempt_at END,
            finished_at = CASE WHEN d.disposition IN ('retry', 'release') THEN NULL ELSE now() END,
+           sent_at = CASE WHEN d.disposition = 'sent' THEN coalesce(o.sent_at, now()) ELSE o.sent_at END,
            last_error = d.reason,
            claimed_by = NULL,
            -- A resend round's reason is on its attempts now; a released round keeps it.

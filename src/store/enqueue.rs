@@ -50,10 +50,12 @@ pub enum Refusal {
     InvalidPriority,
     /// SR011
     InvalidIdempotencyKey,
+    /// SR012: params has keys that are no placeholder, or a value too long or with control characters.
+    UnsendableParams,
 }
 
 impl Refusal {
-    const ALL: [(Refusal, &'static str); 11] = [
+    const ALL: [(Refusal, &'static str); 12] = [
         (Refusal::InvalidRecipient, "SR001"),
         (Refusal::UnknownTemplate, "SR002"),
         (Refusal::ParamsNotObject, "SR003"),
@@ -65,6 +67,7 @@ impl Refusal {
         (Refusal::NotPending, "SR009"),
         (Refusal::InvalidPriority, "SR010"),
         (Refusal::InvalidIdempotencyKey, "SR011"),
+        (Refusal::UnsendableParams, "SR012"),
     ];
 
     /// The SQLSTATE the database raises for this refusal.

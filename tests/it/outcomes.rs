@@ -1,7 +1,7 @@
 //! What a round's outcome does to a message: fallback, retries with backoff, expiry, max rounds,
 //! bad recipients, poison rows, and what each attempt row records.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use chrono::{TimeDelta, Utc};
 use serde_json::json;
@@ -129,9 +129,15 @@ async fn retries_continue_until_a_provider_recovers() {
         settings(),
         quick_retries(),
     );
-    within(60, relay.run(StopWhen::Drained, CancellationToken::new()))
-        .await
-        .unwrap();
+    within(
+        60,
+        relay.run(
+            StopWhen::Drained(Duration::from_secs(60)),
+            CancellationToken::new(),
+        ),
+    )
+    .await
+    .unwrap();
     assert_eq!(db.state_of(id).await.0, "sent");
     let rounds: Vec<i32> = db.attempts_of(id).await.iter().map(|a| a.1).collect();
     assert_eq!(rounds, [1, 2]);
@@ -194,9 +200,15 @@ async fn max_rounds_ends_the_message_failed_with_the_reason() {
         settings(),
         policy,
     );
-    within(60, relay.run(StopWhen::Drained, CancellationToken::new()))
-        .await
-        .unwrap();
+    within(
+        60,
+        relay.run(
+            StopWhen::Drained(Duration::from_secs(60)),
+            CancellationToken::new(),
+        ),
+    )
+    .await
+    .unwrap();
 
     let (state, reason) = db.state_of(id).await;
     assert_eq!(state, "failed");

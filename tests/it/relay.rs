@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use sqlx::Connection;
+
 use sms_relay::{
     providers::SimulatorSettings,
     relay::{Relay, StopWhen},
@@ -53,10 +55,11 @@ async fn claims_by_priority_then_earliest_deadline() {
 }
 
 #[tokio::test]
-async fn a_claim_whose_relay_vanished_is_sent_by_another_relay() {
+async fn a_dead_relays_claims_go_back_at_once_and_a_live_ones_stay() {
     let db = TestDb::new().await;
     let id = db.otp("+8801712345678", "482913").await;
-    // A relay claims the message and dies before sending it.
+    // A relay claims the message; its presence connection says it is alive.
+    let ghost_alive = db.presence("ghost").await;
     let ghost = db
         .store()
         .claim(10, Duration::from_secs(60), "ghost")
@@ -66,20 +69,86 @@ async fn a_claim_whose_relay_vanished_is_sent_by_another_relay() {
 
     let sim = accepting("sim");
     run_until_idle(&db, [sim.clone()], quick_retries()).await;
-    assert_eq!(sim.sent(), 0, "the lease still holds, so nothing is due");
+    assert_eq!(sim.sent(), 0, "a live relay's claim is left to it");
+    assert_eq!(db.state_of(id).await.0, "sending");
 
-    // The lease runs out.
-    sqlx::query("UPDATE sms_outbox SET next_attempt_at = now()")
-        .execute(&db.pool)
-        .await
-        .unwrap();
-    run_until_idle(&db, [sim.clone()], quick_retries()).await;
+    // The ghost dies: its connection closes, long before its lease would run out.
+    ghost_alive.close().await.unwrap();
+    within(
+        60,
+        Relay::new(
+            db.store(),
+            chain([sim.clone()]),
+            settings(),
+            quick_retries(),
+        )
+        .run(
+            StopWhen::Drained(Duration::from_secs(60)),
+            CancellationToken::new(),
+        ),
+    )
+    .await
+    .unwrap();
     assert_eq!(sim.sent(), 1);
     assert_eq!(db.state_of(id).await.0, "sent");
     assert_eq!(
         db.attempts_of(id).await,
         [("sim".into(), 2, 1, "accepted".into())]
     );
+}
+
+#[tokio::test]
+async fn a_lease_that_runs_out_frees_a_claim_whose_relay_seems_alive() {
+    // A relay on a lost machine: its connection lingers until TCP gives up, the lease does not.
+    let db = TestDb::new().await;
+    let id = db.otp("+8801712345678", "482913").await;
+    let _lingering = db.presence("lost").await;
+    db.store()
+        .claim(10, Duration::from_secs(60), "lost")
+        .await
+        .unwrap();
+    sqlx::query("UPDATE sms_outbox SET next_attempt_at = now()")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let sim = accepting("sim");
+    run_until_idle(&db, [sim.clone()], quick_retries()).await;
+    assert_eq!(sim.sent(), 1);
+    assert_eq!(db.state_of(id).await.0, "sent");
+}
+
+#[tokio::test]
+async fn until_drained_waits_for_another_relays_claim_and_gives_up_at_its_bound() {
+    let db = TestDb::new().await;
+    let id = db.otp("+8801712345678", "482913").await;
+    let _alive = db.presence("other").await;
+    db.store()
+        .claim(10, Duration::from_secs(60), "other")
+        .await
+        .unwrap();
+    let relay = Relay::new(
+        db.store(),
+        chain([accepting("sim")]),
+        settings(),
+        quick_retries(),
+    );
+    let error = within(
+        60,
+        relay.run(
+            StopWhen::Drained(Duration::from_millis(300)),
+            CancellationToken::new(),
+        ),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(
+            error,
+            sms_relay::relay::RelayError::StillOwed { owed: 1, .. }
+        ),
+        "{error}"
+    );
+    assert_eq!(db.state_of(id).await.0, "sending");
 }
 
 #[tokio::test]

@@ -135,6 +135,16 @@ impl TestDb {
         Store::new(self.pool.clone())
     }
 
+    /// A connection that stands for a live relay named `relay_id`, as its LISTEN connection does.
+    pub async fn presence(&self, relay_id: &str) -> PgConnection {
+        let options: sqlx::postgres::PgConnectOptions = self.url.parse().unwrap();
+        PgConnection::connect_with(
+            &options.application_name(&sms_relay::store::presence_name(relay_id)),
+        )
+        .await
+        .unwrap()
+    }
+
     /// Enqueues an English OTP for `recipient` with `code`.
     pub async fn otp(&self, recipient: &str, code: &str) -> Uuid {
         enqueue(&self.pool, &otp_request(recipient, code))
