@@ -105,7 +105,11 @@ pub async fn execute(cli: Cli) -> Result<(), CommandError> {
 
 /// Connects and checks that every embedded migration has been applied.
 async fn connect_migrated(url: &str, max_connections: u32) -> Result<PgPool, CommandError> {
-    let pool = db::connect(url, max_connections).await?;
+    migrated(db::connect(url, max_connections).await?).await
+}
+
+/// `pool`, once its database has every migration.
+async fn migrated(pool: PgPool) -> Result<PgPool, CommandError> {
     let latest = db::MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0);
     let applied: Option<i64> = sqlx::query_scalar(
         "SELECT max(version) FROM _sqlx_migrations WHERE success AND to_regclass('_sqlx_migrations') IS NOT NULL",

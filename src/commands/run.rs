@@ -6,9 +6,10 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use super::{CommandError, build_relay, connect_migrated};
+use super::{CommandError, build_relay, migrated};
 use crate::{
     config::Config,
+    db,
     receipts::{
         server::{self, Webhooks},
         watch::{Poller, Sweeper},
@@ -24,7 +25,7 @@ pub(super) async fn run(
     url: &str,
     until_idle: Option<Duration>,
 ) -> Result<(), CommandError> {
-    let pool = connect_migrated(url, config.database.max_connections).await?;
+    let pool = migrated(db::connect_relay(url, config.database.max_connections).await?).await?;
     let store = Store::new(pool.clone());
     let relay = build_relay(config, pool)?;
     let cancel = CancellationToken::new();

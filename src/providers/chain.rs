@@ -1,7 +1,10 @@
 //! Walking the configured providers in order for one send round: circuit breakers, rate limits,
 //! status lookups after unknown outcomes, prices.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{Arc, OnceLock},
+    time::Duration,
+};
 
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
@@ -12,6 +15,7 @@ use super::{
     Accepted, Cost, Lookup, Outcome, OutgoingSms, PriceTable, Provider, SendError, Throttle,
     breaker::{Admission, Breaker, CircuitSnapshot},
 };
+use crate::domain::DbClock;
 
 /// What to do when a call's outcome is unknown and the provider has no status lookup (or the
 /// lookup failed).
@@ -87,6 +91,10 @@ pub struct ProviderChain {
     links: Vec<Link>,
     on_unknown: UnknownPolicy,
     circuits_changed: Arc<Notify>,
+    /// The database's clock once a relay has read it; attempts are stamped on it.
+    db_clock: OnceLock<DbClock>,
+    /// This host's clock as the chain was built: stamps attempts until then (`send-test`).
+    host_clock: DbClock,
 }
 
 /// What one provider call produced, ready for `sms_attempts`.
@@ -98,9 +106,9 @@ pub struct AttemptRecord {
     pub chain_step: i32,
     /// The reference this call gave the provider.
     pub client_ref: String,
-    /// When the call started.
+    /// When the call started, on the database's clock (see [`ProviderChain::use_db_clock`]).
     pub started_at: DateTime<Utc>,
-    /// When the answer (or the failure) came.
+    /// When the answer (or the failure) came, on the same clock: monotonic time since the start.
     pub finished_at: DateTime<Utc>,
     /// The class of the answer.
     pub outcome: Outcome,
@@ -154,7 +162,19 @@ impl ProviderChain {
             links,
             on_unknown: UnknownPolicy::default(),
             circuits_changed: Arc::new(Notify::new()),
+            db_clock: OnceLock::new(),
+            host_clock: DbClock::new(Instant::now(), Utc::now()),
         }
+    }
+
+    /// Stamps attempts on the database's clock from now on (the first clock given stays).
+    pub fn use_db_clock(&self, clock: DbClock) {
+        let _ = self.db_clock.set(clock);
+    }
+
+    /// The time at `instant`, on the database's clock where known.
+    fn stamp(&self, instant: Instant) -> DateTime<Utc> {
+        self.db_clock.get().unwrap_or(&self.host_clock).at(instant)
     }
 
     /// Sets what happens after an unknown outcome that no status lookup resolved.
@@ -201,13 +221,16 @@ impl ProviderChain {
     /// Offers `sms` to each provider in turn until one accepts it, one rejects the recipient, or
     /// the list runs out. A resend names the provider that did not deliver as `skip`: the walk
     /// starts with the one after it and tries it last. Providers whose circuit is open, or whose
-    /// rate limit has no token within its wait, are skipped. No call runs past `deadline`; a call
-    /// still unanswered then, or cut short by `stop`, is recorded as unknown. Every call yields
-    /// one [`AttemptRecord`].
+    /// rate limit has no token within its wait, are skipped. Each call is told the validity left
+    /// until `valid_until` as it starts; a provider that cannot be told so little (its
+    /// [`Provider::min_validity`]) is skipped with the reason kept. No call runs past `deadline`;
+    /// a call still unanswered then, or cut short by `stop`, is recorded as unknown. Every call
+    /// yields one [`AttemptRecord`].
     pub async fn send(
         &self,
         sms: &OutgoingSms,
         skip: Option<&str>,
+        valid_until: Instant,
         deadline: Instant,
         stop: &CancellationToken,
     ) -> (RoundResult, Vec<AttemptRecord>) {
@@ -238,13 +261,29 @@ impl ProviderChain {
                     continue;
                 }
             }
+            let valid_for = valid_until.saturating_duration_since(Instant::now());
+            let shortest = link.provider.min_validity();
+            if valid_for.is_zero() || valid_for < shortest {
+                link.abandon(admission);
+                last_reason = Some(format!(
+                    "{name}: skipped, the code has {} ms of validity left and the shortest it can be told is {} ms",
+                    valid_for.as_millis(),
+                    shortest.as_millis()
+                ));
+                continue;
+            }
+            let sms = &OutgoingSms {
+                valid_for,
+                ..sms.clone()
+            };
             let reference = format!("{}s{}", sms.reference_stem, index + 1);
+            let started = Instant::now();
             let mut record = AttemptRecord {
                 provider: name.to_owned(),
                 chain_step: i32::try_from(index + 1).unwrap_or(i32::MAX),
                 client_ref: reference.clone(),
-                started_at: Utc::now(),
-                finished_at: Utc::now(),
+                started_at: self.stamp(started),
+                finished_at: self.stamp(started),
                 outcome: Outcome::Unknown,
                 http_status: None,
                 error_code: None,
@@ -255,14 +294,14 @@ impl ProviderChain {
             let answer = match call(link, sms, &reference, deadline, stop).await {
                 CallEnd::Interrupted => {
                     link.abandon(admission);
-                    record.finished_at = Utc::now();
+                    record.finished_at = self.stamp(Instant::now());
                     record.error_message = Some("relay stopped during the call".into());
                     records.push(record);
                     return (RoundResult::Interrupted, records);
                 }
                 CallEnd::OutOfTime => {
                     self.record_health(link, admission, false, None);
-                    record.finished_at = Utc::now();
+                    record.finished_at = self.stamp(Instant::now());
                     record.error_message = Some("no answer before the round's deadline".into());
                     records.push(record);
                     return (RoundResult::OutOfTime, records);
@@ -276,7 +315,7 @@ impl ProviderChain {
                 }
                 CallEnd::Answered(answer) => answer,
             };
-            record.finished_at = Utc::now();
+            record.finished_at = self.stamp(Instant::now());
             let healthy = !matches!(
                 answer,
                 Err(SendError::Provider { .. } | SendError::Unknown { .. })

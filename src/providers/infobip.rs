@@ -2,6 +2,8 @@
 //! goes out as the destination's `messageId`, so a status lookup (`GET /sms/3/logs`) can find it.
 //! Numbers go out without the `+`.
 
+use std::time::Duration;
+
 use serde::Deserialize;
 use serde_json::json;
 
@@ -127,7 +129,8 @@ impl Infobip {
     }
 
     async fn post(&self, sms: &OutgoingSms, reference: &str) -> Result<Accepted, SendError> {
-        let minutes = (sms.valid_for.as_secs() / 60).max(1);
+        // Whole minutes, rounded down (the chain offers no less than `min_validity`).
+        let minutes = sms.valid_for.as_secs() / 60;
         let mut message = json!({
             "sender": self.settings.sender,
             "destinations": [{ "to": sms.recipient.digits(), "messageId": reference }],
@@ -254,6 +257,10 @@ fn classify_error(reply: &Reply) -> SendError {
 impl Provider for Infobip {
     fn name(&self) -> &str {
         &self.http.name
+    }
+
+    fn min_validity(&self) -> Duration {
+        Duration::from_secs(60)
     }
 
     fn send<'a>(

@@ -46,8 +46,9 @@ pub struct OutgoingSms {
     pub body: String,
     /// Encoding and billed parts of `body`.
     pub segments: Segments,
-    /// Validity left when the round began (less the expiry margin); adapters pass it on as the
-    /// message's time-to-live where the API takes one, so a late code is dropped, not delivered.
+    /// The validity the code has left as this call starts (less the relay's margin), set by the
+    /// chain for each call. Adapters pass it on, rounded down, as the message's time-to-live where
+    /// the API takes one, so a late code is dropped, not delivered.
     pub valid_for: Duration,
     /// The stem of this round's client references (base-36 outbox sequence and `r<round>`); the
     /// chain appends `s<step>` for each call.
@@ -198,6 +199,12 @@ pub enum Lookup {
 pub trait Provider: Send + Sync {
     /// The configured name (`sms_attempts.provider`).
     fn name(&self) -> &str;
+
+    /// The shortest time-to-live the provider's API can express. A code with less validity left
+    /// is not offered to this provider: it would be told the code lives longer than it does.
+    fn min_validity(&self) -> Duration {
+        Duration::ZERO
+    }
 
     /// Sends one message and classifies the answer. `reference` is unique to this call; adapters
     /// pass it as the client reference where the API takes one.

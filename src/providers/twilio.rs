@@ -1,6 +1,8 @@
 //! Twilio Programmable Messaging (`POST /2010-04-01/Accounts/{sid}/Messages.json`, form body,
 //! HTTP Basic `AccountSid:AuthToken`). Numbers go out in E.164 with the `+`.
 
+use std::time::Duration;
+
 use serde::Deserialize;
 
 use super::{
@@ -115,8 +117,9 @@ impl Twilio {
         if let Some(callback) = &self.callback {
             form.push(("StatusCallback", callback.clone()));
         }
-        // Twilio takes 1..=36000 seconds: the code is useless after its validity.
-        let ttl = sms.valid_for.as_secs().clamp(1, 36_000);
+        // Twilio takes 1..=36000 seconds (the chain offers no less than `min_validity`): the code
+        // is useless after its validity. Rounded down, never up.
+        let ttl = sms.valid_for.as_secs().min(36_000);
         form.push(("ValidityPeriod", ttl.to_string()));
         let reply = exchange(
             self.authed(self.http.client.post(self.messages_url()))
@@ -202,6 +205,10 @@ fn classify(reply: &Reply) -> Result<Accepted, SendError> {
 impl Provider for Twilio {
     fn name(&self) -> &str {
         &self.http.name
+    }
+
+    fn min_validity(&self) -> Duration {
+        Duration::from_secs(1)
     }
 
     fn send<'a>(

@@ -1,6 +1,8 @@
 //! Vonage (Nexmo) SMS API (`POST /sms/json`, form body with `api_key`/`api_secret`). It answers
 //! HTTP 200 even when it refuses: the per-part `status` decides. Numbers go out without the `+`.
 
+use std::time::Duration;
+
 use serde::Deserialize;
 
 use crate::receipts::signature::VonageMethod;
@@ -93,8 +95,9 @@ impl Vonage {
             Encoding::Gsm7 => "text",
             Encoding::Ucs2 => "unicode",
         };
-        // Vonage takes 20 s ..= 7 days, in milliseconds.
-        let ttl = sms.valid_for.as_millis().clamp(20_000, 604_800_000);
+        // Vonage takes 20 s ..= 7 days, in milliseconds (the chain offers no less than
+        // `min_validity`). Never rounded up.
+        let ttl = sms.valid_for.as_millis().min(604_800_000);
         let mut form: Vec<(&str, String)> = vec![
             ("api_key", self.settings.api_key.clone()),
             ("api_secret", self.settings.api_secret.expose().to_owned()),
@@ -192,6 +195,10 @@ fn classify(reply: &Reply, currency: &str) -> Result<Accepted, SendError> {
 impl Provider for Vonage {
     fn name(&self) -> &str {
         &self.http.name
+    }
+
+    fn min_validity(&self) -> Duration {
+        Duration::from_secs(20)
     }
 
     fn send<'a>(

@@ -103,7 +103,13 @@ pub(super) async fn dispatch(ctx: &Context, msg: ClaimedMessage, claimed_at: Ins
     };
     let (result, attempts) = ctx
         .chain
-        .send(&sms, msg.resend_skip.as_deref(), deadline, &ctx.hard_stop)
+        .send(
+            &sms,
+            msg.resend_skip.as_deref(),
+            valid_until,
+            deadline,
+            &ctx.hard_stop,
+        )
         .await;
     let finish = Finish {
         segments: Some(sms.segments),

@@ -63,6 +63,9 @@ pub enum RelayError {
     /// The country table could not be read; check the database and its schema (worth retrying).
     #[error("cannot read sms_country_prefixes: {0}")]
     Countries(#[source] crate::store::StoreError),
+    /// The database's clock could not be read; check the database (worth retrying).
+    #[error("cannot read the database's clock: {0}")]
+    Clock(#[source] crate::store::StoreError),
     /// `Drained` waited its whole bound and messages are still owed (pending or claimed); run
     /// again, or look at them with `sms-relay status` (not an error of this relay).
     #[error("gave up waiting after {waited:?}: {owed} message(s) still pending or claimed")]
@@ -125,6 +128,15 @@ impl Relay {
             .countries()
             .await
             .map_err(RelayError::Countries)?;
+        let clock = self.store.db_clock().await.map_err(RelayError::Clock)?;
+        let skew = clock.at(Instant::now()) - chrono::Utc::now();
+        if skew.abs() > chrono::TimeDelta::seconds(1) {
+            tracing::warn!(
+                skew_ms = skew.num_milliseconds(),
+                "this host's clock differs from the database's; attempt times follow the database"
+            );
+        }
+        self.chain.use_db_clock(clock);
         let wake = Arc::new(Notify::new());
         // The LISTEN connection doubles as this relay's presence: it carries the relay's name, and
         // its end tells the other relays that this one's claims are orphaned.

@@ -1,6 +1,10 @@
 //! Idle relays register in `sms_relay_sleepers`; while any fresh registration exists, inserts NOTIFY.
 
+use chrono::{DateTime, Utc};
+use tokio::time::Instant;
+
 use super::{Result, Store};
+use crate::domain::DbClock;
 
 /// The channel `sms_outbox` inserts notify on.
 pub const WAKEUP_CHANNEL: &str = "sms_relay_wakeup";
@@ -38,6 +42,17 @@ impl Store {
         .fetch_one(&self.pool)
         .await?;
         Ok(due)
+    }
+
+    /// Reads the database's clock against this host's monotonic one (the instant halfway through
+    /// the round trip is taken as the moment the database read its time).
+    pub async fn db_clock(&self) -> Result<DbClock> {
+        let before = Instant::now();
+        let db_time: DateTime<Utc> = sqlx::query_scalar("SELECT clock_timestamp()")
+            .fetch_one(&self.pool)
+            .await?;
+        let after = Instant::now();
+        Ok(DbClock::new(before + (after - before) / 2, db_time))
     }
 
     /// Wakes every listening relay (after releasing messages that are due at once).

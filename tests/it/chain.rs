@@ -473,3 +473,64 @@ async fn a_throttled_send_is_retried_no_sooner_than_retry_after() {
         "the fake's Retry-After: 1 is honoured: {wait_s}"
     );
 }
+
+/// A code with `secs` of validity, to a number every fake accepts, sent through a Twilio fake that
+/// answers too late for its timeout and then a Vonage fake. Returns the message and the fakes.
+async fn fallback_after_a_timeout(db: &TestDb, secs: i64) -> (uuid::Uuid, FakeProvider) {
+    let (slow, fallback) = (
+        FakeProvider::start(Kind::Twilio).await,
+        FakeProvider::start(Kind::Vonage).await,
+    );
+    slow.set_latency(Duration::from_secs(3));
+    let id = db.otp_expiring_in("+8801712000011", secs).await;
+    let chain = http_chain(&[
+        provider_config(&slow, "twilio", json!({ "timeout_ms": 1000 })),
+        provider_config(&fallback, "vonage", json!({})),
+    ]);
+    run_chain_until_idle(db, chain, RetryPolicy::default()).await;
+    assert_eq!(
+        slow.received().len(),
+        1,
+        "the first provider was called and timed out"
+    );
+    (id, fallback)
+}
+
+#[tokio::test]
+async fn a_fallback_is_told_only_the_validity_left_at_its_call() {
+    let db = TestDb::new().await;
+    let (id, fallback) = fallback_after_a_timeout(&db, 40).await;
+    assert_eq!(db.state_of(id).await.0, "sent");
+    let expires_at: chrono::DateTime<chrono::Utc> =
+        sqlx::query_scalar("SELECT expires_at FROM sms_outbox WHERE id = $1")
+            .bind(id)
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    let call = &fallback.received()[0];
+    let ttl = call.ttl.expect("Vonage was given a ttl");
+    assert!(
+        call.arrived + chrono::TimeDelta::from_std(ttl).unwrap() <= expires_at,
+        "a ttl of {ttl:?} at {} outlives the code (expires {expires_at})",
+        call.arrived
+    );
+}
+
+#[tokio::test]
+async fn a_provider_that_cannot_be_told_so_short_a_validity_is_skipped_with_the_reason() {
+    let db = TestDb::new().await;
+    // 21 s at enqueue: after the timeout, less than Vonage's 20 s minimum is left.
+    let (id, fallback) = fallback_after_a_timeout(&db, 21).await;
+    assert!(
+        fallback.received().is_empty(),
+        "Vonage was never told a longer life than the code has"
+    );
+    let (state, reason) = db.state_of(id).await;
+    assert_ne!(state, "sent");
+    let reason = reason.unwrap_or_default();
+    assert!(
+        reason.contains("vonage: skipped")
+            && reason.contains("shortest it can be told is 20000 ms"),
+        "{state}: {reason}"
+    );
+}

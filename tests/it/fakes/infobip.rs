@@ -1,7 +1,7 @@
 //! Fake Infobip SMS v3 (providers.md §3): JSON sends under `Authorization: App <key>`, message
 //! logs, pull-once delivery reports and the account balance.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use axum::{
     Json, Router,
@@ -174,6 +174,10 @@ async fn send(
         sender: json_str(&message, "/sender"),
         reference: json_str(&message, "/destinations/0/messageId"),
         callback: json_str(&message, "/webhooks/delivery/url"),
+        ttl: message
+            .pointer("/options/validityPeriod/amount")
+            .and_then(Value::as_u64)
+            .map(|minutes| Duration::from_secs(minutes * 60)),
         ..Received::new(&method, &uri, authorized(&headers))
     };
     fake.record(&received).await;

@@ -151,10 +151,15 @@ pub struct Received {
     pub reference: Option<String>,
     /// Twilio `StatusCallback`, Vonage `callback`, Infobip `webhooks.delivery.url`.
     pub callback: Option<String>,
+    /// The time-to-live asked for: Twilio `ValidityPeriod` (s), Vonage `ttl` (ms), Infobip
+    /// `options.validityPeriod` (minutes).
+    pub ttl: Option<Duration>,
     /// Whether the credentials were right.
     pub authorized: bool,
     /// When the request arrived.
     pub at: std::time::Instant,
+    /// When the request arrived, by the wall clock (to hold a TTL against `expires_at`).
+    pub arrived: DateTime<Utc>,
 }
 
 impl Received {
@@ -168,8 +173,10 @@ impl Received {
             sender: None,
             reference: None,
             callback: None,
+            ttl: None,
             authorized,
             at: std::time::Instant::now(),
+            arrived: Utc::now(),
         }
     }
 }

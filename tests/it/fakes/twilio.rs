@@ -1,7 +1,7 @@
 //! Fake Twilio Programmable Messaging (providers.md §1): form sends under HTTP Basic auth, JSON
 //! Message resources, message lookups and the account balance.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use axum::{
     Form, Router,
@@ -155,6 +155,10 @@ async fn send(
             .or_else(|| form.get("MessagingServiceSid"))
             .cloned(),
         callback: form.get("StatusCallback").cloned(),
+        ttl: form
+            .get("ValidityPeriod")
+            .and_then(|s| s.parse().ok())
+            .map(Duration::from_secs),
         ..Received::new(&method, &uri, authorized(&headers, &sid))
     };
     fake.record(&received).await;

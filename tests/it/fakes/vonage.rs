@@ -1,7 +1,7 @@
 //! Fake Vonage (Nexmo) SMS API (providers.md §2): form sends with `api_key`/`api_secret` in the
 //! body, HTTP 200 with a per-part `status`, and the account balance.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use axum::{
     Form, Router,
@@ -113,6 +113,10 @@ async fn send(
         sender: form.get("from").cloned(),
         reference: form.get("client-ref").cloned(),
         callback: form.get("callback").cloned(),
+        ttl: form
+            .get("ttl")
+            .and_then(|s| s.parse().ok())
+            .map(Duration::from_millis),
         ..Received::new(&method, &uri, keys_match(&form))
     };
     fake.record(&received).await;
