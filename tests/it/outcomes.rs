@@ -1,7 +1,7 @@
 //! What a round's outcome does to a message: fallback, retries with backoff, expiry, max rounds,
 //! bad recipients, poison rows, and what each attempt row records.
 
-use std::{sync::Arc, time::Duration};
+use std::sync::Arc;
 
 use chrono::{TimeDelta, Utc};
 use serde_json::json;
@@ -13,8 +13,8 @@ use sms_relay::{
 use tokio_util::sync::CancellationToken;
 
 use crate::support::{
-    TestDb, accepting, failing, otp_request, quick_retries, run_until_idle, settings, simulator,
-    within,
+    TestDb, accepting, failing, otp_request, quick_retries, run_chain_until_drained,
+    run_until_idle, settings, simulator, within,
 };
 
 const NUMBER: &str = "+8801712345678";
@@ -123,21 +123,12 @@ async fn retries_continue_until_a_provider_recovers() {
         .execute(&db.pool)
         .await
         .unwrap();
-    let relay = Relay::new(
-        db.store(),
+    run_chain_until_drained(
+        &db,
         crate::support::chain([accepting("flaky")]),
-        settings(),
         quick_retries(),
-    );
-    within(
-        60,
-        relay.run(
-            StopWhen::Drained(Duration::from_secs(60)),
-            CancellationToken::new(),
-        ),
     )
-    .await
-    .unwrap();
+    .await;
     assert_eq!(db.state_of(id).await.0, "sent");
     let rounds: Vec<i32> = db.attempts_of(id).await.iter().map(|a| a.1).collect();
     assert_eq!(rounds, [1, 2]);
@@ -194,21 +185,7 @@ async fn max_rounds_ends_the_message_failed_with_the_reason() {
         max_rounds: 3,
         ..quick_retries()
     };
-    let relay = Relay::new(
-        db.store(),
-        crate::support::chain([down.clone()]),
-        settings(),
-        policy,
-    );
-    within(
-        60,
-        relay.run(
-            StopWhen::Drained(Duration::from_secs(60)),
-            CancellationToken::new(),
-        ),
-    )
-    .await
-    .unwrap();
+    run_chain_until_drained(&db, crate::support::chain([down.clone()]), policy).await;
 
     let (state, reason) = db.state_of(id).await;
     assert_eq!(state, "failed");

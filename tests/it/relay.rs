@@ -12,8 +12,8 @@ use sms_relay::{
 use tokio_util::sync::CancellationToken;
 
 use crate::support::{
-    TestDb, accepting, chain, eventually, otp_request, quick_retries, run_until_idle, settings,
-    simulator, within,
+    TestDb, accepting, chain, eventually, otp_request, quick_retries, run_chain_until_drained,
+    run_until_idle, settings, simulator, within,
 };
 
 #[tokio::test]
@@ -74,21 +74,7 @@ async fn a_dead_relays_claims_go_back_at_once_and_a_live_ones_stay() {
 
     // The ghost dies: its connection closes, long before its lease would run out.
     ghost_alive.close().await.unwrap();
-    within(
-        60,
-        Relay::new(
-            db.store(),
-            chain([sim.clone()]),
-            settings(),
-            quick_retries(),
-        )
-        .run(
-            StopWhen::Drained(Duration::from_secs(60)),
-            CancellationToken::new(),
-        ),
-    )
-    .await
-    .unwrap();
+    run_chain_until_drained(&db, chain([sim.clone()]), quick_retries()).await;
     assert_eq!(sim.sent(), 1);
     assert_eq!(db.state_of(id).await.0, "sent");
     assert_eq!(

@@ -370,6 +370,25 @@ pub async fn run_chain_until_idle(
         .expect("relay runs")
 }
 
+/// Runs one relay over `db` through `chain` until nothing is owed (no message pending or claimed,
+/// retries included).
+pub async fn run_chain_until_drained(
+    db: &TestDb,
+    chain: Arc<ProviderChain>,
+    policy: RetryPolicy,
+) -> RunReport {
+    let relay = Relay::new(db.store(), chain, settings(), policy);
+    within(
+        60,
+        relay.run(
+            StopWhen::Drained(Duration::from_secs(60)),
+            CancellationToken::new(),
+        ),
+    )
+    .await
+    .expect("relay runs")
+}
+
 /// Runs one relay over `db` with `providers` until nothing is due or in flight.
 pub async fn run_until_idle(
     db: &TestDb,
