@@ -7,6 +7,7 @@ mod binary;
 mod chain;
 mod conformance;
 mod enqueue;
+mod lifecycle;
 mod outcomes;
 mod receipts;
 mod relay;

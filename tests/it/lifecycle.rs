@@ -1,0 +1,1014 @@
+//! The message lifecycle the schema keeps (migration 20261129000006): the state machine
+//! (`sms_transition_allowed`, refused changes raise SR013), `sent_at`, a newer message withdrawing
+//! a pending resend, the params guard (SR012), and whatever odd params an auth backend may write.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use proptest::{collection::vec, prelude::*, sample::select};
+use serde_json::json;
+use sms_relay::{
+    providers::{AttemptRecord, Outcome},
+    store::{ClaimedMessage, Disposition, EnqueueError, EnqueueRequest, Finish, Refusal, enqueue},
+};
+use uuid::Uuid;
+
+use crate::{
+    fakes::{FakeProvider, Kind},
+    support::{
+        TestDb, accepting, http_chain, otp_request, provider_config, quick_retries,
+        run_chain_until_idle, run_until_idle, sent_round,
+    },
+};
+
+const NUMBER: &str = "+8801712345678";
+const TRANSITION_REFUSED: &str = "SR013";
+const UNSENDABLE_PARAMS: &str = "SR012";
+
+// ---------------------------------------------------------------------------------------------
+// Bringing real messages into each state
+// ---------------------------------------------------------------------------------------------
+
+/// `sms_state`, in the enum's order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Pending,
+    Sending,
+    Sent,
+    Failed,
+    Expired,
+    Cancelled,
+}
+
+impl State {
+    const ALL: [State; 6] = [
+        State::Pending,
+        State::Sending,
+        State::Sent,
+        State::Failed,
+        State::Expired,
+        State::Cancelled,
+    ];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            State::Pending => "pending",
+            State::Sending => "sending",
+            State::Sent => "sent",
+            State::Failed => "failed",
+            State::Expired => "expired",
+            State::Cancelled => "cancelled",
+        }
+    }
+
+    /// An UPDATE of message `$1` to this state that keeps every other rule of the table
+    /// (`finished_at` iff final, `sent_at` on a sent message and on no unsent one), so that the
+    /// transition check is the only thing that can refuse it.
+    fn update(self) -> &'static str {
+        match self {
+            State::Pending => {
+                "UPDATE sms_outbox SET state = 'pending', finished_at = NULL, claimed_by = NULL, \
+                 next_attempt_at = now() WHERE id = $1"
+            }
+            State::Sending => {
+                "UPDATE sms_outbox SET state = 'sending', finished_at = NULL, claimed_by = 'test', \
+                 attempts = attempts + 1, next_attempt_at = now() + interval '1 minute' WHERE id = $1"
+            }
+            State::Sent => {
+                "UPDATE sms_outbox SET state = 'sent', finished_at = now(), claimed_by = NULL, \
+                 sent_at = coalesce(sent_at, now()) WHERE id = $1"
+            }
+            State::Failed => {
+                "UPDATE sms_outbox SET state = 'failed', finished_at = now(), claimed_by = NULL, \
+                 sent_at = NULL, last_error = 'test' WHERE id = $1"
+            }
+            State::Expired => {
+                "UPDATE sms_outbox SET state = 'expired', finished_at = now(), claimed_by = NULL, \
+                 sent_at = NULL, last_error = 'test' WHERE id = $1"
+            }
+            State::Cancelled => {
+                "UPDATE sms_outbox SET state = 'cancelled', finished_at = now(), claimed_by = NULL, \
+                 sent_at = NULL, last_error = 'test' WHERE id = $1"
+            }
+        }
+    }
+}
+
+/// The state machine as the comment above `sms_transition_allowed` states it:
+/// (from, to, was_sent), `None` for "any".
+const COMMENTED_TABLE: [(State, State, Option<bool>); 9] = [
+    (State::Pending, State::Sending, None),
+    (State::Pending, State::Cancelled, Some(false)),
+    (State::Pending, State::Sent, Some(true)),
+    (State::Sending, State::Sent, None),
+    (State::Sending, State::Pending, None),
+    (State::Sending, State::Failed, Some(false)),
+    (State::Sending, State::Expired, Some(false)),
+    (State::Sending, State::Cancelled, Some(false)),
+    (State::Sent, State::Pending, Some(true)),
+];
+
+/// Whether the commented table allows a change (staying in a state is always allowed).
+fn commented_table_allows(from: State, to: State, was_sent: bool) -> bool {
+    from == to
+        || COMMENTED_TABLE
+            .iter()
+            .any(|&(f, t, w)| f == from && t == to && w.is_none_or(|w| w == was_sent))
+}
+
+/// A state a real message can be in, with whether a provider had accepted it before.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Start {
+    /// Enqueued.
+    Pending,
+    /// Enqueued, claimed.
+    Sending,
+    /// Claimed, and a provider accepted it.
+    Sent,
+    /// Sent, then put back for a resend (`sms_resend`).
+    PendingResend,
+    /// A resend, claimed.
+    SendingResend,
+    /// Claimed, and the relay gave up on it.
+    Failed,
+    /// Claimed, and its validity ended.
+    Expired,
+    /// Superseded by a newer message before it was claimed.
+    Cancelled,
+}
+
+impl Start {
+    const ALL: [Start; 8] = [
+        Start::Pending,
+        Start::Sending,
+        Start::Sent,
+        Start::PendingResend,
+        Start::SendingResend,
+        Start::Failed,
+        Start::Expired,
+        Start::Cancelled,
+    ];
+
+    fn state(self) -> State {
+        match self {
+            Start::Pending | Start::PendingResend => State::Pending,
+            Start::Sending | Start::SendingResend => State::Sending,
+            Start::Sent => State::Sent,
+            Start::Failed => State::Failed,
+            Start::Expired => State::Expired,
+            Start::Cancelled => State::Cancelled,
+        }
+    }
+
+    fn was_sent(self) -> bool {
+        matches!(
+            self,
+            Start::Sent | Start::PendingResend | Start::SendingResend
+        )
+    }
+}
+
+/// Claims every due message; `id` must be the only one.
+async fn claim(db: &TestDb, id: Uuid) -> ClaimedMessage {
+    let claimed = db
+        .store()
+        .claim(10, Duration::from_secs(60), "r")
+        .await
+        .unwrap();
+    assert_eq!(
+        claimed.iter().map(|m| m.id).collect::<Vec<_>>(),
+        [id],
+        "the claim took exactly this message"
+    );
+    claimed.into_iter().next().unwrap()
+}
+
+/// A provider call of `m`'s round that was accepted.
+fn accepted_call(m: &ClaimedMessage) -> AttemptRecord {
+    AttemptRecord {
+        provider: "sim".into(),
+        chain_step: 1,
+        client_ref: format!("{}r{}s1", m.seq, m.round),
+        started_at: Utc::now(),
+        finished_at: Utc::now(),
+        outcome: Outcome::Accepted,
+        http_status: Some(200),
+        error_code: None,
+        error_message: None,
+        provider_message_id: Some(format!("SM{}r{}", m.seq, m.round)),
+        cost: None,
+    }
+}
+
+/// The end of `m`'s round without a provider call, as `disposition`.
+fn ended(m: &ClaimedMessage, disposition: Disposition) -> Finish {
+    Finish {
+        disposition,
+        reason: Some("test".into()),
+        segments: None,
+        ..sent_round(m, Vec::new())
+    }
+}
+
+async fn complete(db: &TestDb, finish: Finish) {
+    db.store().complete(&[finish], "r", 0).await.unwrap();
+}
+
+/// Claims `id` and records that a provider accepted it; returns the accepted attempt's id.
+async fn send(db: &TestDb, id: Uuid) -> i64 {
+    let m = claim(db, id).await;
+    let call = accepted_call(&m);
+    complete(db, sent_round(&m, vec![call])).await;
+    sqlx::query_scalar(
+        "SELECT id FROM sms_attempts WHERE message_id = $1 AND outcome = 'accepted' \
+          ORDER BY id DESC LIMIT 1",
+    )
+    .bind(id)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap()
+}
+
+/// Puts the message of accepted attempt `attempt` back for a resend, as a missing receipt does.
+async fn resend(db: &TestDb, attempt: i64) {
+    let queued: bool =
+        sqlx::query_scalar("SELECT sms_resend($1, 'no receipt', 1, interval '1 second')")
+            .bind(attempt)
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert!(queued, "sms_resend put the message back");
+}
+
+async fn sent_at(db: &TestDb, id: Uuid) -> Option<DateTime<Utc>> {
+    sqlx::query_scalar("SELECT sent_at FROM sms_outbox WHERE id = $1")
+        .bind(id)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap()
+}
+
+/// The whole row as text, to show that a refused change left it as it was.
+async fn snapshot(db: &TestDb, id: Uuid) -> String {
+    sqlx::query_scalar("SELECT to_jsonb(o)::text FROM sms_outbox o WHERE id = $1")
+        .bind(id)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap()
+}
+
+/// A message in `start`, brought there by the relay's and the receipts' own statements.
+async fn message_in(db: &TestDb, start: Start) -> Uuid {
+    let id = db.otp(NUMBER, "482913").await;
+    match start {
+        Start::Pending => {}
+        Start::Sending => {
+            claim(db, id).await;
+        }
+        Start::Sent => {
+            send(db, id).await;
+        }
+        Start::PendingResend => {
+            let attempt = send(db, id).await;
+            resend(db, attempt).await;
+        }
+        Start::SendingResend => {
+            let attempt = send(db, id).await;
+            resend(db, attempt).await;
+            claim(db, id).await;
+        }
+        Start::Failed => {
+            let m = claim(db, id).await;
+            complete(db, ended(&m, Disposition::Failed)).await;
+        }
+        Start::Expired => {
+            let m = claim(db, id).await;
+            complete(db, ended(&m, Disposition::Expired)).await;
+        }
+        Start::Cancelled => {
+            db.otp(NUMBER, "551234").await;
+        }
+    }
+    assert_eq!(
+        (db.state_of(id).await.0, sent_at(db, id).await.is_some()),
+        (start.state().as_str().to_owned(), start.was_sent()),
+        "setting up {start:?}"
+    );
+    id
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    Allowed,
+    Refused,
+}
+
+/// Brings a message into `start`, then updates it to `to`: an allowed change takes, a refused one
+/// fails with SR013 and leaves the row as it was.
+async fn check(start: Start, to: State, verdict: Verdict) {
+    let row = format!("{start:?} ({}) → {}", start.state().as_str(), to.as_str());
+    let db = TestDb::new().await;
+    let id = message_in(&db, start).await;
+    let before = snapshot(&db, id).await;
+    let result = sqlx::query(to.update()).bind(id).execute(&db.pool).await;
+    match verdict {
+        Verdict::Allowed => {
+            let done = result.unwrap_or_else(|e| panic!("{row} should be allowed: {e}"));
+            assert_eq!(done.rows_affected(), 1, "{row}");
+            assert_eq!(db.state_of(id).await.0, to.as_str(), "{row}");
+        }
+        Verdict::Refused => {
+            let error = match result {
+                Ok(_) => panic!("{row} should be refused, but it took"),
+                Err(error) => error,
+            };
+            assert_eq!(
+                error.as_database_error().and_then(|e| e.code()).as_deref(),
+                Some(TRANSITION_REFUSED),
+                "{row}: {error}"
+            );
+            assert_eq!(
+                snapshot(&db, id).await,
+                before,
+                "{row}: the row is unchanged"
+            );
+        }
+    }
+}
+
+/// One test per (start, target) pair, plus `ROWS` listing them for the coverage check.
+macro_rules! transitions {
+    ($($name:ident: $start:ident -> $to:ident $verdict:ident;)*) => {
+        $(
+            #[tokio::test]
+            async fn $name() {
+                check(Start::$start, State::$to, Verdict::$verdict).await;
+            }
+        )*
+        const ROWS: &[(Start, State, Verdict)] =
+            &[$((Start::$start, State::$to, Verdict::$verdict)),*];
+    };
+}
+
+transitions! {
+    // pending, never sent
+    pending_to_sending: Pending -> Sending Allowed;
+    pending_to_cancelled_when_never_sent: Pending -> Cancelled Allowed;
+    pending_to_sent_when_never_sent_is_refused: Pending -> Sent Refused;
+    pending_to_failed_is_refused: Pending -> Failed Refused;
+    pending_to_expired_is_refused: Pending -> Expired Refused;
+    // pending resend of a sent message
+    pending_resend_to_sending: PendingResend -> Sending Allowed;
+    pending_resend_to_sent: PendingResend -> Sent Allowed;
+    pending_resend_to_cancelled_is_refused: PendingResend -> Cancelled Refused;
+    pending_resend_to_failed_is_refused: PendingResend -> Failed Refused;
+    pending_resend_to_expired_is_refused: PendingResend -> Expired Refused;
+    // sending, never sent
+    sending_to_sent: Sending -> Sent Allowed;
+    sending_to_pending: Sending -> Pending Allowed;
+    sending_to_failed_when_never_sent: Sending -> Failed Allowed;
+    sending_to_expired_when_never_sent: Sending -> Expired Allowed;
+    sending_to_cancelled_when_never_sent: Sending -> Cancelled Allowed;
+    // sending a resend of a sent message
+    sending_resend_to_sent: SendingResend -> Sent Allowed;
+    sending_resend_to_pending: SendingResend -> Pending Allowed;
+    sending_resend_to_failed_is_refused: SendingResend -> Failed Refused;
+    sending_resend_to_expired_is_refused: SendingResend -> Expired Refused;
+    sending_resend_to_cancelled_is_refused: SendingResend -> Cancelled Refused;
+    // sent
+    sent_to_pending: Sent -> Pending Allowed;
+    sent_to_sending_is_refused: Sent -> Sending Refused;
+    sent_to_failed_is_refused: Sent -> Failed Refused;
+    sent_to_expired_is_refused: Sent -> Expired Refused;
+    sent_to_cancelled_is_refused: Sent -> Cancelled Refused;
+    // failed, expired and cancelled are final
+    failed_to_pending_is_refused: Failed -> Pending Refused;
+    failed_to_sending_is_refused: Failed -> Sending Refused;
+    failed_to_sent_is_refused: Failed -> Sent Refused;
+    failed_to_expired_is_refused: Failed -> Expired Refused;
+    failed_to_cancelled_is_refused: Failed -> Cancelled Refused;
+    expired_to_pending_is_refused: Expired -> Pending Refused;
+    expired_to_sending_is_refused: Expired -> Sending Refused;
+    expired_to_sent_is_refused: Expired -> Sent Refused;
+    expired_to_failed_is_refused: Expired -> Failed Refused;
+    expired_to_cancelled_is_refused: Expired -> Cancelled Refused;
+    cancelled_to_pending_is_refused: Cancelled -> Pending Refused;
+    cancelled_to_sending_is_refused: Cancelled -> Sending Refused;
+    cancelled_to_sent_is_refused: Cancelled -> Sent Refused;
+    cancelled_to_failed_is_refused: Cancelled -> Failed Refused;
+    cancelled_to_expired_is_refused: Cancelled -> Expired Refused;
+}
+
+#[test]
+fn the_row_tests_cover_every_start_and_target_as_the_comment_says() {
+    for start in Start::ALL {
+        for to in State::ALL.into_iter().filter(|&to| to != start.state()) {
+            let rows: Vec<_> = ROWS
+                .iter()
+                .filter(|&&(s, t, _)| s == start && t == to)
+                .collect();
+            assert_eq!(rows.len(), 1, "{start:?} → {to:?}: one row test");
+            let expected = if commented_table_allows(start.state(), to, start.was_sent()) {
+                Verdict::Allowed
+            } else {
+                Verdict::Refused
+            };
+            assert_eq!(rows[0].2, expected, "{start:?} → {to:?}");
+        }
+    }
+    // Every row of the comment's table is exercised by a row test that expects it to be allowed.
+    for (from, to, was_sent) in COMMENTED_TABLE {
+        assert!(
+            ROWS.iter().any(|&(s, t, v)| s.state() == from
+                && t == to
+                && was_sent.is_none_or(|w| w == s.was_sent())
+                && v == Verdict::Allowed),
+            "{from:?} → {to:?} ({was_sent:?})"
+        );
+    }
+}
+
+#[tokio::test]
+async fn sms_transition_allowed_is_the_commented_table() {
+    let db = TestDb::new().await;
+    for from in State::ALL {
+        for to in State::ALL {
+            for was_sent in [false, true] {
+                let allowed: bool = sqlx::query_scalar(
+                    "SELECT sms_transition_allowed($1::sms_state, $2::sms_state, $3)",
+                )
+                .bind(from.as_str())
+                .bind(to.as_str())
+                .bind(was_sent)
+                .fetch_one(&db.pool)
+                .await
+                .unwrap();
+                assert_eq!(
+                    allowed,
+                    commented_table_allows(from, to, was_sent),
+                    "{from:?} → {to:?}, was_sent {was_sent}"
+                );
+            }
+        }
+    }
+}
+
+/// A resend of a sent message, claimed: (its id, the claimed round, its sent_at).
+async fn claimed_resend(db: &TestDb) -> (Uuid, ClaimedMessage, Option<DateTime<Utc>>) {
+    let id = db.otp(NUMBER, "482913").await;
+    let attempt = send(db, id).await;
+    let first_sent = sent_at(db, id).await;
+    assert!(first_sent.is_some());
+    resend(db, attempt).await;
+    let m = claim(db, id).await;
+    assert_eq!(m.resend_reason.as_deref(), Some("no receipt"));
+    (id, m, first_sent)
+}
+
+#[tokio::test]
+async fn a_resend_the_relay_cannot_send_leaves_the_message_sent() {
+    for disposition in [
+        Disposition::Failed,
+        Disposition::Expired,
+        Disposition::Cancelled,
+    ] {
+        let db = TestDb::new().await;
+        let (id, m, first_sent) = claimed_resend(&db).await;
+        // The completion statement turns the unsent end of a resend round into `sent` instead of
+        // running into the transition check.
+        complete(&db, ended(&m, disposition)).await;
+        let (state, last_error) = db.state_of(id).await;
+        assert_eq!(state, "sent", "{disposition:?}");
+        assert_eq!(
+            last_error.as_deref(),
+            Some("resend not sent: test"),
+            "{disposition:?}"
+        );
+        assert_eq!(sent_at(&db, id).await, first_sent, "{disposition:?}");
+    }
+    // A retry of a resend goes back to the queue, with its sent_at.
+    let db = TestDb::new().await;
+    let (id, m, first_sent) = claimed_resend(&db).await;
+    complete(&db, ended(&m, Disposition::Retry)).await;
+    assert_eq!(db.state_of(id).await.0, "pending");
+    assert_eq!(sent_at(&db, id).await, first_sent);
+}
+
+#[tokio::test]
+#[ignore = "schema gap: sent_at is documented as set once, but a plain UPDATE can clear or move \
+            it, and a cleared sent_at lets a sent message end cancelled/failed/expired"]
+async fn sent_at_is_set_once() {
+    let db = TestDb::new().await;
+    let id = message_in(&db, Start::PendingResend).await;
+    let cleared = sqlx::query("UPDATE sms_outbox SET sent_at = NULL WHERE id = $1")
+        .bind(id)
+        .execute(&db.pool)
+        .await;
+    assert!(cleared.is_err(), "sent_at of a sent message was cleared");
+    let moved =
+        sqlx::query("UPDATE sms_outbox SET sent_at = sent_at + interval '1 second' WHERE id = $1")
+            .bind(id)
+            .execute(&db.pool)
+            .await;
+    assert!(moved.is_err(), "sent_at of a sent message was changed");
+}
+
+// ---------------------------------------------------------------------------------------------
+// A newer code while a resend waits
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_newer_code_withdraws_a_waiting_resend_and_the_message_stays_sent() {
+    let db = TestDb::new().await;
+    let old = db.otp(NUMBER, "111111").await;
+    let attempt = send(&db, old).await;
+    let first_sent = sent_at(&db, old).await;
+    assert!(first_sent.is_some());
+    resend(&db, attempt).await;
+    assert_eq!(db.state_of(old).await.0, "pending");
+
+    let newer = db.otp(NUMBER, "222222").await;
+
+    type Row = (
+        String,
+        Option<DateTime<Utc>>,
+        Option<String>,
+        Option<Uuid>,
+        Option<i64>,
+        Option<String>,
+        bool,
+    );
+    let row: Row = sqlx::query_as(
+        "SELECT state::text, sent_at, last_error, superseded_by, resend_of, resend_reason, \
+                finished_at IS NOT NULL FROM sms_outbox WHERE id = $1",
+    )
+    .bind(old)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        row,
+        (
+            "sent".into(),
+            first_sent,
+            Some("resend withdrawn: superseded by a newer message".into()),
+            Some(newer),
+            None,
+            None,
+            true
+        ),
+        "the old message is back to sent (not cancelled), sent_at as it was"
+    );
+    assert_eq!(db.state_of(newer).await.0, "pending");
+
+    // The relay sends the newer code, and nothing more of the old one.
+    let sim = accepting("sim");
+    run_until_idle(&db, [sim.clone()], quick_retries()).await;
+    assert_eq!(sim.sent(), 1);
+    assert_eq!(db.state_of(newer).await.0, "sent");
+    assert_eq!(db.state_of(old).await.0, "sent");
+    assert_eq!(sent_at(&db, old).await, first_sent);
+    assert_eq!(
+        db.attempts_of(old).await.len(),
+        1,
+        "the resend never went out"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// The params guard (SR012)
+// ---------------------------------------------------------------------------------------------
+
+/// `sms_enqueue()` with `params` given as JSON text, which PostgreSQL parses.
+const ENQUEUE_TEXT: &str =
+    "SELECT sms_enqueue(recipient => $1, template => $2, params => $3::text::jsonb, locale => $4)";
+/// A plain INSERT with `params` given as JSON text.
+const INSERT_TEXT: &str = "INSERT INTO sms_outbox (recipient, template, locale, params) \
+                           VALUES ($1, $2, $3, $4::text::jsonb) RETURNING id";
+
+/// Enqueues an `otp`/`en` message with raw JSON `params` by `sms_enqueue()` or by a plain INSERT.
+async fn enqueue_text(
+    db: &TestDb,
+    by_insert: bool,
+    recipient: &str,
+    template: (&str, &str),
+    params: &str,
+) -> Result<Uuid, sqlx::Error> {
+    let (name, locale) = template;
+    if by_insert {
+        sqlx::query_scalar(INSERT_TEXT)
+            .bind(recipient)
+            .bind(name)
+            .bind(locale)
+            .bind(params)
+            .fetch_one(&db.pool)
+            .await
+    } else {
+        sqlx::query_scalar(ENQUEUE_TEXT)
+            .bind(recipient)
+            .bind(name)
+            .bind(params)
+            .bind(locale)
+            .fetch_one(&db.pool)
+            .await
+    }
+}
+
+#[tokio::test]
+async fn unsendable_params_are_refused_with_sr012_and_the_limits_are_accepted() {
+    let db = TestDb::new().await;
+    let refused = [
+        (
+            "an extra key",
+            r#"{"code": "482913", "extra": "x"}"#.to_owned(),
+        ),
+        (
+            "a 65-character string",
+            format!(r#"{{"code": "{}"}}"#, "7".repeat(65)),
+        ),
+        (
+            "a string with a newline",
+            r#"{"code": "4829\n13"}"#.to_owned(),
+        ),
+        ("a string with a tab", r#"{"code": "4829\t13"}"#.to_owned()),
+        ("an empty string", r#"{"code": ""}"#.to_owned()),
+        (
+            "a 21-digit number",
+            r#"{"code": 123456789012345678901}"#.to_owned(),
+        ),
+        (
+            "a number whose text is 401 digits",
+            r#"{"code": 1e400}"#.to_owned(),
+        ),
+        (
+            "a nested object as an extra key",
+            r#"{"code": "482913", "meta": {"a": {"b": [1, 2]}}}"#.to_owned(),
+        ),
+    ];
+    let accepted = [
+        (
+            "a 64-character string",
+            format!(r#"{{"code": "{}"}}"#, "7".repeat(64)),
+        ),
+        (
+            "64 three-byte characters",
+            format!(r#"{{"code": "{}"}}"#, "€".repeat(64)),
+        ),
+        (
+            "a 20-digit number",
+            r#"{"code": 12345678901234567890}"#.to_owned(),
+        ),
+    ];
+    let mut ids = Vec::new();
+    for (path, by_insert) in [("sms_enqueue", false), ("INSERT", true)] {
+        let rows_before = db.count("SELECT count(*) FROM sms_outbox").await;
+        for (i, (what, params)) in refused.iter().enumerate() {
+            let recipient = format!("+88017100001{i:02}");
+            let Err(error) = enqueue_text(&db, by_insert, &recipient, ("otp", "en"), params).await
+            else {
+                panic!("{path}: {what} should be refused");
+            };
+            let db_error = error.as_database_error().expect("a database error");
+            assert_eq!(
+                db_error.code().as_deref(),
+                Some(UNSENDABLE_PARAMS),
+                "{path}: {what}: {error}"
+            );
+            assert!(
+                !db_error.message().contains("482913") && !db_error.message().contains("7777"),
+                "{path}: {what}: the params leaked into: {}",
+                db_error.message()
+            );
+        }
+        assert_eq!(
+            db.count("SELECT count(*) FROM sms_outbox").await,
+            rows_before,
+            "{path}: a refusal left a row"
+        );
+        for (i, (what, params)) in accepted.iter().enumerate() {
+            let recipient = format!("+88017200{}{i:02}", u8::from(by_insert));
+            let id = enqueue_text(&db, by_insert, &recipient, ("otp", "en"), params)
+                .await
+                .unwrap_or_else(|e| panic!("{path}: {what} is accepted: {e}"));
+            ids.push(id);
+        }
+    }
+
+    // The library maps SR012 to its refusal.
+    let error = enqueue(
+        &db.pool,
+        &EnqueueRequest {
+            params: json!({"code": "482913", "extra": "x"}),
+            ..otp_request(NUMBER, "")
+        },
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(
+            error,
+            EnqueueError::Refused {
+                reason: Refusal::UnsendableParams,
+                ..
+            }
+        ),
+        "{error}"
+    );
+
+    // What the guard lets through, the relay sends.
+    let sim = accepting("sim");
+    run_until_idle(&db, [sim.clone()], quick_retries()).await;
+    for id in ids {
+        assert_eq!(db.state_of(id).await.0, "sent");
+    }
+    assert_eq!(sim.sent(), 6);
+}
+
+#[tokio::test]
+#[ignore = "bug: the relay decodes params with serde_json without arbitrary precision, so a number \
+            the guard accepts (at most 20 characters) but an f64 cannot hold exactly is sent \
+            altered: 99999999999999999999 as 1e+20, 1.10 as 1.1"]
+async fn a_numeric_param_is_sent_as_enqueued() {
+    let db = TestDb::new().await;
+    let fake = FakeProvider::start(Kind::Twilio).await;
+    let numbers = [
+        "12345678901234567890",
+        "99999999999999999999",
+        "-9999999999999999999",
+        "1.10",
+        "0.12345678901234567",
+    ];
+    for (i, number) in numbers.iter().enumerate() {
+        let recipient = format!("+88017120000{}", 10 + i);
+        enqueue_text(
+            &db,
+            false,
+            &recipient,
+            ("otp", "en"),
+            &format!(r#"{{"code": {number}}}"#),
+        )
+        .await
+        .unwrap();
+    }
+    run_chain_until_idle(
+        &db,
+        http_chain(&[provider_config(&fake, "twilio", json!({}))]),
+        quick_retries(),
+    )
+    .await;
+    let received = fake.received();
+    let mut wrong = Vec::new();
+    for (i, number) in numbers.iter().enumerate() {
+        let to = format!("+88017120000{}", 10 + i);
+        let text = received
+            .iter()
+            .find(|r| r.to == to)
+            .map(|r| r.text.clone())
+            .unwrap_or_default();
+        if !text.contains(&format!("code is {number}.")) {
+            wrong.push(format!("{number} was sent as {text:?}"));
+        }
+    }
+    assert!(wrong.is_empty(), "{wrong:#?}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Odd params from the auth backend
+// ---------------------------------------------------------------------------------------------
+
+/// String pieces beyond the ordinary: escapes PostgreSQL refuses (NUL, lone surrogates),
+/// control characters, escapes that decode to ordinary text, RTL and zero-width marks, emoji,
+/// combining characters, separators, the byte-order mark and the last code point.
+const ODD_PIECES: &[&str] = &[
+    "\\u0000",
+    "\\ud800",
+    "\\udc00",
+    "\\ud800\\udc00",
+    "\\ud83d\\ude00",
+    "\\u0041",
+    "\\n",
+    "\\t",
+    "\\u001f",
+    "\\u007f",
+    "\\u0085",
+    "\\\"",
+    "\\\\",
+    "\\/",
+    "\u{200f}",
+    "\u{202e}",
+    "\u{200d}",
+    "\u{1f600}",
+    "\u{1f1e7}\u{1f1e9}",
+    "e\u{301}\u{301}\u{301}",
+    "\u{2028}",
+    "\u{85}",
+    "\u{feff}",
+    "\u{fffd}",
+    "\u{10ffff}",
+    "ß",
+    "\u{fdfa}",
+];
+
+/// Number texts at and past the edges: beyond what numeric or f64 hold, negative zero, more
+/// digits than the guard allows, precision an f64 drops, and things JSON does not call numbers.
+const ODD_NUMBERS: &[&str] = &[
+    "1e400",
+    "-1e400",
+    "1e-400",
+    "-0",
+    "-0.0",
+    "0e0",
+    "1E+19",
+    "1e20",
+    "12345678901234567890",
+    "99999999999999999999",
+    "-9999999999999999999",
+    "18446744073709551616",
+    "1.10",
+    "0.1",
+    "1e1000000",
+    "NaN",
+    "Infinity",
+    "-Infinity",
+    "01",
+    "+1",
+    ".5",
+    "5.",
+    "0x10",
+    "1_000",
+];
+
+/// The text of a JSON string literal (sometimes not valid JSON: raw characters are unescaped).
+fn json_string() -> impl Strategy<Value = String> {
+    let piece = prop_oneof![
+        4 => "[a-z0-9]{1,8}",
+        2 => any::<char>().prop_map(|c| {
+            let quoted = serde_json::to_string(&c.to_string()).unwrap();
+            quoted[1..quoted.len() - 1].to_owned()
+        }),
+        1 => any::<char>().prop_map(|c| c.to_string()),
+        3 => select(ODD_PIECES).prop_map(str::to_owned),
+        1 => (1usize..200).prop_map(|n| "9".repeat(n)),
+    ];
+    vec(piece, 0..10).prop_map(|pieces| format!("\"{}\"", pieces.concat()))
+}
+
+fn json_number() -> impl Strategy<Value = String> {
+    prop_oneof![
+        3 => select(ODD_NUMBERS).prop_map(str::to_owned),
+        1 => any::<i64>().prop_map(|n| n.to_string()),
+        1 => any::<u64>().prop_map(|n| n.to_string()),
+        1 => any::<f64>().prop_map(|f| format!("{f:e}")),
+        1 => "-?[1-9][0-9]{15,60}",
+        1 => "-?[0-9]\\.[0-9]{1,30}[eE][+-]?[0-9]{1,4}",
+    ]
+}
+
+fn json_scalar() -> impl Strategy<Value = String> {
+    prop_oneof![
+        3 => json_string(),
+        3 => json_number(),
+        1 => select(&["true", "false", "null", "[]", "{}"][..]).prop_map(str::to_owned),
+    ]
+}
+
+fn json_key() -> impl Strategy<Value = String> {
+    prop_oneof![
+        3 => Just("\"code\"".to_owned()),
+        2 => select(
+            &[
+                "\"Code\"",
+                "\"code \"",
+                "\"\"",
+                "\"code\\u0000\"",
+                "\"\\u200fcode\"",
+                "\"co\\u0064e\"",
+                "\"minutes\"",
+            ][..]
+        )
+        .prop_map(str::to_owned),
+        1 => json_string(),
+    ]
+}
+
+fn json_object(members: &[(String, String)]) -> String {
+    let members: Vec<String> = members.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+    format!("{{{}}}", members.join(", "))
+}
+
+fn json_value() -> impl Strategy<Value = String> {
+    json_scalar().prop_recursive(3, 24, 4, |inner| {
+        prop_oneof![
+            vec(inner.clone(), 0..4).prop_map(|items| format!("[{}]", items.join(","))),
+            vec((json_key(), inner), 0..4).prop_map(|members| json_object(&members)),
+        ]
+    })
+}
+
+/// Arrays or objects nested up to 250 levels deep.
+fn json_deep() -> impl Strategy<Value = String> {
+    (1usize..=250, any::<bool>()).prop_map(|(depth, arrays)| {
+        if arrays {
+            format!("{}\"1\"{}", "[".repeat(depth), "]".repeat(depth))
+        } else {
+            format!("{}\"1\"{}", "{\"code\": ".repeat(depth), "}".repeat(depth))
+        }
+    })
+}
+
+/// Params as an auth backend might write them, as JSON text (not always valid JSON).
+fn odd_params() -> impl Strategy<Value = String> {
+    prop_oneof![
+        5 => json_scalar().prop_map(|v| format!("{{\"code\": {v}}}")),
+        2 => (json_scalar(), vec((json_key(), json_value()), 1..4)).prop_map(|(code, extra)| {
+            let mut members = vec![("\"code\"".to_owned(), code)];
+            members.extend(extra);
+            json_object(&members)
+        }),
+        1 => vec((json_key(), json_value()), 0..4).prop_map(|members| json_object(&members)),
+        1 => json_value(),
+        1 => json_deep().prop_map(|d| format!("{{\"code\": \"1\", \"deep\": {d}}}")),
+        1 => json_deep().prop_map(|d| format!("{{\"code\": {d}}}")),
+        1 => json_deep(),
+        1 => (json_value(), any::<prop::sample::Index>(), "[,:}\\]\" ]{0,3}").prop_map(
+            |(v, cut, tail)| {
+                let ends: Vec<usize> = v.char_indices().map(|(i, _)| i).collect();
+                format!("{{\"code\": {}{tail}", &v[..ends[cut.index(ends.len())]])
+            }
+        ),
+    ]
+}
+
+/// (params text, by a plain INSERT instead of sms_enqueue(), template and locale)
+fn odd_row() -> impl Strategy<Value = (String, bool, (&'static str, &'static str))> {
+    (
+        odd_params(),
+        any::<bool>(),
+        select(&[("otp", "en"), ("otp", "bn"), ("admin_2fa", "en")][..]),
+    )
+}
+
+/// Enqueues `rows` next to two ordinary OTPs and runs the relay once: every row the database
+/// accepted ends final, and the ordinary OTPs are sent in the same run.
+async fn odd_params_case(
+    rows: Vec<(String, bool, (&'static str, &'static str))>,
+) -> Result<(), TestCaseError> {
+    let db = TestDb::new().await;
+    let ordinary = [
+        db.otp("+8801900000001", "482913").await,
+        db.otp("+8801900000002", "551234").await,
+    ];
+    let mut accepted = Vec::new();
+    for (i, (params, by_insert, template)) in rows.iter().enumerate() {
+        let recipient = format!("+8801800{i:06}");
+        // Whatever PostgreSQL refuses (bad JSON, NUL, a guard) is simply not enqueued.
+        if let Ok(id) = enqueue_text(&db, *by_insert, &recipient, *template, params).await {
+            accepted.push((id, params.clone()));
+        }
+    }
+    prop_assert_eq!(
+        db.count("SELECT count(*) FROM sms_outbox").await,
+        i64::try_from(accepted.len() + ordinary.len()).unwrap(),
+        "only accepted rows are in the outbox"
+    );
+
+    let sim = accepting("sim");
+    run_until_idle(&db, [sim], quick_retries()).await;
+
+    for (id, params) in &accepted {
+        let (state, last_error) = db.state_of(*id).await;
+        prop_assert!(
+            state == "sent" || (state == "failed" && last_error.is_some()),
+            "params {} ended {} ({:?})",
+            params,
+            state,
+            last_error
+        );
+    }
+    for id in ordinary {
+        prop_assert_eq!(db.state_of(id).await.0, "sent", "an ordinary OTP");
+    }
+    prop_assert_eq!(
+        db.count("SELECT count(*) FROM sms_outbox WHERE state IN ('pending', 'sending')")
+            .await,
+        0,
+        "nothing is left pending or sending"
+    );
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        // Each case is a database and a relay run: few cases, a bounded shrink, and no
+        // regression file written next to the sources.
+        max_shrink_iters: 32,
+        failure_persistence: None,
+        ..ProptestConfig::with_cases(16)
+    })]
+
+    #[test]
+    fn odd_params_are_refused_or_end_final_beside_ordinary_otps(rows in vec(odd_row(), 1..8)) {
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        runtime.block_on(odd_params_case(rows))?;
+    }
+}
