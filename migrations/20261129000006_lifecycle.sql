@@ -91,18 +91,38 @@ $$;
 COMMENT ON FUNCTION sms_transition_allowed(sms_state, sms_state, boolean) IS
     'The message state machine (README "Message lifecycle"): whether a message may move from one state to another.';
 
+-- sent_at is set once, by the move that records the first acceptance (sending -> sent), and then
+-- never changes: otherwise clearing it would open the way to an unsent end.
+CREATE FUNCTION sms_sent_at_allowed(from_state sms_state, to_state sms_state,
+                                    old_sent_at timestamptz, new_sent_at timestamptz)
+RETURNS boolean
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+  SELECT CASE
+           WHEN old_sent_at IS NOT NULL THEN new_sent_at IS NOT DISTINCT FROM old_sent_at
+           WHEN new_sent_at IS NOT NULL THEN from_state = 'sending' AND to_state = 'sent'
+           ELSE true
+         END
+$$;
+COMMENT ON FUNCTION sms_sent_at_allowed(sms_state, sms_state, timestamptz, timestamptz) IS
+    'Whether an update keeps sms_outbox.sent_at set once: only sending -> sent may set it, nothing may change it after.';
+
 CREATE FUNCTION sms_outbox_refuse_transition() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
+    IF NOT sms_sent_at_allowed(OLD.state, NEW.state, OLD.sent_at, NEW.sent_at) THEN
+        RAISE EXCEPTION 'sms_outbox: sent_at is set once, when a provider first accepts the message'
+            USING ERRCODE = 'SR013';
+    END IF;
     RAISE EXCEPTION 'sms_outbox: a message cannot move from % to %', OLD.state,
                     NEW.state || CASE WHEN OLD.sent_at IS NOT NULL THEN ' after a provider accepted it' ELSE '' END
         USING ERRCODE = 'SR013';
 END $$;
 
--- Only a change the table does not allow reaches the function, so allowed updates pay for the WHEN
+-- Only a change the rules do not allow reaches the function, so allowed updates pay for the WHEN
 -- expression alone.
-CREATE TRIGGER sms_outbox_transition BEFORE UPDATE OF state ON sms_outbox
-    FOR EACH ROW WHEN (NOT sms_transition_allowed(OLD.state, NEW.state, OLD.sent_at IS NOT NULL))
+CREATE TRIGGER sms_outbox_transition BEFORE UPDATE OF state, sent_at ON sms_outbox
+    FOR EACH ROW WHEN (NOT sms_transition_allowed(OLD.state, NEW.state, OLD.sent_at IS NOT NULL)
+                       OR NOT sms_sent_at_allowed(OLD.state, NEW.state, OLD.sent_at, NEW.sent_at))
     EXECUTE FUNCTION sms_outbox_refuse_transition();
 
 -- Superseding: older messages for the same recipient and purpose that are waiting in the queue are

@@ -1,6 +1,8 @@
 //! Rendering `{placeholder}` templates with a message's params.
 
-use serde_json::{Map, Value};
+use std::collections::BTreeMap;
+
+use serde_json::value::RawValue;
 
 /// Why a message could not be rendered. Never worth retrying: the row itself is bad.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -27,15 +29,24 @@ pub enum RenderError {
     Undecodable(String),
 }
 
+/// A message's params for rendering: each value's JSON text as stored, so a number is written
+/// exactly as it was enqueued (`99999999999999999999`, `1.10`), never through a binary float.
+pub type Params = BTreeMap<String, Box<RawValue>>;
+
 /// Decodes a message's params from their JSON text.
-pub fn parse_params(text: &str) -> Result<Value, RenderError> {
-    serde_json::from_str(text).map_err(|error| RenderError::Undecodable(error.to_string()))
+pub fn parse_params(text: &str) -> Result<Params, RenderError> {
+    let undecodable = |error: serde_json::Error| RenderError::Undecodable(error.to_string());
+    let whole: &RawValue = serde_json::from_str(text).map_err(undecodable)?;
+    if !whole.get().starts_with('{') {
+        return Err(RenderError::ParamsNotObject);
+    }
+    serde_json::from_str(text).map_err(undecodable)
 }
 
-/// Replaces every `{name}` (`name` = `[a-z_][a-z0-9_]*`) in `body` with `params[name]`.
-/// Other braces are copied as they are, matching the placeholder rule in the schema.
-pub fn render(body: &str, params: &Value) -> Result<String, RenderError> {
-    let params: &Map<String, Value> = params.as_object().ok_or(RenderError::ParamsNotObject)?;
+/// Replaces every `{name}` (`name` = `[a-z_][a-z0-9_]*`) in `body` with `params[name]`: a string's
+/// text, or a number's digits as stored. Other braces are copied as they are, matching the
+/// placeholder rule in the schema.
+pub fn render(body: &str, params: &Params) -> Result<String, RenderError> {
     let mut out = String::with_capacity(body.len() + 16);
     let mut rest = body;
     while let Some(open) = rest.find('{') {
@@ -44,11 +55,17 @@ pub fn render(body: &str, params: &Value) -> Result<String, RenderError> {
         match placeholder_len(after) {
             Some(len) => {
                 let name = &after[..len];
-                match params.get(name) {
-                    Some(Value::String(s)) => out.push_str(s),
-                    Some(Value::Number(n)) => out.push_str(&n.to_string()),
-                    Some(_) => return Err(RenderError::NotScalar(name.to_owned())),
-                    None => return Err(RenderError::MissingParam(name.to_owned())),
+                let raw = params
+                    .get(name)
+                    .ok_or_else(|| RenderError::MissingParam(name.to_owned()))?
+                    .get();
+                match raw.as_bytes().first() {
+                    Some(b'"') => out.push_str(
+                        &serde_json::from_str::<String>(raw)
+                            .map_err(|error| RenderError::Undecodable(error.to_string()))?,
+                    ),
+                    Some(b'-' | b'0'..=b'9') => out.push_str(raw),
+                    _ => return Err(RenderError::NotScalar(name.to_owned())),
                 }
                 rest = &after[len + 1..];
             }
@@ -78,12 +95,15 @@ fn placeholder_len(s: &str) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+
+    fn render_json(body: &str, params: &str) -> Result<String, RenderError> {
+        render(body, &parse_params(params)?)
+    }
 
     #[test]
     fn fills_placeholders_with_strings_and_numbers() {
         let body = "Your verification code is {code}. Valid for {minutes} minutes.";
-        let text = render(body, &json!({"code": "048213", "minutes": 10})).unwrap();
+        let text = render_json(body, r#"{"code": "048213", "minutes": 10}"#).unwrap();
         assert_eq!(
             text,
             "Your verification code is 048213. Valid for 10 minutes."
@@ -92,26 +112,44 @@ mod tests {
 
     #[test]
     fn leaves_other_braces_alone() {
-        let text = render("a {} b {X} c {code", &json!({})).unwrap();
+        let text = render_json("a {} b {X} c {code", "{}").unwrap();
         assert_eq!(text, "a {} b {X} c {code");
     }
 
     #[test]
     fn bengali_body_renders() {
-        let text = render("আপনার কোড {code}।", &json!({"code": "123456"})).unwrap();
+        let text = render_json("আপনার কোড {code}।", r#"{"code": "123456"}"#).unwrap();
         assert_eq!(text, "আপনার কোড 123456।");
     }
 
     #[test]
     fn refuses_missing_and_non_scalar_values() {
         assert_eq!(
-            render("{code}", &json!({})),
+            render_json("{code}", "{}"),
             Err(RenderError::MissingParam("code".into()))
         );
         assert_eq!(
-            render("{code}", &json!({"code": [1]})),
+            render_json("{code}", r#"{"code": [1]}"#),
             Err(RenderError::NotScalar("code".into()))
         );
-        assert_eq!(render("x", &json!([])), Err(RenderError::ParamsNotObject));
+        assert_eq!(
+            render_json("{code}", r#"{"code": null}"#),
+            Err(RenderError::NotScalar("code".into()))
+        );
+        assert_eq!(render_json("x", "[]"), Err(RenderError::ParamsNotObject));
+        assert!(matches!(
+            render_json("x", "{"),
+            Err(RenderError::Undecodable(_))
+        ));
+    }
+
+    #[test]
+    fn numbers_and_escapes_come_out_as_enqueued() {
+        let text = render_json(
+            "{a} {b} {c} {d}",
+            r#"{"a": 99999999999999999999, "b": 1.10, "c": -0.12345678901234567, "d": "x\"\u00e9"}"#,
+        )
+        .unwrap();
+        assert_eq!(text, "99999999999999999999 1.10 -0.12345678901234567 x\"é");
     }
 }
