@@ -154,3 +154,8 @@ BEGIN
         EXECUTE format('ALTER FUNCTION %s SECURITY DEFINER SET search_path = %I, pg_temp', fn, current_schema());
     END LOOP;
 END $$;
+
+-- Attempts arrive in time order, so a block-range index finds a report's window as well as a
+-- B-tree does, at a fraction of the upkeep on every send (one index entry fewer per attempt).
+DROP INDEX sms_attempts_started_idx;
+CREATE INDEX sms_attempts_started_idx ON sms_attempts USING brin (started_at);

@@ -3,12 +3,16 @@
 use std::{
     sync::{
         Arc,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::Duration,
 };
 
-use tokio::sync::{Notify, OwnedSemaphorePermit, mpsc};
+use tokio::{
+    sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc},
+    task::JoinSet,
+    time::Instant,
+};
 
 use super::{Held, lock};
 use crate::store::{Disposition, Finish, Store, StoreError};
@@ -20,7 +24,9 @@ pub(super) struct Done {
 }
 
 const MAX_BATCH: usize = 500;
-const WRITE_TRIES: u32 = 8;
+/// Batches written at once: one writer leaves the database idle while the relay waits for each
+/// answer; more than the cores can run only queue up in PostgreSQL.
+const WRITERS: usize = 3;
 
 /// Records finished rounds and keeps the outbox's indexes lean.
 pub(super) struct Completer {
@@ -31,85 +37,131 @@ pub(super) struct Completer {
     pub wake: Arc<Notify>,
     pub relay_id: String,
     pub expiry_margin_ms: i64,
+    /// How long a batch's write is retried while the database is unreachable (the lease: after
+    /// it, the messages are another relay's to send).
+    pub retry_for: Duration,
     /// Finished messages between two VACUUMs of `sms_outbox` (0: leave it to autovacuum).
     pub vacuum_every: u64,
 }
 
 impl Completer {
     /// Receives finished rounds until every sender is gone, writing whatever has arrived in one
-    /// statement. A slot is freed only once its round is recorded, so `max_in_flight` bounds the
-    /// unrecorded work too.
+    /// statement, up to [`WRITERS`] statements at once. A slot is freed only once its round is
+    /// recorded, so `max_in_flight` bounds the unrecorded work too: a recorder that falls behind,
+    /// or cannot write, stops the relay from claiming more.
     pub(super) async fn run(self, mut rx: mpsc::UnboundedReceiver<Done>) {
-        let mut batch = Vec::with_capacity(MAX_BATCH);
-        let vacuuming = Arc::new(AtomicBool::new(false));
-        let mut since_vacuum = 0u64;
-        while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
-            let (finishes, permits): (Vec<Finish>, Vec<OwnedSemaphorePermit>) =
-                batch.drain(..).map(|d| (d.finish, d.permit)).unzip();
-            record(
-                &self.store,
-                &finishes,
-                &self.relay_id,
-                self.expiry_margin_ms,
-            )
-            .await;
-            {
-                let mut held = lock(&self.held);
-                for f in &finishes {
-                    held.remove(&f.id);
-                }
+        let this = Arc::new(self);
+        let writers = Arc::new(Semaphore::new(WRITERS));
+        let vacuum = Arc::new(VacuumPace::default());
+        let mut writing = JoinSet::new();
+        loop {
+            // Waiting for a writer first lets the next batch gather meanwhile.
+            let Ok(writer) = writers.clone().acquire_owned().await else {
+                break;
+            };
+            let mut batch = Vec::with_capacity(MAX_BATCH);
+            if rx.recv_many(&mut batch, MAX_BATCH).await == 0 {
+                break;
             }
+            let (this, vacuum) = (this.clone(), vacuum.clone());
+            writing.spawn(async move {
+                this.write(batch, &vacuum).await;
+                drop(writer);
+            });
+            while writing.try_join_next().is_some() {}
+        }
+        writing.join_all().await;
+    }
+
+    /// Records one batch, then frees its slots and wakes whoever its outcomes concern.
+    async fn write(&self, batch: Vec<Done>, vacuum: &Arc<VacuumPace>) {
+        let (finishes, permits): (Vec<Finish>, Vec<OwnedSemaphorePermit>) =
+            batch.into_iter().map(|d| (d.finish, d.permit)).unzip();
+        record(
+            &self.store,
+            &finishes,
+            &self.relay_id,
+            self.expiry_margin_ms,
+            self.retry_for,
+        )
+        .await;
+        {
+            let mut held = lock(&self.held);
             for f in &finishes {
-                log_finish(f);
-            }
-            drop(permits);
-            if finishes.iter().any(|f| f.disposition.reschedules()) {
-                self.wake.notify_one();
-            }
-            if finishes
-                .iter()
-                .any(|f| f.disposition == Disposition::Release)
-            {
-                // Released messages are due now: tell the other relays too.
-                if let Err(error) = self.store.wake_relays().await {
-                    tracing::warn!(%error, "cannot notify other relays of released messages");
-                }
-            }
-            since_vacuum += finishes.len() as u64;
-            if self.vacuum_every > 0
-                && since_vacuum >= self.vacuum_every
-                && !vacuuming.swap(true, Ordering::AcqRel)
-            {
-                since_vacuum = 0;
-                let (store, vacuuming) = (self.store.clone(), vacuuming.clone());
-                tokio::spawn(async move {
-                    if let Err(error) = store.vacuum_outbox().await {
-                        tracing::warn!(%error, "VACUUM sms_outbox failed; autovacuum will have to do");
-                    }
-                    vacuuming.store(false, Ordering::Release);
-                });
+                held.remove(&f.id);
             }
         }
+        for f in &finishes {
+            log_finish(f);
+        }
+        drop(permits);
+        if finishes.iter().any(|f| f.disposition.reschedules()) {
+            self.wake.notify_one();
+        }
+        if finishes
+            .iter()
+            .any(|f| f.disposition == Disposition::Release)
+        {
+            // Released messages are due now: tell the other relays too.
+            if let Err(error) = self.store.wake_relays().await {
+                tracing::warn!(%error, "cannot notify other relays of released messages");
+            }
+        }
+        if self.vacuum_every > 0 && vacuum.due(finishes.len() as u64, self.vacuum_every) {
+            let (store, vacuum) = (self.store.clone(), vacuum.clone());
+            tokio::spawn(async move {
+                if let Err(error) = store.vacuum_outbox().await {
+                    tracing::warn!(%error, "VACUUM sms_outbox failed; autovacuum will have to do");
+                }
+                vacuum.running.store(false, Ordering::Release);
+            });
+        }
+    }
+}
+
+/// Counts finished messages towards the next VACUUM; at most one runs at a time.
+#[derive(Default)]
+struct VacuumPace {
+    since: AtomicU64,
+    running: AtomicBool,
+}
+
+impl VacuumPace {
+    /// Adds `finished`; true when `every` have finished since the last VACUUM and none is running
+    /// (the caller then starts one and clears `running` when it ends).
+    fn due(&self, finished: u64, every: u64) -> bool {
+        let since = self.since.fetch_add(finished, Ordering::AcqRel) + finished;
+        if since < every || self.running.swap(true, Ordering::AcqRel) {
+            return false;
+        }
+        self.since.store(0, Ordering::Release);
+        true
     }
 }
 
 /// Records finished rounds. If the database refuses their data, writes the rounds one by one so a
 /// bad round cannot sink the others, and as a last resort records a round's outcome without its
-/// attempt rows, so a sent message is never left to be sent again. If the database is
-/// unreachable, retries for a while; after that the leases release the messages.
-pub async fn record(store: &Store, finishes: &[Finish], relay_id: &str, expiry_margin_ms: i64) {
-    match write_with_retries(store, finishes, relay_id, expiry_margin_ms).await {
+/// attempt rows, so a sent message is never left to be sent again. If the database is unreachable,
+/// retries for `retry_for` (the caller holds the rounds' slots meanwhile, so no more is claimed);
+/// after that the leases release the messages.
+pub async fn record(
+    store: &Store,
+    finishes: &[Finish],
+    relay_id: &str,
+    expiry_margin_ms: i64,
+    retry_for: Duration,
+) {
+    let writer = Writer {
+        store,
+        relay_id,
+        expiry_margin_ms,
+        give_up: Instant::now() + retry_for,
+    };
+    match writer.write(finishes).await {
         Ok(()) => {}
         Err(error) if error.is_data_error() => {
             for finish in finishes {
-                let Err(error) = write_with_retries(
-                    store,
-                    std::slice::from_ref(finish),
-                    relay_id,
-                    expiry_margin_ms,
-                )
-                .await
-                else {
+                let Err(error) = writer.write(std::slice::from_ref(finish)).await else {
                     continue;
                 };
                 tracing::error!(%error, message_id = %finish.id,
@@ -118,14 +170,7 @@ pub async fn record(store: &Store, finishes: &[Finish], relay_id: &str, expiry_m
                     attempts: Vec::new(),
                     ..finish.clone()
                 };
-                if let Err(error) = write_with_retries(
-                    store,
-                    std::slice::from_ref(&bare),
-                    relay_id,
-                    expiry_margin_ms,
-                )
-                .await
-                {
+                if let Err(error) = writer.write(std::slice::from_ref(&bare)).await {
                     tracing::error!(%error, message_id = %finish.id, "could not record this round at all");
                 }
             }
@@ -135,24 +180,35 @@ pub async fn record(store: &Store, finishes: &[Finish], relay_id: &str, expiry_m
     }
 }
 
-/// Tries a write up to `WRITE_TRIES` times, but only once if the data itself was refused.
-async fn write_with_retries(
-    store: &Store,
-    finishes: &[Finish],
-    relay_id: &str,
+/// One recording's writes: the same relay, margin and deadline for every try.
+struct Writer<'a> {
+    store: &'a Store,
+    relay_id: &'a str,
     expiry_margin_ms: i64,
-) -> Result<(), StoreError> {
-    let mut pause = Duration::from_millis(100);
-    let mut attempt = 1;
-    loop {
-        match store.complete(finishes, relay_id, expiry_margin_ms).await {
-            Ok(()) => return Ok(()),
-            Err(error) if error.is_data_error() || attempt == WRITE_TRIES => return Err(error),
-            Err(error) => {
-                tracing::warn!(%error, attempt, batch = finishes.len(), "recording finished sends failed; retrying");
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(Duration::from_secs(5));
-                attempt += 1;
+    give_up: Instant,
+}
+
+impl Writer<'_> {
+    /// Tries a write until `give_up`, but only once if the data itself was refused.
+    async fn write(&self, finishes: &[Finish]) -> Result<(), StoreError> {
+        let mut pause = Duration::from_millis(100);
+        let mut attempt = 1u32;
+        loop {
+            match self
+                .store
+                .complete(finishes, self.relay_id, self.expiry_margin_ms)
+                .await
+            {
+                Ok(()) => return Ok(()),
+                Err(error) if error.is_data_error() || Instant::now() + pause >= self.give_up => {
+                    return Err(error);
+                }
+                Err(error) => {
+                    tracing::warn!(%error, attempt, batch = finishes.len(), "recording finished sends failed; retrying");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(5));
+                    attempt += 1;
+                }
             }
         }
     }

@@ -165,6 +165,7 @@ impl Relay {
                 wake: wake.clone(),
                 relay_id: self.relay_id.clone(),
                 expiry_margin_ms: i64::try_from(self.settings.expiry_margin_ms).unwrap_or(i64::MAX),
+                retry_for: self.settings.lease(),
                 vacuum_every: self.settings.vacuum_every,
             }
             .run(done_rx),

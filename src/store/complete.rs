@@ -94,46 +94,42 @@ const COMPLETE: &str = r#"
 WITH f AS (
     SELECT * FROM unnest($1::uuid[], $2::int[], $3::text[], $4::bigint[], $5::text[])
         AS f(id, round, disposition, delay_ms, reason)
-), checked AS MATERIALIZED (
-    SELECT f.*,
-           f.disposition = 'retry' AND EXISTS (
-               SELECT 1 FROM sms_outbox n
-                WHERE n.recipient = o.recipient AND n.purpose = o.purpose AND n.supersede
-                  AND n.seq > o.seq) AS superseded,
-           f.disposition = 'retry'
-               AND now() + (f.delay_ms + $6) * interval '1 millisecond' >= o.expires_at AS too_late,
-           o.sent_at IS NOT NULL AS was_sent
-      FROM f JOIN sms_outbox o ON o.id = f.id
-), decided AS (
-    SELECT id, round, delay_ms,
-           -- A resent message was sent before: a resend that cannot go out leaves it sent.
-           CASE WHEN resend_lost THEN 'sent'
-                WHEN superseded THEN 'cancelled' WHEN too_late THEN 'expired' ELSE disposition END AS disposition,
-           CASE WHEN resend_lost THEN concat('resend not sent: ', reason) ELSE reason END AS reason
-      FROM (SELECT id, round, delay_ms, disposition, superseded, too_late,
-                   was_sent AND (superseded OR too_late OR disposition IN ('failed', 'expired', 'cancelled'))
-                       AS resend_lost,
-                   CASE WHEN superseded THEN concat('superseded by a newer message; last error: ', reason)
-                        WHEN too_late THEN concat('validity ends before the next retry; last error: ', reason)
-                        ELSE reason END AS reason
-              FROM checked) c
 ), updated AS (
+    -- One pass: the decision reads the locked row itself (one primary-key lookup per message).
     UPDATE sms_outbox o
-       SET state = CASE WHEN d.disposition IN ('retry', 'release') THEN 'pending'
-                        ELSE d.disposition END::sms_state,
-           next_attempt_at = CASE WHEN d.disposition IN ('retry', 'release')
-                                  THEN now() + d.delay_ms * interval '1 millisecond'
-                                  ELSE o.next_attempt_at END,
-           finished_at = CASE WHEN d.disposition IN ('retry', 'release') THEN NULL ELSE now() END,
-           sent_at = CASE WHEN d.disposition = 'sent' THEN coalesce(o.sent_at, now()) ELSE o.sent_at END,
-           last_error = d.reason,
-           claimed_by = NULL,
-           -- A resend round's reason is on its attempts now; a released round keeps it.
-           resend_reason = CASE WHEN d.disposition = 'release' THEN o.resend_reason END,
-           -- Until the resend is final, a delivered receipt for the attempt it replaces withdraws it.
-           resend_of = CASE WHEN d.disposition IN ('retry', 'release') THEN o.resend_of END
-      FROM decided d
-     WHERE o.id = d.id AND o.state = 'sending' AND o.attempts = d.round
+       SET (state, next_attempt_at, finished_at, sent_at, last_error, claimed_by, resend_reason, resend_of) = (
+            SELECT CASE WHEN d.again THEN 'pending' ELSE d.disposition END::sms_state,
+                   CASE WHEN d.again THEN now() + f.delay_ms * interval '1 millisecond' ELSE o.next_attempt_at END,
+                   CASE WHEN d.again THEN NULL ELSE now() END,
+                   CASE WHEN d.disposition = 'sent' THEN coalesce(o.sent_at, now()) ELSE o.sent_at END,
+                   d.reason,
+                   NULL,
+                   -- A resend round's reason is on its attempts now; a released round keeps it.
+                   CASE WHEN f.disposition = 'release' THEN o.resend_reason END,
+                   -- Until the resend is final, a delivered receipt for the attempt it replaces withdraws it.
+                   CASE WHEN d.again THEN o.resend_of END
+              FROM (SELECT disposition, disposition IN ('retry', 'release') AS again,
+                           CASE WHEN lost THEN concat('resend not sent: ', reason) ELSE reason END AS reason
+                      FROM (SELECT CASE WHEN lost THEN 'sent' WHEN superseded THEN 'cancelled'
+                                        WHEN too_late THEN 'expired' ELSE f.disposition END AS disposition,
+                                   lost,
+                                   CASE WHEN superseded THEN concat('superseded by a newer message; last error: ', f.reason)
+                                        WHEN too_late THEN concat('validity ends before the next retry; last error: ', f.reason)
+                                        ELSE f.reason END AS reason
+                              FROM (SELECT superseded, too_late,
+                                           -- A message sent before (a resend round) never ends unsent.
+                                           o.sent_at IS NOT NULL
+                                               AND (superseded OR too_late OR f.disposition IN ('failed', 'expired', 'cancelled'))
+                                               AS lost
+                                      FROM (SELECT f.disposition = 'retry' AND EXISTS (
+                                                       SELECT 1 FROM sms_outbox n
+                                                        WHERE n.recipient = o.recipient AND n.purpose = o.purpose
+                                                          AND n.supersede AND n.seq > o.seq) AS superseded,
+                                                   f.disposition = 'retry'
+                                                       AND now() + (f.delay_ms + $6) * interval '1 millisecond' >= o.expires_at
+                                                       AS too_late) s) l) c) d)
+      FROM f
+     WHERE o.id = f.id AND o.state = 'sending' AND o.attempts = f.round
 )
 INSERT INTO sms_attempts (message_id, attempt_number, chain_step, provider, template, relay_id,
                           started_at, finished_at, outcome, http_status, error_code, error_message,

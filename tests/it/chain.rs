@@ -475,8 +475,13 @@ async fn a_throttled_send_is_retried_no_sooner_than_retry_after() {
 }
 
 /// A code with `secs` of validity, to a number every fake accepts, sent through a Twilio fake that
-/// answers too late for its timeout and then a Vonage fake. Returns the message and the fakes.
-async fn fallback_after_a_timeout(db: &TestDb, secs: i64) -> (uuid::Uuid, FakeProvider) {
+/// answers too late for its timeout and then a Vonage fake, by a relay that keeps `margin_ms` of
+/// validity in reserve. Returns the message and the Vonage fake.
+async fn fallback_after_a_timeout(
+    db: &TestDb,
+    secs: i64,
+    margin_ms: u64,
+) -> (uuid::Uuid, FakeProvider) {
     let (slow, fallback) = (
         FakeProvider::start(Kind::Twilio).await,
         FakeProvider::start(Kind::Vonage).await,
@@ -487,7 +492,17 @@ async fn fallback_after_a_timeout(db: &TestDb, secs: i64) -> (uuid::Uuid, FakePr
         provider_config(&slow, "twilio", json!({ "timeout_ms": 1000 })),
         provider_config(&fallback, "vonage", json!({})),
     ]);
-    run_chain_until_idle(db, chain, RetryPolicy::default()).await;
+    let settings = RelaySettings {
+        expiry_margin_ms: margin_ms,
+        ..settings()
+    };
+    within(
+        60,
+        Relay::new(db.store(), chain, settings, RetryPolicy::default())
+            .run(StopWhen::Idle, CancellationToken::new()),
+    )
+    .await
+    .unwrap();
     assert_eq!(
         slow.received().len(),
         1,
@@ -499,7 +514,9 @@ async fn fallback_after_a_timeout(db: &TestDb, secs: i64) -> (uuid::Uuid, FakePr
 #[tokio::test]
 async fn a_fallback_is_told_only_the_validity_left_at_its_call() {
     let db = TestDb::new().await;
-    let (id, fallback) = fallback_after_a_timeout(&db, 40).await;
+    // The margin (1 s) covers the request's way to the provider; the timeout and lookup before the
+    // fallback take longer than that, so a validity computed once per round would outlive the code.
+    let (id, fallback) = fallback_after_a_timeout(&db, 40, 1_000).await;
     assert_eq!(db.state_of(id).await.0, "sent");
     let expires_at: chrono::DateTime<chrono::Utc> =
         sqlx::query_scalar("SELECT expires_at FROM sms_outbox WHERE id = $1")
@@ -520,7 +537,7 @@ async fn a_fallback_is_told_only_the_validity_left_at_its_call() {
 async fn a_provider_that_cannot_be_told_so_short_a_validity_is_skipped_with_the_reason() {
     let db = TestDb::new().await;
     // 21 s at enqueue: after the timeout, less than Vonage's 20 s minimum is left.
-    let (id, fallback) = fallback_after_a_timeout(&db, 21).await;
+    let (id, fallback) = fallback_after_a_timeout(&db, 21, 0).await;
     assert!(
         fallback.received().is_empty(),
         "Vonage was never told a longer life than the code has"

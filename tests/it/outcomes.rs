@@ -436,7 +436,14 @@ async fn a_round_the_database_refuses_is_still_recorded_and_spares_the_rest() {
     assert!(err.is_data_error(), "{err}");
 
     // The relay's completer, given the same batch, records both outcomes.
-    sms_relay::relay::record(&store, &finishes, "r", 0).await;
+    sms_relay::relay::record(
+        &store,
+        &finishes,
+        "r",
+        0,
+        std::time::Duration::from_secs(10),
+    )
+    .await;
     assert_eq!(
         db.states().await.get("sent"),
         Some(&2),
