@@ -1,79 +1,13 @@
 //! The real `sms-relay` binary: crash safety under SIGKILL, graceful SIGTERM, the CLI surface,
 //! and logs that never carry a full number.
 
-use std::{
-    collections::HashMap,
-    path::{Path, PathBuf},
-    process::{Child, Command, Output, Stdio},
+use std::process::Stdio;
+
+use crate::support::{
+    TestDb,
+    cli::{Scratch, journal_counts, output, sigterm, sms_relay, spawn_run, text},
+    eventually, within,
 };
-
-use crate::support::{TestDb, eventually, within};
-
-fn sms_relay(db: &TestDb) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sms-relay"));
-    cmd.env("DATABASE_URL", &db.url)
-        .env_remove("SMS_RELAY_CONFIG")
-        .env("SMS_RELAY__WEBHOOKS__LISTEN", "127.0.0.1:0")
-        .env("RUST_LOG", "debug")
-        .stdin(Stdio::null());
-    cmd
-}
-
-fn output(cmd: &mut Command) -> Output {
-    cmd.output().expect("run sms-relay")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new() -> Self {
-        let dir =
-            std::env::temp_dir().join(format!("sms-relay-it-{}", uuid::Uuid::new_v4().simple()));
-        std::fs::create_dir_all(&dir).unwrap();
-        Self(dir)
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn journal_counts(path: &Path) -> HashMap<String, usize> {
-    let mut counts = HashMap::new();
-    for line in std::fs::read_to_string(path).unwrap_or_default().lines() {
-        *counts.entry(line.to_owned()).or_insert(0) += 1;
-    }
-    counts
-}
-
-fn spawn_run(db: &TestDb, config: &Path, log: &Path) -> Child {
-    sms_relay(db)
-        .arg("run")
-        .arg("--config")
-        .arg(config)
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(log).unwrap())
-        .spawn()
-        .unwrap()
-}
-
-fn sigterm(child: &Child) {
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-}
 
 #[tokio::test]
 async fn sigkill_mid_burst_loses_nothing_and_duplicates_at_most_what_was_in_flight() {

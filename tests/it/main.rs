@@ -5,6 +5,7 @@ mod support;
 
 mod binary;
 mod chain;
+mod chaos;
 mod conformance;
 mod enqueue;
 mod lifecycle;

@@ -4,6 +4,8 @@
 //! that goes away with the test process. With `DATABASE_URL` (a superuser URL) the tests create
 //! their databases there and drop them when they pass.
 
+pub mod cli;
+
 use std::{
     collections::HashMap,
     hash::{DefaultHasher, Hash, Hasher},
@@ -46,6 +48,12 @@ fn server() -> &'static Server {
             }
         }
     })
+}
+
+/// A superuser URL for the server's maintenance database, for what a test cannot do from its own
+/// database (such as altering it).
+pub fn admin_url() -> &'static str {
+    &server().admin_url
 }
 
 fn url_for(admin_url: &str, db: &str) -> String {
@@ -110,7 +118,9 @@ async fn template() -> &'static str {
 pub struct TestDb {
     pub pool: PgPool,
     pub url: String,
-    name: String,
+    /// The database this suite created on the shared server (dropped when the test passes);
+    /// `None` for one [`TestDb::attach`]ed.
+    name: Option<String>,
 }
 
 impl TestDb {
@@ -128,7 +138,22 @@ impl TestDb {
         admin.close().await.unwrap();
         let url = url_for(admin_url, &name);
         let pool = db::connect(&url, 10).await.unwrap();
-        Self { pool, url, name }
+        Self {
+            pool,
+            url,
+            name: Some(name),
+        }
+    }
+
+    /// A migrated database this suite did not create (e.g. on a server of the test's own), used
+    /// as it is and never dropped.
+    pub async fn attach(url: &str) -> Self {
+        let pool = db::connect(url, 10).await.unwrap();
+        Self {
+            pool,
+            url: url.to_owned(),
+            name: None,
+        }
     }
 
     pub fn store(&self) -> Store {
@@ -222,17 +247,17 @@ impl TestDb {
 
 impl Drop for TestDb {
     fn drop(&mut self) {
+        let Some(name) = &self.name else {
+            return;
+        };
         if std::thread::panicking() {
-            eprintln!("kept database {} for inspection", self.name);
+            eprintln!("kept database {name} for inspection");
             return;
         }
         let _ = Command::new("psql")
             .arg(&server().admin_url)
             .args(["-q", "-c"])
-            .arg(format!(
-                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                self.name
-            ))
+            .arg(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
             .status();
     }
 }

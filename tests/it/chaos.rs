@@ -1,0 +1,658 @@
+//! Chaos: relays SIGKILLed alone and at random, their database connections terminated,
+//! PostgreSQL restarted, a provider that takes a request and never answers, and
+//! `run --until-idle` after a relay died.
+//!
+//! Every test checks that nothing is lost (each message ends `sent`, or final with a reason) and
+//! that the duplicates (journal lines beyond one per message id) are at most the messages that
+//! were in flight (`state = 'sending'`) when the faults struck. A fault strikes with the outbox
+//! frozen: the test holds `LOCK TABLE sms_outbox IN EXCLUSIVE MODE` while it kills, terminates or
+//! restarts, so no relay claims, records or puts back anything between the fault and the count.
+//!
+//! The relays' leases are ten minutes, far beyond any wait here: a dead relay's claims come back
+//! only through the rescue (its presence connection is gone), never through a lease running out.
+//!
+//! The ignored tests pin down bugs these faults exposed; each says which in its `ignore` reason.
+
+use std::{
+    os::unix::fs::MetadataExt,
+    path::{Path, PathBuf},
+    process::{Child, Command, ExitStatus, Stdio},
+    time::Duration,
+};
+
+use rand::RngExt as _;
+use serde_json::json;
+use sms_relay::{
+    config::RelaySettings,
+    relay::{Relay, RetryPolicy, StopWhen},
+    store::presence_name,
+    throwaway_pg::{Durability, ThrowawayPg},
+};
+use sqlx::{AssertSqlSafe, Connection, PgConnection};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::{
+    fakes::{FakeProvider, Kind, Scenario},
+    support::{
+        TestDb, admin_url,
+        cli::{Scratch, journal_counts, output, run_at, sigterm, sms_relay, sms_relay_at, text},
+        eventually, http_chain, provider_config, quick_retries, settings, within,
+    },
+};
+
+/// Ten minutes: no lease runs out during a test.
+const LEASE_MS: u64 = 600_000;
+
+/// A relay config whose simulator takes `latency_ms` per send and appends every message it sends
+/// to the journal; each relay holds at most `max_in_flight` messages.
+fn chaos_config(scratch: &Scratch, latency_ms: u64, max_in_flight: u32) -> (PathBuf, PathBuf) {
+    let journal = scratch.path("sent.log");
+    let config = scratch.path("relay.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[relay]\nlease_ms = {LEASE_MS}\nbatch_size = 25\nmax_in_flight = {max_in_flight}\n\
+             poll_interval_ms = 100\n\
+             [[providers]]\nname = \"sim\"\nkind = \"simulator\"\nlatency_ms = {latency_ms}\n\
+             journal = {journal:?}\n"
+        ),
+    )
+    .unwrap();
+    (config, journal)
+}
+
+/// A relay id no other test's relay has: presence is looked up server-wide.
+fn unique_id(name: &str) -> String {
+    let mut suffix = Uuid::new_v4().simple().to_string();
+    suffix.truncate(12);
+    format!("{name}-{suffix}")
+}
+
+/// An `sms-relay run` process with its own relay id. Its pool connections carry the
+/// `application_name` `chaos-pool-<id>` (its presence connection is `sms-relay <id>`), so the
+/// test can find every backend it has. SIGKILLed if still running when dropped.
+struct RelayProcess {
+    id: String,
+    child: Option<Child>,
+}
+
+impl RelayProcess {
+    /// Starts a relay named `id` on the database at `url`, logging to `<id>-<pid>.log` in
+    /// `scratch`.
+    fn start(url: &str, id: &str, config: &Path, scratch: &Scratch) -> Self {
+        let separator = if url.contains('?') { '&' } else { '?' };
+        let tagged = format!("{url}{separator}application_name=chaos-pool-{id}");
+        let log = scratch.path(&format!("{id}-{}.log", unique_id("run")));
+        let child = run_at(&tagged, config, &log)
+            .env("SMS_RELAY__RELAY__RELAY_ID", id)
+            .spawn()
+            .unwrap();
+        Self {
+            id: id.to_owned(),
+            child: Some(child),
+        }
+    }
+
+    /// The `application_name`s of this relay's backends.
+    fn backend_names(&self) -> Vec<String> {
+        vec![presence_name(&self.id), format!("chaos-pool-{}", self.id)]
+    }
+
+    fn child(&mut self) -> &mut Child {
+        self.child.as_mut().expect("the relay was not stopped")
+    }
+
+    fn is_running(&mut self) -> bool {
+        self.child().try_wait().unwrap().is_none()
+    }
+
+    /// SIGKILL, then reap.
+    fn kill(&mut self) {
+        let child = self.child();
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    /// SIGTERM, then waits for the exit (a hang guard, not a speed test).
+    async fn stop(mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("the relay was not stopped");
+        sigterm(&child);
+        within(30, tokio::task::spawn_blocking(move || child.wait()))
+            .await
+            .unwrap()
+            .unwrap()
+    }
+}
+
+impl Drop for RelayProcess {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.child {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// What was in flight at a fault.
+struct InFlight {
+    /// Messages in state `sending`, whoever held them.
+    count: i64,
+    /// Those the relay hit by the fault held.
+    held_by_victim: Vec<Uuid>,
+}
+
+/// Opens a connection to `url` and freezes the outbox: until [`thaw`], no relay can claim,
+/// record a round or put a message back (reads go on).
+async fn freeze(url: &str) -> PgConnection {
+    let mut conn = PgConnection::connect(url).await.unwrap();
+    sqlx::raw_sql("BEGIN; LOCK TABLE sms_outbox IN EXCLUSIVE MODE")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    conn
+}
+
+async fn thaw(mut conn: PgConnection) {
+    sqlx::raw_sql("COMMIT").execute(&mut conn).await.unwrap();
+    conn.close().await.unwrap();
+}
+
+/// The messages in flight now, and which of them `victim` holds.
+async fn in_flight(conn: &mut PgConnection, victim: &str) -> InFlight {
+    let (count, held_by_victim): (i64, Vec<Uuid>) = sqlx::query_as(
+        "SELECT count(*), coalesce(array_agg(id) FILTER (WHERE claimed_by = $1), '{}') \
+           FROM sms_outbox WHERE state = 'sending'",
+    )
+    .bind(victim)
+    .fetch_one(conn)
+    .await
+    .unwrap();
+    InFlight {
+        count,
+        held_by_victim,
+    }
+}
+
+/// Terminates every backend named in `names` and waits until each is gone; returns how many.
+async fn terminate_backends(conn: &mut PgConnection, names: &[String]) -> i64 {
+    sqlx::query_scalar(
+        "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid, 10000)) \
+           FROM pg_stat_activity WHERE application_name = ANY ($1) AND pid <> pg_backend_pid()",
+    )
+    .bind(names)
+    .fetch_one(conn)
+    .await
+    .unwrap()
+}
+
+/// SIGKILLs `victim` with the outbox frozen and returns what was in flight. Its backends are
+/// ended before the thaw: a statement it sent just before dying and that waits for the lock would
+/// otherwise land after it (which a real crash allows too, but here it would blur what the victim
+/// held at the kill).
+async fn sigkill(url: &str, victim: &mut RelayProcess) -> InFlight {
+    let mut conn = freeze(url).await;
+    victim.kill();
+    let at_kill = in_flight(&mut conn, &victim.id).await;
+    terminate_backends(&mut conn, &victim.backend_names()).await;
+    thaw(conn).await;
+    at_kill
+}
+
+/// Messages that are not `sent`.
+async fn unsent(db: &TestDb) -> i64 {
+    db.count("SELECT count(*) FROM sms_outbox WHERE state <> 'sent'")
+        .await
+}
+
+async fn all_sent(db: &TestDb, n: usize) -> bool {
+    db.states().await.get("sent").copied() == Some(n as i64)
+}
+
+/// Distinct messages the journal shows sent.
+fn journaled(journal: &Path) -> usize {
+    journal_counts(journal).len()
+}
+
+/// Every message of `ids` ended `sent` and reached the provider, and the journal holds at most
+/// `in_flight` sends beyond one per message. Returns the duplicates.
+async fn assert_nothing_lost(db: &TestDb, ids: &[Uuid], journal: &Path, in_flight: i64) -> usize {
+    assert_eq!(unsent(db).await, 0, "states: {:?}", db.states().await);
+    let counts = journal_counts(journal);
+    let missing = ids
+        .iter()
+        .filter(|id| !counts.contains_key(&id.to_string()))
+        .count();
+    assert_eq!(
+        missing, 0,
+        "messages marked sent that never reached the provider"
+    );
+    assert_eq!(counts.len(), ids.len(), "the journal shows unknown ids");
+    let duplicates: usize = counts.values().map(|n| n - 1).sum();
+    assert!(
+        duplicates as i64 <= in_flight,
+        "{duplicates} duplicates but only {in_flight} were in flight at the faults"
+    );
+    duplicates
+}
+
+#[tokio::test]
+async fn a_sigkilled_relays_claims_are_sent_by_the_survivor_long_before_its_lease_ends() {
+    let db = TestDb::new().await;
+    let scratch = Scratch::new();
+    let (config, journal) = chaos_config(&scratch, 250, 100);
+    let ids = db.otps(2_000).await;
+    let mut victim = RelayProcess::start(&db.url, &unique_id("victim"), &config, &scratch);
+    let survivor_id = unique_id("survivor");
+    let survivor = RelayProcess::start(&db.url, &survivor_id, &config, &scratch);
+
+    eventually(async || journaled(&journal) >= 400).await;
+    let at_kill = sigkill(&db.url, &mut victim).await;
+    assert!(
+        !at_kill.held_by_victim.is_empty(),
+        "the kill should catch the victim with sends in flight"
+    );
+    assert!(
+        db.states().await.get("pending").copied().unwrap_or(0) > 0,
+        "the kill came mid-burst"
+    );
+
+    // The hang guard (60 s) is far below the ten-minute lease: only the rescue can do this.
+    eventually(async || all_sent(&db, ids.len()).await).await;
+    let survivor_round_two: i64 = sqlx::query_scalar(
+        "SELECT count(DISTINCT message_id) FROM sms_attempts \
+          WHERE message_id = ANY ($1) AND attempt_number = 2 AND relay_id = $2 \
+            AND outcome = 'accepted'",
+    )
+    .bind(&at_kill.held_by_victim)
+    .bind(&survivor_id)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        survivor_round_two,
+        at_kill.held_by_victim.len() as i64,
+        "every message the victim held was sent by the survivor in round 2"
+    );
+    assert_nothing_lost(&db, &ids, &journal, at_kill.count).await;
+    assert!(survivor.stop().await.success());
+}
+
+#[tokio::test]
+async fn four_relays_killed_and_restarted_at_random_lose_nothing() {
+    let db = TestDb::new().await;
+    let scratch = Scratch::new();
+    let (config, journal) = chaos_config(&scratch, 300, 50);
+    let ids = db.otps(3_000).await;
+    let mut relays: Vec<RelayProcess> = (0..4)
+        .map(|i| RelayProcess::start(&db.url, &unique_id(&format!("r{i}")), &config, &scratch))
+        .collect();
+
+    let mut in_flight_at_kills = 0;
+    for (kill, threshold) in [300, 900, 1_500, 2_100].into_iter().enumerate() {
+        eventually(async || journaled(&journal) >= threshold).await;
+        let victim = rand::rng().random_range(0..relays.len());
+        let at_kill = sigkill(&db.url, &mut relays[victim]).await;
+        eprintln!(
+            "kill {kill}: relay {} with {} in flight ({} its own)",
+            relays[victim].id,
+            at_kill.count,
+            at_kill.held_by_victim.len()
+        );
+        in_flight_at_kills += at_kill.count;
+        // A restarted process is a new relay (as the default id, host-pid, is).
+        relays[victim] = RelayProcess::start(
+            &db.url,
+            &unique_id(&format!("r{victim}k{kill}")),
+            &config,
+            &scratch,
+        );
+    }
+
+    eventually(async || all_sent(&db, ids.len()).await).await;
+    assert_nothing_lost(&db, &ids, &journal, in_flight_at_kills).await;
+    for relay in relays {
+        assert!(relay.stop().await.success());
+    }
+}
+
+#[tokio::test]
+async fn a_relay_whose_backends_are_terminated_keeps_going() {
+    let db = TestDb::new().await;
+    let scratch = Scratch::new();
+    let (config, journal) = chaos_config(&scratch, 250, 100);
+    let ids = db.otps(2_000).await;
+    let mut relay = RelayProcess::start(&db.url, &unique_id("terminated"), &config, &scratch);
+
+    let mut in_flight_at_faults = 0;
+    for threshold in [300, 900, 1_500] {
+        eventually(async || journaled(&journal) >= threshold).await;
+        let mut conn = freeze(&db.url).await;
+        let at_fault = in_flight(&mut conn, &relay.id).await;
+        let terminated = terminate_backends(&mut conn, &relay.backend_names()).await;
+        thaw(conn).await;
+        assert!(terminated >= 2, "the pool and the presence connection");
+        in_flight_at_faults += at_fault.count;
+    }
+
+    eventually(async || all_sent(&db, ids.len()).await).await;
+    assert!(relay.is_running(), "the relay survived its connections");
+    assert_nothing_lost(&db, &ids, &journal, in_flight_at_faults).await;
+    assert!(relay.stop().await.success());
+}
+
+/// Stops a PostgreSQL server that [`restart`] restarted: it is no longer the child of its
+/// `ThrowawayPg` watchdog, which would stop only the old process and delete the directory under
+/// the new one.
+struct Restarted {
+    pg_ctl: PathBuf,
+    data: PathBuf,
+}
+
+impl Drop for Restarted {
+    fn drop(&mut self) {
+        let _ = as_data_owner(&self.pg_ctl)
+            .arg("stop")
+            .arg("-D")
+            .arg(&self.data)
+            .args(["-m", "immediate", "-w"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// `program`, run as the `postgres` user when the tests run as root (as `ThrowawayPg` runs its
+/// server).
+fn as_data_owner(program: &Path) -> Command {
+    let root = std::fs::metadata("/proc/self").unwrap().uid() == 0;
+    if root {
+        let mut cmd = Command::new("setpriv");
+        cmd.args([
+            "--reuid=postgres",
+            "--regid=postgres",
+            "--init-groups",
+            "--",
+        ])
+        .arg(program);
+        cmd
+    } else {
+        Command::new(program)
+    }
+}
+
+/// Where the server behind `conn` keeps its data and its `pg_ctl`.
+async fn server_paths(conn: &mut PgConnection) -> (PathBuf, PathBuf) {
+    let data: String = sqlx::query_scalar("SELECT current_setting('data_directory')")
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap();
+    let data = PathBuf::from(data);
+    let pid_file = std::fs::read_to_string(data.join("postmaster.pid")).unwrap();
+    let postmaster = pid_file.lines().next().unwrap().trim();
+    let postgres = std::fs::read_link(format!("/proc/{postmaster}/exe")).unwrap();
+    (postgres.with_file_name("pg_ctl"), data)
+}
+
+/// `pg_ctl restart -m fast`: every session ends, a shutdown checkpoint is written, and the server
+/// comes back on the same port with the same settings.
+fn restart(pg_ctl: &Path, data: &Path) -> Restarted {
+    let out = as_data_owner(pg_ctl)
+        .arg("restart")
+        .arg("-D")
+        .arg(data)
+        .args(["-m", "fast", "-w", "-t", "60", "-l"])
+        .arg(data.with_file_name("restarted.log"))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "pg_ctl restart: {}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    Restarted {
+        pg_ctl: pg_ctl.to_owned(),
+        data: data.to_owned(),
+    }
+}
+
+#[tokio::test]
+#[ignore = "bug: after the restart the relay's own rescue can run before its presence connection \
+            is back and put back every message it holds, so duplicates can exceed what was in \
+            flight (intermittent; see a_live_relay_keeps_its_claims_while_its_presence_connection_is_down)"]
+async fn a_postgresql_restart_mid_burst_loses_nothing() {
+    // A server of this test's own: the shared one serves the other tests.
+    let pg = ThrowawayPg::start(Durability::Fast).expect("start a throwaway PostgreSQL");
+    let url = pg.url("postgres");
+    let migrate = output(sms_relay_at(&url).arg("migrate"));
+    assert!(migrate.status.success(), "{}", text(&migrate.stderr));
+    let db = TestDb::attach(&url).await;
+    let scratch = Scratch::new();
+    let (config, journal) = chaos_config(&scratch, 250, 100);
+    let ids = db.otps(2_000).await;
+    let mut relay = RelayProcess::start(&url, &unique_id("restart"), &config, &scratch);
+
+    eventually(async || journaled(&journal) >= 400).await;
+    let mut conn = freeze(&url).await;
+    let (pg_ctl, data) = server_paths(&mut conn).await;
+    let at_restart = in_flight(&mut conn, &relay.id).await;
+    // Still frozen: the shutdown ends every session, this one (and its lock) last.
+    let _restarted = tokio::task::spawn_blocking(move || restart(&pg_ctl, &data))
+        .await
+        .unwrap();
+    drop(conn);
+    assert!(at_restart.count > 0, "the restart caught sends in flight");
+
+    eventually(async || all_sent(&db, ids.len()).await).await;
+    assert!(relay.is_running(), "the relay survived the restart");
+    assert_nothing_lost(&db, &ids, &journal, at_restart.count).await;
+    assert!(relay.stop().await.success());
+}
+
+#[tokio::test]
+async fn a_provider_that_never_answers_costs_at_most_one_duplicate_and_ends_with_a_reason() {
+    let db = TestDb::new().await;
+    let fake = FakeProvider::start(Kind::Vonage).await;
+    // Takes the request, remembers the message, and answers in an hour.
+    fake.set_slow_delay(Duration::from_secs(3_600));
+    let number = |i: usize, scenario: Scenario| format!("+8801712{i:04}{}", scenario.suffix());
+    let mut hanging = Vec::new();
+    let mut answered = Vec::new();
+    for i in 0..20 {
+        answered.push((
+            number(i, Scenario::Accept),
+            db.otp(&number(i, Scenario::Accept), "551234").await,
+        ));
+        if i % 5 == 0 {
+            hanging.push((
+                number(i, Scenario::Slow),
+                db.otp(&number(i, Scenario::Slow), "551234").await,
+            ));
+        }
+    }
+    // The HTTP timeout is far beyond the lease: the round's deadline is what ends the wait.
+    let chain = http_chain(&[provider_config(
+        &fake,
+        "vonage",
+        json!({
+            "timeout_ms": 120_000,
+            "circuit": { "consecutive_failures": 100, "window": 100, "failure_rate": 1.0 },
+        }),
+    )]);
+    let relay = Relay::new(
+        db.store(),
+        chain,
+        RelaySettings {
+            lease_ms: 1_500,
+            ..settings()
+        },
+        RetryPolicy {
+            max_rounds: 2,
+            ..quick_retries()
+        },
+    );
+    within(
+        60,
+        relay.run(
+            StopWhen::Drained(Duration::from_secs(30)),
+            CancellationToken::new(),
+        ),
+    )
+    .await
+    .expect("nothing is left owed");
+
+    let calls_to = |number: &str| {
+        fake.received()
+            .iter()
+            .filter(|r| r.to.trim_start_matches('+') == number.trim_start_matches('+'))
+            .count()
+    };
+    for (number, id) in &hanging {
+        let (state, reason) = db.state_of(*id).await;
+        assert_eq!(state, "failed");
+        let reason = reason.unwrap_or_default();
+        assert!(
+            reason.contains("gave up after 2 rounds") && reason.contains("outran its lease"),
+            "{reason}"
+        );
+        assert_eq!(
+            db.attempts_of(*id).await,
+            [
+                ("vonage".into(), 1, 1, "unknown".into()),
+                ("vonage".into(), 2, 1, "unknown".into())
+            ]
+        );
+        let calls = calls_to(number);
+        assert!(
+            (1..=2).contains(&calls),
+            "{calls} calls: at most one duplicate"
+        );
+    }
+    for (number, id) in &answered {
+        assert_eq!(db.state_of(*id).await.0, "sent");
+        assert_eq!(calls_to(number), 1);
+    }
+}
+
+#[tokio::test]
+async fn run_until_idle_after_a_relay_died_sends_its_claims_and_exits_0() {
+    let db = TestDb::new().await;
+    let scratch = Scratch::new();
+    let (config, journal) = chaos_config(&scratch, 250, 100);
+    let ids = db.otps(1_500).await;
+    let mut victim = RelayProcess::start(&db.url, &unique_id("victim"), &config, &scratch);
+    eventually(async || journaled(&journal) >= 300).await;
+    let at_kill = sigkill(&db.url, &mut victim).await;
+    assert!(!at_kill.held_by_victim.is_empty());
+
+    let mut until_idle = sms_relay(&db);
+    until_idle
+        .args(["run", "--until-idle", "--max-wait", "120", "--config"])
+        .arg(&config);
+    let run = within(
+        150,
+        tokio::task::spawn_blocking(move || output(&mut until_idle)),
+    )
+    .await
+    .unwrap();
+    assert!(
+        run.status.success(),
+        "{:?}: {}",
+        run.status,
+        text(&run.stderr)
+    );
+    assert_eq!(
+        db.count("SELECT count(*) FROM sms_outbox WHERE state IN ('pending', 'sending')")
+            .await,
+        0
+    );
+    assert_nothing_lost(&db, &ids, &journal, at_kill.count).await;
+}
+
+#[tokio::test]
+#[ignore = "bug: a relay whose presence connection is down puts back its own claims every 500 ms \
+            while it is still sending them, so they are sent twice"]
+async fn a_live_relay_keeps_its_claims_while_its_presence_connection_is_down() {
+    let db = TestDb::new().await;
+    let scratch = Scratch::new();
+    let (config, journal) = chaos_config(&scratch, 200, 50);
+    let ids = db.otps(1_500).await;
+    let mut relay = RelayProcess::start(&db.url, &unique_id("alive"), &config, &scratch);
+    eventually(async || journaled(&journal) >= 200).await;
+
+    // The presence connection breaks and cannot come back for a while (as when the server is at
+    // max_connections): the database refuses new connections; the relay's pool goes on.
+    let name: String = sqlx::query_scalar("SELECT current_database()")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    let mut admin = PgConnection::connect(admin_url()).await.unwrap();
+    let allow = async |admin: &mut PgConnection, allowed: bool| {
+        sqlx::query(AssertSqlSafe(format!(
+            "ALTER DATABASE {name} WITH ALLOW_CONNECTIONS {allowed}"
+        )))
+        .execute(admin)
+        .await
+        .unwrap();
+    };
+    allow(&mut admin, false).await;
+    let presence = [presence_name(&relay.id)];
+    assert_eq!(terminate_backends(&mut admin, &presence).await, 1);
+    let before = journaled(&journal);
+    eventually(async || journaled(&journal) >= before + 300).await;
+    allow(&mut admin, true).await;
+    admin.close().await.unwrap();
+
+    eventually(async || all_sent(&db, ids.len()).await).await;
+    assert!(relay.is_running());
+    // No relay died: nothing may be sent twice.
+    assert_nothing_lost(&db, &ids, &journal, 0).await;
+    assert!(relay.stop().await.success());
+}
+
+#[tokio::test]
+#[ignore = "bug: a relay restarted under the same relay_id (a container's hostname-1) never gets \
+            back its previous process's claims; they wait for the lease"]
+async fn a_relay_restarted_under_the_same_id_gets_its_old_claims_back() {
+    let db = TestDb::new().await;
+    let scratch = Scratch::new();
+    let (config, journal) = chaos_config(&scratch, 250, 100);
+    let ids = db.otps(1_000).await;
+    // A fixed relay id, as a container restarted after a crash has: same hostname, and the relay
+    // is PID 1 again (the default id is host-pid).
+    let id = unique_id("same");
+    let mut first = RelayProcess::start(&db.url, &id, &config, &scratch);
+    eventually(async || journaled(&journal) >= 200).await;
+    let at_kill = sigkill(&db.url, &mut first).await;
+    assert!(!at_kill.held_by_victim.is_empty());
+
+    let second = RelayProcess::start(&db.url, &id, &config, &scratch);
+    // Far below the ten-minute lease.
+    let settled = tokio::time::timeout(
+        Duration::from_secs(30),
+        eventually(async || all_sent(&db, ids.len()).await),
+    )
+    .await
+    .is_ok();
+    if !settled {
+        let stuck: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM sms_outbox WHERE state = 'sending' AND claimed_by = $1 \
+                AND id = ANY ($2)",
+        )
+        .bind(&id)
+        .bind(&at_kill.held_by_victim)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+        panic!(
+            "{stuck} of the {} messages the first process held are still claimed by {id}, \
+             waiting for their lease: states {:?}",
+            at_kill.held_by_victim.len(),
+            db.states().await
+        );
+    }
+    assert_nothing_lost(&db, &ids, &journal, at_kill.count).await;
+    assert!(second.stop().await.success());
+}

@@ -1,0 +1,97 @@
+//! Running the real `sms-relay` binary: commands against a database, a scratch directory, the
+//! simulator's journal, background relays and signals.
+
+use std::{
+    collections::HashMap,
+    path::{Path, PathBuf},
+    process::{Child, Command, Output, Stdio},
+};
+
+use super::TestDb;
+
+/// `sms-relay` against `db`, with debug logs, no config file and the webhooks on a free port.
+pub fn sms_relay(db: &TestDb) -> Command {
+    sms_relay_at(&db.url)
+}
+
+/// `sms-relay` against the database at `url` (see [`sms_relay`]).
+pub fn sms_relay_at(url: &str) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sms-relay"));
+    cmd.env("DATABASE_URL", url)
+        .env_remove("SMS_RELAY_CONFIG")
+        .env("SMS_RELAY__WEBHOOKS__LISTEN", "127.0.0.1:0")
+        .env("RUST_LOG", "debug")
+        .stdin(Stdio::null());
+    cmd
+}
+
+/// Runs `cmd` to completion.
+pub fn output(cmd: &mut Command) -> Output {
+    cmd.output().expect("run sms-relay")
+}
+
+/// Lossy text of a command's output.
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// A temporary directory for one test's config, logs and journal; removed on drop, kept (and
+/// named) if the test failed.
+pub struct Scratch(PathBuf);
+
+impl Scratch {
+    pub fn new() -> Self {
+        let dir =
+            std::env::temp_dir().join(format!("sms-relay-it-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        Self(dir)
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("kept {} for inspection", self.0.display());
+            return;
+        }
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// How many times the simulator's journal at `path` shows each message id (one line per send).
+pub fn journal_counts(path: &Path) -> HashMap<String, usize> {
+    let mut counts = HashMap::new();
+    for line in std::fs::read_to_string(path).unwrap_or_default().lines() {
+        *counts.entry(line.to_owned()).or_insert(0) += 1;
+    }
+    counts
+}
+
+/// `sms-relay run --config <config>` against the database at `url`, its stderr into `log`.
+pub fn run_at(url: &str, config: &Path, log: &Path) -> Command {
+    let mut cmd = sms_relay_at(url);
+    cmd.arg("run")
+        .arg("--config")
+        .arg(config)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap());
+    cmd
+}
+
+/// Starts `sms-relay run --config <config>` against `db` in the background, logging to `log`.
+pub fn spawn_run(db: &TestDb, config: &Path, log: &Path) -> Child {
+    run_at(&db.url, config, log).spawn().unwrap()
+}
+
+/// Sends SIGTERM to `child`.
+pub fn sigterm(child: &Child) {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
