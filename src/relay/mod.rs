@@ -186,8 +186,21 @@ impl Relay {
             self.relay_id.clone(),
             circuits_stop.clone(),
         ));
+        // A relay restarted under the same id (same host and pid, as in a container) finds its
+        // earlier life's claims under its own name: nobody else would put them back.
+        match self.store.release_unheld(&self.relay_id, &[]).await {
+            Ok(0) => {}
+            Ok(released) => {
+                tracing::warn!(
+                    released,
+                    "put back messages an earlier run of this relay had claimed"
+                )
+            }
+            Err(error) => tracing::warn!(%error, "cannot put back this relay's earlier claims"),
+        }
         let rescuing = tokio::spawn(rescue_orphans(
             self.store.clone(),
+            self.relay_id.clone(),
             wake.clone(),
             circuits_stop.clone(),
         ));
@@ -388,17 +401,20 @@ async fn report_circuits(
     }
 }
 
-/// Every [`RESCUE_EVERY`], puts the claims of relays that are gone back in the queue and wakes
-/// every relay (this one included) to send them.
-async fn rescue_orphans(store: Store, wake: Arc<Notify>, stop: CancellationToken) {
+/// Every [`RESCUE_EVERY`], puts back the claims of relays found gone on two passes in a row and
+/// wakes every relay (this one included) to send them.
+async fn rescue_orphans(store: Store, me: String, wake: Arc<Notify>, stop: CancellationToken) {
+    let mut suspects = Vec::new();
     loop {
-        match store.rescue_orphans().await {
-            Ok(0) => {}
-            Ok(rescued) => {
-                tracing::warn!(rescued, "put back messages claimed by a relay that is gone");
-                wake.notify_one();
-                if let Err(error) = store.wake_relays().await {
-                    tracing::warn!(%error, "cannot notify other relays of rescued messages");
+        match store.rescue_orphans(&me, &suspects).await {
+            Ok((rescued, gone)) => {
+                suspects = gone;
+                if rescued > 0 {
+                    tracing::warn!(rescued, "put back messages claimed by a relay that is gone");
+                    wake.notify_one();
+                    if let Err(error) = store.wake_relays().await {
+                        tracing::warn!(%error, "cannot notify other relays of rescued messages");
+                    }
                 }
             }
             Err(error) => tracing::warn!(%error, "cannot look for claims of relays that are gone"),
@@ -423,8 +439,9 @@ async fn forward_notifications(mut listener: PgListener, wake: Arc<Notify>) {
         match listener.recv().await {
             Ok(_) => wake.notify_one(),
             Err(error) => {
+                // The connection is also this relay's presence: re-establish it quickly.
                 tracing::warn!(%error, "wake-up listener lost its connection; reconnecting");
-                tokio::time::sleep(Duration::from_millis(500)).await;
+                tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
     }

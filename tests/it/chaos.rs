@@ -10,8 +10,6 @@
 //!
 //! The relays' leases are ten minutes, far beyond any wait here: a dead relay's claims come back
 //! only through the rescue (its presence connection is gone), never through a lease running out.
-//!
-//! The ignored tests pin down bugs these faults exposed; each says which in its `ignore` reason.
 
 use std::{
     os::unix::fs::MetadataExt,
@@ -419,9 +417,6 @@ fn restart(pg_ctl: &Path, data: &Path) -> Restarted {
 }
 
 #[tokio::test]
-#[ignore = "bug: after the restart the relay's own rescue can run before its presence connection \
-            is back and put back every message it holds, so duplicates can exceed what was in \
-            flight (intermittent; see a_live_relay_keeps_its_claims_while_its_presence_connection_is_down)"]
 async fn a_postgresql_restart_mid_burst_loses_nothing() {
     // A server of this test's own: the shared one serves the other tests.
     let pg = ThrowawayPg::start(Durability::Fast).expect("start a throwaway PostgreSQL");
@@ -572,8 +567,6 @@ async fn run_until_idle_after_a_relay_died_sends_its_claims_and_exits_0() {
 }
 
 #[tokio::test]
-#[ignore = "bug: a relay whose presence connection is down puts back its own claims every 500 ms \
-            while it is still sending them, so they are sent twice"]
 async fn a_live_relay_keeps_its_claims_while_its_presence_connection_is_down() {
     let db = TestDb::new().await;
     let scratch = Scratch::new();
@@ -613,8 +606,6 @@ async fn a_live_relay_keeps_its_claims_while_its_presence_connection_is_down() {
 }
 
 #[tokio::test]
-#[ignore = "bug: a relay restarted under the same relay_id (a container's hostname-1) never gets \
-            back its previous process's claims; they wait for the lease"]
 async fn a_relay_restarted_under_the_same_id_gets_its_old_claims_back() {
     let db = TestDb::new().await;
     let scratch = Scratch::new();
