@@ -159,3 +159,19 @@ END $$;
 -- B-tree does, at a fraction of the upkeep on every send (one index entry fewer per attempt).
 DROP INDEX sms_attempts_started_idx;
 CREATE INDEX sms_attempts_started_idx ON sms_attempts USING brin (started_at);
+
+-- Waiting and claimed messages apart. In one claim index, the claimed messages (earliest deadlines
+-- first, like the waiting ones) sat at its head, and every claim walked past all of them: the claim
+-- cost grew with the number in flight. Now the claim index holds waiting messages only, so a claim
+-- also writes no entry to it; claims whose lease ran out are found through their own small index.
+DROP INDEX sms_outbox_claim_idx;
+CREATE INDEX sms_outbox_claim_idx ON sms_outbox (priority, expires_at, next_attempt_at)
+    WHERE state = 'pending';
+DROP INDEX sms_outbox_due_idx;
+CREATE INDEX sms_outbox_due_idx ON sms_outbox (next_attempt_at) WHERE state = 'pending';
+CREATE INDEX sms_outbox_lease_idx ON sms_outbox (next_attempt_at) WHERE state = 'sending';
+-- Superseding looks for a recipient's waiting messages; with the indexes above on waiting messages
+-- only, a planner working from a young table's statistics could pick one of those and walk every
+-- waiting message per enqueue. This index answers that lookup exactly.
+CREATE INDEX sms_outbox_waiting_recipient_idx ON sms_outbox (recipient, purpose, seq)
+    WHERE state = 'pending';

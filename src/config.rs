@@ -203,8 +203,8 @@ impl Default for RelaySettings {
     fn default() -> Self {
         Self {
             relay_id: None,
-            batch_size: 100,
-            max_in_flight: 1_000,
+            batch_size: 500,
+            max_in_flight: 2_000,
             lease_ms: 60_000,
             poll_interval_ms: 1_000,
             expiry_margin_ms: 3_000,

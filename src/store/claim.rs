@@ -37,18 +37,29 @@ pub struct ClaimedMessage {
     pub resend_skip: Option<String>,
 }
 
-/// Rows become claimable when due: new, retry time reached, or lease expired. The `MATERIALIZED`
-/// CTE keeps `LIMIT … FOR UPDATE SKIP LOCKED` from being flattened into the UPDATE, its ORDER BY
-/// matches `sms_outbox_claim_idx`, and `id = ANY(ARRAY(…))` keeps the UPDATE a primary-key lookup
-/// under generic plans too (a join on the CTE becomes a sequential scan when `LIMIT $1` is unknown).
-/// A re-claimed message (lease ran out) for which a newer one was enqueued comes back `superseded`.
+/// Rows become claimable when due: waiting ones (new, or retry time reached) in priority then
+/// deadline order through `sms_outbox_claim_idx`, then claimed ones whose lease ran out through
+/// `sms_outbox_lease_idx` (the second runs only if the first left room). The `MATERIALIZED`
+/// CTE keeps `LIMIT … FOR UPDATE SKIP LOCKED` from being flattened into the UPDATE, and
+/// `id = ANY(ARRAY(…))` keeps the UPDATE a primary-key lookup under generic plans too (a join on
+/// the CTE becomes a sequential scan when `LIMIT $1` is unknown). A re-claimed message (lease ran
+/// out) for which a newer one was enqueued comes back `superseded`.
 const CLAIM: &str = r#"
-WITH due AS MATERIALIZED (
+WITH waiting AS MATERIALIZED (
     SELECT id FROM sms_outbox
-     WHERE state IN ('pending', 'sending') AND next_attempt_at <= now()
+     WHERE state = 'pending' AND next_attempt_at <= now()
      ORDER BY priority, expires_at
      LIMIT $1
      FOR UPDATE SKIP LOCKED
+), lapsed AS MATERIALIZED (
+    SELECT id FROM sms_outbox
+     WHERE state = 'sending' AND next_attempt_at <= now()
+     ORDER BY next_attempt_at
+     LIMIT $1
+     FOR UPDATE SKIP LOCKED
+), due AS (
+    -- Read on demand: `lapsed` runs only if `waiting` left room.
+    SELECT id FROM waiting UNION ALL SELECT id FROM lapsed LIMIT $1
 )
 UPDATE sms_outbox o
    SET state = 'sending',

@@ -55,8 +55,10 @@ impl Store {
         .fetch_all(&self.pool)
         .await?;
         let oldest_due_age_s: Option<f64> = sqlx::query_scalar(
-            "SELECT extract(epoch FROM now() - min(next_attempt_at))::float8 FROM sms_outbox \
-              WHERE state IN ('pending', 'sending') AND next_attempt_at <= now()",
+            "SELECT CASE WHEN due <= now() THEN extract(epoch FROM now() - due)::float8 END \
+               FROM (SELECT least( \
+                       (SELECT min(next_attempt_at) FROM sms_outbox WHERE state = 'pending'), \
+                       (SELECT min(next_attempt_at) FROM sms_outbox WHERE state = 'sending')) AS due) d",
         )
         .fetch_one(&self.pool)
         .await?;

@@ -33,11 +33,14 @@ impl Store {
     }
 
     /// Milliseconds until the earliest pending retry or lease expiry (negative: already due);
-    /// `None` when no message is pending or in flight.
+    /// `None` when no message is pending or in flight. Each state has its own index, so each
+    /// minimum is one index lookup.
     pub async fn next_due_in_ms(&self) -> Result<Option<f64>> {
         let due: Option<f64> = sqlx::query_scalar(
-            "SELECT (extract(epoch FROM min(next_attempt_at) - now()) * 1000)::float8 \
-               FROM sms_outbox WHERE state IN ('pending', 'sending')",
+            "SELECT (extract(epoch FROM least( \
+                 (SELECT min(next_attempt_at) FROM sms_outbox WHERE state = 'pending'), \
+                 (SELECT min(next_attempt_at) FROM sms_outbox WHERE state = 'sending')) - now()) \
+                 * 1000)::float8",
         )
         .fetch_one(&self.pool)
         .await?;

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Rescue time: two relays (`sms-relay run`, simulator with 1 s per send so messages sit in flight)
+# share a burst; one is SIGKILLed; prints how long after the kill the last message it had claimed
+# was accepted through the survivor (database clock), with the lease at its default 60 s.
+#
+#   cargo build --release && benches/rescue.sh postgres://postgres@127.0.0.1:5432
+set -euo pipefail
+base=${1:?usage: rescue.sh POSTGRES_URL_WITHOUT_DATABASE}
+bin="$(cd "$(dirname "$0")/.." && pwd)/target/release/sms-relay"
+db="sms_relay_rescue_$$"
+dir=$(mktemp -d)
+psql "$base/postgres" -qXc "create database $db" >/dev/null
+cleanup() {
+  kill "${survivor:-}" "${victim:-}" 2>/dev/null || true
+  psql "$base/postgres" -qXc "drop database if exists $db with (force)" >/dev/null 2>&1
+  rm -rf "$dir"
+}
+trap cleanup EXIT
+url="$base/$db"
+printf '[[providers]]\nname = "sim"\nkind = "simulator"\nlatency_ms = 1000\n' > "$dir/relay.toml"
+DATABASE_URL=$url RUST_LOG=warn "$bin" migrate >/dev/null
+psql "$url" -qXAt -c "SELECT count(sms_enqueue('+8801' || lpad(i::text, 9, '0'), 'otp',
+    jsonb_build_object('code', '123456'))) FROM generate_series(1, 4000) AS i" >/dev/null
+run() {
+  DATABASE_URL=$url RUST_LOG=warn SMS_RELAY__WEBHOOKS__LISTEN="" SMS_RELAY__RELAY__RELAY_ID=$1 \
+    "$bin" --config "$dir/relay.toml" run >/dev/null 2>&1 &
+}
+run victim; victim=$!
+run survivor; survivor=$!
+sleep 1.5
+kill -9 "$victim"
+killed_at=$(psql "$url" -qXAt -c "select now()")
+held=$(psql "$url" -qXAt -c "select count(*) from sms_outbox where claimed_by = 'victim' and state = 'sending'")
+for _ in $(seq 1 600); do
+  left=$(psql "$url" -qXAt -c "select count(*) from sms_outbox where claimed_by = 'victim'")
+  [ "$left" = 0 ] && break
+  sleep 0.1
+done
+# The victim's round-1 calls were never recorded, so the survivor's round-2 calls are the rescued ones.
+psql "$url" -qXAt -c "
+  select 'victim held ' || $held || ' claimed messages at the kill; the survivor sent ' || count(*)
+         || ' of them again, the last accepted '
+         || round(extract(epoch from max(finished_at) - '$killed_at'::timestamptz)::numeric, 2) || ' s after the kill'
+    from sms_attempts
+   where relay_id = 'survivor' and outcome = 'accepted' and attempt_number = 2"
