@@ -64,8 +64,9 @@ fn bindir() -> Result<PathBuf, ThrowawayPgError> {
         .ok_or(ThrowawayPgError::NoBinaries)
 }
 
-/// Runs commands as the `postgres` user when we are root (PostgreSQL refuses to run as root).
-fn as_server_user(program: &Path, running_as_root: bool) -> Command {
+/// Runs commands as the `postgres` user when we are root (PostgreSQL refuses to run as root), as
+/// the throwaway server's own tools must run (`pg_ctl` included).
+pub fn as_server_user(program: &Path, running_as_root: bool) -> Command {
     if running_as_root {
         let mut cmd = Command::new("setpriv");
         cmd.args([

@@ -360,23 +360,10 @@ impl Drop for Restarted {
     }
 }
 
-/// `program`, run as the `postgres` user when the tests run as root (as `ThrowawayPg` runs its
-/// server).
+/// `program`, run as the data directory's owner (as `ThrowawayPg` runs its server).
 fn as_data_owner(program: &Path) -> Command {
     let root = std::fs::metadata("/proc/self").unwrap().uid() == 0;
-    if root {
-        let mut cmd = Command::new("setpriv");
-        cmd.args([
-            "--reuid=postgres",
-            "--regid=postgres",
-            "--init-groups",
-            "--",
-        ])
-        .arg(program);
-        cmd
-    } else {
-        Command::new(program)
-    }
+    sms_relay::throwaway_pg::as_server_user(program, root)
 }
 
 /// Where the server behind `conn` keeps its data and its `pg_ctl`.
