@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The drain figure: N OTPs enqueued through sms_enqueue() in one transaction into a fresh database,
 # VACUUM ANALYZE, then one `sms-relay run --until-idle` (default settings, the built-in simulator)
-# timed from start to exit. Pass a ceiling script (e.g. ../shared/bench/ceiling.sh) to run it against
+# timed from start to exit (with the relay's peak RSS). Pass a ceiling script (e.g. ../shared/bench/ceiling.sh) to run it against
 # the same server right after and print the ratio of the two rates.
 #
 #   cargo build --release && benches/drain.sh postgres://postgres@127.0.0.1:5432 [CEILING_SCRIPT]
@@ -19,11 +19,13 @@ psql "$url" -qXAt -c "SELECT count(sms_enqueue('+8801' || lpad(i::text, 9, '0'),
     jsonb_build_object('code', lpad((i % 1000000)::text, 6, '0')))) FROM generate_series(1, $N) AS i" >/dev/null
 psql "$url" -qXc "vacuum analyze" >/dev/null
 start=$(date +%s.%N)
-DATABASE_URL=$url RUST_LOG=warn SMS_RELAY__WEBHOOKS__LISTEN="" "$bin" run --until-idle
+DATABASE_URL=$url RUST_LOG=warn SMS_RELAY__WEBHOOKS__LISTEN="" \
+  /usr/bin/time -f "%M" -o "/tmp/drain-rss-$$" "$bin" run --until-idle
 end=$(date +%s.%N)
+rss_kib=$(tail -1 "/tmp/drain-rss-$$"); rm -f "/tmp/drain-rss-$$"
 sent=$(psql "$url" -qXAt -c "select count(*) from sms_outbox where state = 'sent'")
 rate=$(python3 -c "print(round($sent / ($end - $start)))")
-echo "drain: $sent of $N sent in $(python3 -c "print(round($end - $start, 2))") s: $rate msgs/s"
+echo "drain: $sent of $N sent in $(python3 -c "print(round($end - $start, 2))") s: $rate msgs/s, relay peak RSS $(python3 -c "print(round($rss_kib / 1024, 1))") MiB"
 if [ -n "$ceiling" ]; then
   line=$("$ceiling" "$base" | tail -1)
   echo "$line"
