@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
 # The drain figure: N OTPs enqueued through sms_enqueue() in one transaction into a fresh database,
 # VACUUM ANALYZE, then one `sms-relay run --until-idle` (default settings, the built-in simulator)
-# timed from start to exit (with the relay's peak RSS). Pass a ceiling script (e.g. ../shared/bench/ceiling.sh) to run it against
-# the same server right after and print the ratio of the two rates.
+# timed from start to exit, with the relay's peak RSS. Pass a ceiling script (e.g.
+# ../shared/bench/ceiling.sh) to run it against the same server right after and print the ratio.
 #
 #   cargo build --release && benches/drain.sh postgres://postgres@127.0.0.1:5432 [CEILING_SCRIPT]
+#   SMS_RELAY_BIN=/path/to/another/sms-relay benches/drain.sh …   # the same figure for another build
 set -euo pipefail
 base=${1:?usage: drain.sh POSTGRES_URL_WITHOUT_DATABASE [CEILING_SCRIPT]}
 ceiling=${2:-}
 N=${N:-100000}
-bin="$(cd "$(dirname "$0")/.." && pwd)/target/release/sms-relay"
+bin=${SMS_RELAY_BIN:-"$(cd "$(dirname "$0")/.." && pwd)/target/release/sms-relay"}
 db="sms_relay_drain_$$"
 psql "$base/postgres" -qXc "create database $db" >/dev/null
 trap 'psql "$base/postgres" -qXc "drop database if exists $db with (force)" >/dev/null 2>&1' EXIT
