@@ -179,12 +179,12 @@ impl Relay {
             countries,
         });
         let sends = TaskTracker::new();
-        let circuits_stop = CancellationToken::new();
+        let background_stop = CancellationToken::new();
         let circuits = tokio::spawn(report_circuits(
             self.store.clone(),
             self.chain.clone(),
             self.relay_id.clone(),
-            circuits_stop.clone(),
+            background_stop.clone(),
         ));
         // A relay restarted under the same id (same host and pid, as in a container) finds its
         // earlier life's claims under its own name: nobody else would put them back.
@@ -202,7 +202,7 @@ impl Relay {
             self.store.clone(),
             self.relay_id.clone(),
             wake.clone(),
-            circuits_stop.clone(),
+            background_stop.clone(),
         ));
         let started = Instant::now();
         let mut gave_up = None;
@@ -356,7 +356,7 @@ impl Relay {
             );
         }
         listening.abort();
-        circuits_stop.cancel();
+        background_stop.cancel();
         let _ = circuits.await;
         let _ = rescuing.await;
         if let Err(error) = self.store.drop_circuits(&self.relay_id).await {
