@@ -22,12 +22,11 @@ use rand::RngExt as _;
 use serde_json::json;
 use sms_relay::{
     config::RelaySettings,
-    relay::{Relay, RetryPolicy, StopWhen},
+    relay::{Relay, RetryPolicy},
     store::presence_name,
     throwaway_pg::{Durability, ThrowawayPg},
 };
 use sqlx::{AssertSqlSafe, Connection, PgConnection};
-use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::{
@@ -35,7 +34,8 @@ use crate::{
     support::{
         TestDb, admin_url,
         cli::{Scratch, journal_counts, output, run_at, sigterm, sms_relay, sms_relay_at, text},
-        eventually, http_chain, provider_config, quick_retries, settings, within,
+        eventually, http_chain, provider_config, quick_retries, run_relay_until_drained, settings,
+        within,
     },
 };
 
@@ -475,15 +475,7 @@ async fn a_provider_that_never_answers_costs_at_most_one_duplicate_and_ends_with
             ..quick_retries()
         },
     );
-    within(
-        60,
-        relay.run(
-            StopWhen::Drained(Duration::from_secs(30)),
-            CancellationToken::new(),
-        ),
-    )
-    .await
-    .expect("nothing is left owed");
+    run_relay_until_drained(relay).await;
 
     let calls_to = |number: &str| {
         fake.received()

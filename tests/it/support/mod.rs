@@ -402,16 +402,20 @@ pub async fn run_chain_until_drained(
     chain: Arc<ProviderChain>,
     policy: RetryPolicy,
 ) -> RunReport {
-    let relay = Relay::new(db.store(), chain, settings(), policy);
+    run_relay_until_drained(Relay::new(db.store(), chain, settings(), policy)).await
+}
+
+/// Runs `relay` until nothing is owed, failing the test if something still is after 30 s.
+pub async fn run_relay_until_drained(relay: Relay) -> RunReport {
     within(
         60,
         relay.run(
-            StopWhen::Drained(Duration::from_secs(60)),
+            StopWhen::Drained(Duration::from_secs(30)),
             CancellationToken::new(),
         ),
     )
     .await
-    .expect("relay runs")
+    .expect("nothing is left owed")
 }
 
 /// Runs one relay over `db` with `providers` until nothing is due or in flight.
