@@ -17,7 +17,10 @@ use std::{
     time::Duration,
 };
 
-use sqlx::postgres::{PgListener, PgPoolOptions};
+use sqlx::{
+    PgPool,
+    postgres::{PgConnectOptions, PgListener, PgPoolOptions},
+};
 use tokio::{
     sync::{Notify, Semaphore, mpsc},
     time::Instant,
@@ -140,11 +143,8 @@ impl Relay {
         let wake = Arc::new(Notify::new());
         // The LISTEN connection doubles as this relay's presence: it carries the relay's name, and
         // its end tells the other relays that this one's claims are orphaned.
-        let presence = PgPoolOptions::new().max_connections(1).connect_lazy_with(
-            (*self.store.pool().connect_options())
-                .clone()
-                .application_name(&presence_name(&self.relay_id)),
-        );
+        let presence =
+            self.own_connection(|options| options.application_name(&presence_name(&self.relay_id)));
         let mut listener = PgListener::connect_with(&presence)
             .await
             .map_err(RelayError::Listen)?;
@@ -204,6 +204,13 @@ impl Relay {
             wake.clone(),
             background_stop.clone(),
         ));
+        // Claims commit without waiting for the WAL flush. A claim lost to a database crash only
+        // leaves its messages waiting (a send made meanwhile is fenced out and made again, as for
+        // any message in flight), and every recorded outcome still waits for the flush, which
+        // carries the earlier claim's WAL with it.
+        let claims = Store::new(
+            self.own_connection(|options| options.options([("synchronous_commit", "off")])),
+        );
         let started = Instant::now();
         let mut gave_up = None;
         // Set when a claim failed after it may have committed: its rows must be put back.
@@ -249,8 +256,7 @@ impl Relay {
                 }
             }
             let claimed_at = Instant::now();
-            let claimed = match self
-                .store
+            let claimed = match claims
                 .claim(want, self.settings.lease(), &self.relay_id)
                 .await
             {
@@ -371,6 +377,14 @@ impl Relay {
             return Err(RelayError::StillOwed { waited, owed });
         }
         Ok(report)
+    }
+
+    /// A connection of this relay's own (outside the shared pool), opened when first used, with
+    /// the pool's settings as `adjust` changes them.
+    fn own_connection(&self, adjust: impl FnOnce(PgConnectOptions) -> PgConnectOptions) -> PgPool {
+        PgPoolOptions::new()
+            .max_connections(1)
+            .connect_lazy_with(adjust((*self.store.pool().connect_options()).clone()))
     }
 
     fn log_registration(&self, result: crate::store::Result<()>) {
