@@ -54,18 +54,24 @@ async fn claims_by_priority_then_earliest_deadline() {
     );
 }
 
+/// One OTP, claimed for 60 s by relay `relay_id`, whose presence connection (returned) says it is
+/// alive until it is closed.
+async fn claimed_by_live_relay(db: &TestDb, relay_id: &str) -> (uuid::Uuid, sqlx::PgConnection) {
+    let id = db.otp("+8801712345678", "482913").await;
+    let presence = db.presence(relay_id).await;
+    let claimed = db
+        .store()
+        .claim(10, Duration::from_secs(60), relay_id)
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 1);
+    (id, presence)
+}
+
 #[tokio::test]
 async fn a_dead_relays_claims_go_back_at_once_and_a_live_ones_stay() {
     let db = TestDb::new().await;
-    let id = db.otp("+8801712345678", "482913").await;
-    // A relay claims the message; its presence connection says it is alive.
-    let ghost_alive = db.presence("ghost").await;
-    let ghost = db
-        .store()
-        .claim(10, Duration::from_secs(60), "ghost")
-        .await
-        .unwrap();
-    assert_eq!(ghost.len(), 1);
+    let (id, ghost_alive) = claimed_by_live_relay(&db, "ghost").await;
 
     let sim = accepting("sim");
     run_until_idle(&db, [sim.clone()], quick_retries()).await;
@@ -87,12 +93,7 @@ async fn a_dead_relays_claims_go_back_at_once_and_a_live_ones_stay() {
 async fn a_lease_that_runs_out_frees_a_claim_whose_relay_seems_alive() {
     // A relay on a lost machine: its connection lingers until TCP gives up, the lease does not.
     let db = TestDb::new().await;
-    let id = db.otp("+8801712345678", "482913").await;
-    let _lingering = db.presence("lost").await;
-    db.store()
-        .claim(10, Duration::from_secs(60), "lost")
-        .await
-        .unwrap();
+    let (id, _lingering) = claimed_by_live_relay(&db, "lost").await;
     sqlx::query("UPDATE sms_outbox SET next_attempt_at = now()")
         .execute(&db.pool)
         .await
@@ -106,12 +107,7 @@ async fn a_lease_that_runs_out_frees_a_claim_whose_relay_seems_alive() {
 #[tokio::test]
 async fn until_drained_waits_for_another_relays_claim_and_gives_up_at_its_bound() {
     let db = TestDb::new().await;
-    let id = db.otp("+8801712345678", "482913").await;
-    let _alive = db.presence("other").await;
-    db.store()
-        .claim(10, Duration::from_secs(60), "other")
-        .await
-        .unwrap();
+    let (id, _alive) = claimed_by_live_relay(&db, "other").await;
     let relay = Relay::new(
         db.store(),
         chain([accepting("sim")]),
