@@ -9,7 +9,7 @@ use std::{
 };
 
 use tokio::{
-    sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc},
+    sync::{Notify, OwnedSemaphorePermit, mpsc},
     task::JoinSet,
     time::Instant,
 };
@@ -45,30 +45,42 @@ pub(super) struct Completer {
 }
 
 impl Completer {
-    /// Receives finished rounds until every sender is gone, writing whatever has arrived in one
-    /// statement, up to [`WRITERS`] statements at once. A slot is freed only once its round is
-    /// recorded, so `max_in_flight` bounds the unrecorded work too: a recorder that falls behind,
-    /// or cannot write, stops the relay from claiming more.
+    /// Receives finished rounds until every sender is gone and writes them in batches, up to
+    /// [`WRITERS`] statements at once. With no write under way, whatever has arrived is written at
+    /// once; while one is under way, the next batch keeps gathering until it is full or a write
+    /// ends, so a busy relay commits hundreds of rounds per statement instead of one. A slot is
+    /// freed only once its round is recorded, so `max_in_flight` bounds the unrecorded work too: a
+    /// recorder that falls behind, or cannot write, stops the relay from claiming more.
     pub(super) async fn run(self, mut rx: mpsc::UnboundedReceiver<Done>) {
         let this = Arc::new(self);
-        let writers = Arc::new(Semaphore::new(WRITERS));
         let vacuum = Arc::new(VacuumPace::default());
         let mut writing = JoinSet::new();
+        let mut batch = Vec::with_capacity(MAX_BATCH);
         loop {
-            // Waiting for a writer first lets the next batch gather meanwhile.
-            let Ok(writer) = writers.clone().acquire_owned().await else {
-                break;
-            };
-            let mut batch = Vec::with_capacity(MAX_BATCH);
-            if rx.recv_many(&mut batch, MAX_BATCH).await == 0 {
+            if batch.is_empty() && rx.recv_many(&mut batch, MAX_BATCH).await == 0 {
                 break;
             }
+            let gather = batch.len() < MAX_BATCH && !writing.is_empty();
+            let room = writing.len() < WRITERS;
+            if gather || !room {
+                let space = MAX_BATCH - batch.len();
+                tokio::select! {
+                    // A write ended: a writer is free, so go round and decide again.
+                    Some(_) = writing.join_next() => continue,
+                    received = rx.recv_many(&mut batch, space), if space > 0 => {
+                        if received > 0 {
+                            continue;
+                        }
+                        // Every sender is gone: write what is left as soon as a writer is free.
+                        if !room {
+                            writing.join_next().await;
+                        }
+                    }
+                }
+            }
+            let full = std::mem::replace(&mut batch, Vec::with_capacity(MAX_BATCH));
             let (this, vacuum) = (this.clone(), vacuum.clone());
-            writing.spawn(async move {
-                this.write(batch, &vacuum).await;
-                drop(writer);
-            });
-            while writing.try_join_next().is_some() {}
+            writing.spawn(async move { this.write(full, &vacuum).await });
         }
         writing.join_all().await;
     }
