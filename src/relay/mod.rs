@@ -335,10 +335,13 @@ impl Relay {
                 Some(_) => (poll / 10).max(Duration::from_millis(10)),
                 None => poll,
             };
+            // A run that ends when idle looks again as soon as its last round is recorded.
+            let ends_when_idle = !idle && !matches!(stop, StopWhen::Cancelled);
             tokio::select! {
                 biased;
                 () = cancel.cancelled() => break,
                 () = wake.notified() => {}
+                _ = slots.acquire_many(self.settings.max_in_flight), if ends_when_idle => {}
                 () = tokio::time::sleep(nap) => {}
             }
         }
