@@ -6,6 +6,7 @@
 #
 #   cargo build --release && benches/drain.sh postgres://postgres@127.0.0.1:5432 [CEILING_SCRIPT]
 #   SMS_RELAY_BIN=/path/to/another/sms-relay benches/drain.sh …   # the same figure for another build
+#   SSLMODE=prefer benches/drain.sh …   # over TLS (the default connects as the ceiling does: no TLS)
 set -euo pipefail
 base=${1:?usage: drain.sh POSTGRES_URL_WITHOUT_DATABASE [CEILING_SCRIPT]}
 ceiling=${2:-}
@@ -20,13 +21,13 @@ psql "$url" -qXAt -c "SELECT count(sms_enqueue('+8801' || lpad(i::text, 9, '0'),
     jsonb_build_object('code', lpad((i % 1000000)::text, 6, '0')))) FROM generate_series(1, $N) AS i" >/dev/null
 psql "$url" -qXc "vacuum analyze" >/dev/null
 start=$(date +%s.%N)
-DATABASE_URL=$url RUST_LOG=warn SMS_RELAY__WEBHOOKS__LISTEN="" \
-  /usr/bin/time -f "%M" -o "/tmp/drain-rss-$$" "$bin" run --until-idle
+DATABASE_URL="$url?sslmode=${SSLMODE:-disable}" RUST_LOG=warn SMS_RELAY__WEBHOOKS__LISTEN="" \
+  /usr/bin/time -f "%U %S %M" -o "/tmp/drain-rss-$$" "$bin" run --until-idle
 end=$(date +%s.%N)
-rss_kib=$(tail -1 "/tmp/drain-rss-$$"); rm -f "/tmp/drain-rss-$$"
+read -r cpu_user cpu_sys rss_kib < <(tail -1 "/tmp/drain-rss-$$"); rm -f "/tmp/drain-rss-$$"
 sent=$(psql "$url" -qXAt -c "select count(*) from sms_outbox where state = 'sent'")
 rate=$(python3 -c "print(round($sent / ($end - $start)))")
-echo "drain: $sent of $N sent in $(python3 -c "print(round($end - $start, 2))") s: $rate msgs/s, relay peak RSS $(python3 -c "print(round($rss_kib / 1024, 1))") MiB"
+echo "drain: $sent of $N sent in $(python3 -c "print(round($end - $start, 2))") s: $rate msgs/s, relay peak RSS $(python3 -c "print(round($rss_kib / 1024, 1))") MiB, relay CPU ${cpu_user} s user + ${cpu_sys} s sys"
 if [ -n "$ceiling" ]; then
   line=$("$ceiling" "$base" | tail -1)
   echo "$line"
