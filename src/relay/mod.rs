@@ -289,16 +289,17 @@ impl Relay {
                     let _ = done_tx.send(completer::Done { finish, permit });
                 });
             }
-            if got > 0 {
-                // Awake and working: inserts need not notify us until we sleep again.
+            if got == want as usize {
+                // A full batch: a backlog. Inserts need not notify us until we sleep again.
                 if registered.take().is_some() {
                     self.log_registration(self.store.deregister_sleeper(&self.relay_id).await);
                 }
                 continue;
             }
-
-            // Nothing due that we could take. Register as idle so commits NOTIFY us, and after a
-            // fresh registration look once more, so a commit just before it is not missed.
+            // Nothing more due that we could take. Register as idle so commits NOTIFY us, and after
+            // a fresh registration look once more, so a commit just before it is not missed. A
+            // partial batch stays registered: a trickle costs one claim per wake-up, not a claim
+            // and two registrations.
             if registered.is_none_or(|at| at.elapsed() >= poll / 2) {
                 let fresh = registered.is_none();
                 self.log_registration(self.store.register_sleeper(&self.relay_id).await);
