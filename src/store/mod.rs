@@ -1,10 +1,9 @@
 //! Every SQL statement the relay runs lives in this module.
 
 mod circuits;
-mod claim;
-mod complete;
+mod countries;
 mod enqueue;
-mod leases;
+mod lifecycle;
 mod receipts;
 mod status;
 mod wakeup;
@@ -12,10 +11,8 @@ mod wakeup;
 use sqlx::PgPool;
 
 pub use circuits::CircuitRow;
-pub use claim::ClaimedMessage;
-pub use complete::{Disposition, Finish};
 pub use enqueue::{EnqueueError, EnqueueRequest, Refusal, enqueue};
-pub use leases::{MAX_RELAY_ID_LEN, presence_name};
+pub use lifecycle::{ClaimedMessage, Disposition, Finish, MAX_RELAY_ID_LEN, presence_name};
 pub use receipts::{Recorded, ResendRule, Via};
 pub use status::{AttemptCount, StateCount, Status};
 pub use wakeup::WAKEUP_CHANNEL;
@@ -40,6 +37,14 @@ fn is_data_error(error: &sqlx::Error) -> bool {
         .as_database_error()
         .and_then(|db| db.code())
         .is_some_and(|code| code.starts_with("22") || code.starts_with("23"))
+}
+
+/// The largest cost `numeric(14, 6)` holds, in micros; a larger reported price is dropped.
+const MAX_COST_MICROS: i64 = 99_999_999_999_999;
+
+/// Text as PostgreSQL accepts it: no NUL characters.
+fn pg_text(s: &str) -> String {
+    s.replace('\0', "")
 }
 
 /// Result alias for store calls.

@@ -5,11 +5,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::{
-    Result, Store,
-    complete::{MAX_COST_MICROS, pg_text},
-    is_data_error,
-};
+use super::{MAX_COST_MICROS, Result, Store, is_data_error, pg_text};
 use crate::{providers::settings::is_currency, receipts::Receipt};
 
 /// Where a receipt came from (`sms_receipts.via`).

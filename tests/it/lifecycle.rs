@@ -1,6 +1,7 @@
-//! The message lifecycle the schema keeps (migration 20261129000006): the state machine
-//! (`sms_transition_allowed`, refused changes raise SR013), `sent_at`, a newer message withdrawing
-//! a pending resend, the params guard (SR012), and whatever odd params an auth backend may write.
+//! The message lifecycle the schema keeps: the state machine (`sms_transition_allowed`, refused
+//! changes raise SR013), `sent_at`, a newer message withdrawing a pending resend, an operator's
+//! retry and cancel (`sms_retry`, `sms_cancel`, refused with SR014), the params guard (SR012), and
+//! whatever odd params an auth backend may write.
 
 use std::time::Duration;
 
@@ -24,6 +25,7 @@ use crate::{
 const NUMBER: &str = "+8801712345678";
 const TRANSITION_REFUSED: &str = "SR013";
 const UNSENDABLE_PARAMS: &str = "SR012";
+const OPERATOR_REFUSED: &str = "SR014";
 
 // ---------------------------------------------------------------------------------------------
 // Bringing real messages into each state
@@ -96,7 +98,7 @@ impl State {
 
 /// The state machine as the comment above `sms_transition_allowed` states it:
 /// (from, to, was_sent), `None` for "any".
-const COMMENTED_TABLE: [(State, State, Option<bool>); 9] = [
+const COMMENTED_TABLE: [(State, State, Option<bool>); 10] = [
     (State::Pending, State::Sending, None),
     (State::Pending, State::Cancelled, Some(false)),
     (State::Pending, State::Sent, Some(true)),
@@ -106,6 +108,7 @@ const COMMENTED_TABLE: [(State, State, Option<bool>); 9] = [
     (State::Sending, State::Expired, Some(false)),
     (State::Sending, State::Cancelled, Some(false)),
     (State::Sent, State::Pending, Some(true)),
+    (State::Failed, State::Pending, Some(false)),
 ];
 
 /// Whether the commented table allows a change (staying in a state is always allowed).
@@ -381,8 +384,8 @@ transitions! {
     sent_to_failed_is_refused: Sent -> Failed Refused;
     sent_to_expired_is_refused: Sent -> Expired Refused;
     sent_to_cancelled_is_refused: Sent -> Cancelled Refused;
-    // failed, expired and cancelled are final
-    failed_to_pending_is_refused: Failed -> Pending Refused;
+    // failed is final but for an operator's retry; expired and cancelled are final
+    failed_to_pending_when_never_sent: Failed -> Pending Allowed;
     failed_to_sending_is_refused: Failed -> Sending Refused;
     failed_to_sent_is_refused: Failed -> Sent Refused;
     failed_to_expired_is_refused: Failed -> Expired Refused;
@@ -583,6 +586,182 @@ async fn a_newer_code_withdraws_a_waiting_resend_and_the_message_stays_sent() {
         1,
         "the resend never went out"
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// An operator's retry and cancel (SR014)
+// ---------------------------------------------------------------------------------------------
+
+/// Runs an operator event on `id`; `Err` holds the SQLSTATE of a refusal.
+async fn operator(db: &TestDb, sql: &'static str, id: Uuid) -> Result<(), String> {
+    sqlx::query(sql)
+        .bind(id)
+        .execute(&db.pool)
+        .await
+        .map(|_| ())
+        .map_err(|e| {
+            e.as_database_error()
+                .and_then(|d| d.code())
+                .map(|c| c.into_owned())
+                .unwrap_or_else(|| e.to_string())
+        })
+}
+
+const RETRY: &str = "SELECT sms_retry($1)";
+const CANCEL: &str = "SELECT sms_cancel($1, 'customer asked')";
+
+/// `sql` refused with SR014 for a message in each of `starts`, and the row left as it was.
+async fn refused_for(sql: &'static str, starts: &[Start]) {
+    for &start in starts {
+        let db = TestDb::new().await;
+        let id = message_in(&db, start).await;
+        let before = snapshot(&db, id).await;
+        assert_eq!(
+            operator(&db, sql, id).await,
+            Err(OPERATOR_REFUSED.to_owned()),
+            "{sql} for {start:?}"
+        );
+        assert_eq!(
+            snapshot(&db, id).await,
+            before,
+            "{sql} for {start:?}: unchanged"
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_operator_retry_gives_a_failed_message_one_more_round_and_the_relay_sends_it() {
+    let db = TestDb::new().await;
+    let id = message_in(&db, Start::Failed).await;
+    operator(&db, RETRY, id).await.unwrap();
+    let (state, last_error) = db.state_of(id).await;
+    assert_eq!(state, "pending");
+    assert_eq!(
+        last_error.as_deref(),
+        Some("retried by an operator; before: test")
+    );
+
+    let sim = accepting("sim");
+    run_until_idle(&db, [sim.clone()], quick_retries()).await;
+    assert_eq!(sim.sent(), 1);
+    assert_eq!(db.state_of(id).await.0, "sent");
+    assert_eq!(
+        db.attempts_of(id).await,
+        [("sim".into(), 2, 1, "accepted".into())],
+        "the retry is the message's second round"
+    );
+}
+
+#[tokio::test]
+async fn an_operator_retry_brings_a_waiting_retry_forward() {
+    let db = TestDb::new().await;
+    let id = db.otp(NUMBER, "482913").await;
+    sqlx::query(
+        "UPDATE sms_outbox SET next_attempt_at = now() + interval '1 minute' WHERE id = $1",
+    )
+    .bind(id)
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    assert!(
+        db.store()
+            .claim(10, Duration::from_secs(60), "r")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    operator(&db, RETRY, id).await.unwrap();
+    claim(&db, id).await;
+}
+
+#[tokio::test]
+async fn an_operator_retry_is_refused_for_a_message_sent_in_flight_or_closed() {
+    refused_for(
+        RETRY,
+        &[
+            Start::Sending,
+            Start::Sent,
+            Start::PendingResend,
+            Start::SendingResend,
+            Start::Expired,
+            Start::Cancelled,
+        ],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn an_operator_retry_is_refused_once_the_code_is_no_longer_valid() {
+    let db = TestDb::new().await;
+    let id = message_in(&db, Start::Failed).await;
+    sqlx::query("UPDATE sms_outbox SET expires_at = now() + interval '1 second' WHERE id = $1")
+        .bind(id)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        operator(&db, RETRY, id).await,
+        Err(OPERATOR_REFUSED.to_owned())
+    );
+    assert_eq!(db.state_of(id).await.0, "failed");
+    assert_eq!(
+        operator(&db, RETRY, Uuid::nil()).await,
+        Err(OPERATOR_REFUSED.to_owned()),
+        "an unknown id"
+    );
+}
+
+#[tokio::test]
+async fn an_operator_cancel_ends_a_waiting_message_and_the_relay_leaves_it() {
+    let db = TestDb::new().await;
+    let id = db.otp(NUMBER, "482913").await;
+    operator(&db, CANCEL, id).await.unwrap();
+    assert_eq!(
+        db.state_of(id).await,
+        (
+            "cancelled".into(),
+            Some("cancelled by an operator: customer asked".into())
+        )
+    );
+    let sim = accepting("sim");
+    run_until_idle(&db, [sim.clone()], quick_retries()).await;
+    assert_eq!(sim.sent(), 0);
+}
+
+#[tokio::test]
+async fn an_operator_cancel_of_a_waiting_resend_withdraws_it_and_the_message_stays_sent() {
+    let db = TestDb::new().await;
+    let id = message_in(&db, Start::PendingResend).await;
+    let first_sent = sent_at(&db, id).await;
+    operator(&db, CANCEL, id).await.unwrap();
+    assert_eq!(
+        db.state_of(id).await,
+        (
+            "sent".into(),
+            Some("resend withdrawn by an operator: customer asked".into())
+        )
+    );
+    assert_eq!(sent_at(&db, id).await, first_sent);
+    let sim = accepting("sim");
+    run_until_idle(&db, [sim.clone()], quick_retries()).await;
+    assert_eq!(sim.sent(), 0, "the resend never went out");
+}
+
+#[tokio::test]
+async fn an_operator_cancel_is_refused_in_flight_once_closed_and_without_a_reason() {
+    refused_for(
+        CANCEL,
+        &[
+            Start::Sending,
+            Start::SendingResend,
+            Start::Sent,
+            Start::Failed,
+            Start::Expired,
+            Start::Cancelled,
+        ],
+    )
+    .await;
+    refused_for("SELECT sms_cancel($1, ' ')", &[Start::Pending]).await;
 }
 
 // ---------------------------------------------------------------------------------------------

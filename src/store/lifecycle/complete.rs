@@ -2,7 +2,7 @@
 
 use uuid::Uuid;
 
-use super::{Result, Store};
+use crate::store::{MAX_COST_MICROS, Result, Store, pg_text};
 use crate::{
     domain::Segments,
     providers::{AttemptRecord, settings::is_currency},
@@ -149,14 +149,6 @@ SELECT a.message_id, a.attempt_number, a.chain_step, a.provider, a.template, $7,
          cause, resend_reason, country, operator)
 ON CONFLICT (message_id, attempt_number, chain_step) DO NOTHING
 "#;
-
-/// The largest cost `numeric(14, 6)` holds, in micros; a larger reported price is dropped.
-pub(super) const MAX_COST_MICROS: i64 = 99_999_999_999_999;
-
-/// Text as PostgreSQL accepts it: no NUL characters.
-pub(super) fn pg_text(s: &str) -> String {
-    s.replace('\0', "")
-}
 
 /// Column arrays for the attempt rows of a batch.
 #[derive(Default)]

@@ -11,7 +11,7 @@
 
 use uuid::Uuid;
 
-use super::{Result, Store};
+use crate::store::{Result, Store};
 
 /// What a relay's presence connection calls itself in `pg_stat_activity`.
 pub fn presence_name(relay_id: &str) -> String {

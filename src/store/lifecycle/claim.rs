@@ -4,8 +4,7 @@ use std::time::Duration;
 
 use uuid::Uuid;
 
-use super::{Result, Store};
-use crate::domain::destination::Countries;
+use crate::store::{Result, Store};
 
 /// A message this relay now holds until its lease runs out.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -80,15 +79,6 @@ RETURNING o.id, o.seq, o.recipient, o.template, o.locale, o.params::text AS para
 "#;
 
 impl Store {
-    /// The country table (`sms_country_prefixes`), read once when a relay starts.
-    pub async fn countries(&self) -> Result<Countries> {
-        let rows: Vec<(String, String)> =
-            sqlx::query_as("SELECT prefix, country::text FROM sms_country_prefixes")
-                .fetch_all(&self.pool)
-                .await?;
-        Ok(Countries::new(rows))
-    }
-
     /// Claims up to `limit` due messages for `lease`, in priority then deadline order.
     pub async fn claim(
         &self,
