@@ -1,11 +1,13 @@
 //! The real `sms-relay` binary: crash safety under SIGKILL, graceful SIGTERM, the CLI surface,
-//! and logs that never carry a full number.
+//! logs that never carry a full number, and one clock when the host's is wrong.
 
 use std::process::Stdio;
 
 use crate::support::{
     TestDb,
-    cli::{Scratch, journal_counts, output, sigterm, sms_relay, spawn_run, text},
+    cli::{
+        Scratch, journal_counts, output, sigterm, sms_relay, sms_relay_with_clock, spawn_run, text,
+    },
     eventually, within,
 };
 
@@ -311,5 +313,33 @@ async fn run_serves_health_and_readiness_and_refuses_a_taken_address() {
         get("/healthz").await,
         0,
         "the server stopped with the relay"
+    );
+}
+
+#[tokio::test]
+async fn a_relay_whose_host_clock_is_a_minute_behind_stamps_attempts_on_the_database_clock() {
+    let db = TestDb::new().await;
+    let id = db.otp("+8801712345678", "482913").await;
+    let out = output(sms_relay_with_clock(&db, "-60s").args(["run", "--until-idle"]));
+    let log = text(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    assert!(
+        log.contains("this host's clock differs from the database's"),
+        "the relay says its host clock is off: {log}"
+    );
+    assert_eq!(db.state_of(id).await.0, "sent");
+    // On the host's clock the call would have started a minute before the message existed.
+    let (in_order, attempts): (bool, i64) = sqlx::query_as(
+        "SELECT bool_and(o.created_at <= a.started_at AND a.started_at <= a.finished_at \
+                         AND a.finished_at <= now()), count(*) \
+           FROM sms_attempts a JOIN sms_outbox o ON o.id = a.message_id",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(attempts, 1);
+    assert!(
+        in_order,
+        "enqueue <= call start <= call end <= now, all on the database's clock"
     );
 }

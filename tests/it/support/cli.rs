@@ -17,12 +17,25 @@ pub fn sms_relay(db: &TestDb) -> Command {
 /// `sms-relay` against the database at `url` (see [`sms_relay`]).
 pub fn sms_relay_at(url: &str) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_sms-relay"));
+    against(&mut cmd, url);
+    cmd
+}
+
+/// [`sms_relay`] with this host's clock moved by `offset` (libfaketime's syntax, e.g. `-60s`)
+/// for the relay alone, through the `faketime` command (Debian package `faketime`).
+pub fn sms_relay_with_clock(db: &TestDb, offset: &str) -> Command {
+    let mut cmd = Command::new("faketime");
+    cmd.args(["-f", offset, env!("CARGO_BIN_EXE_sms-relay")]);
+    against(&mut cmd, &db.url);
+    cmd
+}
+
+fn against(cmd: &mut Command, url: &str) {
     cmd.env("DATABASE_URL", url)
         .env_remove("SMS_RELAY_CONFIG")
         .env("SMS_RELAY__WEBHOOKS__LISTEN", "127.0.0.1:0")
         .env("RUST_LOG", "debug")
         .stdin(Stdio::null());
-    cmd
 }
 
 /// Runs `cmd` to completion.
