@@ -1,6 +1,6 @@
 //! Chaos: relays SIGKILLed alone and at random, their database connections terminated,
-//! PostgreSQL restarted, a provider that takes a request and never answers, and
-//! `run --until-idle` after a relay died.
+//! PostgreSQL restarted, a provider that takes a request and never answers,
+//! `run --until-idle` after a relay died, and claims that never reached their relay.
 //!
 //! Every test checks that nothing is lost (each message ends `sent`, or final with a reason) and
 //! that the duplicates (journal lines beyond one per message id) are at most the messages that
@@ -625,4 +625,42 @@ async fn a_relay_restarted_under_the_same_id_gets_its_old_claims_back() {
     }
     assert_nothing_lost(&db, &ids, &journal, at_kill.count).await;
     assert!(second.stop().await.success());
+}
+
+/// Claims up to `n` due messages as relay `relay_id` with a ten-minute lease, as a relay whose
+/// claim committed but whose process never saw the rows.
+async fn claim_as(db: &TestDb, relay_id: &str, n: u32) -> Vec<Uuid> {
+    db.store()
+        .claim(n, Duration::from_millis(LEASE_MS), relay_id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.id)
+        .collect()
+}
+
+#[tokio::test]
+async fn claims_that_never_reached_their_relay_go_back_and_the_held_ones_stay() {
+    let db = TestDb::new().await;
+    db.otps(6).await;
+    let mine = claim_as(&db, "r1", 4).await;
+    let theirs = claim_as(&db, "r2", 2).await;
+    assert_eq!((mine.len(), theirs.len()), (4, 2));
+
+    // r1 holds its first message; the other three never reached it.
+    let released = db.store().release_unheld("r1", &mine[..1]).await.unwrap();
+    assert_eq!(released, 3);
+    for id in &mine[1..] {
+        assert_eq!(
+            db.state_of(*id).await,
+            (
+                "pending".into(),
+                Some("put back: its claim did not reach the relay".into())
+            )
+        );
+    }
+    assert_eq!(db.state_of(mine[0]).await.0, "sending", "held: kept");
+    for id in &theirs {
+        assert_eq!(db.state_of(*id).await.0, "sending", "another relay's: kept");
+    }
 }
