@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # The drain figure: N OTPs enqueued through sms_enqueue() in one transaction into a fresh database,
-# VACUUM ANALYZE, then one `sms-relay run --until-idle` (default settings, the built-in simulator)
-# timed from start to exit, with the relay's peak RSS. Pass a ceiling script (e.g.
+# VACUUM ANALYZE, CHECKPOINT, then one `sms-relay run --until-idle` (default settings, the built-in
+# simulator) timed from start to exit, with the relay's peak RSS. Pass a ceiling script (e.g.
 # ../shared/bench/ceiling.sh) to run it against the same server right after and print the ratio.
 #
 #   cargo build --release && benches/drain.sh postgres://postgres@127.0.0.1:5432 [CEILING_SCRIPT]
 #   SMS_RELAY_BIN=/path/to/another/sms-relay benches/drain.sh …   # the same figure for another build
 #   SSLMODE=prefer benches/drain.sh …   # over TLS (the default connects as the ceiling does: no TLS)
+#   HISTORY=2000000 benches/drain.sh …  # the same drain with that many finished messages (one
+#                                       # delivered attempt each) already in the tables
 set -euo pipefail
 base=${1:?usage: drain.sh POSTGRES_URL_WITHOUT_DATABASE [CEILING_SCRIPT]}
 ceiling=${2:-}
@@ -17,15 +19,35 @@ psql "$base/postgres" -qXc "create database $db" >/dev/null
 trap 'psql "$base/postgres" -qXc "drop database if exists $db with (force)" >/dev/null 2>&1' EXIT
 url="$base/$db"
 DATABASE_URL=$url RUST_LOG=warn "$bin" migrate >/dev/null
+if [ "${HISTORY:-0}" -gt 0 ]; then
+  # Finished history, written directly (triggers off: these rows were never enqueued here).
+  psql "$url" -qX -v ON_ERROR_STOP=1 >/dev/null <<SQL
+SET session_replication_role = replica;
+INSERT INTO sms_outbox (seq, state, recipient, template, params, purpose, expires_at, next_attempt_at,
+                        attempts, created_at, finished_at, sent_at)
+SELECT nextval('sms_outbox_seq'), 'sent', '+8801' || lpad((900000000 + i)::text, 9, '0'), 'otp',
+       '{"code": "123456"}', 'login', t + interval '5 minutes', t, 1, t, t, t
+  FROM generate_series(1, $HISTORY) AS i, LATERAL (SELECT now() - interval '1 day' + i * interval '1 ms') AS c(t);
+INSERT INTO sms_attempts (message_id, attempt_number, chain_step, provider, template, relay_id, started_at,
+                          finished_at, outcome, provider_message_id, segments, encoding, client_ref, cause,
+                          country, operator, delivery_status, delivered_at, receipt_at)
+SELECT id, 1, 1, 'simulator', 'otp', 'history', sent_at, sent_at, 'accepted', 'SIM' || seq, 1, 'gsm7',
+       seq || 'r1s1', 'first', 'BD', 'unknown', 'delivered', sent_at + interval '3 s', sent_at + interval '3 s'
+  FROM sms_outbox;
+SQL
+fi
 psql "$url" -qXAt -c "SELECT count(sms_enqueue('+8801' || lpad(i::text, 9, '0'), 'otp',
     jsonb_build_object('code', lpad((i % 1000000)::text, 6, '0')))) FROM generate_series(1, $N) AS i" >/dev/null
 psql "$url" -qXc "vacuum analyze" >/dev/null
+# The setup's dirty pages are flushed before the clock starts, not by a checkpoint during the drain.
+psql "$url" -qXc "checkpoint" >/dev/null
 start=$(date +%s.%N)
 DATABASE_URL="$url?sslmode=${SSLMODE:-disable}" RUST_LOG=warn SMS_RELAY__WEBHOOKS__LISTEN="" \
   /usr/bin/time -f "%U %S %M" -o "/tmp/drain-rss-$$" "$bin" run --until-idle
 end=$(date +%s.%N)
 read -r cpu_user cpu_sys rss_kib < <(tail -1 "/tmp/drain-rss-$$"); rm -f "/tmp/drain-rss-$$"
 sent=$(psql "$url" -qXAt -c "select count(*) from sms_outbox where state = 'sent'")
+sent=$((sent - ${HISTORY:-0}))
 rate=$(python3 -c "print(round($sent / ($end - $start)))")
 echo "drain: $sent of $N sent in $(python3 -c "print(round($end - $start, 2))") s: $rate msgs/s, relay peak RSS $(python3 -c "print(round($rss_kib / 1024, 1))") MiB, relay CPU ${cpu_user} s user + ${cpu_sys} s sys"
 if [ -n "$ceiling" ]; then
