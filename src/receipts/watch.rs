@@ -31,6 +31,9 @@ pub struct Sweeper {
 /// How long an unmatched receipt is matched again.
 const REMATCH_WITHIN: Duration = Duration::from_secs(600);
 
+/// Attempts marked `unknown` per statement.
+const UNKNOWN_BATCH: u32 = 5_000;
+
 impl Sweeper {
     /// A sweeper for `config`'s providers.
     pub fn new(config: &Config, store: Store) -> Self {
@@ -99,7 +102,7 @@ impl Sweeper {
             .collect();
         match self
             .store
-            .expire_receipts(&every, self.settings.unknown_after())
+            .expire_receipts(&every, self.settings.unknown_after(), UNKNOWN_BATCH)
             .await
         {
             Ok(0) => {}

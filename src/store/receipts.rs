@@ -115,6 +115,21 @@ SELECT count(*) FILTER (WHERE sms_resend(a.id, $1, $2, $3 * interval '1 millisec
    AND o.expires_at > now() + $3 * interval '1 millisecond'
 "#;
 
+/// Up to `$3` accepted attempts of providers `$1` whose final receipt is `$2` ms overdue become
+/// `unknown`, found through `sms_attempts_awaiting_receipt_idx`. Rows a receipt is updating right
+/// now are skipped (that receipt settles them).
+const EXPIRE_RECEIPTS: &str = r#"
+UPDATE sms_attempts SET delivery_status = 'unknown'
+ WHERE id = ANY (ARRAY(
+        SELECT id FROM sms_attempts
+         WHERE outcome = 'accepted'
+           AND (delivery_status IS NULL OR delivery_status IN ('queued', 'enroute'))
+           AND provider = ANY ($1)
+           AND finished_at <= now() - $2 * interval '1 millisecond'
+         LIMIT $3
+         FOR UPDATE SKIP LOCKED))
+"#;
+
 impl Store {
     /// Records `receipts` from the provider kind `source`, matching them against attempts of the
     /// providers named in `providers`. Each receipt is one call of `sms_record_receipt`, atomic on
@@ -225,20 +240,28 @@ impl Store {
     }
 
     /// Marks accepted attempts of `providers` that got no final receipt within `window` as
-    /// `unknown`.
-    pub async fn expire_receipts(&self, providers: &[String], window: Duration) -> Result<u64> {
-        let done = sqlx::query(
-            "UPDATE sms_attempts SET delivery_status = 'unknown' \
-              WHERE outcome = 'accepted' \
-                AND (delivery_status IS NULL OR delivery_status IN ('queued', 'enroute')) \
-                AND provider = ANY ($1) \
-                AND finished_at <= now() - $2 * interval '1 millisecond'",
-        )
-        .bind(providers)
-        .bind(interval_ms(window))
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected())
+    /// `unknown`, `batch` rows per statement until none is left, so a backlog of millions (the
+    /// first pass after an outage) never becomes one long write that holds its rows from the
+    /// receipts arriving meanwhile.
+    pub async fn expire_receipts(
+        &self,
+        providers: &[String],
+        window: Duration,
+        batch: u32,
+    ) -> Result<u64> {
+        let mut total = 0;
+        loop {
+            let done = sqlx::query(EXPIRE_RECEIPTS)
+                .bind(providers)
+                .bind(interval_ms(window))
+                .bind(i64::from(batch))
+                .execute(&self.pool)
+                .await?;
+            total += done.rows_affected();
+            if done.rows_affected() < u64::from(batch) {
+                return Ok(total);
+            }
+        }
     }
 
     /// Picks up to `limit` accepted attempts of `provider` still waiting for a final receipt, at

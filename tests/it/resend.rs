@@ -11,7 +11,7 @@ use uuid::Uuid;
 use crate::{
     fakes::Kind,
     receipts::{Dlr, Poster, Scene, accepted_attempt},
-    support::{TestDb, http_chain, quick_retries, run_chain_until_idle},
+    support::{TestDb, accepting, http_chain, quick_retries, run_chain_until_idle, run_until_idle},
 };
 
 /// (provider, round, cause, resend_reason, outcome) of each attempt of `id`, in order.
@@ -200,7 +200,7 @@ async fn attempts_without_a_final_receipt_become_unknown_until_one_comes() {
     let s = scene(&[Kind::Twilio], None, |_| {}).await;
     let store = s.db.store();
     let names = ["p1".to_owned()];
-    let expire = async |window| store.expire_receipts(&names, window).await.unwrap();
+    let expire = async |window| store.expire_receipts(&names, window, 100).await.unwrap();
     assert_eq!(expire(Duration::from_secs(60)).await, 0);
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(expire(Duration::from_millis(100)).await, 1);
@@ -210,6 +210,24 @@ async fn attempts_without_a_final_receipt_become_unknown_until_one_comes() {
     assert_eq!(s.delivery().await.as_deref(), Some("unknown"));
     assert_eq!(s.twilio("delivered", "").await, StatusCode::OK);
     assert_eq!(s.delivery().await.as_deref(), Some("delivered"));
+}
+
+#[tokio::test]
+async fn the_unknown_window_marks_a_backlog_in_batches_until_none_is_left() {
+    let db = TestDb::new().await;
+    db.otps(5).await;
+    run_until_idle(&db, [accepting("sim")], quick_retries()).await;
+    let marked = db
+        .store()
+        .expire_receipts(&["sim".to_owned()], Duration::ZERO, 2)
+        .await
+        .unwrap();
+    assert_eq!(marked, 5, "every overdue attempt, two per statement");
+    assert_eq!(
+        db.count("SELECT count(*) FROM sms_attempts WHERE delivery_status = 'unknown'")
+            .await,
+        5
+    );
 }
 
 #[tokio::test]

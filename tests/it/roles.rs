@@ -283,7 +283,7 @@ async fn the_relay_runs_as_its_own_role() {
     assert_eq!((recorded.applied, recorded.resent), (1, 1));
     assert_eq!(db.state_of(ids[0]).await.0, "pending");
     store
-        .expire_receipts(&["sim".into()], Duration::ZERO)
+        .expire_receipts(&["sim".into()], Duration::ZERO, 100)
         .await
         .expect("the no-receipt window as sms_relay_worker");
     store
