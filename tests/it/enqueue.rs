@@ -6,7 +6,7 @@ use serde_json::json;
 use sms_relay::store::{EnqueueError, EnqueueRequest, Refusal, enqueue};
 use sqlx::{Connection, PgConnection, postgres::PgListener};
 
-use crate::support::{TestDb, accepting, otp_request, quick_retries, run_until_idle, within};
+use crate::support::{TestDb, otp_request, quick_retries, run_until_idle, send_due, within};
 
 const NUMBER: &str = "+8801712345678";
 
@@ -19,8 +19,7 @@ async fn committed_enqueue_is_sent_exactly_once() {
         .unwrap();
     tx.commit().await.unwrap();
 
-    let sim = accepting("sim");
-    run_until_idle(&db, [sim.clone()], quick_retries()).await;
+    let sim = send_due(&db).await;
     run_until_idle(&db, [sim.clone()], quick_retries()).await;
 
     assert_eq!(sim.sent(), 1);
@@ -40,8 +39,7 @@ async fn rolled_back_enqueue_leaves_nothing() {
         .unwrap();
     tx.rollback().await.unwrap();
 
-    let sim = accepting("sim");
-    run_until_idle(&db, [sim.clone()], quick_retries()).await;
+    let sim = send_due(&db).await;
 
     assert_eq!(sim.calls(), 0);
     assert_eq!(db.count("SELECT count(*) FROM sms_outbox").await, 0);
@@ -371,8 +369,7 @@ async fn the_same_idempotency_key_returns_the_first_message() {
     assert_eq!(first, again);
     assert_eq!(db.count("SELECT count(*) FROM sms_outbox").await, 1);
 
-    let sim = accepting("sim");
-    run_until_idle(&db, [sim.clone()], quick_retries()).await;
+    let sim = send_due(&db).await;
     assert_eq!(sim.sent(), 1);
 }
 
@@ -427,8 +424,7 @@ async fn a_new_code_supersedes_older_unsent_ones() {
             .unwrap();
     assert_eq!(superseded_by, Some(new));
 
-    let sim = accepting("sim");
-    run_until_idle(&db, [sim.clone()], quick_retries()).await;
+    let sim = send_due(&db).await;
     assert_eq!(sim.sent(), 2, "the new code and the other purpose's code");
     assert_eq!(db.state_of(new).await.0, "sent");
     assert_eq!(db.state_of(other_purpose).await.0, "sent");

@@ -18,7 +18,7 @@ use crate::{
     fakes::{FakeProvider, Kind},
     support::{
         TestDb, accepting, http_chain, otp_request, provider_config, quick_retries,
-        run_chain_until_idle, run_until_idle, sent_round,
+        run_chain_until_idle, run_until_idle, send_due, sent_round,
     },
 };
 
@@ -575,8 +575,7 @@ async fn a_newer_code_withdraws_a_waiting_resend_and_the_message_stays_sent() {
     assert_eq!(db.state_of(newer).await.0, "pending");
 
     // The relay sends the newer code, and nothing more of the old one.
-    let sim = accepting("sim");
-    run_until_idle(&db, [sim.clone()], quick_retries()).await;
+    let sim = send_due(&db).await;
     assert_eq!(sim.sent(), 1);
     assert_eq!(db.state_of(newer).await.0, "sent");
     assert_eq!(db.state_of(old).await.0, "sent");
@@ -641,8 +640,7 @@ async fn an_operator_retry_gives_a_failed_message_one_more_round_and_the_relay_s
         Some("retried by an operator; before: test")
     );
 
-    let sim = accepting("sim");
-    run_until_idle(&db, [sim.clone()], quick_retries()).await;
+    let sim = send_due(&db).await;
     assert_eq!(sim.sent(), 1);
     assert_eq!(db.state_of(id).await.0, "sent");
     assert_eq!(
@@ -723,8 +721,7 @@ async fn an_operator_cancel_ends_a_waiting_message_and_the_relay_leaves_it() {
             Some("cancelled by an operator: customer asked".into())
         )
     );
-    let sim = accepting("sim");
-    run_until_idle(&db, [sim.clone()], quick_retries()).await;
+    let sim = send_due(&db).await;
     assert_eq!(sim.sent(), 0);
 }
 
@@ -742,8 +739,7 @@ async fn an_operator_cancel_of_a_waiting_resend_withdraws_it_and_the_message_sta
         )
     );
     assert_eq!(sent_at(&db, id).await, first_sent);
-    let sim = accepting("sim");
-    run_until_idle(&db, [sim.clone()], quick_retries()).await;
+    let sim = send_due(&db).await;
     assert_eq!(sim.sent(), 0, "the resend never went out");
 }
 
@@ -905,8 +901,7 @@ async fn unsendable_params_are_refused_with_sr012_and_the_limits_are_accepted() 
     );
 
     // What the guard lets through, the relay sends.
-    let sim = accepting("sim");
-    run_until_idle(&db, [sim.clone()], quick_retries()).await;
+    let sim = send_due(&db).await;
     for id in ids {
         assert_eq!(db.state_of(id).await.0, "sent");
     }

@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::support::{
     TestDb, accepting, failing, otp_request, quick_retries, run_chain_until_drained,
-    run_until_idle, settings, simulator, within,
+    run_until_idle, send_due, settings, simulator, within,
 };
 
 const NUMBER: &str = "+8801712345678";
@@ -170,8 +170,7 @@ async fn a_message_claimed_after_its_validity_is_expired_without_a_send() {
         .execute(&db.pool)
         .await
         .unwrap();
-    let sim = accepting("sim");
-    run_until_idle(&db, [sim.clone()], quick_retries()).await;
+    let sim = send_due(&db).await;
     assert_eq!(db.state_of(id).await.0, "expired");
     assert_eq!(sim.calls(), 0);
 }
@@ -216,8 +215,7 @@ async fn a_poison_row_fails_with_a_reason_and_blocks_nobody() {
         .unwrap();
     let healthy = db.otps(50).await;
 
-    let sim = accepting("sim");
-    run_until_idle(&db, [sim.clone()], quick_retries()).await;
+    let sim = send_due(&db).await;
 
     let (state, reason) = db.state_of(poison_params).await;
     assert_eq!(state, "failed");

@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::support::{
     TestDb, accepting, chain, eventually, otp_request, quick_retries, run_chain_until_drained,
-    run_until_idle, settings, simulator, within,
+    run_until_idle, send_due, settings, simulator, within,
 };
 
 #[tokio::test]
@@ -73,8 +73,7 @@ async fn a_dead_relays_claims_go_back_at_once_and_a_live_ones_stay() {
     let db = TestDb::new().await;
     let (id, ghost_alive) = claimed_by_live_relay(&db, "ghost").await;
 
-    let sim = accepting("sim");
-    run_until_idle(&db, [sim.clone()], quick_retries()).await;
+    let sim = send_due(&db).await;
     assert_eq!(sim.sent(), 0, "a live relay's claim is left to it");
     assert_eq!(db.state_of(id).await.0, "sending");
 
@@ -98,8 +97,7 @@ async fn a_lease_that_runs_out_frees_a_claim_whose_relay_seems_alive() {
         .execute(&db.pool)
         .await
         .unwrap();
-    let sim = accepting("sim");
-    run_until_idle(&db, [sim.clone()], quick_retries()).await;
+    let sim = send_due(&db).await;
     assert_eq!(sim.sent(), 1);
     assert_eq!(db.state_of(id).await.0, "sent");
 }
@@ -325,8 +323,7 @@ async fn sends_outlasting_the_grace_are_released_and_sent_later() {
         [("stuck".into(), 1, 1, "unknown".into())]
     );
 
-    let sim = accepting("sim");
-    run_until_idle(&db, [sim.clone()], quick_retries()).await;
+    send_due(&db).await;
     assert_eq!(db.state_of(id).await.0, "sent");
 }
 

@@ -427,6 +427,14 @@ pub async fn run_until_idle(
     run_chain_until_idle(db, chain(providers), policy).await
 }
 
+/// Runs a relay with one accepting simulator named `sim` until nothing is due; returns the
+/// simulator, which counts what it sent.
+pub async fn send_due(db: &TestDb) -> Arc<Simulator> {
+    let sim = accepting("sim");
+    run_until_idle(db, [sim.clone()], quick_retries()).await;
+    sim
+}
+
 /// Awaits `fut`, failing the test if it takes more than `secs` (a hang guard, not a speed test).
 pub async fn within<T>(secs: u64, fut: impl Future<Output = T>) -> T {
     tokio::time::timeout(Duration::from_secs(secs), fut)
