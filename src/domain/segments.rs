@@ -34,8 +34,35 @@ const GSM7_BASIC: &str = "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆ�
 ¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà";
 const GSM7_EXTENSION: &str = "\u{0C}^{}\\[~]|€";
 
+/// Septets each ASCII character costs in GSM-7 (0: not encodable), from the two tables above.
+const GSM7_ASCII: [u8; 128] = {
+    let mut septets = [0u8; 128];
+    let (basic, extension) = (GSM7_BASIC.as_bytes(), GSM7_EXTENSION.as_bytes());
+    let mut i = 0;
+    while i < basic.len() {
+        if basic[i] < 128 {
+            septets[basic[i] as usize] = 1;
+        }
+        i += 1;
+    }
+    let mut i = 0;
+    while i < extension.len() {
+        if extension[i] < 128 {
+            septets[extension[i] as usize] = 2;
+        }
+        i += 1;
+    }
+    septets
+};
+
 /// Septets a character costs in GSM-7, or `None` if GSM-7 cannot encode it.
 fn gsm7_septets(c: char) -> Option<usize> {
+    if c.is_ascii() {
+        return match GSM7_ASCII[c as usize] {
+            0 => None,
+            n => Some(usize::from(n)),
+        };
+    }
     if GSM7_BASIC.contains(c) {
         Some(1)
     } else if GSM7_EXTENSION.contains(c) {
@@ -68,6 +95,20 @@ pub fn count(text: &str) -> Segments {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn the_ascii_table_agrees_with_the_character_tables() {
+        for c in (0u8..128).map(char::from) {
+            let expected = if GSM7_BASIC.contains(c) {
+                1
+            } else if GSM7_EXTENSION.contains(c) {
+                2
+            } else {
+                0
+            };
+            assert_eq!(GSM7_ASCII[c as usize], expected, "{c:?}");
+        }
+    }
 
     #[test]
     fn ticket_templates_are_one_gsm7_part() {
