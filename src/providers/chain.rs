@@ -304,6 +304,10 @@ impl ProviderChain {
                     record.finished_at = self.stamp(Instant::now());
                     record.error_message = Some("no answer before the round's deadline".into());
                     records.push(record);
+                    // The request may have reached the provider: as unknown as a timeout.
+                    if self.on_unknown == UnknownPolicy::AssumeSent {
+                        return (RoundResult::Sent, records);
+                    }
                     return (RoundResult::OutOfTime, records);
                 }
                 CallEnd::Answered(Err(SendError::Unknown {

@@ -285,6 +285,32 @@ async fn an_unknown_outcome_can_count_as_sent_by_policy() {
     assert!(backup.received().is_empty());
 }
 
+#[tokio::test]
+async fn a_call_cut_by_the_codes_deadline_counts_as_sent_by_the_same_policy() {
+    let db = TestDb::new().await;
+    let unsure = FakeProvider::start(Kind::Twilio).await;
+    unsure.set_slow_delay(Duration::from_secs(30));
+    // The provider's own timeout is longer than the code's validity: the round's deadline cuts
+    // the call, not the HTTP client.
+    let id = db.otp_expiring_in("+8801712000208", 3).await;
+    let chain = providers::from_config(
+        &[provider_config(
+            &unsure,
+            "twilio",
+            json!({ "timeout_ms": 30000 }),
+        )],
+        None,
+        UnknownPolicy::AssumeSent,
+    )
+    .unwrap();
+    run_chain_until_idle(&db, Arc::new(chain), quick_retries()).await;
+    assert_eq!(db.state_of(id).await.0, "sent");
+    assert_eq!(
+        db.attempts_of(id).await,
+        [("twilio".into(), 1, 1, "unknown".into())]
+    );
+}
+
 /// A TOML `[[providers]]` entry for the binary, pointed at `fake`.
 fn toml_entry(fake: &FakeProvider, name: &str) -> String {
     let mut entry = format!(
