@@ -83,9 +83,38 @@ BEGIN
     UPDATE sms_outbox o
        SET state = CASE WHEN m.sent_at IS NULL THEN 'cancelled' ELSE 'sent' END::sms_state,
            finished_at = now(), claimed_by = NULL, resend_reason = NULL, resend_of = NULL,
+           resends = CASE WHEN m.sent_at IS NULL THEN o.resends ELSE o.resends - 1 END,
            last_error = CASE WHEN m.sent_at IS NULL THEN concat('cancelled by an operator: ', reason)
                              ELSE concat('resend withdrawn by an operator: ', reason) END
      WHERE o.id = message_id;
 END $$;
 COMMENT ON FUNCTION sms_cancel(uuid, text) IS
     'Operator cancel: a waiting message never sent ends cancelled; a waiting resend is withdrawn (the message stays sent). SQLSTATE SR014 says why when it cannot be.';
+
+-- A withdrawn resend is not counted, whichever way it was withdrawn: a delivered receipt for the
+-- earlier copy already took it back from `resends`; a newer message and an operator now do too.
+COMMENT ON COLUMN sms_outbox.resends IS
+    'Resends of this sent message that a receipt (or its absence) queued and nothing withdrew.';
+
+CREATE OR REPLACE FUNCTION sms_outbox_supersede() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE sms_outbox o
+       SET state = CASE WHEN o.sent_at IS NULL THEN 'cancelled' ELSE 'sent' END::sms_state,
+           finished_at = now(), superseded_by = NEW.id,
+           last_error = CASE WHEN o.sent_at IS NULL THEN 'superseded by a newer message'
+                             ELSE 'resend withdrawn: superseded by a newer message' END,
+           resends = CASE WHEN o.sent_at IS NULL THEN o.resends ELSE o.resends - 1 END,
+           resend_reason = NULL, resend_of = NULL
+     WHERE o.recipient = NEW.recipient
+       AND o.purpose = NEW.purpose
+       AND o.state = 'pending'
+       AND o.seq < NEW.seq;
+    RETURN NULL;
+END $$;
+-- CREATE OR REPLACE resets its security settings: the trigger runs as the owner, search path pinned.
+DO $$
+BEGIN
+    EXECUTE format('ALTER FUNCTION sms_outbox_supersede() SECURITY DEFINER SET search_path = %I, pg_temp',
+                   current_schema());
+END $$;

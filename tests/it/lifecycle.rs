@@ -251,6 +251,15 @@ async fn sent_at(db: &TestDb, id: Uuid) -> Option<DateTime<Utc>> {
         .unwrap()
 }
 
+/// `sms_outbox.resends`: resends queued and not withdrawn.
+async fn resends(db: &TestDb, id: Uuid) -> i32 {
+    sqlx::query_scalar("SELECT resends FROM sms_outbox WHERE id = $1")
+        .bind(id)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap()
+}
+
 /// The whole row as text, to show that a refused change left it as it was.
 async fn snapshot(db: &TestDb, id: Uuid) -> String {
     sqlx::query_scalar("SELECT to_jsonb(o)::text FROM sms_outbox o WHERE id = $1")
@@ -573,6 +582,11 @@ async fn a_newer_code_withdraws_a_waiting_resend_and_the_message_stays_sent() {
         "the old message is back to sent (not cancelled), sent_at as it was"
     );
     assert_eq!(db.state_of(newer).await.0, "pending");
+    assert_eq!(
+        resends(&db, old).await,
+        0,
+        "a withdrawn resend is not counted"
+    );
 
     // The relay sends the newer code, and nothing more of the old one.
     let sim = send_due(&db).await;
@@ -739,6 +753,11 @@ async fn an_operator_cancel_of_a_waiting_resend_withdraws_it_and_the_message_sta
         )
     );
     assert_eq!(sent_at(&db, id).await, first_sent);
+    assert_eq!(
+        resends(&db, id).await,
+        0,
+        "a withdrawn resend is not counted"
+    );
     let sim = send_due(&db).await;
     assert_eq!(sim.sent(), 0, "the resend never went out");
 }
