@@ -15,9 +15,9 @@ use std::{sync::Arc, time::Duration};
 
 use fakes::{FakeProvider, Kind};
 use sms_relay::{
-    config::RelaySettings,
     db,
     providers::{self, ProviderConfig, UnknownPolicy},
+    relay::RelaySettings,
     relay::{Relay, RetryPolicy, StopWhen},
     store::Store,
     throwaway_pg::{Durability, ThrowawayPg},

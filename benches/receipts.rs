@@ -10,13 +10,11 @@ use std::time::Instant;
 
 use futures_util::StreamExt;
 use sms_relay::{
-    config::{Config, WebhooksConfig},
+    config::Config,
     db,
     providers::ProviderConfig,
-    receipts::{
-        server::{self, Webhooks},
-        signature,
-    },
+    providers::twilio::signature,
+    receipts::{server, settings::WebhookSettings},
     store::Store,
     throwaway_pg::{Durability, ThrowawayPg},
 };
@@ -70,9 +68,9 @@ fn config() -> Config {
     .expect("provider entry");
     Config {
         providers: vec![twilio],
-        webhooks: WebhooksConfig {
+        webhooks: WebhookSettings {
             public_base_url: Some(PUBLIC.into()),
-            ..WebhooksConfig::default()
+            ..WebhookSettings::default()
         },
         ..Config::default()
     }
@@ -170,7 +168,7 @@ async fn main() {
         "http://{}/webhooks/twilio",
         listener.local_addr().expect("address")
     );
-    let router = Webhooks::new(&config(), Store::new(pool.clone())).router();
+    let router = config().webhooks(Store::new(pool.clone())).router();
     tokio::spawn(server::serve(listener, router, CancellationToken::new()));
 
     let callbacks: Vec<_> = (1..=n).map(callback).collect();

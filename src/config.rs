@@ -5,10 +5,18 @@ use std::{collections::HashSet, path::Path, time::Duration};
 
 use serde::Deserialize;
 
+pub use crate::{
+    db::DatabaseSettings,
+    receipts::settings::{ReceiptSettings, WebhookSettings},
+    relay::{RelaySettings, RetryPolicy},
+};
 use crate::{
-    providers::{ProviderConfig, SimulatorSettings, UnknownPolicy},
-    relay::RetryPolicy,
-    store::MAX_RELAY_ID_LEN,
+    providers::{ProviderChain, ProviderConfig, SimulatorSettings},
+    receipts::{
+        server::Webhooks,
+        watch::{Poller, Sweeper},
+    },
+    store::{ResendRule, Store},
 };
 
 /// Why the configuration could not be used. Never worth retrying: fix the file or environment.
@@ -27,7 +35,7 @@ pub enum ConfigError {
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// Database connection.
-    pub database: DatabaseConfig,
+    pub database: DatabaseSettings,
     /// Claiming and sending.
     pub relay: RelaySettings,
     /// Retry schedule.
@@ -35,241 +43,24 @@ pub struct Config {
     /// The provider chain, tried in this order. Defaults to one `simulator`.
     pub providers: Vec<ProviderConfig>,
     /// Where providers send delivery receipts; health endpoints.
-    pub webhooks: WebhooksConfig,
+    pub webhooks: WebhookSettings,
     /// What receipts (and their absence) do.
     pub receipts: ReceiptSettings,
-}
-
-/// `[webhooks]`
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct WebhooksConfig {
-    /// Address `sms-relay run` serves `/webhooks/<kind>`, `/healthz` and `/readyz` on; an empty
-    /// string turns the server off.
-    pub listen: String,
-    /// The public URL under which this relay's `/webhooks/<kind>` endpoints are reachable by the
-    /// providers (e.g. `https://relay.example.com`). Adapters send `<this>/webhooks/<kind>` as the
-    /// per-message receipt URL where the API takes one; unset, the provider's dashboard setting
-    /// applies. Twilio signs the URL it called, so behind a proxy this must be that URL's base.
-    pub public_base_url: Option<String>,
-    /// Largest receipt body accepted; larger ones get 400 (the issue asks for 400, not 413).
-    pub max_body_bytes: usize,
-}
-
-impl Default for WebhooksConfig {
-    fn default() -> Self {
-        Self {
-            listen: "127.0.0.1:8080".into(),
-            public_base_url: None,
-            max_body_bytes: 256 * 1024,
-        }
-    }
-}
-
-/// `[receipts]`
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(default, deny_unknown_fields)]
-pub struct ReceiptSettings {
-    /// Most resends per message, after an undelivered receipt or none in time (0: never).
-    pub max_resends: u32,
-    /// A message accepted by a provider that sends receipts (`expect_receipts`) with no final
-    /// receipt after this long is resent through the next provider, while its code is valid.
-    pub resend_after_ms: u64,
-    /// An accepted attempt with no final receipt after this long is marked `unknown`.
-    pub unknown_after_ms: u64,
-    /// How often the no-receipt and unknown windows are checked.
-    pub sweep_interval_ms: u64,
-    /// How often report APIs (Alpha SMS, Infobip pull, a simulator with receipts) are polled.
-    pub poll_interval_ms: u64,
-}
-
-impl Default for ReceiptSettings {
-    fn default() -> Self {
-        Self {
-            max_resends: 1,
-            resend_after_ms: 90_000,
-            unknown_after_ms: 3_600_000,
-            sweep_interval_ms: 5_000,
-            poll_interval_ms: 15_000,
-        }
-    }
-}
-
-impl ReceiptSettings {
-    fn validate(&self) -> Result<(), String> {
-        if self.max_resends > 5 {
-            return Err("receipts.max_resends must be 0..=5".into());
-        }
-        if self.resend_after_ms < 1_000 || self.resend_after_ms >= self.unknown_after_ms {
-            return Err(
-                "receipts.resend_after_ms must be at least 1000 and below unknown_after_ms".into(),
-            );
-        }
-        if !(100..=600_000).contains(&self.sweep_interval_ms)
-            || !(100..=600_000).contains(&self.poll_interval_ms)
-        {
-            return Err(
-                "receipts.sweep_interval_ms and poll_interval_ms must be 100..=600000".into(),
-            );
-        }
-        Ok(())
-    }
-
-    /// `resend_after_ms` as a duration.
-    pub fn resend_after(&self) -> Duration {
-        Duration::from_millis(self.resend_after_ms)
-    }
-
-    /// `unknown_after_ms` as a duration.
-    pub fn unknown_after(&self) -> Duration {
-        Duration::from_millis(self.unknown_after_ms)
-    }
-
-    /// `sweep_interval_ms` as a duration.
-    pub fn sweep_interval(&self) -> Duration {
-        Duration::from_millis(self.sweep_interval_ms)
-    }
-
-    /// `poll_interval_ms` as a duration.
-    pub fn poll_interval(&self) -> Duration {
-        Duration::from_millis(self.poll_interval_ms)
-    }
 }
 
 impl Default for Config {
     fn default() -> Self {
         Self {
-            database: DatabaseConfig::default(),
+            database: DatabaseSettings::default(),
             relay: RelaySettings::default(),
             retry: RetryPolicy::default(),
             providers: vec![ProviderConfig::simulator(
                 "simulator",
                 SimulatorSettings::default(),
             )],
-            webhooks: WebhooksConfig::default(),
+            webhooks: WebhookSettings::default(),
             receipts: ReceiptSettings::default(),
         }
-    }
-}
-
-/// `[database]`
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct DatabaseConfig {
-    /// PostgreSQL URL; `DATABASE_URL` overrides it.
-    pub url: Option<String>,
-    /// Pool size, including the connection held for LISTEN (at least 2).
-    pub max_connections: u32,
-}
-
-impl Default for DatabaseConfig {
-    fn default() -> Self {
-        Self {
-            url: None,
-            max_connections: 8,
-        }
-    }
-}
-
-/// `[relay]`
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(default, deny_unknown_fields)]
-pub struct RelaySettings {
-    /// This relay's name in `sms_outbox.claimed_by`, `sms_attempts.relay_id` and (behind
-    /// `sms-relay `) its connection's `application_name`; default host-pid. Unique per live relay.
-    pub relay_id: Option<String>,
-    /// Most messages claimed by one statement.
-    pub batch_size: u32,
-    /// Most messages claimed but not yet recorded, across all sends.
-    pub max_in_flight: u32,
-    /// How long a claim holds a message; a relay that dies releases it when this runs out.
-    /// Must exceed the time one round through the chain can take.
-    pub lease_ms: u64,
-    /// Longest sleep without a NOTIFY (also the idle heartbeat).
-    pub poll_interval_ms: u64,
-    /// A message with less validity than this left is not sent (the code would arrive stale).
-    pub expiry_margin_ms: u64,
-    /// On SIGTERM, how long in-flight sends may take before they are released.
-    pub shutdown_grace_ms: u64,
-    /// Finished messages between two `VACUUM sms_outbox` runs by this relay, which keep the claim
-    /// index free of dead entries after bursts; 0 leaves it to autovacuum.
-    pub vacuum_every: u64,
-    /// After an `unknown` outcome that no status lookup resolved: `fall_over` to the next
-    /// provider (the same code twice beats no code) or `assume_sent`.
-    pub on_unknown: UnknownPolicy,
-}
-
-impl Default for RelaySettings {
-    fn default() -> Self {
-        Self {
-            relay_id: None,
-            batch_size: 500,
-            max_in_flight: 2_000,
-            lease_ms: 60_000,
-            poll_interval_ms: 1_000,
-            expiry_margin_ms: 3_000,
-            shutdown_grace_ms: 10_000,
-            vacuum_every: 20_000,
-            on_unknown: UnknownPolicy::FallOver,
-        }
-    }
-}
-
-impl RelaySettings {
-    /// The relay id, defaulting to `<hostname>-<pid>`.
-    pub fn relay_id(&self) -> String {
-        self.relay_id.clone().unwrap_or_else(|| {
-            let host = std::fs::read_to_string("/etc/hostname").unwrap_or_else(|_| "relay".into());
-            let host: String = host
-                .trim()
-                .chars()
-                .filter(|c| c.is_ascii_graphic())
-                .take(MAX_RELAY_ID_LEN - 11)
-                .collect();
-            format!("{host}-{}", std::process::id())
-        })
-    }
-
-    /// `lease_ms` as a duration.
-    pub fn lease(&self) -> Duration {
-        Duration::from_millis(self.lease_ms)
-    }
-
-    /// `poll_interval_ms` as a duration.
-    pub fn poll_interval(&self) -> Duration {
-        Duration::from_millis(self.poll_interval_ms)
-    }
-
-    /// `shutdown_grace_ms` as a duration.
-    pub fn shutdown_grace(&self) -> Duration {
-        Duration::from_millis(self.shutdown_grace_ms)
-    }
-
-    fn validate(&self) -> Result<(), String> {
-        if !(1..=1_000).contains(&self.batch_size) {
-            return Err("relay.batch_size must be 1..=1000".into());
-        }
-        if self.max_in_flight < self.batch_size {
-            return Err("relay.max_in_flight must be at least relay.batch_size".into());
-        }
-        if let Some(id) = &self.relay_id
-            && (id.is_empty()
-                || id.len() > MAX_RELAY_ID_LEN
-                || !id.chars().all(|c| c.is_ascii_graphic()))
-        {
-            return Err(format!(
-                "relay.relay_id must be 1 to {MAX_RELAY_ID_LEN} printable ASCII characters without spaces"
-            ));
-        }
-        if self.lease_ms < 10_000 {
-            return Err("relay.lease_ms must be at least 10000 (a round must end, and be recorded, inside it)".into());
-        }
-        if !(10..=30_000).contains(&self.poll_interval_ms) {
-            return Err(
-                "relay.poll_interval_ms must be 10..=30000 (it is also the idle heartbeat)".into(),
-            );
-        }
-        Ok(())
     }
 }
 
@@ -293,15 +84,13 @@ impl Config {
         Ok(config)
     }
 
-    /// Checks ranges and cross-field rules.
+    /// Checks each section, then the rules that span sections.
     pub fn validate(&self) -> Result<(), String> {
-        if self.database.max_connections < 2 {
-            return Err(
-                "database.max_connections must be at least 2 (one is held for LISTEN)".into(),
-            );
-        }
+        self.database.validate()?;
         self.relay.validate()?;
         self.retry.validate()?;
+        self.webhooks.validate()?;
+        self.receipts.validate()?;
         if self.providers.is_empty() {
             return Err("at least one [[providers]] entry is needed".into());
         }
@@ -315,25 +104,57 @@ impl Config {
             }
             p.validate()?;
         }
-        if let Some(url) = &self.webhooks.public_base_url
-            && !(url.starts_with("https://") || url.starts_with("http://"))
-        {
-            return Err("webhooks.public_base_url must start with https:// or http://".into());
-        }
-        if !self.webhooks.listen.is_empty()
-            && self
-                .webhooks
-                .listen
-                .parse::<std::net::SocketAddr>()
-                .is_err()
-        {
-            return Err("webhooks.listen must be host:port (e.g. 127.0.0.1:8080) or empty".into());
-        }
-        if !(1_024..=16 * 1024 * 1024).contains(&self.webhooks.max_body_bytes) {
-            return Err("webhooks.max_body_bytes must be 1024..=16777216".into());
-        }
-        self.receipts.validate()?;
         Ok(())
+    }
+
+    /// Whether providers can reach this relay's webhooks: it serves them and has a public URL.
+    pub fn webhooks_reachable(&self) -> bool {
+        !self.webhooks.listen.is_empty() && self.webhooks.public_base_url.is_some()
+    }
+
+    /// When a message may be resent: `receipts.max_resends`, and validity past
+    /// `relay.expiry_margin_ms`.
+    pub fn resend_rule(&self) -> ResendRule {
+        ResendRule {
+            max_resends: self.receipts.max_resends,
+            expiry_margin: Duration::from_millis(self.relay.expiry_margin_ms),
+        }
+    }
+
+    /// The receipt webhooks of the configured providers. At most half the pool writes receipts
+    /// at once, so a flood of receipts cannot starve claims and completions.
+    pub fn webhooks(&self, store: Store) -> Webhooks {
+        let writers = self.database.max_connections as usize / 2;
+        Webhooks::new(
+            &self.webhooks,
+            &self.providers,
+            self.resend_rule(),
+            writers,
+            store,
+        )
+    }
+
+    /// The no-receipt and unknown-window sweeper for the configured providers.
+    pub fn sweeper(&self, store: Store) -> Sweeper {
+        let reachable = self.webhooks_reachable();
+        Sweeper::new(
+            &self.receipts,
+            &self.providers,
+            self.resend_rule(),
+            reachable,
+            store,
+        )
+    }
+
+    /// The report poller for the providers of `chain` (built from this configuration).
+    pub fn poller(&self, chain: &ProviderChain, store: Store) -> Poller {
+        Poller::new(
+            &self.receipts,
+            &self.providers,
+            chain,
+            self.resend_rule(),
+            store,
+        )
     }
 }
 
@@ -457,10 +278,10 @@ mod tests {
             );
         }
         let mut config = Config::default();
-        assert!(!crate::receipts::watch::webhooks_reachable(&config));
+        assert!(!config.webhooks_reachable());
         config.webhooks.public_base_url = Some("https://relay.example.com".into());
-        assert!(crate::receipts::watch::webhooks_reachable(&config));
+        assert!(config.webhooks_reachable());
         config.webhooks.listen = String::new();
-        assert!(!crate::receipts::watch::webhooks_reachable(&config));
+        assert!(!config.webhooks_reachable());
     }
 }

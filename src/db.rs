@@ -2,11 +2,44 @@
 
 use std::time::Duration;
 
+use serde::Deserialize;
+
 use sqlx::{
     PgPool,
     migrate::Migrator,
     postgres::{PgConnectOptions, PgPoolOptions},
 };
+
+/// `[database]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatabaseSettings {
+    /// PostgreSQL URL; `DATABASE_URL` overrides it.
+    pub url: Option<String>,
+    /// Pool size, including the connection held for LISTEN (at least 2).
+    pub max_connections: u32,
+}
+
+impl Default for DatabaseSettings {
+    fn default() -> Self {
+        Self {
+            url: None,
+            max_connections: 8,
+        }
+    }
+}
+
+impl DatabaseSettings {
+    /// Checks the pool size.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.max_connections < 2 {
+            return Err(
+                "database.max_connections must be at least 2 (one is held for LISTEN)".into(),
+            );
+        }
+        Ok(())
+    }
+}
 
 /// The migrations under `migrations/`, embedded in the binary.
 pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");

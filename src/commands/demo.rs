@@ -22,7 +22,6 @@ use crate::{
     cli::DemoArgs,
     config::{Config, ReceiptSettings, RelaySettings},
     providers::{PriceRule, ProviderConfig, SimulatorSettings},
-    receipts::watch::Poller,
     relay::{RetryPolicy, StopWhen},
     store::{EnqueueError, EnqueueRequest, Store, enqueue},
     throwaway_pg::Durability,
@@ -215,7 +214,7 @@ pub(super) async fn demo(url: Option<String>, args: DemoArgs) -> Result<(), Comm
     let relay = build_relay(&config, pool.clone())?;
     let stop = CancellationToken::new();
     // The simulators answer report polls: undelivered messages are resent through the other one.
-    let poller = Poller::new(&config, &relay.chain(), Store::new(pool.clone()));
+    let poller = config.poller(&relay.chain(), Store::new(pool.clone()));
     let poller_task = tokio::spawn(poller.run(stop.clone()));
     let relay_task = tokio::spawn(relay.run(StopWhen::Cancelled, stop.clone()));
 

@@ -7,17 +7,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use super::{CommandError, build_relay, migrated};
-use crate::{
-    config::Config,
-    db,
-    receipts::{
-        server::{self, Webhooks},
-        watch::{Poller, Sweeper},
-    },
-    relay::StopWhen,
-    shutdown,
-    store::Store,
-};
+use crate::{config::Config, db, receipts::server, relay::StopWhen, shutdown, store::Store};
 
 /// Serves until a signal, or (`until_idle`: the longest wait) until nothing is owed.
 pub(super) async fn run(
@@ -41,7 +31,7 @@ pub(super) async fn run(
                 source,
             })?;
         tracing::info!(address = %listener.local_addr()?, "serving receipt webhooks, /healthz and /readyz");
-        let router = Webhooks::new(config, store.clone()).router();
+        let router = config.webhooks(store.clone()).router();
         let stop = beside.clone();
         tasks.spawn(async move {
             if let Err(error) = server::serve(listener, router, stop).await {
@@ -49,8 +39,8 @@ pub(super) async fn run(
             }
         });
     }
-    tasks.spawn(Sweeper::new(config, store.clone()).run(beside.clone()));
-    let poller = Poller::new(config, &relay.chain(), store);
+    tasks.spawn(config.sweeper(store.clone()).run(beside.clone()));
+    let poller = config.poller(&relay.chain(), store);
     if !poller.is_empty() {
         tasks.spawn(poller.run(beside.clone()));
     }

@@ -2,15 +2,17 @@
 //! `"error":0` on success and an error code otherwise. Numbers go out as `880…` without the `+`.
 //! Delivery status and the charge come from polling `/report/request/{id}/`.
 
+use std::sync::Arc;
+
 use serde::Deserialize;
 
 use super::{
-    Accepted, BoxFuture, Cost, OutgoingSms, Provider, Reports, SendError,
+    Accepted, BoxFuture, BuildError, Cost, Delivery, KindSettings, OutgoingSms, Provider, Receipt,
+    Reports, SendError,
     http::{Endpoint, Reply, exchange, text_of},
     pricing::parse_micros,
     settings::{Credential, ProviderConfig, validate_sender},
 };
-use crate::receipts::{Delivery, Receipt};
 
 /// `kind = "alpha_sms"`: credentials and optional sender.
 #[derive(Debug, Clone, Deserialize)]
@@ -23,10 +25,27 @@ pub struct AlphaSmsSettings {
     pub sender: Option<String>,
 }
 
-impl AlphaSmsSettings {
-    /// Checks the entry's own fields.
-    pub fn validate(&self) -> Result<(), String> {
+impl KindSettings for AlphaSmsSettings {
+    fn label(&self) -> &'static str {
+        "alpha_sms"
+    }
+
+    fn default_base_url(&self) -> Option<&'static str> {
+        Some("https://api.sms.net.bd")
+    }
+
+    fn validate(&self) -> Result<(), String> {
         self.sender.as_deref().map_or(Ok(()), validate_sender)
+    }
+
+    fn build(
+        &self,
+        config: &ProviderConfig,
+        _callback: Option<String>,
+    ) -> Result<Arc<dyn Provider>, BuildError> {
+        let adapter =
+            AlphaSms::new(config, self).map_err(|reason| BuildError::invalid(config, reason))?;
+        Ok(Arc::new(adapter))
     }
 }
 

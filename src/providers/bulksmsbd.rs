@@ -2,10 +2,12 @@
 //! `response_code` (202 = submitted), and some deployments answer a bare number. Numbers go out as
 //! `880…` without the `+`. No delivery receipts, no status lookup.
 
+use std::sync::Arc;
+
 use serde::Deserialize;
 
 use super::{
-    Accepted, BoxFuture, OutgoingSms, Provider, SendError,
+    Accepted, BoxFuture, BuildError, KindSettings, OutgoingSms, Provider, SendError,
     http::{Endpoint, Reply, exchange, text_of},
     settings::{Credential, ProviderConfig, validate_sender},
 };
@@ -21,10 +23,27 @@ pub struct BulkSmsBdSettings {
     pub sender: String,
 }
 
-impl BulkSmsBdSettings {
-    /// Checks the entry's own fields.
-    pub fn validate(&self) -> Result<(), String> {
+impl KindSettings for BulkSmsBdSettings {
+    fn label(&self) -> &'static str {
+        "bulksmsbd"
+    }
+
+    fn default_base_url(&self) -> Option<&'static str> {
+        Some("https://bulksmsbd.net")
+    }
+
+    fn validate(&self) -> Result<(), String> {
         validate_sender(&self.sender)
+    }
+
+    fn build(
+        &self,
+        config: &ProviderConfig,
+        _callback: Option<String>,
+    ) -> Result<Arc<dyn Provider>, BuildError> {
+        let adapter =
+            BulkSmsBd::new(config, self).map_err(|reason| BuildError::invalid(config, reason))?;
+        Ok(Arc::new(adapter))
     }
 }
 

@@ -1,36 +1,52 @@
-//! The provider interface: one adapter per provider behind [`Provider`], walked in order by
+//! The providers: one adapter per provider behind [`Provider`], walked in order by
 //! [`ProviderChain`]. Adapters classify every answer into an [`Outcome`]; the relay branches on the
 //! class only, never on message text.
+//!
+//! Each provider is one module holding all it does: its settings, wire format, send,
+//! classification table, status lookup and balance, and (in its `receipt` submodule) how its
+//! delivery receipts are checked and parsed. Shared by all: the chain with its circuit
+//! [`breaker`], rate limit ([`throttle`]) and [`pricing`]; the HTTP exchange ([`http`]); the
+//! canonical [`receipt`] and the [`webhook`] plumbing.
 
 pub mod alpha_sms;
 pub mod breaker;
 pub mod bulksmsbd;
 pub mod chain;
+#[cfg(test)]
+mod examples;
 pub mod http;
 pub mod infobip;
 pub mod pricing;
+pub mod receipt;
 pub mod settings;
 pub mod simulator;
 pub mod ssl_wireless;
 pub mod throttle;
 pub mod twilio;
 pub mod vonage;
+pub mod webhook;
 
 use std::{future::Future, pin::Pin, sync::Arc, time::Duration};
 
 use uuid::Uuid;
 
-use crate::{
-    domain::{Recipient, Segments},
-    receipts::Receipt,
-};
+use crate::domain::{Recipient, Segments};
 
 pub use breaker::{Breaker, CircuitSnapshot, CircuitState};
 pub use chain::{AttemptRecord, Link, ProviderChain, RoundResult, UnknownPolicy};
 pub use pricing::PriceTable;
-pub use settings::{Credential, PriceRule, ProviderConfig, ProviderKind};
+pub use receipt::{Delivery, Receipt, ReceiptError};
+pub use settings::{Credential, KindSettings, PriceRule, ProviderConfig, ProviderKind};
 pub use simulator::{Simulator, SimulatorSettings};
 pub use throttle::Throttle;
+pub use webhook::Webhook;
+
+/// The provider kinds that take delivery receipts by webhook.
+pub const WEBHOOKS: &[Webhook] = &[
+    twilio::receipt::WEBHOOK,
+    vonage::receipt::WEBHOOK,
+    infobip::receipt::WEBHOOK,
+];
 
 /// A boxed future, so that providers can live behind `Arc<dyn Provider>`.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -282,52 +298,26 @@ pub enum BuildError {
     },
 }
 
+impl BuildError {
+    /// `reason` why entry `config` is invalid.
+    pub fn invalid(config: &ProviderConfig, reason: String) -> Self {
+        BuildError::Invalid {
+            name: config.name.clone(),
+            reason,
+        }
+    }
+}
+
 /// Builds one adapter. `webhooks_base` is `[webhooks] public_base_url`, from which adapters build
 /// their per-message receipt URLs (`<base>/webhooks/<kind>`).
 pub fn build(
     config: &ProviderConfig,
     webhooks_base: Option<&str>,
 ) -> Result<Arc<dyn Provider>, BuildError> {
-    let invalid = |reason: String| BuildError::Invalid {
-        name: config.name.clone(),
-        reason,
-    };
-    let callback = webhooks_base.map(|base| {
-        format!(
-            "{}/webhooks/{}",
-            base.trim_end_matches('/'),
-            config.kind.label()
-        )
-    });
-    let provider: Arc<dyn Provider> = match &config.kind {
-        ProviderKind::Simulator(settings) => Arc::new(
-            Simulator::new(config.name.clone(), settings.clone()).map_err(|source| {
-                BuildError::Journal {
-                    name: config.name.clone(),
-                    source,
-                }
-            })?,
-        ),
-        ProviderKind::Twilio(s) => {
-            Arc::new(twilio::Twilio::new(config, s, callback).map_err(invalid)?)
-        }
-        ProviderKind::Vonage(s) => {
-            Arc::new(vonage::Vonage::new(config, s, callback).map_err(invalid)?)
-        }
-        ProviderKind::Infobip(s) => {
-            Arc::new(infobip::Infobip::new(config, s, callback).map_err(invalid)?)
-        }
-        ProviderKind::SslWireless(s) => {
-            Arc::new(ssl_wireless::SslWireless::new(config, s).map_err(invalid)?)
-        }
-        ProviderKind::BulkSmsBd(s) => {
-            Arc::new(bulksmsbd::BulkSmsBd::new(config, s).map_err(invalid)?)
-        }
-        ProviderKind::AlphaSms(s) => {
-            Arc::new(alpha_sms::AlphaSms::new(config, s).map_err(invalid)?)
-        }
-    };
-    Ok(provider)
+    let kind = config.kind.settings();
+    let callback = webhooks_base
+        .map(|base| format!("{}/webhooks/{}", base.trim_end_matches('/'), kind.label()));
+    kind.build(config, callback)
 }
 
 /// Builds the chain from `[[providers]]`, in order, each with its circuit breaker, rate limit and

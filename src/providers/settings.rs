@@ -6,10 +6,12 @@ use std::time::Duration;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Deserializer};
 
+use std::sync::Arc;
+
 use super::{
-    alpha_sms::AlphaSmsSettings, bulksmsbd::BulkSmsBdSettings, infobip::InfobipSettings,
-    simulator::SimulatorSettings, ssl_wireless::SslWirelessSettings, twilio::TwilioSettings,
-    vonage::VonageSettings,
+    BuildError, Provider, alpha_sms::AlphaSmsSettings, bulksmsbd::BulkSmsBdSettings,
+    infobip::InfobipSettings, simulator::SimulatorSettings, ssl_wireless::SslWirelessSettings,
+    twilio::TwilioSettings, vonage::VonageSettings,
 };
 
 /// One `[[providers]]` entry.
@@ -76,32 +78,53 @@ pub enum ProviderKind {
 }
 
 impl ProviderKind {
-    /// The `kind` label, also the provider's webhook path segment.
-    pub fn label(&self) -> &'static str {
+    /// The kind's own settings, which answer everything that differs between kinds.
+    pub fn settings(&self) -> &dyn KindSettings {
         match self {
-            ProviderKind::Simulator(_) => "simulator",
-            ProviderKind::Twilio(_) => "twilio",
-            ProviderKind::Vonage(_) => "vonage",
-            ProviderKind::Infobip(_) => "infobip",
-            ProviderKind::SslWireless(_) => "ssl_wireless",
-            ProviderKind::BulkSmsBd(_) => "bulksmsbd",
-            ProviderKind::AlphaSms(_) => "alpha_sms",
+            ProviderKind::Simulator(s) => s,
+            ProviderKind::Twilio(s) => s,
+            ProviderKind::Vonage(s) => s,
+            ProviderKind::Infobip(s) => s,
+            ProviderKind::SslWireless(s) => s,
+            ProviderKind::BulkSmsBd(s) => s,
+            ProviderKind::AlphaSms(s) => s,
         }
     }
 
-    /// The real API root, used when `base_url` is not set.
-    pub fn default_base_url(&self) -> Option<&'static str> {
-        match self {
-            ProviderKind::Simulator(_) => None,
-            ProviderKind::Twilio(_) => Some("https://api.twilio.com"),
-            ProviderKind::Vonage(_) => Some("https://rest.nexmo.com"),
-            // Infobip gives every account its own host; there is no useful default.
-            ProviderKind::Infobip(_) => None,
-            ProviderKind::SslWireless(_) => Some("https://smsplus.sslwireless.com"),
-            ProviderKind::BulkSmsBd(_) => Some("https://bulksmsbd.net"),
-            ProviderKind::AlphaSms(_) => Some("https://api.sms.net.bd"),
-        }
+    /// The `kind` label, also the provider's webhook path segment.
+    pub fn label(&self) -> &'static str {
+        self.settings().label()
     }
+}
+
+/// What each provider kind's settings (`[[providers]]` fields beyond the common ones) answer; every
+/// provider module implements it for its settings.
+pub trait KindSettings {
+    /// The `kind` label, also the provider's webhook path segment.
+    fn label(&self) -> &'static str;
+
+    /// The real API root, used when `base_url` is not set; `None` where there is no useful one.
+    fn default_base_url(&self) -> Option<&'static str> {
+        None
+    }
+
+    /// Checks the kind's own fields.
+    fn validate(&self) -> Result<(), String>;
+
+    /// Whether receipts are expected for this kind's messages unless `expect_receipts` says
+    /// otherwise. `webhooks_reachable`: the relay serves webhooks and has a public URL.
+    fn expects_receipts(&self, webhooks_reachable: bool) -> bool {
+        let _ = webhooks_reachable;
+        false
+    }
+
+    /// The adapter for `config` (an entry of this kind); `callback` is the per-message receipt
+    /// URL, where the relay has a public one.
+    fn build(
+        &self,
+        config: &ProviderConfig,
+        callback: Option<String>,
+    ) -> Result<Arc<dyn Provider>, BuildError>;
 }
 
 impl ProviderConfig {
@@ -125,24 +148,15 @@ impl ProviderConfig {
     /// A Vonage or Infobip entry without webhook credentials gets every receipt refused, so it
     /// expects none.
     pub fn expects_receipts(&self, webhooks_reachable: bool) -> bool {
-        self.expect_receipts.unwrap_or(match &self.kind {
-            ProviderKind::Twilio(_) => webhooks_reachable,
-            ProviderKind::Vonage(s) => webhooks_reachable && s.signature_secret.is_some(),
-            ProviderKind::Infobip(s) => {
-                (webhooks_reachable && s.receipt_password.is_some()) || s.pull_reports
-            }
-            ProviderKind::Simulator(s) => s.receipts,
-            ProviderKind::SslWireless(_)
-            | ProviderKind::BulkSmsBd(_)
-            | ProviderKind::AlphaSms(_) => false,
-        })
+        self.expect_receipts
+            .unwrap_or_else(|| self.kind.settings().expects_receipts(webhooks_reachable))
     }
 
     /// `base_url`, else the kind's default, without a trailing slash.
     pub fn base_url(&self) -> Option<String> {
         self.base_url
             .as_deref()
-            .or(self.kind.default_base_url())
+            .or(self.kind.settings().default_base_url())
             .map(|u| u.trim_end_matches('/').to_owned())
     }
 
@@ -196,16 +210,10 @@ impl ProviderConfig {
             rule.validate()
                 .map_err(|e| format!("provider {name:?}: {e}"))?;
         }
-        match &self.kind {
-            ProviderKind::Simulator(s) => s.validate(),
-            ProviderKind::Twilio(s) => s.validate(),
-            ProviderKind::Vonage(s) => s.validate(),
-            ProviderKind::Infobip(s) => s.validate(),
-            ProviderKind::SslWireless(s) => s.validate(),
-            ProviderKind::BulkSmsBd(s) => s.validate(),
-            ProviderKind::AlphaSms(s) => s.validate(),
-        }
-        .map_err(|e| format!("provider {name:?}: {e}"))
+        self.kind
+            .settings()
+            .validate()
+            .map_err(|e| format!("provider {name:?}: {e}"))
     }
 }
 

@@ -6,7 +6,7 @@ use std::{
     io::Write,
     path::PathBuf,
     sync::{
-        Mutex,
+        Arc, Mutex,
         atomic::{AtomicU64, Ordering},
     },
     time::Duration,
@@ -15,8 +15,10 @@ use std::{
 use rand::RngExt;
 use serde::Deserialize;
 
-use super::{Accepted, BoxFuture, OutgoingSms, Provider, Reports, SendError};
-use crate::receipts::{Delivery, Receipt};
+use super::{
+    Accepted, BoxFuture, BuildError, Delivery, KindSettings, OutgoingSms, Provider, ProviderConfig,
+    Receipt, Reports, SendError,
+};
 
 /// Behaviour of a simulator. Ratios are probabilities in `0..=1`; what they leave is accepted.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
@@ -45,9 +47,12 @@ pub struct SimulatorSettings {
     pub undelivered: f64,
 }
 
-impl SimulatorSettings {
-    /// Checks that the ratios are probabilities that sum to at most 1.
-    pub fn validate(&self) -> Result<(), String> {
+impl KindSettings for SimulatorSettings {
+    fn label(&self) -> &'static str {
+        "simulator"
+    }
+
+    fn validate(&self) -> Result<(), String> {
         let ratios = [self.provider_error, self.bad_recipient, self.unknown];
         if ratios.iter().any(|r| !(0.0..=1.0).contains(r)) || ratios.iter().sum::<f64>() > 1.0 {
             return Err("simulator ratios must be in 0..=1 and sum to at most 1".into());
@@ -56,6 +61,24 @@ impl SimulatorSettings {
             return Err("simulator undelivered must be in 0..=1".into());
         }
         Ok(())
+    }
+
+    fn expects_receipts(&self, _webhooks_reachable: bool) -> bool {
+        self.receipts
+    }
+
+    fn build(
+        &self,
+        config: &ProviderConfig,
+        _callback: Option<String>,
+    ) -> Result<Arc<dyn Provider>, BuildError> {
+        let simulator = Simulator::new(config.name.clone(), self.clone()).map_err(|source| {
+            BuildError::Journal {
+                name: config.name.clone(),
+                source,
+            }
+        })?;
+        Ok(Arc::new(simulator))
     }
 }
 

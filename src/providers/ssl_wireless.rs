@@ -3,11 +3,13 @@
 //! `csms_id` (unique per day, ≤ 20 alphanumerics). Numbers go out as `880…` without the `+`. The
 //! API has no delivery receipts and no status lookup.
 
+use std::sync::Arc;
+
 use serde::Deserialize;
 use serde_json::json;
 
 use super::{
-    Accepted, BoxFuture, OutgoingSms, Provider, SendError,
+    Accepted, BoxFuture, BuildError, KindSettings, OutgoingSms, Provider, SendError,
     http::{Endpoint, Reply, exchange, text_of},
     settings::{Credential, ProviderConfig},
 };
@@ -22,13 +24,30 @@ pub struct SslWirelessSettings {
     pub sid: String,
 }
 
-impl SslWirelessSettings {
-    /// Checks the entry's own fields.
-    pub fn validate(&self) -> Result<(), String> {
+impl KindSettings for SslWirelessSettings {
+    fn label(&self) -> &'static str {
+        "ssl_wireless"
+    }
+
+    fn default_base_url(&self) -> Option<&'static str> {
+        Some("https://smsplus.sslwireless.com")
+    }
+
+    fn validate(&self) -> Result<(), String> {
         if self.sid.is_empty() || self.sid.len() > 20 {
             return Err("sid must be 1..=20 characters".into());
         }
         Ok(())
+    }
+
+    fn build(
+        &self,
+        config: &ProviderConfig,
+        _callback: Option<String>,
+    ) -> Result<Arc<dyn Provider>, BuildError> {
+        let adapter =
+            SslWireless::new(config, self).map_err(|reason| BuildError::invalid(config, reason))?;
+        Ok(Arc::new(adapter))
     }
 }
 

@@ -13,137 +13,138 @@ use axum::{
     Router,
     body::Bytes,
     extract::{DefaultBodyLimit, FromRequest, RawQuery, Request, State},
-    http::{HeaderMap, StatusCode, header},
+    http::{HeaderMap, StatusCode},
     response::{IntoResponse, Response},
-    routing::{get, post},
+    routing::{MethodRouter, get, post},
 };
-use base64::Engine;
-use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
 use tokio::{net::TcpListener, sync::Semaphore};
 use tokio_util::sync::CancellationToken;
 
-use super::{
-    Receipt, ReceiptError, infobip,
-    signature::{self, VonageMethod},
-    twilio, vonage,
-    watch::resend_rule,
-};
+use super::settings::WebhookSettings;
 use crate::{
-    config::Config,
-    providers::{Credential, ProviderKind},
+    providers::{
+        ProviderConfig, Receipt, WEBHOOKS,
+        webhook::{Webhook, WebhookError, WebhookRequest},
+    },
     store::{ResendRule, Store, Via},
 };
-
-/// Credentials that webhooks of one provider kind may present, one per configured entry.
-struct Accounts<T> {
-    /// Names of the entries of this kind: receipts match attempts of these providers.
-    names: Vec<String>,
-    /// The entries' webhook credentials (entries without any are left out).
-    keys: Vec<T>,
-}
-
-impl<T> Default for Accounts<T> {
-    fn default() -> Self {
-        Self {
-            names: Vec::new(),
-            keys: Vec::new(),
-        }
-    }
-}
 
 /// What the webhook handlers share.
 pub struct Webhooks {
     store: Store,
-    /// Receipt writes in progress at once: at most half the relay's pool, so a flood of
-    /// receipts cannot starve claims and completions.
+    /// Receipt writes in progress at once, so a flood of receipts cannot starve claims and
+    /// completions of database connections.
     writers: Semaphore,
     rule: ResendRule,
     public_base_url: Option<String>,
     max_body_bytes: usize,
-    twilio: Accounts<Credential>,
-    vonage: Accounts<(Credential, VonageMethod)>,
-    infobip: Accounts<(String, Credential)>,
+    /// The configured provider entries: each webhook checks credentials against those of its kind.
+    providers: Vec<ProviderConfig>,
 }
 
 impl Webhooks {
-    /// The endpoints for the providers in `config`, recording into `store`.
-    pub fn new(config: &Config, store: Store) -> Self {
-        let mut hooks = Self {
-            store,
-            writers: Semaphore::new((config.database.max_connections as usize / 2).max(1)),
-            rule: resend_rule(config),
-            public_base_url: config
-                .webhooks
-                .public_base_url
-                .as_ref()
-                .map(|u| u.trim_end_matches('/').to_owned()),
-            max_body_bytes: config.webhooks.max_body_bytes,
-            twilio: Accounts::default(),
-            vonage: Accounts::default(),
-            infobip: Accounts::default(),
-        };
-        for p in &config.providers {
-            match &p.kind {
-                ProviderKind::Twilio(s) => {
-                    hooks.twilio.names.push(p.name.clone());
-                    hooks.twilio.keys.push(s.auth_token.clone());
-                }
-                ProviderKind::Vonage(s) => {
-                    hooks.vonage.names.push(p.name.clone());
-                    hooks.vonage.keys.extend(
-                        s.signature_secret
-                            .clone()
-                            .map(|secret| (secret, s.signature_method)),
-                    );
-                }
-                ProviderKind::Infobip(s) => {
-                    hooks.infobip.names.push(p.name.clone());
-                    if let (Some(user), Some(password)) = (&s.receipt_username, &s.receipt_password)
-                    {
-                        hooks.infobip.keys.push((user.clone(), password.clone()));
-                    }
-                }
-                _ => {}
-            }
-        }
-        for (kind, names, keys) in [
-            ("vonage", &hooks.vonage.names, hooks.vonage.keys.len()),
-            ("infobip", &hooks.infobip.names, hooks.infobip.keys.len()),
-        ] {
-            if !names.is_empty() && keys == 0 {
+    /// The endpoints for `providers`, recording into `store` with at most `writers` receipt
+    /// writes at once and resending by `rule`.
+    pub fn new(
+        settings: &WebhookSettings,
+        providers: &[ProviderConfig],
+        rule: ResendRule,
+        writers: usize,
+        store: Store,
+    ) -> Self {
+        for hook in WEBHOOKS {
+            let entries = providers.iter().filter(|p| p.kind.label() == hook.kind);
+            let mut entries = entries.peekable();
+            if entries.peek().is_some() && !entries.any(|p| (hook.has_credentials)(p)) {
                 tracing::warn!(
-                    kind,
-                    "no webhook credentials configured: every {kind} receipt will be refused \
-                    (set signature_secret for Vonage, receipt_username/receipt_password for Infobip)"
+                    kind = hook.kind,
+                    "no webhook credentials configured: every {} receipt will be refused",
+                    hook.kind
                 );
             }
         }
-        hooks
+        Self {
+            store,
+            writers: Semaphore::new(writers.max(1)),
+            rule,
+            public_base_url: settings
+                .public_base_url
+                .as_ref()
+                .map(|u| u.trim_end_matches('/').to_owned()),
+            max_body_bytes: settings.max_body_bytes,
+            providers: providers.to_vec(),
+        }
     }
 
-    /// The routes: `POST /webhooks/twilio`, `GET|POST /webhooks/vonage`, `POST /webhooks/infobip`,
-    /// `GET /healthz`, `GET /readyz`.
+    /// The routes: `/webhooks/<kind>` for every provider kind with a receipt webhook (POST, and
+    /// GET where the provider may use it), `GET /healthz`, `GET /readyz`.
     pub fn router(self) -> Router {
         let limit = self.max_body_bytes;
-        Router::new()
-            .route("/webhooks/twilio", post(twilio_hook))
-            .route("/webhooks/vonage", get(vonage_hook).post(vonage_hook))
-            .route("/webhooks/infobip", post(infobip_hook))
+        WEBHOOKS
+            .iter()
+            .fold(Router::new(), |router, hook| {
+                router.route(&format!("/webhooks/{}", hook.kind), hook_route(hook))
+            })
             .route("/healthz", get(|| async { "ok" }))
             .route("/readyz", get(ready))
             .layer(DefaultBodyLimit::max(limit))
             .with_state(Arc::new(self))
     }
 
-    async fn record(&self, source: &str, names: &[String], receipts: &[Receipt]) -> Response {
+    /// Checks and parses one webhook request with `hook`, then records its receipts.
+    async fn receive(
+        &self,
+        hook: &Webhook,
+        query: Option<String>,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Response {
+        // The URL the provider called, as it signs it: our public URL, or else what Host says.
+        let host = headers.get("host").and_then(|v| v.to_str().ok());
+        let base = match (&self.public_base_url, host) {
+            (Some(base), _) => Some(base.clone()),
+            (None, Some(host)) => Some(format!("http://{host}")),
+            (None, None) => None,
+        };
+        let url = base.map(|base| match &query {
+            Some(q) => format!("{base}/webhooks/{}?{q}", hook.kind),
+            None => format!("{base}/webhooks/{}", hook.kind),
+        });
+        let request = WebhookRequest {
+            url,
+            query: query.as_deref(),
+            headers,
+            body,
+        };
+        match (hook.receive)(&self.providers, &request) {
+            Ok(receipts) => self.record(hook.kind, &receipts).await,
+            Err(WebhookError::Unauthenticated(why)) => refuse(StatusCode::UNAUTHORIZED, why),
+            Err(WebhookError::Forbidden(why)) => {
+                tracing::warn!(kind = hook.kind, why, "receipt webhook refused");
+                refuse(StatusCode::FORBIDDEN, why)
+            }
+            Err(WebhookError::Malformed(error)) => {
+                // Debug formatting escapes whatever the sender put in a field name.
+                tracing::info!(source = hook.kind, ?error, "malformed receipt refused");
+                refuse(StatusCode::BAD_REQUEST, &error.to_string())
+            }
+        }
+    }
+
+    async fn record(&self, source: &str, receipts: &[Receipt]) -> Response {
         let Ok(Ok(_slot)) = tokio::time::timeout(WRITER_WAIT, self.writers.acquire()).await else {
             tracing::warn!(source, "too many receipts at once; the provider will retry");
             return refuse(StatusCode::SERVICE_UNAVAILABLE, "busy");
         };
+        let names: Vec<String> = self
+            .providers
+            .iter()
+            .filter(|p| p.kind.label() == source)
+            .map(|p| p.name.clone())
+            .collect();
         match self
             .store
-            .record_receipts(source, Via::Webhook, names, receipts, self.rule)
+            .record_receipts(source, Via::Webhook, &names, receipts, self.rule)
             .await
         {
             Ok(totals) => {
@@ -158,6 +159,21 @@ impl Webhooks {
                 )
             }
         }
+    }
+}
+
+/// The route of one provider kind's webhook.
+fn hook_route(hook: &'static Webhook) -> MethodRouter<Arc<Webhooks>> {
+    let handler = move |State(hooks): State<Arc<Webhooks>>,
+                        RawQuery(query): RawQuery,
+                        headers: HeaderMap,
+                        ReceiptBody(body): ReceiptBody| async move {
+        hooks.receive(hook, query, &headers, &body).await
+    };
+    if hook.accepts_get {
+        get(handler).post(handler)
+    } else {
+        post(handler)
     }
 }
 
@@ -196,20 +212,6 @@ impl<S: Send + Sync> FromRequest<S> for ReceiptBody {
     }
 }
 
-fn malformed(source: &str, error: &ReceiptError) -> Response {
-    // Debug formatting escapes whatever the sender put in a field name.
-    tracing::info!(source, ?error, "malformed receipt refused");
-    refuse(StatusCode::BAD_REQUEST, &error.to_string())
-}
-
-fn pairs(bytes: &[u8]) -> Vec<(String, String)> {
-    form_urlencoded::parse(bytes).into_owned().collect()
-}
-
-fn header_text<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers.get(name).and_then(|v| v.to_str().ok())
-}
-
 async fn ready(State(hooks): State<Arc<Webhooks>>) -> Response {
     match hooks.store.ready().await {
         Ok(()) => (StatusCode::OK, "ready\n").into_response(),
@@ -217,125 +219,5 @@ async fn ready(State(hooks): State<Arc<Webhooks>>) -> Response {
             tracing::warn!(%error, "not ready");
             refuse(StatusCode::SERVICE_UNAVAILABLE, "database unavailable")
         }
-    }
-}
-
-async fn twilio_hook(
-    State(hooks): State<Arc<Webhooks>>,
-    RawQuery(query): RawQuery,
-    headers: HeaderMap,
-    ReceiptBody(body): ReceiptBody,
-) -> Response {
-    let Some(given) = header_text(&headers, "x-twilio-signature") else {
-        return refuse(StatusCode::UNAUTHORIZED, "X-Twilio-Signature missing");
-    };
-    // Twilio signs the URL it called: our public URL, or else what the Host header says.
-    let base = match (&hooks.public_base_url, header_text(&headers, "host")) {
-        (Some(base), _) => base.clone(),
-        (None, Some(host)) => format!("http://{host}"),
-        (None, None) => return refuse(StatusCode::FORBIDDEN, "cannot tell the signed URL"),
-    };
-    let url = match query {
-        Some(q) => format!("{base}/webhooks/twilio?{q}"),
-        None => format!("{base}/webhooks/twilio"),
-    };
-    let params = pairs(&body);
-    let signed = hooks
-        .twilio
-        .keys
-        .iter()
-        .any(|token| signature::twilio_valid(token.expose(), &url, &params, given));
-    if !signed {
-        tracing::warn!("Twilio receipt with a bad signature refused");
-        return refuse(StatusCode::FORBIDDEN, "signature does not match");
-    }
-    match twilio::parse(&params) {
-        Ok(receipt) => {
-            hooks
-                .record("twilio", &hooks.twilio.names, &[receipt])
-                .await
-        }
-        Err(error) => malformed("twilio", &error),
-    }
-}
-
-async fn vonage_hook(
-    State(hooks): State<Arc<Webhooks>>,
-    RawQuery(query): RawQuery,
-    headers: HeaderMap,
-    ReceiptBody(body): ReceiptBody,
-) -> Response {
-    let json = header_text(&headers, header::CONTENT_TYPE.as_str())
-        .is_some_and(|t| t.starts_with("application/json"));
-    let params = if json {
-        match vonage::params_from_json(&body) {
-            Ok(params) => params,
-            Err(error) => return malformed("vonage", &error),
-        }
-    } else if body.is_empty() {
-        pairs(query.unwrap_or_default().as_bytes())
-    } else {
-        pairs(&body)
-    };
-    if !params.iter().any(|(k, _)| k == "sig") {
-        return refuse(StatusCode::UNAUTHORIZED, "sig missing");
-    }
-    let signed = hooks
-        .vonage
-        .keys
-        .iter()
-        .any(|(secret, method)| signature::vonage_valid(*method, secret.expose(), &params));
-    if !signed {
-        tracing::warn!("Vonage receipt with a bad signature refused");
-        return refuse(StatusCode::FORBIDDEN, "signature does not match");
-    }
-    match vonage::parse(&params) {
-        Ok(receipt) => {
-            hooks
-                .record("vonage", &hooks.vonage.names, &[receipt])
-                .await
-        }
-        Err(error) => malformed("vonage", &error),
-    }
-}
-
-/// Whether `authorization` is Basic auth with one of `accounts`' user and password. Both sides
-/// are hashed before the constant-time comparison, so not even their lengths leak.
-fn basic_auth_matches(authorization: &str, accounts: &[(String, Credential)]) -> bool {
-    let Some((scheme, encoded)) = authorization.split_once(' ') else {
-        return false;
-    };
-    if !scheme.eq_ignore_ascii_case("basic") {
-        return false;
-    }
-    let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(encoded.trim()) else {
-        return false;
-    };
-    let given = Sha256::digest(&decoded);
-    accounts.iter().any(|(user, password)| {
-        let expected = Sha256::digest(format!("{user}:{}", password.expose()));
-        bool::from(expected.ct_eq(&given))
-    })
-}
-
-async fn infobip_hook(
-    State(hooks): State<Arc<Webhooks>>,
-    headers: HeaderMap,
-    ReceiptBody(body): ReceiptBody,
-) -> Response {
-    let Some(authorization) = header_text(&headers, header::AUTHORIZATION.as_str()) else {
-        return refuse(StatusCode::UNAUTHORIZED, "Authorization missing");
-    };
-    if !basic_auth_matches(authorization, &hooks.infobip.keys) {
-        tracing::warn!("Infobip receipt with wrong credentials refused");
-        return refuse(StatusCode::FORBIDDEN, "credentials do not match");
-    }
-    match infobip::parse(&body) {
-        Ok(receipts) => {
-            hooks
-                .record("infobip", &hooks.infobip.names, &receipts)
-                .await
-        }
-        Err(error) => malformed("infobip", &error),
     }
 }

@@ -9,10 +9,9 @@ use std::{
 use tokio::{sync::Semaphore, task::JoinSet};
 use tokio_util::sync::CancellationToken;
 
+use super::settings::ReceiptSettings;
 use crate::{
-    config::{Config, ReceiptSettings},
-    providers::{Provider, ProviderChain, Reports, chain::scrub},
-    receipts::Receipt,
+    providers::{Provider, ProviderChain, ProviderConfig, Receipt, Reports, chain::scrub},
     store::{ResendRule, Store, Via},
 };
 
@@ -35,11 +34,17 @@ const REMATCH_WITHIN: Duration = Duration::from_secs(600);
 const UNKNOWN_BATCH: u32 = 5_000;
 
 impl Sweeper {
-    /// A sweeper for `config`'s providers.
-    pub fn new(config: &Config, store: Store) -> Self {
-        let reachable = webhooks_reachable(config);
+    /// A sweeper for `providers`, resending by `rule`; `webhooks_reachable` says whether
+    /// providers can deliver receipts to this relay's webhooks.
+    pub fn new(
+        settings: &ReceiptSettings,
+        providers: &[ProviderConfig],
+        rule: ResendRule,
+        webhooks_reachable: bool,
+        store: Store,
+    ) -> Self {
         let mut kinds: Vec<(&'static str, Vec<String>)> = Vec::new();
-        for p in &config.providers {
+        for p in providers {
             let kind = p.kind.label();
             match kinds.iter_mut().find(|(k, _)| *k == kind) {
                 Some((_, names)) => names.push(p.name.clone()),
@@ -48,12 +53,11 @@ impl Sweeper {
         }
         Self {
             store,
-            settings: config.receipts.clone(),
-            rule: resend_rule(config),
-            expecting: config
-                .providers
+            settings: settings.clone(),
+            rule,
+            expecting: providers
                 .iter()
-                .filter(|p| p.expects_receipts(reachable))
+                .filter(|p| p.expects_receipts(webhooks_reachable))
                 .map(|p| p.name.clone())
                 .collect(),
             kinds,
@@ -125,19 +129,6 @@ impl Sweeper {
     }
 }
 
-/// Whether providers can reach this relay's webhooks: it serves them and has a public URL.
-pub fn webhooks_reachable(config: &Config) -> bool {
-    !config.webhooks.listen.is_empty() && config.webhooks.public_base_url.is_some()
-}
-
-/// When `config` allows a resend: `receipts.max_resends`, and validity past `relay.expiry_margin_ms`.
-pub fn resend_rule(config: &Config) -> ResendRule {
-    ResendRule {
-        max_resends: config.receipts.max_resends,
-        expiry_margin: Duration::from_millis(config.relay.expiry_margin_ms),
-    }
-}
-
 /// One provider with a report API.
 struct Polled {
     /// The provider kind (`sms_receipts.source`).
@@ -164,16 +155,20 @@ const POLL_CONCURRENCY: usize = 8;
 const MAX_UNRECORDED: usize = 10_000;
 
 impl Poller {
-    /// A poller for the providers of `chain` that have a report API.
-    pub fn new(config: &Config, chain: &ProviderChain, store: Store) -> Self {
+    /// A poller for the providers of `chain` (built from `providers`) that have a report API,
+    /// resending by `rule`.
+    pub fn new(
+        settings: &ReceiptSettings,
+        providers: &[ProviderConfig],
+        chain: &ProviderChain,
+        rule: ResendRule,
+        store: Store,
+    ) -> Self {
         let polled = chain
             .providers()
             .filter(|p| p.reports() != Reports::None)
             .filter_map(|provider| {
-                let entry = config
-                    .providers
-                    .iter()
-                    .find(|c| c.name == provider.name())?;
+                let entry = providers.iter().find(|c| c.name == provider.name())?;
                 Some(Polled {
                     source: entry.kind.label(),
                     provider: provider.clone(),
@@ -183,8 +178,8 @@ impl Poller {
             .collect();
         Self {
             store,
-            settings: config.receipts.clone(),
-            rule: resend_rule(config),
+            settings: settings.clone(),
+            rule,
             polled,
         }
     }

@@ -10,6 +10,7 @@
 pub mod backoff;
 mod completer;
 mod dispatch;
+pub mod settings;
 
 use std::{
     collections::HashSet,
@@ -30,9 +31,9 @@ use uuid::Uuid;
 
 pub use backoff::RetryPolicy;
 pub use completer::record;
+pub use settings::RelaySettings;
 
 use crate::{
-    config::RelaySettings,
     providers::ProviderChain,
     store::{Store, WAKEUP_CHANNEL, presence_name},
 };

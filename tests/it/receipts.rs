@@ -5,13 +5,13 @@ use base64::{Engine, engine::general_purpose::STANDARD};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use sms_relay::{
-    config::{Config, WebhooksConfig},
-    providers::ProviderConfig,
-    receipts::{
-        server::{self, Webhooks},
-        signature::{self, VonageMethod},
-        watch::{Poller, Sweeper},
+    config::{Config, WebhookSettings},
+    providers::{
+        ProviderConfig,
+        twilio::signature::twilio_signature,
+        vonage::signature::{VonageMethod, vonage_signature},
     },
+    receipts::{server, watch::Sweeper},
     store::Store,
 };
 use tokio::net::TcpListener;
@@ -47,9 +47,9 @@ pub fn receipt_entry(fake: &FakeProvider, name: &str) -> ProviderConfig {
 pub fn config_for(providers: Vec<ProviderConfig>) -> Config {
     let mut config = Config {
         providers,
-        webhooks: WebhooksConfig {
+        webhooks: WebhookSettings {
             public_base_url: Some(PUBLIC.into()),
-            ..WebhooksConfig::default()
+            ..WebhookSettings::default()
         },
         relay: settings(),
         ..Config::default()
@@ -63,7 +63,7 @@ pub fn config_for(providers: Vec<ProviderConfig>) -> Config {
 pub async fn serve(config: &Config, store: Store) -> String {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
-    let router = Webhooks::new(config, store).router();
+    let router = config.webhooks(store).router();
     tokio::spawn(server::serve(listener, router, CancellationToken::new()));
     base
 }
@@ -184,7 +184,7 @@ impl Scene {
     }
 
     pub fn sweeper(&self) -> Sweeper {
-        Sweeper::new(&self.config, self.db.store())
+        self.config.sweeper(self.db.store())
     }
 }
 
@@ -315,7 +315,7 @@ impl Poster {
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .collect();
-        let sig = signature::vonage_signature(VonageMethod::Sha256, VONAGE_SECRET, &params);
+        let sig = vonage_signature(VonageMethod::Sha256, VONAGE_SECRET, &params);
         params.push(("sig".into(), sig.to_uppercase()));
         params
     }
@@ -348,11 +348,8 @@ impl Poster {
         let request = match self.kind {
             Kind::Twilio => {
                 let form = Self::twilio_form(dlr);
-                let sig = signature::twilio_signature(
-                    &self.token,
-                    &format!("{PUBLIC}/webhooks/twilio"),
-                    &form,
-                );
+                let sig =
+                    twilio_signature(&self.token, &format!("{PUBLIC}/webhooks/twilio"), &form);
                 self.http
                     .post(self.url())
                     .header("X-Twilio-Signature", sig)
@@ -373,11 +370,8 @@ impl Poster {
         let request = match self.kind {
             Kind::Twilio => {
                 let form = Self::twilio_form(dlr);
-                let sig = signature::twilio_signature(
-                    "not-the-token",
-                    &format!("{PUBLIC}/webhooks/twilio"),
-                    &form,
-                );
+                let sig =
+                    twilio_signature("not-the-token", &format!("{PUBLIC}/webhooks/twilio"), &form);
                 let request = self.http.post(self.url()).form(&form);
                 if forged {
                     request.header("X-Twilio-Signature", sig)
@@ -597,7 +591,7 @@ async fn twilio_signature_covers_url_and_body() {
             .status()
     };
     // The port quirk: signed with :443, called without it.
-    let with_port = signature::twilio_signature(
+    let with_port = twilio_signature(
         &poster.token,
         "https://relay.example.com:443/webhooks/twilio",
         &form,
@@ -607,7 +601,7 @@ async fn twilio_signature_covers_url_and_body() {
         StatusCode::OK
     );
     // Tampered body, URL (query added after signing) and header.
-    let good = signature::twilio_signature(&poster.token, &url, &form);
+    let good = twilio_signature(&poster.token, &url, &form);
     let mut tampered = form.clone();
     tampered[2].1 = "undelivered".into();
     assert_eq!(
@@ -625,7 +619,7 @@ async fn twilio_signature_covers_url_and_body() {
         StatusCode::FORBIDDEN
     );
     // A signed query string is part of the URL.
-    let with_query = signature::twilio_signature(&poster.token, &format!("{url}?attempt=1"), &form);
+    let with_query = twilio_signature(&poster.token, &format!("{url}?attempt=1"), &form);
     assert_eq!(
         post("/webhooks/twilio?attempt=1", with_query, &form).await,
         StatusCode::OK
@@ -671,7 +665,7 @@ async fn malformed_and_oversized_receipts_get_400_and_change_nothing() {
     // Signed, but without a MessageSid.
     let token = twilio.credentials()[1].1.clone();
     let form = vec![("MessageStatus".to_owned(), "delivered".to_owned())];
-    let sig = signature::twilio_signature(&token, &format!("{PUBLIC}/webhooks/twilio"), &form);
+    let sig = twilio_signature(&token, &format!("{PUBLIC}/webhooks/twilio"), &form);
     let status = http
         .post(format!("{base}/webhooks/twilio"))
         .header("X-Twilio-Signature", sig)
@@ -732,7 +726,7 @@ async fn alpha_sms_reports_are_polled_with_their_charge() {
     let s = Scene::new(&[Kind::AlphaSms], None, |_| {}).await;
     let (db, fake, attempt) = (&s.db, &s.fakes[0], s.attempt.0);
     let chain = http_chain(&s.config.providers);
-    let poller = Poller::new(&s.config, &chain, db.store());
+    let poller = s.config.poller(&chain, db.store());
     // Old enough to be asked about (the settle time is the 100 ms poll interval here).
     tokio::time::sleep(std::time::Duration::from_millis(150)).await;
     poller.poll().await;
@@ -772,7 +766,7 @@ async fn infobip_reports_are_pulled_when_enabled() {
     .await;
     let (db, attempt) = (&s.db, s.attempt.0);
     let chain = http_chain(&s.config.providers);
-    let poller = Poller::new(&s.config, &chain, db.store());
+    let poller = s.config.poller(&chain, db.store());
     poller.poll().await;
     let (status, _, delivered) = delivery_of(db, attempt).await;
     assert_eq!((status.as_deref(), delivered), (Some("delivered"), true));
@@ -866,7 +860,8 @@ async fn odd_values_in_a_receipt_are_fitted_not_fatal_to_the_batch() {
     // A NUL in a string (jsonb refuses it) and a price no numeric(14, 6) holds.
     body["results"][0]["sender"] = json!("Glam\u{0}ora");
     body["results"][1]["price"]["pricePerMessage"] = json!(999_999_999.0);
-    let receipts = sms_relay::receipts::infobip::parse(body.to_string().as_bytes()).unwrap();
+    let receipts =
+        sms_relay::providers::infobip::receipt::parse(body.to_string().as_bytes()).unwrap();
     let totals = db
         .store()
         .record_receipts(

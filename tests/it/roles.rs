@@ -12,7 +12,7 @@ use std::{
 };
 
 use sms_relay::{
-    receipts::{Delivery, Receipt},
+    providers::{Delivery, Receipt},
     relay::{Relay, StopWhen},
     store::{ResendRule, Store, Via},
 };

@@ -2,17 +2,18 @@
 //! goes out as the destination's `messageId`, so a status lookup (`GET /sms/3/logs`) can find it.
 //! Numbers go out without the `+`.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use serde::Deserialize;
 use serde_json::json;
 
 use super::{
-    Accepted, BoxFuture, Lookup, OutgoingSms, Provider, Reports, SendError,
+    Accepted, BoxFuture, BuildError, KindSettings, Lookup, OutgoingSms, Provider, Receipt, Reports,
+    SendError,
     http::{Endpoint, Reply, exchange},
     settings::{Credential, ProviderConfig, validate_sender},
 };
-use crate::receipts::{self, Receipt};
+pub mod receipt;
 
 /// `kind = "infobip"`: credentials and sender. `base_url` is the account's own host.
 #[derive(Debug, Clone, Deserialize)]
@@ -35,13 +36,30 @@ pub struct InfobipSettings {
     pub pull_reports: bool,
 }
 
-impl InfobipSettings {
-    /// Checks the entry's own fields.
-    pub fn validate(&self) -> Result<(), String> {
+impl KindSettings for InfobipSettings {
+    fn label(&self) -> &'static str {
+        "infobip"
+    }
+
+    fn validate(&self) -> Result<(), String> {
         if self.receipt_username.is_some() != self.receipt_password.is_some() {
             return Err("set both receipt_username and receipt_password, or neither".into());
         }
         validate_sender(&self.sender)
+    }
+
+    fn expects_receipts(&self, webhooks_reachable: bool) -> bool {
+        (webhooks_reachable && self.receipt_password.is_some()) || self.pull_reports
+    }
+
+    fn build(
+        &self,
+        config: &ProviderConfig,
+        callback: Option<String>,
+    ) -> Result<Arc<dyn Provider>, BuildError> {
+        let adapter = Infobip::new(config, self, callback)
+            .map_err(|reason| BuildError::invalid(config, reason))?;
+        Ok(Arc::new(adapter))
     }
 }
 
@@ -180,7 +198,7 @@ impl Infobip {
         if !reply.is_success() {
             return Err(reply.unreadable());
         }
-        let (good, bad) = receipts::infobip::parse_lenient(reply.body.as_bytes())
+        let (good, bad) = receipt::parse_lenient(reply.body.as_bytes())
             .map_err(|error| reply.provider_error("BAD_REPORTS", error.to_string()))?;
         if let Some(first) = bad.first() {
             tracing::warn!(provider = %self.http.name, skipped = bad.len(), first = ?first,

@@ -1,11 +1,71 @@
-//! Infobip's delivery report webhook (providers.md §3.2–3.3): a JSON batch
-//! `{"results":[…]}` of up to 100 reports.
+//! Infobip's delivery report webhook: a JSON batch `{"results":[…]}` of up to 100 reports, sent
+//! with the Basic auth credentials configured for it.
 
+use base64::Engine;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
 
-use super::{Delivery, Receipt, ReceiptError};
-use crate::providers::{Cost, pricing::parse_micros};
+use crate::providers::{
+    Cost, Delivery, ProviderConfig, ProviderKind, Receipt, ReceiptError,
+    pricing::parse_micros,
+    webhook::{Webhook, WebhookError, WebhookRequest},
+};
+
+/// Infobip's receipt webhook: a JSON POST with one of the entries' receipt user and password.
+pub const WEBHOOK: Webhook = Webhook {
+    kind: "infobip",
+    accepts_get: false,
+    receive,
+    has_credentials: |entry| {
+        matches!(&entry.kind, ProviderKind::Infobip(s)
+            if s.receipt_username.is_some() && s.receipt_password.is_some())
+    },
+};
+
+/// Checks the Basic auth against each Infobip entry's receipt credentials, then parses the batch.
+fn receive(
+    entries: &[ProviderConfig],
+    request: &WebhookRequest<'_>,
+) -> Result<Vec<Receipt>, WebhookError> {
+    let Some(authorization) = request.header("authorization") else {
+        return Err(WebhookError::Unauthenticated("Authorization missing"));
+    };
+    let accounts = entries.iter().filter_map(|entry| match &entry.kind {
+        ProviderKind::Infobip(s) => Some((
+            s.receipt_username.as_deref()?,
+            s.receipt_password.as_ref()?.expose(),
+        )),
+        _ => None,
+    });
+    if !basic_auth_matches(authorization, accounts) {
+        return Err(WebhookError::Forbidden("credentials do not match"));
+    }
+    Ok(parse(request.body)?)
+}
+
+/// Whether `authorization` is Basic auth with one of `accounts`' user and password. Both sides
+/// are hashed before the constant-time comparison, so not even their lengths leak.
+fn basic_auth_matches<'a>(
+    authorization: &str,
+    mut accounts: impl Iterator<Item = (&'a str, &'a str)>,
+) -> bool {
+    let Some((scheme, encoded)) = authorization.split_once(' ') else {
+        return false;
+    };
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return false;
+    }
+    let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(encoded.trim()) else {
+        return false;
+    };
+    let given = Sha256::digest(&decoded);
+    accounts.any(|(user, password)| {
+        let expected = Sha256::digest(format!("{user}:{password}"));
+        bool::from(expected.ct_eq(&given))
+    })
+}
 
 /// Parses a delivery report batch; any bad report refuses the whole batch, naming its index.
 pub fn parse(body: &[u8]) -> Result<Vec<Receipt>, ReceiptError> {
@@ -48,7 +108,7 @@ fn at_index(index: usize, error: ReceiptError) -> ReceiptError {
     ReceiptError::Malformed(format!("results[{index}]: {why}"))
 }
 
-/// Maps an Infobip status group and id (§3.2) to the canonical status.
+/// Maps an Infobip status group and id to the canonical status.
 pub fn delivery(group_id: i64, id: i64) -> Delivery {
     match (group_id, id) {
         (1, 26) => Delivery::Queued,

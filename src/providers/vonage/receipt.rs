@@ -1,10 +1,53 @@
-//! Vonage's delivery receipt (providers.md §2.3): a GET query, a POST form or a flat POST JSON
-//! object, one per message part.
+//! Vonage's delivery receipt: a GET query, a POST form or a flat POST JSON object, one per
+//! message part, signed with the account's signature secret.
 
 use serde_json::Value;
 
-use super::twilio::{field, params_json};
-use super::{Delivery, Receipt, ReceiptError};
+use super::signature;
+use crate::providers::{
+    Delivery, ProviderConfig, ProviderKind, Receipt, ReceiptError,
+    webhook::{Webhook, WebhookError, WebhookRequest, field, form_pairs, params_json},
+};
+
+/// Vonage's receipt webhook: GET or POST, signed by one of the entries' signature secrets.
+pub const WEBHOOK: Webhook = Webhook {
+    kind: "vonage",
+    accepts_get: true,
+    receive,
+    has_credentials: |entry| matches!(&entry.kind, ProviderKind::Vonage(s) if s.signature_secret.is_some()),
+};
+
+/// Reads the params (JSON body, form body, or the query string of a GET), checks `sig` with each
+/// Vonage entry's signature secret and method, then parses them.
+fn receive(
+    entries: &[ProviderConfig],
+    request: &WebhookRequest<'_>,
+) -> Result<Vec<Receipt>, WebhookError> {
+    let json = request
+        .header("content-type")
+        .is_some_and(|t| t.starts_with("application/json"));
+    let params = if json {
+        params_from_json(request.body)?
+    } else if request.body.is_empty() {
+        form_pairs(request.query.unwrap_or_default().as_bytes())
+    } else {
+        form_pairs(request.body)
+    };
+    if !params.iter().any(|(k, _)| k == "sig") {
+        return Err(WebhookError::Unauthenticated("sig missing"));
+    }
+    let signed = entries
+        .iter()
+        .filter_map(|entry| match &entry.kind {
+            ProviderKind::Vonage(s) => Some((s.signature_secret.as_ref()?, s.signature_method)),
+            _ => None,
+        })
+        .any(|(secret, method)| signature::vonage_valid(method, secret.expose(), &params));
+    if !signed {
+        return Err(WebhookError::Forbidden("signature does not match"));
+    }
+    Ok(vec![parse(&params)?])
+}
 
 /// Keys left out of the stored payload: the credentials and the signing noise.
 const NOT_STORED: [&str; 4] = ["sig", "api-key", "nonce", "timestamp"];
@@ -48,7 +91,7 @@ pub fn params_from_json(body: &[u8]) -> Result<Vec<(String, String)>, ReceiptErr
         .collect()
 }
 
-/// Maps a Vonage DLR status (§2.3) to the canonical status; case-insensitive.
+/// Maps a Vonage DLR status to the canonical status; case-insensitive.
 pub fn delivery(status: &str) -> Delivery {
     match status.to_ascii_lowercase().as_str() {
         "delivered" => Delivery::Delivered,
@@ -65,7 +108,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::receipts::examples::{pairs, vonage_dlr as example};
+    use crate::providers::examples::{pairs, vonage_dlr as example};
 
     #[test]
     fn parses_the_documented_get_example() {

@@ -1,8 +1,44 @@
-//! Twilio's StatusCallback (providers.md §1.3): a form POST per status transition.
+//! Twilio's StatusCallback: a form POST per status transition, signed with the auth token.
 
-use serde_json::{Map, Value};
+use super::signature;
+use crate::providers::{
+    Delivery, ProviderConfig, ProviderKind, Receipt, ReceiptError,
+    webhook::{Webhook, WebhookError, WebhookRequest, field, form_pairs, params_json},
+};
 
-use super::{Delivery, Receipt, ReceiptError};
+/// Twilio's receipt webhook: a form POST signed with the auth token of one of the entries.
+pub const WEBHOOK: Webhook = Webhook {
+    kind: "twilio",
+    accepts_get: false,
+    receive,
+    has_credentials: |_| true,
+};
+
+/// Checks `X-Twilio-Signature` over the URL Twilio called and the form, with each Twilio entry's
+/// auth token, then parses the form.
+fn receive(
+    entries: &[ProviderConfig],
+    request: &WebhookRequest<'_>,
+) -> Result<Vec<Receipt>, WebhookError> {
+    let Some(given) = request.header("x-twilio-signature") else {
+        return Err(WebhookError::Unauthenticated("X-Twilio-Signature missing"));
+    };
+    let Some(url) = &request.url else {
+        return Err(WebhookError::Forbidden("cannot tell the signed URL"));
+    };
+    let params = form_pairs(request.body);
+    let signed = entries
+        .iter()
+        .filter_map(|entry| match &entry.kind {
+            ProviderKind::Twilio(s) => Some(&s.auth_token),
+            _ => None,
+        })
+        .any(|token| signature::twilio_valid(token.expose(), url, &params, given));
+    if !signed {
+        return Err(WebhookError::Forbidden("signature does not match"));
+    }
+    Ok(vec![parse(&params)?])
+}
 
 /// Parses a StatusCallback form into a [`Receipt`].
 pub fn parse(params: &[(String, String)]) -> Result<Receipt, ReceiptError> {
@@ -28,7 +64,7 @@ pub fn parse(params: &[(String, String)]) -> Result<Receipt, ReceiptError> {
     })
 }
 
-/// Maps a Twilio message status (§1.2) to the canonical status; case-insensitive.
+/// Maps a Twilio message status to the canonical status; case-insensitive.
 pub fn delivery(status: &str) -> Delivery {
     match status.to_ascii_lowercase().as_str() {
         "queued" | "accepted" | "scheduled" | "sending" => Delivery::Queued,
@@ -40,37 +76,13 @@ pub fn delivery(status: &str) -> Delivery {
     }
 }
 
-/// The first non-empty value of `key`.
-pub(super) fn field<'a>(params: &'a [(String, String)], key: &str) -> Option<&'a str> {
-    params
-        .iter()
-        .find(|(k, v)| k == key && !v.is_empty())
-        .map(|(_, v)| v.as_str())
-}
-
-/// Form params as a JSON object for the audit payload, leaving out the `drop` keys: a key seen
-/// once maps to its string, a repeated key to the array of its values in order.
-pub(super) fn params_json(params: &[(String, String)], drop: &[&str]) -> Value {
-    let mut object = Map::new();
-    for (key, value) in params.iter().filter(|(k, _)| !drop.contains(&k.as_str())) {
-        let value = Value::String(value.clone());
-        match object.get_mut(key) {
-            None => {
-                object.insert(key.clone(), value);
-            }
-            Some(Value::Array(values)) => values.push(value),
-            Some(first) => *first = Value::Array(vec![first.take(), value]),
-        }
-    }
-    Value::Object(object)
-}
-
 #[cfg(test)]
 mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::receipts::examples::{TWILIO_SID as SID, pairs, twilio_status_callback as example};
+    use crate::providers::examples::{TWILIO_SID as SID, pairs, twilio_status_callback as example};
+    use crate::providers::webhook::params_json;
 
     #[test]
     fn parses_the_documented_example() {

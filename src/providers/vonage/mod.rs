@@ -1,14 +1,17 @@
 //! Vonage (Nexmo) SMS API (`POST /sms/json`, form body with `api_key`/`api_secret`). It answers
 //! HTTP 200 even when it refuses: the per-part `status` decides. Numbers go out without the `+`.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use serde::Deserialize;
 
-use crate::receipts::signature::VonageMethod;
+pub mod receipt;
+pub mod signature;
+
+pub use signature::VonageMethod;
 
 use super::{
-    Accepted, BoxFuture, Cost, OutgoingSms, Provider, SendError,
+    Accepted, BoxFuture, BuildError, Cost, KindSettings, OutgoingSms, Provider, SendError,
     http::{Endpoint, Reply, exchange},
     pricing::parse_micros,
     settings::{Credential, ProviderConfig, is_currency, validate_sender},
@@ -42,13 +45,34 @@ fn default_currency() -> String {
     "EUR".into()
 }
 
-impl VonageSettings {
-    /// Checks the entry's own fields.
-    pub fn validate(&self) -> Result<(), String> {
+impl KindSettings for VonageSettings {
+    fn label(&self) -> &'static str {
+        "vonage"
+    }
+
+    fn default_base_url(&self) -> Option<&'static str> {
+        Some("https://rest.nexmo.com")
+    }
+
+    fn validate(&self) -> Result<(), String> {
         if !is_currency(&self.price_currency) {
             return Err("price_currency must be an ISO 4217 code".into());
         }
         validate_sender(&self.sender)
+    }
+
+    fn expects_receipts(&self, webhooks_reachable: bool) -> bool {
+        webhooks_reachable && self.signature_secret.is_some()
+    }
+
+    fn build(
+        &self,
+        config: &ProviderConfig,
+        callback: Option<String>,
+    ) -> Result<Arc<dyn Provider>, BuildError> {
+        let adapter = Vonage::new(config, self, callback)
+            .map_err(|reason| BuildError::invalid(config, reason))?;
+        Ok(Arc::new(adapter))
     }
 }
 

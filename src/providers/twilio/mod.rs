@@ -1,12 +1,15 @@
 //! Twilio Programmable Messaging (`POST /2010-04-01/Accounts/{sid}/Messages.json`, form body,
 //! HTTP Basic `AccountSid:AuthToken`). Numbers go out in E.164 with the `+`.
 
-use std::time::Duration;
+pub mod receipt;
+pub mod signature;
+
+use std::{sync::Arc, time::Duration};
 
 use serde::Deserialize;
 
 use super::{
-    Accepted, BoxFuture, Cost, Lookup, OutgoingSms, Provider, SendError,
+    Accepted, BoxFuture, BuildError, Cost, KindSettings, Lookup, OutgoingSms, Provider, SendError,
     http::{Endpoint, Reply, exchange},
     pricing::parse_micros,
     settings::{Credential, ProviderConfig, is_currency, validate_sender},
@@ -28,9 +31,16 @@ pub struct TwilioSettings {
     pub messaging_service_sid: Option<String>,
 }
 
-impl TwilioSettings {
-    /// Checks the entry's own fields.
-    pub fn validate(&self) -> Result<(), String> {
+impl KindSettings for TwilioSettings {
+    fn label(&self) -> &'static str {
+        "twilio"
+    }
+
+    fn default_base_url(&self) -> Option<&'static str> {
+        Some("https://api.twilio.com")
+    }
+
+    fn validate(&self) -> Result<(), String> {
         if !(self.account_sid.starts_with("AC") && self.account_sid.len() == 34) {
             return Err("account_sid must be the 34-character AC… id".into());
         }
@@ -39,6 +49,20 @@ impl TwilioSettings {
             (Some(sender), _) => validate_sender(sender),
             (None, Some(_)) => Ok(()),
         }
+    }
+
+    fn expects_receipts(&self, webhooks_reachable: bool) -> bool {
+        webhooks_reachable
+    }
+
+    fn build(
+        &self,
+        config: &ProviderConfig,
+        callback: Option<String>,
+    ) -> Result<Arc<dyn Provider>, BuildError> {
+        let adapter = Twilio::new(config, self, callback)
+            .map_err(|reason| BuildError::invalid(config, reason))?;
+        Ok(Arc::new(adapter))
     }
 }
 

@@ -1,0 +1,110 @@
+//! `[relay]`: how a relay claims, sends and shuts down.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::{providers::UnknownPolicy, store::MAX_RELAY_ID_LEN};
+
+/// `[relay]`
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct RelaySettings {
+    /// This relay's name in `sms_outbox.claimed_by`, `sms_attempts.relay_id` and (behind
+    /// `sms-relay `) its connection's `application_name`; default host-pid. Unique per live relay.
+    pub relay_id: Option<String>,
+    /// Most messages claimed by one statement.
+    pub batch_size: u32,
+    /// Most messages claimed but not yet recorded, across all sends.
+    pub max_in_flight: u32,
+    /// How long a claim holds a message; a relay that dies releases it when this runs out.
+    /// Must exceed the time one round through the chain can take.
+    pub lease_ms: u64,
+    /// Longest sleep without a NOTIFY (also the idle heartbeat).
+    pub poll_interval_ms: u64,
+    /// A message with less validity than this left is not sent (the code would arrive stale).
+    pub expiry_margin_ms: u64,
+    /// On SIGTERM, how long in-flight sends may take before they are released.
+    pub shutdown_grace_ms: u64,
+    /// Finished messages between two `VACUUM sms_outbox` runs by this relay, which keep the claim
+    /// index free of dead entries after bursts; 0 leaves it to autovacuum.
+    pub vacuum_every: u64,
+    /// After an `unknown` outcome that no status lookup resolved: `fall_over` to the next
+    /// provider (the same code twice beats no code) or `assume_sent`.
+    pub on_unknown: UnknownPolicy,
+}
+
+impl Default for RelaySettings {
+    fn default() -> Self {
+        Self {
+            relay_id: None,
+            batch_size: 500,
+            max_in_flight: 2_000,
+            lease_ms: 60_000,
+            poll_interval_ms: 1_000,
+            expiry_margin_ms: 3_000,
+            shutdown_grace_ms: 10_000,
+            vacuum_every: 20_000,
+            on_unknown: UnknownPolicy::FallOver,
+        }
+    }
+}
+
+impl RelaySettings {
+    /// The relay id, defaulting to `<hostname>-<pid>`.
+    pub fn relay_id(&self) -> String {
+        self.relay_id.clone().unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/etc/hostname").unwrap_or_else(|_| "relay".into());
+            let host: String = host
+                .trim()
+                .chars()
+                .filter(|c| c.is_ascii_graphic())
+                .take(MAX_RELAY_ID_LEN - 11)
+                .collect();
+            format!("{host}-{}", std::process::id())
+        })
+    }
+
+    /// `lease_ms` as a duration.
+    pub fn lease(&self) -> Duration {
+        Duration::from_millis(self.lease_ms)
+    }
+
+    /// `poll_interval_ms` as a duration.
+    pub fn poll_interval(&self) -> Duration {
+        Duration::from_millis(self.poll_interval_ms)
+    }
+
+    /// `shutdown_grace_ms` as a duration.
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_millis(self.shutdown_grace_ms)
+    }
+
+    /// Checks ranges.
+    pub fn validate(&self) -> Result<(), String> {
+        if !(1..=1_000).contains(&self.batch_size) {
+            return Err("relay.batch_size must be 1..=1000".into());
+        }
+        if self.max_in_flight < self.batch_size {
+            return Err("relay.max_in_flight must be at least relay.batch_size".into());
+        }
+        if let Some(id) = &self.relay_id
+            && (id.is_empty()
+                || id.len() > MAX_RELAY_ID_LEN
+                || !id.chars().all(|c| c.is_ascii_graphic()))
+        {
+            return Err(format!(
+                "relay.relay_id must be 1 to {MAX_RELAY_ID_LEN} printable ASCII characters without spaces"
+            ));
+        }
+        if self.lease_ms < 10_000 {
+            return Err("relay.lease_ms must be at least 10000 (a round must end, and be recorded, inside it)".into());
+        }
+        if !(10..=30_000).contains(&self.poll_interval_ms) {
+            return Err(
+                "relay.poll_interval_ms must be 10..=30000 (it is also the idle heartbeat)".into(),
+            );
+        }
+        Ok(())
+    }
+}
