@@ -2,15 +2,26 @@
 //!
 //! # Layout
 //! - [`domain`]: recipients (masked when printed), template rendering, SMS segment counting.
-//! - [`store`]: every SQL statement — claim, complete, wake-up registration, enqueue, status.
-//! - [`providers`]: the [`providers::Provider`] trait, the [`providers::ProviderChain`] that
-//!   walks providers in order, and the built-in simulator.
-//! - [`receipts`]: delivery receipts — webhook endpoints, signatures, report polling, the
-//!   no-receipt window and receipt-driven resends.
-//! - [`relay`]: the claim → send → record loop, the completer and the retry policy.
-//! - [`config`], [`cli`], [`commands`], [`telemetry`], [`shutdown`]: the operator's side.
+//! - [`providers`]: the [`providers::Provider`] trait, one module per provider (its settings,
+//!   wire format, send, classification table, lookups, and its receipts' checks and parsing),
+//!   and the [`providers::ProviderChain`] that walks them in order.
+//! - [`store`]: every SQL statement the relay runs — the message lifecycle, enqueue, receipts,
+//!   wake-up registration, status and reports.
+//! - [`relay`]: the claim → send → record loop, the completer, the retry policy.
+//! - [`receipts`]: the receipt services — webhook endpoints, report polling, the no-receipt and
+//!   unknown windows.
+//! - [`config`]: composes each module's settings section, loads file + environment, checks the
+//!   rules that span sections, and builds the services from their sections.
+//! - [`cli`], [`commands`], [`telemetry`], [`shutdown`]: the operator's side.
 //! - [`db`]: connecting and the embedded migrations; [`throwaway_pg`]: a private PostgreSQL for
 //!   the demo, the benchmark and the tests.
+//!
+//! # Imports run one way
+//! `domain` ← `providers` ← `store` ← `relay`, `receipts` ← `config` ← `commands`: a module
+//! imports only from modules to its left (and from `db`, `telemetry`, `shutdown`,
+//! `throwaway_pg`, which import none of these). Inside `providers`, a provider's module imports
+//! the shared parts (`http`, `fields`, `kind`, `receipt`, `webhook`, `pricing`); only
+//! `providers::settings`, which lists the kinds, imports the providers' modules.
 
 pub mod cli;
 pub mod commands;

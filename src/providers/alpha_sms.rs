@@ -2,16 +2,16 @@
 //! `"error":0` on success and an error code otherwise. Numbers go out as `880…` without the `+`.
 //! Delivery status and the charge come from polling `/report/request/{id}/`.
 
-use std::sync::Arc;
+use std::{any::Any, sync::Arc};
 
 use serde::Deserialize;
 
 use super::{
     Accepted, BoxFuture, BuildError, Cost, Delivery, KindSettings, OutgoingSms, Provider, Receipt,
     Reports, SendError,
-    http::{Endpoint, Reply, exchange, text_of},
+    fields::{Credential, validate_sender},
+    http::{Connection, Endpoint, Reply, exchange, text_of},
     pricing::parse_micros,
-    settings::{Credential, ProviderConfig, validate_sender},
 };
 
 /// `kind = "alpha_sms"`: credentials and optional sender.
@@ -40,12 +40,16 @@ impl KindSettings for AlphaSmsSettings {
 
     fn build(
         &self,
-        config: &ProviderConfig,
+        connection: &Connection,
         _callback: Option<String>,
     ) -> Result<Arc<dyn Provider>, BuildError> {
-        let adapter =
-            AlphaSms::new(config, self).map_err(|reason| BuildError::invalid(config, reason))?;
+        let adapter = AlphaSms::new(connection, self)
+            .map_err(|reason| BuildError::invalid(connection, reason))?;
         Ok(Arc::new(adapter))
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
     }
 }
 
@@ -66,9 +70,9 @@ struct Response {
 
 impl AlphaSms {
     /// An adapter for `config`.
-    pub fn new(config: &ProviderConfig, settings: &AlphaSmsSettings) -> Result<Self, String> {
+    pub fn new(connection: &Connection, settings: &AlphaSmsSettings) -> Result<Self, String> {
         Ok(Self {
-            http: Endpoint::new(config)?,
+            http: Endpoint::new(connection)?,
             settings: settings.clone(),
         })
     }

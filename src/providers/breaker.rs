@@ -7,9 +7,54 @@ use std::{
     time::{Duration, SystemTime},
 };
 
+use serde::Deserialize;
 use tokio::time::Instant;
 
-use super::settings::BreakerSettings;
+/// `circuit = { ... }`: when a provider counts as down, and for how long it is skipped.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct BreakerSettings {
+    /// Consecutive failed calls that open the circuit.
+    pub consecutive_failures: u32,
+    /// Share of failed calls among the last `window` that opens the circuit.
+    pub failure_rate: f64,
+    /// Calls the failure rate is measured over (it applies once this many were made).
+    pub window: u32,
+    /// How long an open circuit skips the provider before one probe call is let through.
+    pub open_ms: u64,
+}
+
+impl Default for BreakerSettings {
+    fn default() -> Self {
+        Self {
+            consecutive_failures: 5,
+            failure_rate: 0.5,
+            window: 20,
+            open_ms: 30_000,
+        }
+    }
+}
+
+impl BreakerSettings {
+    /// `open_ms` as a duration.
+    pub fn open_for(&self) -> Duration {
+        Duration::from_millis(self.open_ms)
+    }
+
+    /// Checks the thresholds and the open period.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.consecutive_failures == 0 || self.window == 0 {
+            return Err("circuit consecutive_failures and window must be at least 1".into());
+        }
+        if !(self.failure_rate > 0.0 && self.failure_rate <= 1.0) {
+            return Err("circuit failure_rate must be in (0, 1]".into());
+        }
+        if !(100..=3_600_000).contains(&self.open_ms) {
+            return Err("circuit open_ms must be 100..=3600000".into());
+        }
+        Ok(())
+    }
+}
 
 /// Where a circuit stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -2,14 +2,14 @@
 //! `response_code` (202 = submitted), and some deployments answer a bare number. Numbers go out as
 //! `880…` without the `+`. No delivery receipts, no status lookup.
 
-use std::sync::Arc;
+use std::{any::Any, sync::Arc};
 
 use serde::Deserialize;
 
 use super::{
     Accepted, BoxFuture, BuildError, KindSettings, OutgoingSms, Provider, SendError,
-    http::{Endpoint, Reply, exchange, text_of},
-    settings::{Credential, ProviderConfig, validate_sender},
+    fields::{Credential, validate_sender},
+    http::{Connection, Endpoint, Reply, exchange, text_of},
 };
 use crate::domain::Encoding;
 
@@ -38,12 +38,16 @@ impl KindSettings for BulkSmsBdSettings {
 
     fn build(
         &self,
-        config: &ProviderConfig,
+        connection: &Connection,
         _callback: Option<String>,
     ) -> Result<Arc<dyn Provider>, BuildError> {
-        let adapter =
-            BulkSmsBd::new(config, self).map_err(|reason| BuildError::invalid(config, reason))?;
+        let adapter = BulkSmsBd::new(connection, self)
+            .map_err(|reason| BuildError::invalid(connection, reason))?;
         Ok(Arc::new(adapter))
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
     }
 }
 
@@ -64,9 +68,9 @@ struct Response {
 
 impl BulkSmsBd {
     /// An adapter for `config`.
-    pub fn new(config: &ProviderConfig, settings: &BulkSmsBdSettings) -> Result<Self, String> {
+    pub fn new(connection: &Connection, settings: &BulkSmsBdSettings) -> Result<Self, String> {
         Ok(Self {
-            http: Endpoint::new(config)?,
+            http: Endpoint::new(connection)?,
             settings: settings.clone(),
         })
     }

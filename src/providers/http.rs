@@ -6,7 +6,7 @@ use std::time::Duration;
 use reqwest::{RequestBuilder, StatusCode, header::RETRY_AFTER};
 use serde::de::DeserializeOwned;
 
-use super::{Accepted, SendError, settings::ProviderConfig};
+use super::{Accepted, SendError};
 
 /// Bodies longer than this are not read further; what was read is classified (usually as
 /// unreadable).
@@ -23,20 +23,34 @@ pub struct Endpoint {
     base: String,
 }
 
+/// How an adapter reaches its provider, from its `[[providers]]` entry.
+#[derive(Debug, Clone)]
+pub struct Connection {
+    /// The configured provider name.
+    pub name: String,
+    /// The API root without a trailing slash (`None` for a kind without a default, unset).
+    pub base_url: Option<String>,
+    /// Longest wait for a whole HTTP exchange.
+    pub timeout: Duration,
+    /// Longest wait for a TCP/TLS connection.
+    pub connect_timeout: Duration,
+}
+
 impl Endpoint {
-    /// Builds the client for `config`.
-    pub fn new(config: &ProviderConfig) -> Result<Self, String> {
-        let base = config
-            .base_url()
+    /// Builds the client for `connection`.
+    pub fn new(connection: &Connection) -> Result<Self, String> {
+        let base = connection
+            .base_url
+            .clone()
             .ok_or_else(|| "base_url is required".to_owned())?;
         let client = reqwest::Client::builder()
-            .timeout(config.timeout())
-            .connect_timeout(config.connect_timeout())
+            .timeout(connection.timeout)
+            .connect_timeout(connection.connect_timeout)
             .user_agent(concat!("sms-relay/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
         Ok(Self {
-            name: config.name.clone(),
+            name: connection.name.clone(),
             client,
             base,
         })

@@ -14,8 +14,10 @@ pub mod bulksmsbd;
 pub mod chain;
 #[cfg(test)]
 mod examples;
+pub mod fields;
 pub mod http;
 pub mod infobip;
+pub mod kind;
 pub mod pricing;
 pub mod receipt;
 pub mod settings;
@@ -26,18 +28,21 @@ pub mod twilio;
 pub mod vonage;
 pub mod webhook;
 
-use std::{future::Future, pin::Pin, sync::Arc, time::Duration};
+use std::{future::Future, pin::Pin, time::Duration};
 
 use uuid::Uuid;
 
 use crate::domain::{Recipient, Segments};
 
-pub use breaker::{Breaker, CircuitSnapshot, CircuitState};
+pub use breaker::{Breaker, BreakerSettings, CircuitSnapshot, CircuitState};
 pub use chain::{AttemptRecord, Link, ProviderChain, RoundResult, UnknownPolicy};
-pub use pricing::PriceTable;
+pub use fields::Credential;
+pub use kind::{BuildError, KindSettings};
+pub use pricing::{PriceRule, PriceTable};
 pub use receipt::{Delivery, Receipt, ReceiptError};
-pub use settings::{Credential, KindSettings, PriceRule, ProviderConfig, ProviderKind};
+pub use settings::{ProviderConfig, ProviderKind, build, from_config};
 pub use simulator::{Simulator, SimulatorSettings};
+pub use throttle::RateLimit;
 pub use throttle::Throttle;
 pub use webhook::Webhook;
 
@@ -275,68 +280,6 @@ pub enum Reports {
     PerMessage,
     /// One request returns every new report ([`Provider::pull_reports`]).
     Pull,
-}
-
-/// Why a provider entry could not be turned into an adapter.
-#[derive(Debug, thiserror::Error)]
-pub enum BuildError {
-    /// The entry is invalid (never worth retrying: fix the configuration).
-    #[error("provider {name:?}: {reason}")]
-    Invalid {
-        /// The provider's name.
-        name: String,
-        /// What is wrong.
-        reason: String,
-    },
-    /// The simulator's journal file could not be opened.
-    #[error("provider {name:?}: cannot open the journal: {source}")]
-    Journal {
-        /// The provider's name.
-        name: String,
-        /// The I/O error.
-        source: std::io::Error,
-    },
-}
-
-impl BuildError {
-    /// `reason` why entry `config` is invalid.
-    pub fn invalid(config: &ProviderConfig, reason: String) -> Self {
-        BuildError::Invalid {
-            name: config.name.clone(),
-            reason,
-        }
-    }
-}
-
-/// Builds one adapter. `webhooks_base` is `[webhooks] public_base_url`, from which adapters build
-/// their per-message receipt URLs (`<base>/webhooks/<kind>`).
-pub fn build(
-    config: &ProviderConfig,
-    webhooks_base: Option<&str>,
-) -> Result<Arc<dyn Provider>, BuildError> {
-    let kind = config.kind.settings();
-    let callback = webhooks_base
-        .map(|base| format!("{}/webhooks/{}", base.trim_end_matches('/'), kind.label()));
-    kind.build(config, callback)
-}
-
-/// Builds the chain from `[[providers]]`, in order, each with its circuit breaker, rate limit and
-/// price table.
-pub fn from_config(
-    configs: &[ProviderConfig],
-    webhooks_base: Option<&str>,
-    on_unknown: UnknownPolicy,
-) -> Result<ProviderChain, BuildError> {
-    let links = configs
-        .iter()
-        .map(|config| {
-            Ok(Link::new(build(config, webhooks_base)?)
-                .with_prices(PriceTable::new(&config.prices))
-                .with_breaker(Breaker::new(config.circuit.clone()))
-                .with_throttle(config.rate_limit.as_ref().map(Throttle::new)))
-        })
-        .collect::<Result<Vec<_>, BuildError>>()?;
-    Ok(ProviderChain::new(links).with_unknown_policy(on_unknown))
 }
 
 #[cfg(test)]

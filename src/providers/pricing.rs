@@ -1,6 +1,43 @@
 //! Prices: the configured per-part price table, and providers' reported amounts.
 
-use super::{Cost, settings::PriceRule};
+use serde::Deserialize;
+
+use super::{Cost, fields::is_currency};
+
+/// `prices = [{ prefix = "+880", per_part = 0.35, currency = "BDT" }]`: the price of one SMS part
+/// to destinations starting with `prefix` (the longest matching prefix wins; `""` matches all).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PriceRule {
+    /// E.164 prefix, with or without `+`.
+    #[serde(default)]
+    pub prefix: String,
+    /// Price of one part.
+    pub per_part: f64,
+    /// ISO 4217 code.
+    pub currency: String,
+}
+
+impl PriceRule {
+    /// Checks the amount, the currency and the prefix.
+    pub fn validate(&self) -> Result<(), String> {
+        if !(self.per_part.is_finite() && self.per_part >= 0.0 && self.per_part < 1e6) {
+            return Err("prices: per_part must be a non-negative amount below 1000000".into());
+        }
+        if !is_currency(&self.currency) {
+            return Err("prices: currency must be an ISO 4217 code such as BDT".into());
+        }
+        if !self
+            .prefix
+            .trim_start_matches('+')
+            .bytes()
+            .all(|b| b.is_ascii_digit())
+        {
+            return Err("prices: prefix must be digits, optionally after a +".into());
+        }
+        Ok(())
+    }
+}
 
 /// A provider's configured prices, longest destination prefix first.
 #[derive(Debug, Clone, Default)]

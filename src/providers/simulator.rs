@@ -2,6 +2,7 @@
 //! count (optionally a journal file) of what it sent. For demos, tests and benchmarks.
 
 use std::{
+    any::Any,
     fs::{File, OpenOptions},
     io::Write,
     path::PathBuf,
@@ -16,8 +17,8 @@ use rand::RngExt;
 use serde::Deserialize;
 
 use super::{
-    Accepted, BoxFuture, BuildError, Delivery, KindSettings, OutgoingSms, Provider, ProviderConfig,
-    Receipt, Reports, SendError,
+    Accepted, BoxFuture, BuildError, Delivery, KindSettings, OutgoingSms, Provider, Receipt,
+    Reports, SendError, http::Connection,
 };
 
 /// Behaviour of a simulator. Ratios are probabilities in `0..=1`; what they leave is accepted.
@@ -69,16 +70,21 @@ impl KindSettings for SimulatorSettings {
 
     fn build(
         &self,
-        config: &ProviderConfig,
+        connection: &Connection,
         _callback: Option<String>,
     ) -> Result<Arc<dyn Provider>, BuildError> {
-        let simulator = Simulator::new(config.name.clone(), self.clone()).map_err(|source| {
-            BuildError::Journal {
-                name: config.name.clone(),
-                source,
-            }
-        })?;
+        let simulator =
+            Simulator::new(connection.name.clone(), self.clone()).map_err(|source| {
+                BuildError::Journal {
+                    name: connection.name.clone(),
+                    source,
+                }
+            })?;
         Ok(Arc::new(simulator))
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
     }
 }
 

@@ -3,15 +3,15 @@
 //! `csms_id` (unique per day, ≤ 20 alphanumerics). Numbers go out as `880…` without the `+`. The
 //! API has no delivery receipts and no status lookup.
 
-use std::sync::Arc;
+use std::{any::Any, sync::Arc};
 
 use serde::Deserialize;
 use serde_json::json;
 
 use super::{
     Accepted, BoxFuture, BuildError, KindSettings, OutgoingSms, Provider, SendError,
-    http::{Endpoint, Reply, exchange, text_of},
-    settings::{Credential, ProviderConfig},
+    fields::Credential,
+    http::{Connection, Endpoint, Reply, exchange, text_of},
 };
 
 /// `kind = "ssl_wireless"`: credentials. The sender (masking name) is tied to the `sid`.
@@ -42,12 +42,16 @@ impl KindSettings for SslWirelessSettings {
 
     fn build(
         &self,
-        config: &ProviderConfig,
+        connection: &Connection,
         _callback: Option<String>,
     ) -> Result<Arc<dyn Provider>, BuildError> {
-        let adapter =
-            SslWireless::new(config, self).map_err(|reason| BuildError::invalid(config, reason))?;
+        let adapter = SslWireless::new(connection, self)
+            .map_err(|reason| BuildError::invalid(connection, reason))?;
         Ok(Arc::new(adapter))
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
     }
 }
 
@@ -79,9 +83,9 @@ struct SmsInfo {
 
 impl SslWireless {
     /// An adapter for `config`.
-    pub fn new(config: &ProviderConfig, settings: &SslWirelessSettings) -> Result<Self, String> {
+    pub fn new(connection: &Connection, settings: &SslWirelessSettings) -> Result<Self, String> {
         Ok(Self {
-            http: Endpoint::new(config)?,
+            http: Endpoint::new(connection)?,
             settings: settings.clone(),
         })
     }

@@ -4,8 +4,7 @@
 use std::{num::NonZeroU32, time::Duration};
 
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
-
-use super::settings::RateLimit;
+use serde::Deserialize;
 
 /// One provider's token bucket, shared by all of a relay's sends.
 #[derive(Debug)]
@@ -32,5 +31,33 @@ impl Throttle {
         tokio::time::timeout_at(until, self.limiter.until_ready())
             .await
             .is_ok()
+    }
+}
+
+/// `rate_limit = { per_second = 30, burst = 30, max_wait_ms = 1000 }`: a token bucket.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    /// Sustained requests per second.
+    pub per_second: u32,
+    /// Requests that may go at once after a quiet spell (default: `per_second`).
+    #[serde(default)]
+    pub burst: Option<u32>,
+    /// Longest a send waits for a token before the chain moves on to the next provider.
+    #[serde(default = "default_max_wait_ms")]
+    pub max_wait_ms: u64,
+}
+
+fn default_max_wait_ms() -> u64 {
+    1_000
+}
+
+impl RateLimit {
+    /// Checks the rates.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.per_second == 0 || self.burst == Some(0) {
+            return Err("rate_limit per_second and burst must be at least 1".into());
+        }
+        Ok(())
     }
 }

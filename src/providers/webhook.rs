@@ -5,7 +5,7 @@ use hmac::{KeyInit, Mac};
 use reqwest::header::HeaderMap;
 use serde_json::{Map, Value};
 
-use super::{ProviderConfig, Receipt, ReceiptError};
+use super::{KindSettings, Receipt, ReceiptError};
 
 /// A receipt webhook request as it arrived.
 #[derive(Debug)]
@@ -43,18 +43,22 @@ pub enum WebhookError {
     Malformed(#[from] ReceiptError),
 }
 
+/// A kind's webhook check: the configured entries, the request; its receipts or why it was refused.
+pub type Receive =
+    fn(&[&dyn KindSettings], &WebhookRequest<'_>) -> Result<Vec<Receipt>, WebhookError>;
+
 /// How one provider kind takes receipts by webhook, at `/webhooks/<kind>`.
 pub struct Webhook {
     /// The kind's label, also the path segment.
     pub kind: &'static str,
     /// Whether receipts may also come by GET, in the query string (otherwise POST only).
     pub accepts_get: bool,
-    /// Checks `request` against the credentials of the configured entries of this kind (the
-    /// others in the slice are ignored) and parses its receipts.
-    pub receive: fn(&[ProviderConfig], &WebhookRequest<'_>) -> Result<Vec<Receipt>, WebhookError>,
-    /// Whether an entry of this kind has webhook credentials; an entry without them gets every
-    /// receipt refused.
-    pub has_credentials: fn(&ProviderConfig) -> bool,
+    /// Checks `request` against the credentials of the configured entries of this kind (entries
+    /// of other kinds in the slice are ignored) and parses its receipts.
+    pub receive: Receive,
+    /// Whether an entry (of this kind) has webhook credentials; an entry without them gets
+    /// every receipt refused.
+    pub has_credentials: fn(&dyn KindSettings) -> bool,
 }
 
 /// Form key/value pairs of a URL-encoded body or query string.

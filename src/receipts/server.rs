@@ -55,7 +55,9 @@ impl Webhooks {
         for hook in WEBHOOKS {
             let entries = providers.iter().filter(|p| p.kind.label() == hook.kind);
             let mut entries = entries.peekable();
-            if entries.peek().is_some() && !entries.any(|p| (hook.has_credentials)(p)) {
+            if entries.peek().is_some()
+                && !entries.any(|p| (hook.has_credentials)(p.kind.settings()))
+            {
                 tracing::warn!(
                     kind = hook.kind,
                     "no webhook credentials configured: every {} receipt will be refused",
@@ -116,7 +118,11 @@ impl Webhooks {
             headers,
             body,
         };
-        match (hook.receive)(&self.providers, &request) {
+        let received = {
+            let entries: Vec<_> = self.providers.iter().map(|p| p.kind.settings()).collect();
+            (hook.receive)(&entries, &request)
+        };
+        match received {
             Ok(receipts) => self.record(hook.kind, &receipts).await,
             Err(WebhookError::Unauthenticated(why)) => refuse(StatusCode::UNAUTHORIZED, why),
             Err(WebhookError::Forbidden(why)) => {

@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::{MAX_COST_MICROS, Result, Store, is_data_error, pg_text};
-use crate::providers::{Receipt, settings::is_currency};
+use crate::providers::{Receipt, fields::is_currency};
 
 /// Where a receipt came from (`sms_receipts.via`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -2,7 +2,7 @@
 //! goes out as the destination's `messageId`, so a status lookup (`GET /sms/3/logs`) can find it.
 //! Numbers go out without the `+`.
 
-use std::{sync::Arc, time::Duration};
+use std::{any::Any, sync::Arc, time::Duration};
 
 use serde::Deserialize;
 use serde_json::json;
@@ -10,8 +10,8 @@ use serde_json::json;
 use super::{
     Accepted, BoxFuture, BuildError, KindSettings, Lookup, OutgoingSms, Provider, Receipt, Reports,
     SendError,
-    http::{Endpoint, Reply, exchange},
-    settings::{Credential, ProviderConfig, validate_sender},
+    fields::{Credential, validate_sender},
+    http::{Connection, Endpoint, Reply, exchange},
 };
 pub mod receipt;
 
@@ -54,12 +54,16 @@ impl KindSettings for InfobipSettings {
 
     fn build(
         &self,
-        config: &ProviderConfig,
+        connection: &Connection,
         callback: Option<String>,
     ) -> Result<Arc<dyn Provider>, BuildError> {
-        let adapter = Infobip::new(config, self, callback)
-            .map_err(|reason| BuildError::invalid(config, reason))?;
+        let adapter = Infobip::new(connection, self, callback)
+            .map_err(|reason| BuildError::invalid(connection, reason))?;
         Ok(Arc::new(adapter))
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
     }
 }
 
@@ -126,12 +130,12 @@ const BAD_NUMBER_IDS: [i64; 2] = [8, 52];
 impl Infobip {
     /// An adapter for `config`; `callback` is the delivery-report URL.
     pub fn new(
-        config: &ProviderConfig,
+        connection: &Connection,
         settings: &InfobipSettings,
         callback: Option<String>,
     ) -> Result<Self, String> {
         Ok(Self {
-            http: Endpoint::new(config)?,
+            http: Endpoint::new(connection)?,
             settings: settings.clone(),
             callback,
         })

@@ -7,8 +7,9 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use super::InfobipSettings;
 use crate::providers::{
-    Cost, Delivery, ProviderConfig, ProviderKind, Receipt, ReceiptError,
+    Cost, Delivery, KindSettings, Receipt, ReceiptError,
     pricing::parse_micros,
     webhook::{Webhook, WebhookError, WebhookRequest},
 };
@@ -19,30 +20,35 @@ pub const WEBHOOK: Webhook = Webhook {
     accepts_get: false,
     receive,
     has_credentials: |entry| {
-        matches!(&entry.kind, ProviderKind::Infobip(s)
-            if s.receipt_username.is_some() && s.receipt_password.is_some())
+        settings(entry)
+            .is_some_and(|s| s.receipt_username.is_some() && s.receipt_password.is_some())
     },
 };
 
 /// Checks the Basic auth against each Infobip entry's receipt credentials, then parses the batch.
 fn receive(
-    entries: &[ProviderConfig],
+    entries: &[&dyn KindSettings],
     request: &WebhookRequest<'_>,
 ) -> Result<Vec<Receipt>, WebhookError> {
     let Some(authorization) = request.header("authorization") else {
         return Err(WebhookError::Unauthenticated("Authorization missing"));
     };
-    let accounts = entries.iter().filter_map(|entry| match &entry.kind {
-        ProviderKind::Infobip(s) => Some((
+    let accounts = entries.iter().filter_map(|entry| {
+        let s = settings(*entry)?;
+        Some((
             s.receipt_username.as_deref()?,
             s.receipt_password.as_ref()?.expose(),
-        )),
-        _ => None,
+        ))
     });
     if !basic_auth_matches(authorization, accounts) {
         return Err(WebhookError::Forbidden("credentials do not match"));
     }
     Ok(parse(request.body)?)
+}
+
+/// `entry`'s settings if it is an Infobip entry.
+fn settings(entry: &dyn KindSettings) -> Option<&InfobipSettings> {
+    entry.as_any().downcast_ref()
 }
 
 /// Whether `authorization` is Basic auth with one of `accounts`' user and password. Both sides

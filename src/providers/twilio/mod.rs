@@ -4,15 +4,15 @@
 pub mod receipt;
 pub mod signature;
 
-use std::{sync::Arc, time::Duration};
+use std::{any::Any, sync::Arc, time::Duration};
 
 use serde::Deserialize;
 
 use super::{
     Accepted, BoxFuture, BuildError, Cost, KindSettings, Lookup, OutgoingSms, Provider, SendError,
-    http::{Endpoint, Reply, exchange},
+    fields::{Credential, is_currency, validate_sender},
+    http::{Connection, Endpoint, Reply, exchange},
     pricing::parse_micros,
-    settings::{Credential, ProviderConfig, is_currency, validate_sender},
 };
 
 /// `kind = "twilio"`: credentials and sender.
@@ -57,12 +57,16 @@ impl KindSettings for TwilioSettings {
 
     fn build(
         &self,
-        config: &ProviderConfig,
+        connection: &Connection,
         callback: Option<String>,
     ) -> Result<Arc<dyn Provider>, BuildError> {
-        let adapter = Twilio::new(config, self, callback)
-            .map_err(|reason| BuildError::invalid(config, reason))?;
+        let adapter = Twilio::new(connection, self, callback)
+            .map_err(|reason| BuildError::invalid(connection, reason))?;
         Ok(Arc::new(adapter))
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
     }
 }
 
@@ -103,12 +107,12 @@ struct MessageList {
 impl Twilio {
     /// An adapter for `config`; `callback` is the StatusCallback URL.
     pub fn new(
-        config: &ProviderConfig,
+        connection: &Connection,
         settings: &TwilioSettings,
         callback: Option<String>,
     ) -> Result<Self, String> {
         Ok(Self {
-            http: Endpoint::new(config)?,
+            http: Endpoint::new(connection)?,
             settings: settings.clone(),
             callback,
         })

@@ -1,8 +1,8 @@
 //! Twilio's StatusCallback: a form POST per status transition, signed with the auth token.
 
-use super::signature;
+use super::{TwilioSettings, signature};
 use crate::providers::{
-    Delivery, ProviderConfig, ProviderKind, Receipt, ReceiptError,
+    Delivery, KindSettings, Receipt, ReceiptError,
     webhook::{Webhook, WebhookError, WebhookRequest, field, form_pairs, params_json},
 };
 
@@ -17,7 +17,7 @@ pub const WEBHOOK: Webhook = Webhook {
 /// Checks `X-Twilio-Signature` over the URL Twilio called and the form, with each Twilio entry's
 /// auth token, then parses the form.
 fn receive(
-    entries: &[ProviderConfig],
+    entries: &[&dyn KindSettings],
     request: &WebhookRequest<'_>,
 ) -> Result<Vec<Receipt>, WebhookError> {
     let Some(given) = request.header("x-twilio-signature") else {
@@ -29,10 +29,8 @@ fn receive(
     let params = form_pairs(request.body);
     let signed = entries
         .iter()
-        .filter_map(|entry| match &entry.kind {
-            ProviderKind::Twilio(s) => Some(&s.auth_token),
-            _ => None,
-        })
+        .filter_map(|entry| entry.as_any().downcast_ref::<TwilioSettings>())
+        .map(|s| &s.auth_token)
         .any(|token| signature::twilio_valid(token.expose(), url, &params, given));
     if !signed {
         return Err(WebhookError::Forbidden("signature does not match"));

@@ -1,7 +1,7 @@
 //! Vonage (Nexmo) SMS API (`POST /sms/json`, form body with `api_key`/`api_secret`). It answers
 //! HTTP 200 even when it refuses: the per-part `status` decides. Numbers go out without the `+`.
 
-use std::{sync::Arc, time::Duration};
+use std::{any::Any, sync::Arc, time::Duration};
 
 use serde::Deserialize;
 
@@ -12,9 +12,9 @@ pub use signature::VonageMethod;
 
 use super::{
     Accepted, BoxFuture, BuildError, Cost, KindSettings, OutgoingSms, Provider, SendError,
-    http::{Endpoint, Reply, exchange},
+    fields::{Credential, is_currency, validate_sender},
+    http::{Connection, Endpoint, Reply, exchange},
     pricing::parse_micros,
-    settings::{Credential, ProviderConfig, is_currency, validate_sender},
 };
 use crate::domain::Encoding;
 
@@ -67,12 +67,16 @@ impl KindSettings for VonageSettings {
 
     fn build(
         &self,
-        config: &ProviderConfig,
+        connection: &Connection,
         callback: Option<String>,
     ) -> Result<Arc<dyn Provider>, BuildError> {
-        let adapter = Vonage::new(config, self, callback)
-            .map_err(|reason| BuildError::invalid(config, reason))?;
+        let adapter = Vonage::new(connection, self, callback)
+            .map_err(|reason| BuildError::invalid(connection, reason))?;
         Ok(Arc::new(adapter))
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
     }
 }
 
@@ -103,12 +107,12 @@ impl Vonage {
     /// An adapter for `config`; `callback` is the per-message receipt URL (at most 100 characters,
     /// Vonage's limit; a longer one is not sent and the dashboard's URL applies).
     pub fn new(
-        config: &ProviderConfig,
+        connection: &Connection,
         settings: &VonageSettings,
         callback: Option<String>,
     ) -> Result<Self, String> {
         Ok(Self {
-            http: Endpoint::new(config)?,
+            http: Endpoint::new(connection)?,
             settings: settings.clone(),
             callback: callback.filter(|c| c.len() <= 100),
         })

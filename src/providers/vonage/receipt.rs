@@ -3,9 +3,9 @@
 
 use serde_json::Value;
 
-use super::signature;
+use super::{VonageSettings, signature};
 use crate::providers::{
-    Delivery, ProviderConfig, ProviderKind, Receipt, ReceiptError,
+    Delivery, KindSettings, Receipt, ReceiptError,
     webhook::{Webhook, WebhookError, WebhookRequest, field, form_pairs, params_json},
 };
 
@@ -14,13 +14,13 @@ pub const WEBHOOK: Webhook = Webhook {
     kind: "vonage",
     accepts_get: true,
     receive,
-    has_credentials: |entry| matches!(&entry.kind, ProviderKind::Vonage(s) if s.signature_secret.is_some()),
+    has_credentials: |entry| settings(entry).is_some_and(|s| s.signature_secret.is_some()),
 };
 
 /// Reads the params (JSON body, form body, or the query string of a GET), checks `sig` with each
 /// Vonage entry's signature secret and method, then parses them.
 fn receive(
-    entries: &[ProviderConfig],
+    entries: &[&dyn KindSettings],
     request: &WebhookRequest<'_>,
 ) -> Result<Vec<Receipt>, WebhookError> {
     let json = request
@@ -38,10 +38,8 @@ fn receive(
     }
     let signed = entries
         .iter()
-        .filter_map(|entry| match &entry.kind {
-            ProviderKind::Vonage(s) => Some((s.signature_secret.as_ref()?, s.signature_method)),
-            _ => None,
-        })
+        .filter_map(|entry| settings(*entry))
+        .filter_map(|s| Some((s.signature_secret.as_ref()?, s.signature_method)))
         .any(|(secret, method)| signature::vonage_valid(method, secret.expose(), &params));
     if !signed {
         return Err(WebhookError::Forbidden("signature does not match"));
@@ -70,6 +68,11 @@ pub fn parse(params: &[(String, String)]) -> Result<Receipt, ReceiptError> {
         dedupe_key: format!("vonage:{message_id}:{status}:{err_code}"),
         payload: params_json(params, &NOT_STORED),
     })
+}
+
+/// `entry`'s settings if it is a Vonage entry.
+fn settings(entry: &dyn KindSettings) -> Option<&VonageSettings> {
+    entry.as_any().downcast_ref()
 }
 
 /// A POST JSON receipt's flat object as params, so the signature can be checked before

@@ -5,7 +5,7 @@ use uuid::Uuid;
 use crate::store::{MAX_COST_MICROS, Result, Store, pg_text};
 use crate::{
     domain::Segments,
-    providers::{AttemptRecord, settings::is_currency},
+    providers::{AttemptRecord, fields::is_currency},
 };
 
 /// What becomes of a claimed message.
