@@ -3,7 +3,7 @@
 mod bench;
 mod demo;
 mod enqueue;
-mod providers;
+mod provider_check;
 mod report;
 mod run;
 mod status;
@@ -16,7 +16,7 @@ use crate::{
     cli::{Cli, Command, ProvidersCommand},
     config::{Config, ConfigError},
     db,
-    providers::{self as chain_providers, BuildError},
+    providers::{self, BuildError},
     relay::{Relay, RelayError},
     store::{EnqueueError, Store, StoreError},
     throwaway_pg::{Durability, ThrowawayPg, ThrowawayPgError},
@@ -54,7 +54,7 @@ pub enum CommandError {
     ThrowawayPg(#[from] ThrowawayPgError),
     /// An operator tool failed.
     #[error(transparent)]
-    Tool(#[from] providers::ToolError),
+    Tool(#[from] provider_check::ToolError),
     /// A provider entry could not be built.
     #[error(transparent)]
     Provider(#[from] BuildError),
@@ -96,8 +96,8 @@ pub async fn execute(cli: Cli) -> Result<(), CommandError> {
         }
         Command::Status => status::status(&url.ok_or(CommandError::NoDatabase)?).await,
         Command::Report(args) => report::report(&url.ok_or(CommandError::NoDatabase)?, args).await,
-        Command::Providers(ProvidersCommand::Check) => providers::check(&config).await,
-        Command::SendTest(args) => providers::send_test(&config, args).await,
+        Command::Providers(ProvidersCommand::Check) => provider_check::check(&config).await,
+        Command::SendTest(args) => provider_check::send_test(&config, args).await,
         Command::Demo(args) => demo::demo(url, args).await,
         Command::Bench(args) => bench::bench(&config, url, args).await,
     }
@@ -125,7 +125,7 @@ async fn migrated(pool: PgPool) -> Result<PgPool, CommandError> {
 
 /// A relay over `pool` built from `config`.
 fn build_relay(config: &Config, pool: PgPool) -> Result<Relay, CommandError> {
-    let chain = chain_providers::from_config(
+    let chain = providers::from_config(
         &config.providers,
         config.webhooks.public_base_url.as_deref(),
         config.relay.on_unknown,
