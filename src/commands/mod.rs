@@ -111,12 +111,11 @@ async fn connect_migrated(url: &str, max_connections: u32) -> Result<PgPool, Com
 /// `pool`, once its database has every migration.
 async fn migrated(pool: PgPool) -> Result<PgPool, CommandError> {
     let latest = db::MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0);
-    let applied: Option<i64> = sqlx::query_scalar(
-        "SELECT max(version) FROM _sqlx_migrations WHERE success AND to_regclass('_sqlx_migrations') IS NOT NULL",
-    )
-    .fetch_one(&pool)
-    .await
-    .unwrap_or(None);
+    // Any error (no history table, no access) reads as not migrated.
+    let applied = Store::new(pool.clone())
+        .applied_migration()
+        .await
+        .unwrap_or(None);
     if applied.unwrap_or(0) < latest {
         return Err(CommandError::NotMigrated);
     }

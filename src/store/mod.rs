@@ -5,6 +5,7 @@ mod countries;
 mod enqueue;
 mod lifecycle;
 mod receipts;
+mod schema;
 mod status;
 mod wakeup;
 
