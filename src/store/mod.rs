@@ -5,6 +5,7 @@ mod countries;
 mod enqueue;
 mod lifecycle;
 mod receipts;
+mod reports;
 mod schema;
 mod status;
 mod wakeup;
@@ -15,6 +16,7 @@ pub use circuits::CircuitRow;
 pub use enqueue::{EnqueueError, EnqueueRequest, Refusal, enqueue};
 pub use lifecycle::{ClaimedMessage, Disposition, Finish, MAX_RELAY_ID_LEN, presence_name};
 pub use receipts::{Recorded, ResendRule, Via};
+pub use reports::ReportRows;
 pub use status::{AttemptCount, StateCount, Status};
 pub use wakeup::WAKEUP_CHANNEL;
 
