@@ -1,5 +1,6 @@
 //! Every SQL statement the relay runs lives in this module.
 
+mod bench;
 mod circuits;
 mod countries;
 mod enqueue;
