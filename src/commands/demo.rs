@@ -24,7 +24,7 @@ use crate::{
     providers::{PriceRule, ProviderConfig, SimulatorSettings},
     receipts::watch::Poller,
     relay::{RetryPolicy, StopWhen},
-    store::{EnqueueError, EnqueueRequest, Store, enqueue},
+    store::{EnqueueError, EnqueueRequest, Store, enqueue, record_demo_login},
     throwaway_pg::Durability,
 };
 
@@ -116,14 +116,7 @@ async fn login(pool: &PgPool, i: u32) -> Result<&'static str, CommandError> {
         ..EnqueueRequest::default()
     };
     let mut tx = pool.begin().await?;
-    sqlx::query(
-        "INSERT INTO sms_demo_logins (phone, code_hash, expires_at) \
-         VALUES ($1, md5($2), now() + interval '5 minutes')",
-    )
-    .bind(&recipient)
-    .bind(&code)
-    .execute(&mut *tx)
-    .await?;
+    record_demo_login(&mut *tx, &recipient, &code).await?;
     let enqueued = enqueue(&mut *tx, &request).await;
     if (9..=13).contains(&scenario) && enqueued.is_ok() {
         // The user tapped "resend": a second code supersedes the first.
@@ -205,17 +198,13 @@ fn bar(len: u64, what: &str) -> ProgressBar {
 /// Runs the demo.
 pub(super) async fn demo(url: Option<String>, args: DemoArgs) -> Result<(), CommandError> {
     let (_server, pool) = database_or_throwaway(url, Durability::Default, 16).await?;
-    sqlx::query(
-        "CREATE TABLE IF NOT EXISTS sms_demo_logins (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, \
-         phone text NOT NULL, code_hash text NOT NULL, expires_at timestamptz NOT NULL)",
-    )
-    .execute(&pool)
-    .await?;
+    let store = Store::new(pool.clone());
+    store.create_demo_logins().await?;
     let config = demo_config();
     let relay = build_relay(&config, pool.clone())?;
     let stop = CancellationToken::new();
     // The simulators answer report polls: undelivered messages are resent through the other one.
-    let poller = Poller::new(&config, &relay.chain(), Store::new(pool.clone()));
+    let poller = Poller::new(&config, &relay.chain(), store.clone());
     let poller_task = tokio::spawn(poller.run(stop.clone()));
     let relay_task = tokio::spawn(relay.run(StopWhen::Cancelled, stop.clone()));
 
@@ -227,20 +216,12 @@ pub(super) async fn demo(url: Option<String>, args: DemoArgs) -> Result<(), Comm
     let tally = burst(&pool, args.logins, &logins).await?;
     logins.finish();
 
-    let store = Store::new(pool.clone());
-    let total: i64 = sqlx::query_scalar("SELECT count(*) FROM sms_outbox")
-        .fetch_one(&pool)
-        .await?;
+    let total = store.status().await?.total();
     let settling = bar(total.max(0) as u64, "settled");
     loop {
         let status = store.status().await?;
         let open = status.count("pending") + status.count("sending");
-        let awaiting: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM sms_attempts WHERE outcome = 'accepted' \
-                AND (delivery_status IS NULL OR delivery_status IN ('queued', 'enroute'))",
-        )
-        .fetch_one(&pool)
-        .await?;
+        let awaiting = store.awaiting_receipts().await?;
         settling.set_position((total - open).max(0) as u64);
         settling.set_message(format!(
             "{open} pending or in flight, {awaiting} awaiting a receipt"
