@@ -9,7 +9,6 @@ use std::{
 
 use comfy_table::Table;
 use hdrhistogram::Histogram;
-use sqlx::PgPool;
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -20,7 +19,7 @@ use crate::{
     config::{Config, RelaySettings},
     providers::{Accepted, BoxFuture, Link, OutgoingSms, Provider, ProviderChain, SendError},
     relay::{Relay, RetryPolicy, StopWhen},
-    store::{EnqueueRequest, Store, enqueue},
+    store::{EnqueueRequest, Store, StoreError, enqueue},
     throwaway_pg::Durability,
 };
 
@@ -57,9 +56,9 @@ impl Provider for Stopwatch {
 }
 
 /// A relay with the given settings and the stopwatch as its only provider.
-fn relay(pool: &PgPool, settings: &RelaySettings, provider: Arc<dyn Provider>) -> Relay {
+fn relay(store: &Store, settings: &RelaySettings, provider: Arc<dyn Provider>) -> Relay {
     Relay::new(
-        Store::new(pool.clone()),
+        store.clone(),
         Arc::new(ProviderChain::new(vec![Link::new(provider)])),
         settings.clone(),
         RetryPolicy::default(),
@@ -76,23 +75,15 @@ fn peak_rss_mib() -> Option<f64> {
 
 /// (a) Enqueue `n` messages, then time one relay draining them.
 async fn drain(
-    pool: &PgPool,
+    store: &Store,
     settings: &RelaySettings,
     n: u32,
     relays: u32,
 ) -> Result<(Duration, f64), CommandError> {
     let started = Instant::now();
-    sqlx::query(
-        "SELECT sms_enqueue('+88017' || lpad(i::text, 8, '0'), 'otp', jsonb_build_object('code', lpad(i::text, 6, '0'))) \
-           FROM generate_series(1, $1) AS i",
-    )
-    .bind(i64::from(n))
-    .execute(pool)
-    .await?;
+    store.enqueue_numbered(n).await?;
     let enqueue_time = started.elapsed();
-    sqlx::query("VACUUM ANALYZE sms_outbox")
-        .execute(pool)
-        .await?;
+    store.vacuum_analyze_outbox().await?;
 
     let provider = Arc::new(Stopwatch::default());
     let started = Instant::now();
@@ -103,7 +94,7 @@ async fn drain(
             ..settings.clone()
         };
         running.spawn(
-            relay(pool, &settings, provider.clone()).run(StopWhen::Idle, CancellationToken::new()),
+            relay(store, &settings, provider.clone()).run(StopWhen::Idle, CancellationToken::new()),
         );
     }
     let drained = async {
@@ -128,7 +119,7 @@ async fn drain(
 /// (b) Enqueue at `rate` per second for `seconds` (one transaction each, as the auth backend
 /// does) into an idle relay, and measure from each commit's acknowledgement to the provider call.
 async fn latency(
-    pool: &PgPool,
+    store: &Store,
     settings: &RelaySettings,
     rate: u32,
     seconds: u32,
@@ -136,15 +127,12 @@ async fn latency(
     let provider = Arc::new(Stopwatch::default());
     let stop = CancellationToken::new();
     let running = tokio::spawn(
-        relay(pool, settings, provider.clone()).run(StopWhen::Cancelled, stop.clone()),
+        relay(store, settings, provider.clone()).run(StopWhen::Cancelled, stop.clone()),
     );
     let idle = async {
         loop {
-            let sleeping: i64 = sqlx::query_scalar("SELECT count(*) FROM sms_relay_sleepers")
-                .fetch_one(pool)
-                .await?;
-            if sleeping > 0 {
-                return Ok::<(), sqlx::Error>(());
+            if store.sleeping_relays().await? > 0 {
+                return Ok::<(), StoreError>(());
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
@@ -166,7 +154,7 @@ async fn latency(
             params: serde_json::json!({ "code": format!("{:06}", i % 1_000_000) }),
             ..EnqueueRequest::default()
         };
-        let id = enqueue(pool, &request).await?;
+        let id = enqueue(store.pool(), &request).await?;
         committed.push((id, Instant::now()));
     }
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -199,31 +187,24 @@ pub(super) async fn bench(
 ) -> Result<(), CommandError> {
     let (_server, pool) =
         database_or_throwaway(url, Durability::Default, config.database.max_connections).await?;
-    let queued: i64 = sqlx::query_scalar("SELECT count(*) FROM sms_outbox")
-        .fetch_one(&pool)
-        .await?;
-    if queued > 0 {
+    let store = Store::new(pool);
+    if store.status().await?.total() > 0 {
         return Err(CommandError::Io(std::io::Error::other(
             "bench needs an empty sms_outbox; point DATABASE_URL at a scratch database or unset it",
         )));
     }
-    let sync: String = sqlx::query_scalar("SELECT current_setting('synchronous_commit')")
-        .fetch_one(&pool)
-        .await?;
-    let fsync: String = sqlx::query_scalar("SELECT current_setting('fsync')")
-        .fetch_one(&pool)
-        .await?;
+    let (fsync, sync) = store.durability().await?;
 
     eprintln!(
         "(a) draining {} messages with {} relay(s)…",
         args.drain, args.relays
     );
-    let (enqueue_time, drain_rate) = drain(&pool, &config.relay, args.drain, args.relays).await?;
+    let (enqueue_time, drain_rate) = drain(&store, &config.relay, args.drain, args.relays).await?;
     eprintln!(
         "(b) {} msgs/s for {} s into an idle relay…",
         args.rate, args.seconds
     );
-    let latency = latency(&pool, &config.relay, args.rate, args.seconds).await?;
+    let latency = latency(&store, &config.relay, args.rate, args.seconds).await?;
     let ms = |q: f64| format!("{:.2}", latency.value_at_quantile(q) as f64 / 1000.0);
 
     let mut table = Table::new();

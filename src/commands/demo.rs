@@ -23,7 +23,7 @@ use crate::{
     config::{Config, ReceiptSettings, RelaySettings},
     providers::{PriceRule, ProviderConfig, SimulatorSettings},
     relay::{RetryPolicy, StopWhen},
-    store::{EnqueueError, EnqueueRequest, Store, enqueue},
+    store::{EnqueueError, EnqueueRequest, Store, enqueue, record_demo_login},
     throwaway_pg::Durability,
 };
 
@@ -115,14 +115,7 @@ async fn login(pool: &PgPool, i: u32) -> Result<&'static str, CommandError> {
         ..EnqueueRequest::default()
     };
     let mut tx = pool.begin().await?;
-    sqlx::query(
-        "INSERT INTO sms_demo_logins (phone, code_hash, expires_at) \
-         VALUES ($1, md5($2), now() + interval '5 minutes')",
-    )
-    .bind(&recipient)
-    .bind(&code)
-    .execute(&mut *tx)
-    .await?;
+    record_demo_login(&mut *tx, &recipient, &code).await?;
     let enqueued = enqueue(&mut *tx, &request).await;
     if (9..=13).contains(&scenario) && enqueued.is_ok() {
         // The user tapped "resend": a second code supersedes the first.
@@ -204,17 +197,13 @@ fn bar(len: u64, what: &str) -> ProgressBar {
 /// Runs the demo.
 pub(super) async fn demo(url: Option<String>, args: DemoArgs) -> Result<(), CommandError> {
     let (_server, pool) = database_or_throwaway(url, Durability::Default, 16).await?;
-    sqlx::query(
-        "CREATE TABLE IF NOT EXISTS sms_demo_logins (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, \
-         phone text NOT NULL, code_hash text NOT NULL, expires_at timestamptz NOT NULL)",
-    )
-    .execute(&pool)
-    .await?;
+    let store = Store::new(pool.clone());
+    store.create_demo_logins().await?;
     let config = demo_config();
     let relay = build_relay(&config, pool.clone())?;
     let stop = CancellationToken::new();
     // The simulators answer report polls: undelivered messages are resent through the other one.
-    let poller = config.poller(&relay.chain(), Store::new(pool.clone()));
+    let poller = config.poller(&relay.chain(), store.clone());
     let poller_task = tokio::spawn(poller.run(stop.clone()));
     let relay_task = tokio::spawn(relay.run(StopWhen::Cancelled, stop.clone()));
 
@@ -226,20 +215,12 @@ pub(super) async fn demo(url: Option<String>, args: DemoArgs) -> Result<(), Comm
     let tally = burst(&pool, args.logins, &logins).await?;
     logins.finish();
 
-    let store = Store::new(pool.clone());
-    let total: i64 = sqlx::query_scalar("SELECT count(*) FROM sms_outbox")
-        .fetch_one(&pool)
-        .await?;
+    let total = store.status().await?.total();
     let settling = bar(total.max(0) as u64, "settled");
     loop {
         let status = store.status().await?;
         let open = status.count("pending") + status.count("sending");
-        let awaiting: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM sms_attempts WHERE outcome = 'accepted' \
-                AND (delivery_status IS NULL OR delivery_status IN ('queued', 'enroute'))",
-        )
-        .fetch_one(&pool)
-        .await?;
+        let awaiting = store.awaiting_receipts().await?;
         settling.set_position((total - open).max(0) as u64);
         settling.set_message(format!(
             "{open} pending or in flight, {awaiting} awaiting a receipt"
@@ -254,10 +235,12 @@ pub(super) async fn demo(url: Option<String>, args: DemoArgs) -> Result<(), Comm
     relay_task.await.map_err(std::io::Error::other)??;
     poller_task.await.map_err(std::io::Error::other)?;
 
-    report(&pool, &tally).await
+    report(&store, &tally).await
 }
 
-async fn report(pool: &PgPool, tally: &AuthTally) -> Result<(), CommandError> {
+/// Prints what the auth side saw, then the outcome as `sms-relay status` and the report views
+/// show it, then how soon the relay reached a provider.
+async fn report(store: &Store, tally: &AuthTally) -> Result<(), CommandError> {
     let mut auth = Table::new();
     auth.set_header(["auth backend", "logins"]);
     for (outcome, n) in &tally.outcomes {
@@ -266,102 +249,84 @@ async fn report(pool: &PgPool, tally: &AuthTally) -> Result<(), CommandError> {
     println!("\n{auth}");
 
     let mut states = Table::new();
-    states.set_header(["message state", "messages", "why (most common)"]);
-    let rows: Vec<(String, i64, Option<String>)> = sqlx::query_as(
-        "SELECT state::text, count(*), mode() WITHIN GROUP (ORDER BY split_part(last_error, ';', 1)) \
-           FROM sms_outbox GROUP BY state ORDER BY state",
-    )
-    .fetch_all(pool)
-    .await?;
-    for (state, n, why) in rows {
-        states.add_row([state, n.to_string(), why.unwrap_or_default()]);
+    states.set_header(["message state", "messages"]);
+    for state in store.status().await?.states.iter().filter(|s| s.count > 0) {
+        states.add_row([state.state.clone(), state.count.to_string()]);
     }
     println!("{states}");
+
+    let totals = store.message_totals().await?;
+    let mut messages = Table::new();
+    messages.set_header(["codes", "messages"]);
+    for (what, n) in [
+        ("enqueued", totals.enqueued),
+        (
+            "… superseded by a newer code before sending",
+            totals.superseded,
+        ),
+        ("… expired before sending", totals.expired),
+        ("with a provider call", totals.called),
+        (
+            "… needed a fallback provider within a round",
+            totals.with_fallback,
+        ),
+        (
+            "… resent after an undelivered or missing receipt",
+            totals.with_resend,
+        ),
+    ] {
+        messages.add_row([what.to_owned(), n.to_string()]);
+    }
+    println!("{messages}");
+
+    let mut failures = Table::new();
+    failures.set_header(["failure source", "provider", "status", "reason", "count"]);
+    for f in store.failure_totals().await? {
+        failures.add_row([
+            f.source,
+            f.provider.unwrap_or_else(|| "-".into()),
+            f.status,
+            f.reason.unwrap_or_else(|| "-".into()),
+            f.count.to_string(),
+        ]);
+    }
+    println!("{failures}");
 
     let mut providers = Table::new();
     providers.set_header([
         "provider",
-        "outcome",
         "attempts",
+        "accepted",
+        "final receipts",
+        "delivered",
+        "delivered of final",
         "cost",
-        "call p50 ms",
-        "call p99 ms",
     ]);
-    let rows: Vec<(String, String, i64, Option<String>, f64, f64)> = sqlx::query_as(
-        "SELECT provider, outcome::text, count(*), sum(cost)::text || ' ' || max(currency), \
-                percentile_cont(0.5) WITHIN GROUP (ORDER BY latency_ms), \
-                percentile_cont(0.99) WITHIN GROUP (ORDER BY latency_ms) \
-           FROM sms_attempts GROUP BY provider, outcome ORDER BY provider, outcome",
-    )
-    .fetch_all(pool)
-    .await?;
-    for (provider, outcome, n, cost, p50, p99) in rows {
+    for p in store.provider_totals().await? {
         providers.add_row([
-            provider,
-            outcome,
-            n.to_string(),
-            cost.unwrap_or_else(|| "-".into()),
-            format!("{p50:.1}"),
-            format!("{p99:.1}"),
+            p.provider,
+            p.attempts.to_string(),
+            p.accepted.to_string(),
+            p.final_receipts.to_string(),
+            p.delivered.to_string(),
+            p.delivered_of_final
+                .map_or_else(|| "-".into(), |r| format!("{:.1} %", r * 100.0)),
+            p.cost.unwrap_or_else(|| "-".into()),
         ]);
     }
     println!("{providers}");
 
-    let mut delivery = Table::new();
-    delivery.set_header([
-        "provider",
-        "accepted",
-        "delivered",
-        "undelivered",
-        "resent through it",
-    ]);
-    let rows: Vec<(String, i64, i64, i64, i64)> = sqlx::query_as(
-        "SELECT provider, count(*) FILTER (WHERE outcome = 'accepted'), \
-                count(*) FILTER (WHERE delivery_status = 'delivered'), \
-                count(*) FILTER (WHERE delivery_status = 'undelivered'), \
-                count(*) FILTER (WHERE cause = 'resend') \
-           FROM sms_attempts GROUP BY provider ORDER BY provider",
-    )
-    .fetch_all(pool)
-    .await?;
-    for (provider, accepted, delivered, undelivered, resent) in rows {
-        delivery.add_row([
-            provider,
-            accepted.to_string(),
-            delivered.to_string(),
-            undelivered.to_string(),
-            resent.to_string(),
-        ]);
-    }
-    println!("{delivery}");
-
     let mut latency = Table::new();
     latency.set_header(["latency (ms)", "p50", "p95", "p99", "max"]);
-    type Percentiles = (String, Option<f64>, Option<f64>, Option<f64>, Option<f64>);
-    let rows: Vec<Percentiles> = sqlx::query_as(
-        "WITH per_message AS ( \
-           SELECT extract(epoch FROM min(a.started_at) - o.created_at) * 1000 AS first_call, \
-                  extract(epoch FROM min(a.finished_at) FILTER (WHERE a.outcome = 'accepted') - o.created_at) * 1000 AS accepted \
-             FROM sms_outbox o JOIN sms_attempts a ON a.message_id = o.id GROUP BY o.id, o.created_at) \
-         SELECT 'enqueue -> first provider call', percentile_cont(0.5) WITHIN GROUP (ORDER BY first_call), \
-                percentile_cont(0.95) WITHIN GROUP (ORDER BY first_call), \
-                percentile_cont(0.99) WITHIN GROUP (ORDER BY first_call), max(first_call)::float8 FROM per_message \
-         UNION ALL \
-         SELECT 'enqueue -> accepted (incl. retries)', percentile_cont(0.5) WITHIN GROUP (ORDER BY accepted), \
-                percentile_cont(0.95) WITHIN GROUP (ORDER BY accepted), \
-                percentile_cont(0.99) WITHIN GROUP (ORDER BY accepted), max(accepted)::float8 \
-           FROM per_message WHERE accepted IS NOT NULL",
-    )
-    .fetch_all(pool)
-    .await?;
-    for (what, p50, p95, p99, max) in rows {
-        let ms = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.1}"));
-        latency.add_row([what, ms(p50), ms(p95), ms(p99), ms(max)]);
+    let ms = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.1}"));
+    for l in store.pickup_latency().await? {
+        latency.add_row([l.span, ms(l.p50), ms(l.p95), ms(l.p99), ms(l.max)]);
     }
     println!("{latency}");
     println!(
-        "Every row above comes from sms_outbox and sms_attempts; query them yourself with psql, \
-         or run `sms-relay status` against the same database."
+        "Message states as `sms-relay status` counts them; the next three tables add up the report \
+         views (sql/README.md), which `sms-relay report` prints per day; latency from sms_outbox \
+         and sms_attempts."
     );
     Ok(())
 }

@@ -3,7 +3,7 @@
 mod bench;
 mod demo;
 mod enqueue;
-mod providers;
+mod provider_check;
 mod report;
 mod run;
 mod status;
@@ -16,7 +16,7 @@ use crate::{
     cli::{Cli, Command, ProvidersCommand},
     config::{Config, ConfigError},
     db,
-    providers::{self as chain_providers, BuildError},
+    providers::{self, BuildError},
     relay::{Relay, RelayError},
     store::{EnqueueError, Store, StoreError},
     throwaway_pg::{Durability, ThrowawayPg, ThrowawayPgError},
@@ -54,7 +54,7 @@ pub enum CommandError {
     ThrowawayPg(#[from] ThrowawayPgError),
     /// An operator tool failed.
     #[error(transparent)]
-    Tool(#[from] providers::ToolError),
+    Tool(#[from] provider_check::ToolError),
     /// A provider entry could not be built.
     #[error(transparent)]
     Provider(#[from] BuildError),
@@ -96,8 +96,8 @@ pub async fn execute(cli: Cli) -> Result<(), CommandError> {
         }
         Command::Status => status::status(&url.ok_or(CommandError::NoDatabase)?).await,
         Command::Report(args) => report::report(&url.ok_or(CommandError::NoDatabase)?, args).await,
-        Command::Providers(ProvidersCommand::Check) => providers::check(&config).await,
-        Command::SendTest(args) => providers::send_test(&config, args).await,
+        Command::Providers(ProvidersCommand::Check) => provider_check::check(&config).await,
+        Command::SendTest(args) => provider_check::send_test(&config, args).await,
         Command::Demo(args) => demo::demo(url, args).await,
         Command::Bench(args) => bench::bench(&config, url, args).await,
     }
@@ -111,12 +111,11 @@ async fn connect_migrated(url: &str, max_connections: u32) -> Result<PgPool, Com
 /// `pool`, once its database has every migration.
 async fn migrated(pool: PgPool) -> Result<PgPool, CommandError> {
     let latest = db::MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0);
-    let applied: Option<i64> = sqlx::query_scalar(
-        "SELECT max(version) FROM _sqlx_migrations WHERE success AND to_regclass('_sqlx_migrations') IS NOT NULL",
-    )
-    .fetch_one(&pool)
-    .await
-    .unwrap_or(None);
+    // Any error (no history table, no access) reads as not migrated.
+    let applied = Store::new(pool.clone())
+        .applied_migration()
+        .await
+        .unwrap_or(None);
     if applied.unwrap_or(0) < latest {
         return Err(CommandError::NotMigrated);
     }
@@ -125,7 +124,7 @@ async fn migrated(pool: PgPool) -> Result<PgPool, CommandError> {
 
 /// A relay over `pool` built from `config`.
 fn build_relay(config: &Config, pool: PgPool) -> Result<Relay, CommandError> {
-    let chain = chain_providers::from_config(
+    let chain = providers::from_config(
         &config.providers,
         config.webhooks.public_base_url.as_deref(),
         config.relay.on_unknown,

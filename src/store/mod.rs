@@ -1,19 +1,29 @@
 //! Every SQL statement the relay runs lives in this module.
 
+mod bench;
 mod circuits;
 mod countries;
+mod demo_logins;
 mod enqueue;
+mod latency;
 mod lifecycle;
 mod receipts;
+mod report_totals;
+mod reports;
+mod schema;
 mod status;
 mod wakeup;
 
 use sqlx::PgPool;
 
 pub use circuits::CircuitRow;
+pub use demo_logins::record_demo_login;
 pub use enqueue::{EnqueueError, EnqueueRequest, Refusal, enqueue};
+pub use latency::LatencyPercentiles;
 pub use lifecycle::{ClaimedMessage, Disposition, Finish, MAX_RELAY_ID_LEN, presence_name};
 pub use receipts::{Recorded, ResendRule, Via};
+pub use report_totals::{FailureTotal, MessageTotals, ProviderTotals};
+pub use reports::ReportRows;
 pub use status::{AttemptCount, StateCount, Status};
 pub use wakeup::WAKEUP_CHANNEL;
 

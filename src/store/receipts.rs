@@ -130,6 +130,11 @@ UPDATE sms_attempts SET delivery_status = 'unknown'
          FOR UPDATE SKIP LOCKED))
 "#;
 
+/// Accepted attempts still without a final receipt: the condition of
+/// `sms_attempts_awaiting_receipt_idx`, so the count reads that partial index.
+const AWAITING_RECEIPTS: &str = "SELECT count(*) FROM sms_attempts WHERE outcome = 'accepted' \
+     AND (delivery_status IS NULL OR delivery_status IN ('queued', 'enroute'))";
+
 impl Store {
     /// Records `receipts` from the provider kind `source`, matching them against attempts of the
     /// providers named in `providers`. Each receipt is one call of `sms_record_receipt`, atomic on
@@ -300,6 +305,14 @@ impl Store {
         .fetch_all(&self.pool)
         .await?;
         Ok(ids)
+    }
+
+    /// How many accepted attempts still wait for a final receipt.
+    pub async fn awaiting_receipts(&self) -> Result<i64> {
+        let awaiting = sqlx::query_scalar(AWAITING_RECEIPTS)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(awaiting)
     }
 
     /// Whether the database answers and the schema is in place (for `/readyz`).

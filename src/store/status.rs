@@ -41,6 +41,11 @@ impl Status {
             .find(|s| s.state == state)
             .map_or(0, |s| s.count)
     }
+
+    /// Messages in any state.
+    pub fn total(&self) -> i64 {
+        self.states.iter().map(|s| s.count).sum()
+    }
 }
 
 impl Store {

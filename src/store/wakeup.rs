@@ -9,6 +9,10 @@ use crate::domain::DbClock;
 /// The channel `sms_outbox` inserts notify on.
 pub const WAKEUP_CHANNEL: &str = "sms_relay_wakeup";
 
+/// Every registration, stale ones included: the sweep of relays gone for an hour runs only when a
+/// relay registers.
+const SLEEPING_RELAYS: &str = "SELECT count(*) FROM sms_relay_sleepers";
+
 impl Store {
     /// Marks this relay idle (or refreshes the mark), and drops marks of relays gone for an hour.
     pub async fn register_sleeper(&self, relay_id: &str) -> Result<()> {
@@ -21,6 +25,14 @@ impl Store {
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+
+    /// How many relays are registered idle.
+    pub async fn sleeping_relays(&self) -> Result<i64> {
+        let sleeping = sqlx::query_scalar(SLEEPING_RELAYS)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(sleeping)
     }
 
     /// Marks this relay busy: inserts need not notify on its behalf.
