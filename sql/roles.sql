@@ -12,7 +12,7 @@
 --
 --   sms_auth          the auth backend: may only enqueue (sms_enqueue() or a plain INSERT into
 --                     sms_outbox without RETURNING). It cannot read anything.
---   sms_relay_worker  `sms-relay run` and the operator commands status, report and providers: reads
+--   sms_relay_worker  `sms-relay run` and the operator commands status and report: reads
 --                     and writes the queue, attempts, receipts and its bookkeeping tables.
 --   sms_analyst       reads the sms_report_* views and sms_attempts, which hold no phone numbers.
 --                     Nothing on sms_outbox, sms_receipts or sms_recipient_budget.
