@@ -23,7 +23,7 @@ use crate::{
     config::{Config, ReceiptSettings, RelaySettings},
     providers::{PriceRule, ProviderConfig, SimulatorSettings},
     relay::{RetryPolicy, StopWhen},
-    store::{EnqueueError, EnqueueRequest, Store, enqueue, record_demo_login},
+    store::{EnqueueError, EnqueueRequest, Store, enqueue},
     throwaway_pg::Durability,
 };
 
@@ -114,8 +114,8 @@ async fn login(pool: &PgPool, i: u32) -> Result<&'static str, CommandError> {
         priority: Some(priority),
         ..EnqueueRequest::default()
     };
+    // An auth backend stores its own OTP row in this transaction too; the demo has only the SMS.
     let mut tx = pool.begin().await?;
-    record_demo_login(&mut *tx, &recipient, &code).await?;
     let enqueued = enqueue(&mut *tx, &request).await;
     if (9..=13).contains(&scenario) && enqueued.is_ok() {
         // The user tapped "resend": a second code supersedes the first.
@@ -198,7 +198,6 @@ fn bar(len: u64, what: &str) -> ProgressBar {
 pub(super) async fn demo(url: Option<String>, args: DemoArgs) -> Result<(), CommandError> {
     let (_server, pool) = database_or_throwaway(url, Durability::Default, 16).await?;
     let store = Store::new(pool.clone());
-    store.create_demo_logins().await?;
     let config = demo_config();
     let relay = build_relay(&config, pool.clone())?;
     let stop = CancellationToken::new();

@@ -3,7 +3,6 @@
 mod bench;
 mod circuits;
 mod countries;
-mod demo_logins;
 mod enqueue;
 mod latency;
 mod lifecycle;
@@ -17,7 +16,6 @@ mod wakeup;
 use sqlx::PgPool;
 
 pub use circuits::CircuitRow;
-pub use demo_logins::record_demo_login;
 pub use enqueue::{EnqueueError, EnqueueRequest, Refusal, enqueue};
 pub use latency::LatencyPercentiles;
 pub use lifecycle::{ClaimedMessage, Disposition, Finish, MAX_RELAY_ID_LEN, presence_name};
