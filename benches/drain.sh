@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The drain figure: N OTPs enqueued through sms_enqueue() in one transaction into a fresh database,
 # VACUUM ANALYZE, CHECKPOINT, then one `sms-relay run --until-idle` (default settings, the built-in
-# simulator) timed from start to exit, with the relay's peak RSS. Pass a ceiling script (e.g.
-# ../shared/bench/ceiling.sh) to run it against the same server right after and print the ratio.
+# simulator) timed from start to exit, with the relay's peak RSS. Pass a ceiling script (one that
+# prints `…: N msgs/s` last, e.g. a pgbench run of a bare claim + complete of the same shape) to run
+# it against the same server right after and print the ratio.
 #
 #   cargo build --release && benches/drain.sh postgres://postgres@127.0.0.1:5432 [CEILING_SCRIPT]
 #   SMS_RELAY_BIN=/path/to/another/sms-relay benches/drain.sh …   # the same figure for another build

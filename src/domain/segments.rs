@@ -111,7 +111,7 @@ mod tests {
     }
 
     #[test]
-    fn ticket_templates_are_one_gsm7_part() {
+    fn seeded_templates_are_one_gsm7_part() {
         let s = count("Your verification code is 123456. Valid for 10 minutes.");
         assert_eq!((s.encoding, s.units, s.parts), (Encoding::Gsm7, 55, 1));
     }

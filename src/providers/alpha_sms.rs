@@ -179,7 +179,7 @@ fn delivery(word: &str) -> Delivery {
     }
 }
 
-/// Classifies a send answer (providers.md §5.3).
+/// Classifies a send answer.
 fn classify(reply: &Reply) -> Result<Accepted, SendError> {
     let Some(response) = reply.json::<Response>() else {
         return Err(reply.unreadable());

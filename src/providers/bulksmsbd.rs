@@ -110,7 +110,7 @@ impl BulkSmsBd {
     }
 }
 
-/// Classifies a send answer (providers.md §5.2). A bare `202` has no message id; the call's
+/// Classifies a send answer. A bare `202` has no message id; the call's
 /// reference stands in for it.
 fn classify(reply: &Reply, reference: &str) -> Result<Accepted, SendError> {
     if !reply.is_success() {

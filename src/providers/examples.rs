@@ -1,4 +1,4 @@
-//! The receipt examples of providers.md, shared by the unit tests of the parsers and signatures.
+//! The providers' documented receipt examples, shared by the unit tests of the parsers and signatures.
 
 /// Owned key/value pairs from string literals.
 pub fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
@@ -10,7 +10,7 @@ pub fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
 /// The message id of [`twilio_status_callback`].
 pub const TWILIO_SID: &str = "SM00000000000000000000000000000001";
 
-/// The Twilio status callback of providers.md §1.3, with the ids of the §1.4 vector.
+/// Twilio's documented status callback example, with the ids of its signature test vector.
 pub fn twilio_status_callback() -> Vec<(String, String)> {
     pairs(&[
         ("MessageSid", TWILIO_SID),
@@ -26,7 +26,7 @@ pub fn twilio_status_callback() -> Vec<(String, String)> {
     ])
 }
 
-/// The Vonage delivery receipt of providers.md §2.3 (GET example, query decoded, unsigned).
+/// Vonage's documented delivery receipt (the GET example, query decoded, unsigned).
 pub fn vonage_dlr() -> Vec<(String, String)> {
     pairs(&[
         ("msisdn", "8801712345678"),

@@ -117,7 +117,7 @@ fn already_taken(reply: &Reply, reference: &str) -> Accepted {
     }
 }
 
-/// Classifies a send answer (providers.md §5.1), whatever the HTTP status. `reference` is the
+/// Classifies a send answer, whatever the HTTP status. `reference` is the
 /// call's `csms_id`.
 fn classify(reply: &Reply, reference: &str) -> Result<Accepted, SendError> {
     let Some(response) = reply.json::<Response>() else {

@@ -224,7 +224,7 @@ impl Infobip {
     }
 }
 
-/// Classifies a send answer (providers.md §3.1–3.2).
+/// Classifies a send answer.
 fn classify(reply: &Reply) -> Result<Accepted, SendError> {
     if !reply.is_success() {
         return Err(classify_error(reply));

@@ -204,7 +204,7 @@ fn accepted(reply: &Reply, message: Message) -> Accepted {
     }
 }
 
-/// Classifies a create-message answer (providers.md §1.5).
+/// Classifies a create-message answer.
 fn classify(reply: &Reply) -> Result<Accepted, SendError> {
     if reply.is_success() {
         return match reply.json::<Message>() {

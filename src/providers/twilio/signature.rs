@@ -9,9 +9,9 @@ use subtle::ConstantTimeEq;
 
 use crate::providers::webhook::hmac_bytes;
 
-/// Twilio's X-Twilio-Signature over a URL and form params (providers.md §1.4 steps 1–3): sort
-/// by key (bytes), for a key with several values sort + dedupe values, append key+value,
-/// HMAC-SHA1 with the auth token, standard base64.
+/// Twilio's X-Twilio-Signature over a URL and form params: sort by key (bytes), for a key with
+/// several values sort + dedupe values, append key+value, HMAC-SHA1 with the auth token, standard
+/// base64.
 pub fn twilio_signature(auth_token: &str, url: &str, params: &[(String, String)]) -> String {
     STANDARD.encode(hmac_bytes::<Hmac<Sha1>>(
         auth_token.as_bytes(),
@@ -19,9 +19,8 @@ pub fn twilio_signature(auth_token: &str, url: &str, params: &[(String, String)]
     ))
 }
 
-/// Verifies the header in constant time, trying the URL as given and with the port quirk
-/// (§1.4 step 5: add :443/:80 when absent for https/http, remove it when present). false for
-/// any malformed input.
+/// Verifies the header in constant time, trying the URL as given and with the port quirk (add
+/// :443/:80 when absent for https/http, remove it when present). false for any malformed input.
 pub fn twilio_valid(
     auth_token: &str,
     url: &str,

@@ -172,7 +172,7 @@ impl Vonage {
     }
 }
 
-/// Classifies a send answer (providers.md §2.2): every part must have status `0`; otherwise the
+/// Classifies a send answer: every part must have status `0`; otherwise the
 /// first refused part's status decides.
 fn classify(reply: &Reply, currency: &str) -> Result<Accepted, SendError> {
     if !reply.is_success() {

@@ -25,7 +25,7 @@ pub enum VonageMethod {
     Sha512,
 }
 
-/// Vonage signature (§2.4): all params except `sig`, sorted by key, `&key=value` with `&` and
+/// Vonage signature: all params except `sig`, sorted by key, `&key=value` with `&` and
 /// `=` in values replaced by `_`; md5hash = hex(md5(string + secret)); HMAC modes =
 /// hex(HMAC(secret, string)). Lowercase hex.
 pub fn vonage_signature(method: VonageMethod, secret: &str, params: &[(String, String)]) -> String {
