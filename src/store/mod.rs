@@ -17,7 +17,7 @@ use sqlx::PgPool;
 
 pub use circuits::CircuitRow;
 pub use enqueue::{EnqueueError, EnqueueRequest, Refusal, enqueue};
-pub use latency::LatencyPercentiles;
+pub use latency::Pickup;
 pub use lifecycle::{ClaimedMessage, Disposition, Finish, MAX_RELAY_ID_LEN, presence_name};
 pub use receipts::{Recorded, ResendRule, Via};
 pub use report_totals::{FailureTotal, MessageTotals, ProviderTotals};

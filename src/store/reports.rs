@@ -26,10 +26,11 @@ macro_rules! report {
 }
 
 /// Every report, in the order they print (tests check this matches the directory).
-static REPORTS: [Report; 7] = [
+static REPORTS: [Report; 8] = [
     report!("cost"),
     report!("delivery_rate"),
     report!("time_to_deliver"),
+    report!("pickup"),
     report!("failures"),
     report!("attempts_per_delivered"),
     report!("fallback_resend"),
