@@ -46,6 +46,9 @@ impl Endpoint {
         let client = reqwest::Client::builder()
             .timeout(connection.timeout)
             .connect_timeout(connection.connect_timeout)
+            // A redirect would re-send the request, credentials and code included, wherever the
+            // answer points; it is classified like any other answer instead.
+            .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("sms-relay/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| format!("cannot build the HTTP client: {e}"))?;

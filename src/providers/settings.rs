@@ -158,9 +158,10 @@ impl ProviderConfig {
         if http {
             match self.base_url() {
                 None => return Err(format!("provider {name:?}: base_url is required")),
-                Some(url) if !(url.starts_with("https://") || url.starts_with("http://")) => {
+                Some(url) if !secure_or_local(&url) => {
                     return Err(format!(
-                        "provider {name:?}: base_url must start with http:// or https://"
+                        "provider {name:?}: base_url must be https:// (plain http:// only to a \
+                         loopback address such as 127.0.0.1 or localhost)"
                     ));
                 }
                 Some(_) => {}
@@ -195,6 +196,26 @@ impl ProviderConfig {
     }
 }
 
+/// Whether `url` is HTTPS, or plain HTTP to this machine (a local fake or tunnel): credentials
+/// and codes never cross a network unencrypted.
+fn secure_or_local(url: &str) -> bool {
+    let Ok(url) = reqwest::Url::parse(url) else {
+        return false;
+    };
+    match (url.scheme(), url.host_str()) {
+        ("https", Some(_)) => true,
+        ("http", Some(host)) => {
+            host.eq_ignore_ascii_case("localhost")
+                || host
+                    .trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback())
+        }
+        _ => false,
+    }
+}
+
 /// Builds one adapter. `webhooks_base` is `[webhooks] public_base_url`, from which adapters build
 /// their per-message receipt URLs (`<base>/webhooks/<kind>`).
 pub fn build(
@@ -224,4 +245,30 @@ pub fn from_config(
         })
         .collect::<Result<Vec<_>, BuildError>>()?;
     Ok(ProviderChain::new(links).with_unknown_policy(on_unknown))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_http_only_reaches_this_machine() {
+        for (url, allowed) in [
+            ("https://api.twilio.com", true),
+            ("https://10.0.0.5:8443/sms", true),
+            ("http://127.0.0.1:9000", true),
+            ("http://127.8.9.10", true),
+            ("http://localhost:8080", true),
+            ("http://LOCALHOST", true),
+            ("http://[::1]:9000", true),
+            ("http://api.twilio.com", false),
+            ("http://10.0.0.5", false),
+            ("http://localhost.example.com", false),
+            ("http://[::2]", false),
+            ("ftp://127.0.0.1", false),
+            ("not a url", false),
+        ] {
+            assert_eq!(secure_or_local(url), allowed, "{url}");
+        }
+    }
 }

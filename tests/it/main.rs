@@ -9,6 +9,7 @@ mod chaos;
 mod conformance;
 mod enqueue;
 mod lifecycle;
+mod outbound;
 mod outcomes;
 mod receipts;
 mod relay;

@@ -159,10 +159,11 @@ impl Vonage {
             .http
             .client
             .get(self.http.url("/account/get-balance"))
-            .query(&[
-                ("api_key", self.settings.api_key.as_str()),
-                ("api_secret", self.settings.api_secret.expose()),
-            ]);
+            // In a header rather than the query string, where URLs end up in logs.
+            .basic_auth(
+                &self.settings.api_key,
+                Some(self.settings.api_secret.expose()),
+            );
         let reply = exchange(request).await?;
         let balance: Balance = reply.parsed()?;
         Ok(format!(

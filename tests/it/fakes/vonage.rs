@@ -5,8 +5,8 @@ use std::{sync::Arc, time::Duration};
 
 use axum::{
     Form, Router,
-    extract::{Query, State, rejection::FormRejection},
-    http::{Method, StatusCode, Uri},
+    extract::{State, rejection::FormRejection},
+    http::{HeaderMap, Method, StatusCode, Uri},
     response::Response,
     routing::{get, post},
 };
@@ -14,8 +14,8 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::{
-    Answers, Fake, Params, Received, Refusal, Sent, field, form_params, hex_id, is_msisdn,
-    param_is, reply_json, unavailable,
+    Answers, Fake, Params, Received, Refusal, Sent, basic_auth, field, form_params, hex_id,
+    is_msisdn, param_is, reply_json, unavailable,
 };
 
 /// The fake account's API key.
@@ -143,9 +143,12 @@ async fn send(
         .await
 }
 
-/// `GET /account/get-balance?api_key=...&api_secret=...`.
-async fn balance(Query(query): Query<Params>) -> Response {
-    if !keys_match(&query) {
+/// `GET /account/get-balance` with the key and secret as Basic auth. (The API also takes them in
+/// the query string; this fake does not, so a relay that puts its secret in a URL fails here.)
+async fn balance(headers: HeaderMap) -> Response {
+    let basic =
+        basic_auth(&headers).is_some_and(|(key, secret)| key == API_KEY && secret == API_SECRET);
+    if !basic {
         return reply_json(
             StatusCode::UNAUTHORIZED,
             json!({
