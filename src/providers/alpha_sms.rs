@@ -2,7 +2,7 @@
 //! `"error":0` on success and an error code otherwise. Numbers go out as `880…` without the `+`.
 //! Delivery status and the charge come from polling `/report/request/{id}/`.
 
-use std::{any::Any, sync::Arc};
+use std::sync::Arc;
 
 use serde::Deserialize;
 
@@ -11,6 +11,7 @@ use super::{
     Reports, SendError,
     fields::{Credential, validate_sender},
     http::{Connection, Endpoint, Reply, exchange, text_of},
+    kind::adapter,
     pricing::parse_micros,
 };
 
@@ -43,13 +44,7 @@ impl KindSettings for AlphaSmsSettings {
         connection: &Connection,
         _callback: Option<String>,
     ) -> Result<Arc<dyn Provider>, BuildError> {
-        let adapter = AlphaSms::new(connection, self)
-            .map_err(|reason| BuildError::invalid(connection, reason))?;
-        Ok(Arc::new(adapter))
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
+        adapter(connection, AlphaSms::new(connection, self))
     }
 }
 

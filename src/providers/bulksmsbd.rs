@@ -2,7 +2,7 @@
 //! `response_code` (202 = submitted), and some deployments answer a bare number. Numbers go out as
 //! `880…` without the `+`. No delivery receipts, no status lookup.
 
-use std::{any::Any, sync::Arc};
+use std::sync::Arc;
 
 use serde::Deserialize;
 
@@ -10,6 +10,7 @@ use super::{
     Accepted, BoxFuture, BuildError, KindSettings, OutgoingSms, Provider, SendError,
     fields::{Credential, validate_sender},
     http::{Connection, Endpoint, Reply, exchange, text_of},
+    kind::adapter,
 };
 use crate::domain::Encoding;
 
@@ -41,13 +42,7 @@ impl KindSettings for BulkSmsBdSettings {
         connection: &Connection,
         _callback: Option<String>,
     ) -> Result<Arc<dyn Provider>, BuildError> {
-        let adapter = BulkSmsBd::new(connection, self)
-            .map_err(|reason| BuildError::invalid(connection, reason))?;
-        Ok(Arc::new(adapter))
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
+        adapter(connection, BulkSmsBd::new(connection, self))
     }
 }
 

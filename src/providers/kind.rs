@@ -6,8 +6,9 @@ use std::{any::Any, sync::Arc};
 use super::{Provider, http::Connection};
 
 /// What each provider kind's settings (`[[providers]]` fields beyond the common ones) answer; every
-/// provider module implements it for its settings.
-pub trait KindSettings {
+/// provider module implements it for its settings. As `dyn Any`, code for one kind picks its own
+/// entries out of a list of every kind's.
+pub trait KindSettings: Any {
     /// The `kind` label, also the provider's webhook path segment.
     fn label(&self) -> &'static str;
 
@@ -33,9 +34,17 @@ pub trait KindSettings {
         connection: &Connection,
         callback: Option<String>,
     ) -> Result<Arc<dyn Provider>, BuildError>;
+}
 
-    /// The settings as `Any`, so that code for one kind can pick its entries out of a list.
-    fn as_any(&self) -> &dyn Any;
+/// `built`, an adapter for the entry reached through `connection`, or why the entry is invalid.
+pub fn adapter<P: Provider + 'static>(
+    connection: &Connection,
+    built: Result<P, String>,
+) -> Result<Arc<dyn Provider>, BuildError> {
+    match built {
+        Ok(provider) => Ok(Arc::new(provider)),
+        Err(reason) => Err(BuildError::invalid(connection, reason)),
+    }
 }
 
 /// Why a provider entry could not be turned into an adapter.

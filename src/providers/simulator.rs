@@ -2,7 +2,6 @@
 //! count (optionally a journal file) of what it sent. For demos, tests and benchmarks.
 
 use std::{
-    any::Any,
     fs::{File, OpenOptions},
     io::Write,
     path::PathBuf,
@@ -81,10 +80,6 @@ impl KindSettings for SimulatorSettings {
                 }
             })?;
         Ok(Arc::new(simulator))
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
     }
 }
 

@@ -3,7 +3,7 @@
 //! `csms_id` (unique per day, ≤ 20 alphanumerics). Numbers go out as `880…` without the `+`. The
 //! API has no delivery receipts and no status lookup.
 
-use std::{any::Any, sync::Arc};
+use std::sync::Arc;
 
 use serde::Deserialize;
 use serde_json::json;
@@ -12,6 +12,7 @@ use super::{
     Accepted, BoxFuture, BuildError, KindSettings, OutgoingSms, Provider, SendError,
     fields::Credential,
     http::{Connection, Endpoint, Reply, exchange, text_of},
+    kind::adapter,
 };
 
 /// `kind = "ssl_wireless"`: credentials. The sender (masking name) is tied to the `sid`.
@@ -45,13 +46,7 @@ impl KindSettings for SslWirelessSettings {
         connection: &Connection,
         _callback: Option<String>,
     ) -> Result<Arc<dyn Provider>, BuildError> {
-        let adapter = SslWireless::new(connection, self)
-            .map_err(|reason| BuildError::invalid(connection, reason))?;
-        Ok(Arc::new(adapter))
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
+        adapter(connection, SslWireless::new(connection, self))
     }
 }
 

@@ -2,7 +2,7 @@
 //! goes out as the destination's `messageId`, so a status lookup (`GET /sms/3/logs`) can find it.
 //! Numbers go out without the `+`.
 
-use std::{any::Any, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 use serde::Deserialize;
 use serde_json::json;
@@ -12,6 +12,7 @@ use super::{
     SendError,
     fields::{Credential, validate_sender},
     http::{Connection, Endpoint, Reply, exchange},
+    kind::adapter,
 };
 pub mod receipt;
 
@@ -57,13 +58,7 @@ impl KindSettings for InfobipSettings {
         connection: &Connection,
         callback: Option<String>,
     ) -> Result<Arc<dyn Provider>, BuildError> {
-        let adapter = Infobip::new(connection, self, callback)
-            .map_err(|reason| BuildError::invalid(connection, reason))?;
-        Ok(Arc::new(adapter))
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
+        adapter(connection, Infobip::new(connection, self, callback))
     }
 }
 

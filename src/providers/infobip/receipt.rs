@@ -3,6 +3,8 @@
 
 use base64::Engine;
 use chrono::{DateTime, Utc};
+use std::any::Any;
+
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -48,7 +50,7 @@ fn receive(
 
 /// `entry`'s settings if it is an Infobip entry.
 fn settings(entry: &dyn KindSettings) -> Option<&InfobipSettings> {
-    entry.as_any().downcast_ref()
+    (entry as &dyn Any).downcast_ref()
 }
 
 /// Whether `authorization` is Basic auth with one of `accounts`' user and password. Both sides

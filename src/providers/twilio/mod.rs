@@ -4,7 +4,7 @@
 pub mod receipt;
 pub mod signature;
 
-use std::{any::Any, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 use serde::Deserialize;
 
@@ -12,6 +12,7 @@ use super::{
     Accepted, BoxFuture, BuildError, Cost, KindSettings, Lookup, OutgoingSms, Provider, SendError,
     fields::{Credential, is_currency, validate_sender},
     http::{Connection, Endpoint, Reply, exchange},
+    kind::adapter,
     pricing::parse_micros,
 };
 
@@ -60,13 +61,7 @@ impl KindSettings for TwilioSettings {
         connection: &Connection,
         callback: Option<String>,
     ) -> Result<Arc<dyn Provider>, BuildError> {
-        let adapter = Twilio::new(connection, self, callback)
-            .map_err(|reason| BuildError::invalid(connection, reason))?;
-        Ok(Arc::new(adapter))
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
+        adapter(connection, Twilio::new(connection, self, callback))
     }
 }
 

@@ -1,5 +1,7 @@
 //! Twilio's StatusCallback: a form POST per status transition, signed with the auth token.
 
+use std::any::Any;
+
 use super::{TwilioSettings, signature};
 use crate::providers::{
     Delivery, KindSettings, Receipt, ReceiptError,
@@ -29,7 +31,7 @@ fn receive(
     let params = form_pairs(request.body);
     let signed = entries
         .iter()
-        .filter_map(|entry| entry.as_any().downcast_ref::<TwilioSettings>())
+        .filter_map(|entry| (*entry as &dyn Any).downcast_ref::<TwilioSettings>())
         .map(|s| &s.auth_token)
         .any(|token| signature::twilio_valid(token.expose(), url, &params, given));
     if !signed {

@@ -1,7 +1,7 @@
 //! Vonage (Nexmo) SMS API (`POST /sms/json`, form body with `api_key`/`api_secret`). It answers
 //! HTTP 200 even when it refuses: the per-part `status` decides. Numbers go out without the `+`.
 
-use std::{any::Any, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 use serde::Deserialize;
 
@@ -14,6 +14,7 @@ use super::{
     Accepted, BoxFuture, BuildError, Cost, KindSettings, OutgoingSms, Provider, SendError,
     fields::{Credential, is_currency, validate_sender},
     http::{Connection, Endpoint, Reply, exchange},
+    kind::adapter,
     pricing::parse_micros,
 };
 use crate::domain::Encoding;
@@ -70,13 +71,7 @@ impl KindSettings for VonageSettings {
         connection: &Connection,
         callback: Option<String>,
     ) -> Result<Arc<dyn Provider>, BuildError> {
-        let adapter = Vonage::new(connection, self, callback)
-            .map_err(|reason| BuildError::invalid(connection, reason))?;
-        Ok(Arc::new(adapter))
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
+        adapter(connection, Vonage::new(connection, self, callback))
     }
 }
 

@@ -1,6 +1,8 @@
 //! Vonage's delivery receipt: a GET query, a POST form or a flat POST JSON object, one per
 //! message part, signed with the account's signature secret.
 
+use std::any::Any;
+
 use serde_json::Value;
 
 use super::{VonageSettings, signature};
@@ -72,7 +74,7 @@ pub fn parse(params: &[(String, String)]) -> Result<Receipt, ReceiptError> {
 
 /// `entry`'s settings if it is a Vonage entry.
 fn settings(entry: &dyn KindSettings) -> Option<&VonageSettings> {
-    entry.as_any().downcast_ref()
+    (entry as &dyn Any).downcast_ref()
 }
 
 /// A POST JSON receipt's flat object as params, so the signature can be checked before
