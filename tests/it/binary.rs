@@ -4,7 +4,7 @@
 use std::process::Stdio;
 
 use crate::support::{
-    TestDb,
+    TestApp,
     cli::{
         Scratch, journal_counts, output, sigterm, sms_relay, sms_relay_with_clock, spawn_run, text,
     },
@@ -13,7 +13,7 @@ use crate::support::{
 
 #[tokio::test]
 async fn sigkill_mid_burst_loses_nothing_and_duplicates_at_most_what_was_in_flight() {
-    let db = TestDb::new().await;
+    let app = TestApp::new().await;
     let scratch = Scratch::new();
     let journal = scratch.path("sent.log");
     let config = scratch.path("relay.toml");
@@ -25,13 +25,13 @@ async fn sigkill_mid_burst_loses_nothing_and_duplicates_at_most_what_was_in_flig
         ),
     )
     .unwrap();
-    let ids = db.otps(3_000).await;
+    let ids = app.otps(3_000).await;
 
-    let mut first = spawn_run(&db, &config, &scratch.path("first.log"));
+    let mut first = spawn_run(&app, &config, &scratch.path("first.log"));
     eventually(async || journal_counts(&journal).len() >= 500).await;
     first.kill().unwrap();
     first.wait().unwrap();
-    let in_flight_at_kill = db
+    let in_flight_at_kill = app
         .count("SELECT count(*) FROM sms_outbox WHERE state = 'sending'")
         .await;
     assert!(
@@ -39,12 +39,12 @@ async fn sigkill_mid_burst_loses_nothing_and_duplicates_at_most_what_was_in_flig
         "the kill should catch sends in flight"
     );
     assert!(
-        db.states().await.get("pending").copied().unwrap_or(0) > 0,
+        app.states().await.get("pending").copied().unwrap_or(0) > 0,
         "the kill came mid-burst"
     );
 
-    let second = spawn_run(&db, &config, &scratch.path("second.log"));
-    eventually(async || db.states().await.get("sent") == Some(&3_000)).await;
+    let second = spawn_run(&app, &config, &scratch.path("second.log"));
+    eventually(async || app.states().await.get("sent") == Some(&3_000)).await;
     sigterm(&second);
     let status = within(
         30,
@@ -69,7 +69,7 @@ async fn sigkill_mid_burst_loses_nothing_and_duplicates_at_most_what_was_in_flig
         "{duplicates} duplicates but only {in_flight_at_kill} were in flight"
     );
     assert_eq!(
-        db.count("SELECT count(*) FROM sms_outbox WHERE state <> 'sent'")
+        app.count("SELECT count(*) FROM sms_outbox WHERE state <> 'sent'")
             .await,
         0
     );
@@ -86,8 +86,8 @@ async fn sigkill_mid_burst_loses_nothing_and_duplicates_at_most_what_was_in_flig
 
 #[tokio::test]
 async fn help_explains_every_subcommand() {
-    let db = TestDb::new().await;
-    let help = text(&output(sms_relay(&db).arg("--help")).stdout);
+    let app = TestApp::new().await;
+    let help = text(&output(sms_relay(&app).arg("--help")).stdout);
     for command in [
         "migrate",
         "run",
@@ -101,21 +101,21 @@ async fn help_explains_every_subcommand() {
     ] {
         assert!(help.contains(command), "--help lacks {command}:\n{help}");
     }
-    let run_help = text(&output(sms_relay(&db).args(["run", "--help"])).stdout);
+    let run_help = text(&output(sms_relay(&app).args(["run", "--help"])).stdout);
     assert!(run_help.contains("--until-idle"));
 }
 
 #[tokio::test]
 async fn operator_commands_enqueue_run_until_idle_and_report_status() {
-    let db = TestDb::new().await;
-    let migrate = output(sms_relay(&db).arg("migrate"));
+    let app = TestApp::new().await;
+    let migrate = output(sms_relay(&app).arg("migrate"));
     assert!(
         migrate.status.success(),
         "migrate is repeatable: {}",
         text(&migrate.stderr)
     );
 
-    let enqueued = output(sms_relay(&db).args([
+    let enqueued = output(sms_relay(&app).args([
         "enqueue",
         "--to",
         "+8801712345678",
@@ -129,7 +129,7 @@ async fn operator_commands_enqueue_run_until_idle_and_report_status() {
         .expect("enqueue prints the id");
 
     let refused =
-        output(sms_relay(&db).args(["enqueue", "--to", "01712345678", "--param", "code=1"]));
+        output(sms_relay(&app).args(["enqueue", "--to", "01712345678", "--param", "code=1"]));
     assert_eq!(refused.status.code(), Some(1));
     assert!(
         text(&refused.stderr).contains("SR001"),
@@ -137,11 +137,11 @@ async fn operator_commands_enqueue_run_until_idle_and_report_status() {
         text(&refused.stderr)
     );
 
-    let run = output(sms_relay(&db).args(["run", "--until-idle"]));
+    let run = output(sms_relay(&app).args(["run", "--until-idle"]));
     assert!(run.status.success(), "{}", text(&run.stderr));
-    assert_eq!(db.state_of(id).await.0, "sent");
+    assert_eq!(app.state_of(id).await.0, "sent");
 
-    let status = text(&output(sms_relay(&db).arg("status")).stdout);
+    let status = text(&output(sms_relay(&app).arg("status")).stdout);
     assert!(
         status.contains("sent") && status.contains("simulator") && status.contains("accepted"),
         "{status}"
@@ -150,9 +150,9 @@ async fn operator_commands_enqueue_run_until_idle_and_report_status() {
 
 #[tokio::test]
 async fn run_refuses_an_unmigrated_database_and_bad_settings() {
-    let db = TestDb::new().await;
+    let app = TestApp::new().await;
     let bad = output(
-        sms_relay(&db)
+        sms_relay(&app)
             .args(["run", "--until-idle"])
             .env("SMS_RELAY__RELAY__BATCH_SIZE", "0"),
     );
@@ -164,10 +164,10 @@ async fn run_refuses_an_unmigrated_database_and_bad_settings() {
     );
 
     sqlx::query("DROP TABLE _sqlx_migrations")
-        .execute(&db.pool)
+        .execute(&app.pool)
         .await
         .unwrap();
-    let unmigrated = output(sms_relay(&db).args(["run", "--until-idle"]));
+    let unmigrated = output(sms_relay(&app).args(["run", "--until-idle"]));
     assert_eq!(unmigrated.status.code(), Some(1));
     assert!(
         text(&unmigrated.stderr).contains("sms-relay migrate"),
@@ -178,9 +178,9 @@ async fn run_refuses_an_unmigrated_database_and_bad_settings() {
 
 #[tokio::test]
 async fn demo_settles_every_committed_login_and_reports_it() {
-    let db = TestDb::new().await;
+    let app = TestApp::new().await;
     let demo = output(
-        sms_relay(&db)
+        sms_relay(&app)
             .args(["demo", "--logins", "200"])
             .env("RUST_LOG", "warn"),
     );
@@ -200,18 +200,18 @@ async fn demo_settles_every_committed_login_and_reports_it() {
     }
     // Every committed message ended in a final state; rolled-back and refused logins left nothing.
     assert_eq!(
-        db.count("SELECT count(*) FROM sms_outbox WHERE state IN ('pending', 'sending')")
+        app.count("SELECT count(*) FROM sms_outbox WHERE state IN ('pending', 'sending')")
             .await,
         0
     );
-    let committed = db.count("SELECT count(*) FROM sms_demo_logins").await;
+    let committed = app.count("SELECT count(*) FROM sms_demo_logins").await;
     assert_eq!(
         committed,
-        db.count("SELECT count(DISTINCT recipient) FROM sms_outbox")
+        app.count("SELECT count(DISTINCT recipient) FROM sms_outbox")
             .await
     );
     assert!(
-        db.count("SELECT count(*) FROM sms_outbox WHERE state = 'cancelled'")
+        app.count("SELECT count(*) FROM sms_outbox WHERE state = 'cancelled'")
             .await
             > 0,
         "resends superseded"
@@ -224,9 +224,9 @@ async fn demo_settles_every_committed_login_and_reports_it() {
 
 #[tokio::test]
 async fn bench_runs_and_reports_its_measures() {
-    let db = TestDb::new().await;
+    let app = TestApp::new().await;
     let bench = output(
-        sms_relay(&db)
+        sms_relay(&app)
             .args(["bench", "--drain", "300", "--rate", "100", "--seconds", "1"])
             .env("RUST_LOG", "warn"),
     );
@@ -243,12 +243,12 @@ async fn bench_runs_and_reports_its_measures() {
         );
     }
     assert_eq!(
-        db.states().await.get("sent"),
+        app.states().await.get("sent"),
         Some(&400),
         "every benchmark message was sent"
     );
 
-    let again = output(sms_relay(&db).args(["bench", "--drain", "10"]));
+    let again = output(sms_relay(&app).args(["bench", "--drain", "10"]));
     assert_eq!(
         again.status.code(),
         Some(1),
@@ -258,7 +258,7 @@ async fn bench_runs_and_reports_its_measures() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_serves_health_and_readiness_and_refuses_a_taken_address() {
-    let db = TestDb::new().await;
+    let app = TestApp::new().await;
     let scratch = Scratch::new();
     let config = scratch.path("relay.toml");
     std::fs::write(&config, "[relay]\npoll_interval_ms = 100\n").unwrap();
@@ -266,7 +266,7 @@ async fn run_serves_health_and_readiness_and_refuses_a_taken_address() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         listener.local_addr().unwrap().to_string()
     };
-    let relay = sms_relay(&db)
+    let relay = sms_relay(&app)
         .args(["run", "--config"])
         .arg(&config)
         .env("SMS_RELAY__WEBHOOKS__LISTEN", &address)
@@ -285,7 +285,7 @@ async fn run_serves_health_and_readiness_and_refuses_a_taken_address() {
 
     // A second relay on the same address says why it cannot start.
     let second = output(
-        sms_relay(&db)
+        sms_relay(&app)
             .args(["run", "--config"])
             .arg(&config)
             .env("SMS_RELAY__WEBHOOKS__LISTEN", &address),
@@ -318,23 +318,23 @@ async fn run_serves_health_and_readiness_and_refuses_a_taken_address() {
 
 #[tokio::test]
 async fn a_relay_whose_host_clock_is_a_minute_behind_stamps_attempts_on_the_database_clock() {
-    let db = TestDb::new().await;
-    let id = db.otp("+8801712345678", "482913").await;
-    let out = output(sms_relay_with_clock(&db, "-60s").args(["run", "--until-idle"]));
+    let app = TestApp::new().await;
+    let id = app.otp("+8801712345678", "482913").await;
+    let out = output(sms_relay_with_clock(&app, "-60s").args(["run", "--until-idle"]));
     let log = text(&out.stderr);
     assert!(out.status.success(), "{log}");
     assert!(
         log.contains("this host's clock differs from the database's"),
         "the relay says its host clock is off: {log}"
     );
-    assert_eq!(db.state_of(id).await.0, "sent");
+    assert_eq!(app.state_of(id).await.0, "sent");
     // On the host's clock the call would have started a minute before the message existed.
     let (in_order, attempts): (bool, i64) = sqlx::query_as(
         "SELECT bool_and(o.created_at <= a.started_at AND a.started_at <= a.finished_at \
                          AND a.finished_at <= now()), count(*) \
            FROM sms_attempts a JOIN sms_outbox o ON o.id = a.message_id",
     )
-    .fetch_one(&db.pool)
+    .fetch_one(&app.pool)
     .await
     .unwrap();
     assert_eq!(attempts, 1);

@@ -20,7 +20,7 @@ use uuid::Uuid;
 
 use crate::{
     fakes::{FakeProvider, Kind},
-    support::{TestDb, http_chain, provider_config, quick_retries, run_chain_until_idle, settings},
+    support::{TestApp, http_chain, provider_config, quick_retries, settings},
 };
 
 /// The public URL the providers are told to call (and Twilio signs).
@@ -69,29 +69,30 @@ pub async fn serve(config: &Config, store: Store) -> String {
 }
 
 /// The accepted attempt of a message: (attempt id, provider message id, client reference).
-pub async fn accepted_attempt(db: &TestDb, message: Uuid) -> (i64, String, String) {
+pub async fn accepted_attempt(app: &TestApp, message: Uuid) -> (i64, String, String) {
     sqlx::query_as(
         "SELECT id, provider_message_id, client_ref FROM sms_attempts \
           WHERE message_id = $1 AND outcome = 'accepted' ORDER BY id DESC LIMIT 1",
     )
     .bind(message)
-    .fetch_one(&db.pool)
+    .fetch_one(&app.pool)
     .await
     .unwrap()
 }
 
 /// Sends one OTP to `number` through `config`'s chain and returns its id.
-pub async fn send_one(db: &TestDb, config: &Config, number: &str) -> Uuid {
-    let id = db.otp(number, "482913").await;
-    run_chain_until_idle(db, http_chain(&config.providers), quick_retries()).await;
-    assert_eq!(db.state_of(id).await.0, "sent");
+pub async fn send_one(app: &TestApp, config: &Config, number: &str) -> Uuid {
+    let id = app.otp(number, "482913").await;
+    app.run_chain_until_idle(http_chain(&config.providers), quick_retries())
+        .await;
+    assert_eq!(app.state_of(id).await.0, "sent");
     id
 }
 
 /// One OTP sent through the first provider of a chain of fakes (named p1, p2, …), with the
 /// relay's webhook endpoints served.
 pub struct Scene {
-    pub db: TestDb,
+    pub app: TestApp,
     pub fakes: Vec<FakeProvider>,
     pub config: Config,
     pub base: String,
@@ -109,7 +110,7 @@ impl Scene {
         expires_in: Option<i64>,
         tweak: impl FnOnce(&mut Config),
     ) -> Self {
-        let db = TestDb::new().await;
+        let app = TestApp::new().await;
         let mut fakes = Vec::new();
         let mut entries = Vec::new();
         for (i, kind) in kinds.iter().enumerate() {
@@ -119,13 +120,13 @@ impl Scene {
         }
         let mut config = config_for(entries);
         tweak(&mut config);
-        let base = serve(&config, db.store()).await;
+        let base = serve(&config, app.store()).await;
         let id = match expires_in {
-            Some(secs) => db.otp_expiring_in("+8801712345611", secs).await,
-            None => db.otp("+8801712345611", "482913").await,
+            Some(secs) => app.otp_expiring_in("+8801712345611", secs).await,
+            None => app.otp("+8801712345611", "482913").await,
         };
         let scene = Self {
-            db,
+            app,
             fakes,
             config,
             base,
@@ -135,29 +136,26 @@ impl Scene {
         scene.run().await;
         assert_eq!(scene.state().await, "sent");
         Self {
-            attempt: accepted_attempt(&scene.db, id).await,
+            attempt: accepted_attempt(&scene.app, id).await,
             ..scene
         }
     }
 
     /// Runs the relay until nothing is due.
     pub async fn run(&self) {
-        run_chain_until_idle(
-            &self.db,
-            http_chain(&self.config.providers),
-            quick_retries(),
-        )
-        .await;
+        self.app
+            .run_chain_until_idle(http_chain(&self.config.providers), quick_retries())
+            .await;
     }
 
     pub async fn state(&self) -> String {
-        self.db.state_of(self.id).await.0
+        self.app.state_of(self.id).await.0
     }
 
     pub async fn resends(&self) -> i32 {
         sqlx::query_scalar("SELECT resends FROM sms_outbox WHERE id = $1")
             .bind(self.id)
-            .fetch_one(&self.db.pool)
+            .fetch_one(&self.app.pool)
             .await
             .unwrap()
     }
@@ -166,7 +164,7 @@ impl Scene {
     pub async fn delivery(&self) -> Option<String> {
         sqlx::query_scalar("SELECT delivery_status::text FROM sms_attempts WHERE id = $1")
             .bind(self.attempt.0)
-            .fetch_one(&self.db.pool)
+            .fetch_one(&self.app.pool)
             .await
             .unwrap()
     }
@@ -184,47 +182,47 @@ impl Scene {
     }
 
     pub fn sweeper(&self) -> Sweeper {
-        Sweeper::new(&self.config, self.db.store())
+        Sweeper::new(&self.config, self.app.store())
     }
 }
 
 /// (delivery_status, delivery_error, delivered_at is set) of an attempt.
-async fn delivery_of(db: &TestDb, attempt: i64) -> (Option<String>, Option<String>, bool) {
+async fn delivery_of(app: &TestApp, attempt: i64) -> (Option<String>, Option<String>, bool) {
     sqlx::query_as(
         "SELECT delivery_status::text, delivery_error, delivered_at IS NOT NULL \
            FROM sms_attempts WHERE id = $1",
     )
     .bind(attempt)
-    .fetch_one(&db.pool)
+    .fetch_one(&app.pool)
     .await
     .unwrap()
 }
 
 /// (cost, currency) of an attempt, as text.
-async fn cost_of(db: &TestDb, attempt: i64) -> (String, String) {
+async fn cost_of(app: &TestApp, attempt: i64) -> (String, String) {
     sqlx::query_as("SELECT cost::text, currency::text FROM sms_attempts WHERE id = $1")
         .bind(attempt)
-        .fetch_one(&db.pool)
+        .fetch_one(&app.pool)
         .await
         .unwrap()
 }
 
 /// How long an attempt had waited since acceptance when a report API was last asked about it,
 /// in seconds (the poller's next backoff step).
-async fn waited_when_asked(db: &TestDb, attempt: i64) -> f64 {
+async fn waited_when_asked(app: &TestApp, attempt: i64) -> f64 {
     sqlx::query_scalar(
         "SELECT extract(epoch FROM receipt_checked_at - finished_at)::float8 FROM sms_attempts WHERE id = $1",
     )
     .bind(attempt)
-    .fetch_one(&db.pool)
+    .fetch_one(&app.pool)
     .await
     .unwrap()
 }
 
 /// `sms_receipts.result` of every stored receipt, oldest first.
-async fn receipt_results(db: &TestDb) -> Vec<String> {
+async fn receipt_results(app: &TestApp) -> Vec<String> {
     sqlx::query_scalar("SELECT result FROM sms_receipts ORDER BY id")
-        .fetch_all(&db.pool)
+        .fetch_all(&app.pool)
         .await
         .unwrap()
 }
@@ -456,7 +454,7 @@ fn words(kind: Kind) -> Words {
 /// receipts for one provider, each through the real endpoint.
 async fn receipts_for(kind: Kind) {
     let s = Scene::new(&[kind], None, |_| {}).await;
-    let (db, config) = (&s.db, &s.config);
+    let (app, config) = (&s.app, &s.config);
     let poster = Poster::new(kind, &s.base, &s.fakes[0]);
     let w = words(kind);
     let (attempt, id, client_ref) = s.attempt.clone();
@@ -475,12 +473,12 @@ async fn receipts_for(kind: Kind) {
     // Intermediate, then final: the status moves up.
     assert_eq!(post(dlr(w.intermediate, "")).await, StatusCode::OK);
     assert_eq!(
-        delivery_of(db, attempt).await,
+        delivery_of(app, attempt).await,
         (Some("enroute".into()), None, false)
     );
     assert_eq!(post(dlr(w.delivered, "")).await, StatusCode::OK);
     assert_eq!(
-        delivery_of(db, attempt).await,
+        delivery_of(app, attempt).await,
         (Some("delivered".into()), None, true)
     );
     // The same receipt again: acknowledged, stored once.
@@ -492,17 +490,17 @@ async fn receipts_for(kind: Kind) {
         StatusCode::OK
     );
     assert_eq!(
-        delivery_of(db, attempt).await,
+        delivery_of(app, attempt).await,
         (Some("delivered".into()), None, true)
     );
     assert_eq!(
-        receipt_results(db).await,
+        receipt_results(app).await,
         ["applied", "applied", "stale", "stale"]
     );
 
     // Another message, undelivered.
-    let second = send_one(db, config, "+8801812345611").await;
-    let (attempt2, id2, ref2) = accepted_attempt(db, second).await;
+    let second = send_one(app, config, "+8801812345611").await;
+    let (attempt2, id2, ref2) = accepted_attempt(app, second).await;
     let status = poster
         .post(&Dlr {
             id: &id2,
@@ -512,7 +510,7 @@ async fn receipts_for(kind: Kind) {
         })
         .await;
     assert_eq!(status, StatusCode::OK);
-    let (state, error, delivered) = delivery_of(db, attempt2).await;
+    let (state, error, delivered) = delivery_of(app, attempt2).await;
     assert_eq!(state.as_deref(), Some("undelivered"));
     assert!(!delivered);
     assert!(
@@ -520,7 +518,7 @@ async fn receipts_for(kind: Kind) {
         "{kind:?}"
     );
     // Resends are off here: the message stays sent.
-    assert_eq!(db.state_of(second).await.0, "sent");
+    assert_eq!(app.state_of(second).await.0, "sent");
 
     // A receipt for a message we never sent: acknowledged and kept, nothing else moves.
     let status = poster
@@ -532,12 +530,12 @@ async fn receipts_for(kind: Kind) {
         })
         .await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(receipt_results(db).await.last().unwrap(), "unmatched");
+    assert_eq!(receipt_results(app).await.last().unwrap(), "unmatched");
 
     // Forged and unsigned receipts for a message still waiting are refused and change nothing.
-    let third = send_one(db, config, "+8801912345611").await;
-    let (attempt3, id3, ref3) = accepted_attempt(db, third).await;
-    let before = receipt_results(db).await.len();
+    let third = send_one(app, config, "+8801912345611").await;
+    let (attempt3, id3, ref3) = accepted_attempt(app, third).await;
+    let before = receipt_results(app).await.len();
     let delivered = Dlr {
         id: &id3,
         client_ref: &ref3,
@@ -552,8 +550,8 @@ async fn receipts_for(kind: Kind) {
         poster.post_forged(&delivered, false).await,
         StatusCode::UNAUTHORIZED
     );
-    assert_eq!(receipt_results(db).await.len(), before);
-    assert_eq!(delivery_of(db, attempt3).await, (None, None, false));
+    assert_eq!(receipt_results(app).await.len(), before);
+    assert_eq!(delivery_of(app, attempt3).await, (None, None, false));
 }
 
 #[tokio::test]
@@ -573,10 +571,10 @@ async fn infobip_receipts() {
 
 #[tokio::test]
 async fn twilio_signature_covers_url_and_body() {
-    let db = TestDb::new().await;
+    let app = TestApp::new().await;
     let fake = FakeProvider::start(Kind::Twilio).await;
     let config = config_for(vec![receipt_entry(&fake, "p")]);
-    let base = serve(&config, db.store()).await;
+    let base = serve(&config, app.store()).await;
     let poster = Poster::new(Kind::Twilio, &base, &fake);
     let form = Poster::twilio_form(&Dlr {
         id: "SM00000000000000000000000000000001",
@@ -631,12 +629,12 @@ async fn twilio_signature_covers_url_and_body() {
         StatusCode::OK
     );
     // Only the two good posts were stored (both for a message we do not know).
-    assert_eq!(receipt_results(&db).await, ["unmatched"]);
+    assert_eq!(receipt_results(&app).await, ["unmatched"]);
 }
 
 #[tokio::test]
 async fn malformed_and_oversized_receipts_get_400_and_change_nothing() {
-    let db = TestDb::new().await;
+    let app = TestApp::new().await;
     let twilio = FakeProvider::start(Kind::Twilio).await;
     let infobip = FakeProvider::start(Kind::Infobip).await;
     let mut config = config_for(vec![
@@ -644,7 +642,7 @@ async fn malformed_and_oversized_receipts_get_400_and_change_nothing() {
         receipt_entry(&infobip, "i"),
     ]);
     config.webhooks.max_body_bytes = 4096;
-    let base = serve(&config, db.store()).await;
+    let base = serve(&config, app.store()).await;
     let http = reqwest::Client::new();
     let infobip_post = async |body: Vec<u8>| {
         http.post(format!("{base}/webhooks/infobip"))
@@ -681,7 +679,7 @@ async fn malformed_and_oversized_receipts_get_400_and_change_nothing() {
         .unwrap()
         .status();
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert!(receipt_results(&db).await.is_empty());
+    assert!(receipt_results(&app).await.is_empty());
 }
 
 #[tokio::test]
@@ -723,39 +721,45 @@ async fn receipts_are_matched_only_to_their_providers_kind() {
         })
         .await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(receipt_results(&s.db).await, ["unmatched"]);
+    assert_eq!(receipt_results(&s.app).await, ["unmatched"]);
     assert_eq!(s.delivery().await, None);
 }
 
 #[tokio::test]
 async fn alpha_sms_reports_are_polled_with_their_charge() {
     let s = Scene::new(&[Kind::AlphaSms], None, |_| {}).await;
-    let (db, fake, attempt) = (&s.db, &s.fakes[0], s.attempt.0);
+    let (app, fake, attempt) = (&s.app, &s.fakes[0], s.attempt.0);
     let chain = http_chain(&s.config.providers);
-    let poller = Poller::new(&s.config, &chain, db.store());
+    let poller = Poller::new(&s.config, &chain, app.store());
     // Old enough to be asked about (the settle time is the 100 ms poll interval here).
     tokio::time::sleep(std::time::Duration::from_millis(150)).await;
     poller.poll().await;
-    assert_eq!(delivery_of(db, attempt).await.0.as_deref(), Some("enroute"));
-    let (cost, currency) = cost_of(db, attempt).await;
+    assert_eq!(
+        delivery_of(app, attempt).await.0.as_deref(),
+        Some("enroute")
+    );
+    let (cost, currency) = cost_of(app, attempt).await;
     assert_eq!((cost.as_str(), currency.as_str()), ("0.250000", "BDT"));
     // Asked again only once it has waited as long again as it had when first asked (at least
     // the poll interval); then the report says delivered.
     fake.set_report_status("Delivered");
     poller.poll().await;
-    assert_eq!(delivery_of(db, attempt).await.0.as_deref(), Some("enroute"));
+    assert_eq!(
+        delivery_of(app, attempt).await.0.as_deref(),
+        Some("enroute")
+    );
     assert_eq!(fake.lookups(), 1);
-    let waited = waited_when_asked(db, attempt).await;
+    let waited = waited_when_asked(app, attempt).await;
     tokio::time::sleep(std::time::Duration::from_secs_f64(waited.max(0.1) + 0.1)).await;
     poller.poll().await;
     assert_eq!(
-        delivery_of(db, attempt).await,
+        delivery_of(app, attempt).await,
         (Some("delivered".into()), None, true)
     );
     assert_eq!(fake.lookups(), 2);
     // Final: never asked again, even after waiting well past the next backoff step (the time
     // since acceptance when it was last asked).
-    let waited = waited_when_asked(db, attempt).await;
+    let waited = waited_when_asked(app, attempt).await;
     tokio::time::sleep(std::time::Duration::from_secs_f64(2.0 * waited + 0.2)).await;
     poller.poll().await;
     assert_eq!(fake.lookups(), 2);
@@ -770,25 +774,25 @@ async fn infobip_reports_are_pulled_when_enabled() {
         settings.pull_reports = true;
     })
     .await;
-    let (db, attempt) = (&s.db, s.attempt.0);
+    let (app, attempt) = (&s.app, s.attempt.0);
     let chain = http_chain(&s.config.providers);
-    let poller = Poller::new(&s.config, &chain, db.store());
+    let poller = Poller::new(&s.config, &chain, app.store());
     poller.poll().await;
-    let (status, _, delivered) = delivery_of(db, attempt).await;
+    let (status, _, delivered) = delivery_of(app, attempt).await;
     assert_eq!((status.as_deref(), delivered), (Some("delivered"), true));
-    let (cost, currency) = cost_of(db, attempt).await;
+    let (cost, currency) = cost_of(app, attempt).await;
     // 0.0301 EUR per message × 1 part, as the report says (replacing the configured price).
     assert_eq!((cost.as_str(), currency.as_str()), ("0.030100", "EUR"));
     // Each report is returned once: a second pull records nothing new.
     poller.poll().await;
-    assert_eq!(receipt_results(db).await, ["applied"]);
+    assert_eq!(receipt_results(app).await, ["applied"]);
 }
 
 #[tokio::test]
 async fn health_and_readiness() {
-    let db = TestDb::new().await;
+    let app = TestApp::new().await;
     let config = config_for(vec![ProviderConfig::simulator("sim", Default::default())]);
-    let base = serve(&config, db.store()).await;
+    let base = serve(&config, app.store()).await;
     let get = async |url: String| reqwest::get(url).await.unwrap().status();
     assert_eq!(get(format!("{base}/healthz")).await, StatusCode::OK);
     assert_eq!(get(format!("{base}/readyz")).await, StatusCode::OK);
@@ -808,7 +812,7 @@ async fn health_and_readiness() {
 #[tokio::test]
 async fn infobip_batch_is_recorded_in_order() {
     let s = Scene::new(&[Kind::Infobip], None, |_| {}).await;
-    let (db, base) = (&s.db, &s.base);
+    let (app, base) = (&s.app, &s.base);
     let (attempt, id, client_ref) = s.attempt.clone();
     let dlr = |status| Dlr {
         id: &id,
@@ -832,13 +836,13 @@ async fn infobip_batch_is_recorded_in_order() {
         .unwrap()
         .status();
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(receipt_results(db).await, ["applied", "applied", "stale"]);
-    let (status, _, _) = delivery_of(db, attempt).await;
+    assert_eq!(receipt_results(app).await, ["applied", "applied", "stale"]);
+    let (status, _, _) = delivery_of(app, attempt).await;
     assert_eq!(status.as_deref(), Some("delivered"));
     let done: String =
         sqlx::query_scalar("SELECT to_char(delivered_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS') FROM sms_attempts WHERE id = $1")
             .bind(attempt)
-            .fetch_one(&db.pool)
+            .fetch_one(&app.pool)
             .await
             .unwrap();
     assert_eq!(done, "2025-01-01 14:00:04", "the carrier's doneAt");
@@ -847,7 +851,7 @@ async fn infobip_batch_is_recorded_in_order() {
 #[tokio::test]
 async fn odd_values_in_a_receipt_are_fitted_not_fatal_to_the_batch() {
     let s = Scene::new(&[Kind::Infobip], None, |_| {}).await;
-    let db = &s.db;
+    let app = &s.app;
     let (attempt, id, client_ref) = s.attempt.clone();
     let mut body = Poster::infobip_body(&[
         Dlr {
@@ -867,7 +871,7 @@ async fn odd_values_in_a_receipt_are_fitted_not_fatal_to_the_batch() {
     body["results"][0]["sender"] = json!("Glam\u{0}ora");
     body["results"][1]["price"]["pricePerMessage"] = json!(999_999_999.0);
     let receipts = sms_relay::receipts::infobip::parse(body.to_string().as_bytes()).unwrap();
-    let totals = db
+    let totals = app
         .store()
         .record_receipts(
             "infobip",
@@ -886,12 +890,12 @@ async fn odd_values_in_a_receipt_are_fitted_not_fatal_to_the_batch() {
         (1, 1, 0)
     );
     assert_eq!(
-        delivery_of(db, attempt).await.0.as_deref(),
+        delivery_of(app, attempt).await.0.as_deref(),
         Some("delivered")
     );
     // The configured price stays: the reported one does not fit.
     assert_eq!(
-        cost_of(db, attempt).await,
+        cost_of(app, attempt).await,
         ("0.350000".into(), "BDT".into())
     );
 }

@@ -12,7 +12,7 @@ use chrono::{NaiveDate, TimeDelta, Utc};
 use serde_json::{Value, json};
 use sqlx::AssertSqlSafe;
 
-use crate::support::TestDb;
+use crate::support::TestApp;
 
 /// The fixture's three UTC days: today (`D0`), yesterday (`D1`) and 30 days ago (`OLD`, outside a
 /// 7-day window).
@@ -119,8 +119,8 @@ SELECT o.id, v.round, v.step, v.provider, o.template, 'fixture',
   JOIN sms_outbox o ON o.idempotency_key = v.key;
 "#;
 
-/// Loads the fixture into `db` (as the superuser the tests connect as).
-pub async fn fixture(db: &TestDb) -> Days {
+/// Loads the fixture into `app` (as the superuser the tests connect as).
+pub async fn fixture(app: &TestApp) -> Days {
     let d0 = Utc::now().date_naive();
     let days = Days {
         d0,
@@ -132,7 +132,7 @@ pub async fn fixture(db: &TestDb) -> Days {
         .replace("@D1@", &days.d1.to_string())
         .replace("@OLD@", &days.old.to_string());
     sqlx::raw_sql(AssertSqlSafe(sql))
-        .execute(&db.pool)
+        .execute(&app.pool)
         .await
         .expect("the fixture loads");
     days
@@ -152,9 +152,9 @@ fn reports_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("sql/reports")
 }
 
-fn report(db: &TestDb, args: &[&str]) -> Output {
+fn report(app: &TestApp, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_sms-relay"))
-        .env("DATABASE_URL", &db.url)
+        .env("DATABASE_URL", &app.url)
         .env_remove("SMS_RELAY_CONFIG")
         .arg("report")
         .args(args)
@@ -213,10 +213,10 @@ fn assert_rows(reports: &Value, name: &str, expected: Value) {
 
 #[tokio::test]
 async fn every_report_shows_the_hand_worked_figures() {
-    let db = TestDb::new().await;
-    let Days { d0, d1, old } = fixture(&db).await;
+    let app = TestApp::new().await;
+    let Days { d0, d1, old } = fixture(&app).await;
     let reports: Value = serde_json::from_str(&stdout(&report(
-        &db,
+        &app,
         &["--since", "7d", "--format", "json"],
     )))
     .expect("--format json prints JSON");
@@ -495,7 +495,7 @@ async fn every_report_shows_the_hand_worked_figures() {
         "SELECT cost::text FROM sms_report_cost_daily WHERE day = $1 AND provider = 'twilio'",
     )
     .bind(old)
-    .fetch_one(&db.pool)
+    .fetch_one(&app.pool)
     .await
     .unwrap();
     assert_eq!(old_cost.as_deref(), Some("0.050000"));
@@ -503,10 +503,10 @@ async fn every_report_shows_the_hand_worked_figures() {
 
 #[tokio::test]
 async fn since_takes_minutes_hours_and_days() {
-    let db = TestDb::new().await;
-    let Days { d0, d1, .. } = fixture(&db).await;
+    let app = TestApp::new().await;
+    let Days { d0, d1, .. } = fixture(&app).await;
     let days_in = |since: &str| -> BTreeSet<String> {
-        let out = stdout(&report(&db, &["--since", since, "--format", "json"]));
+        let out = stdout(&report(&app, &["--since", since, "--format", "json"]));
         let reports: Value = serde_json::from_str(&out).unwrap();
         reports["cost"]
             .as_array()
@@ -525,17 +525,17 @@ async fn since_takes_minutes_hours_and_days() {
 
 #[tokio::test]
 async fn csv_table_and_psql_show_the_same_reports() {
-    let db = TestDb::new().await;
-    let Days { d0, .. } = fixture(&db).await;
+    let app = TestApp::new().await;
+    let Days { d0, .. } = fixture(&app).await;
     let files = report_files();
     let json: Value = serde_json::from_str(&stdout(&report(
-        &db,
+        &app,
         &["--since", "7d", "--format", "json"],
     )))
     .unwrap();
 
     // CSV: one section per report, each a header starting with `report`, its rows, a blank line.
-    let csv = stdout(&report(&db, &["--since", "7d", "--format", "csv"]));
+    let csv = stdout(&report(&app, &["--since", "7d", "--format", "csv"]));
     let sections: Vec<Vec<&str>> = csv
         .split("\n\n")
         .filter(|s| !s.trim().is_empty())
@@ -574,7 +574,7 @@ async fn csv_table_and_psql_show_the_same_reports() {
     }
 
     // Table: each report under its title.
-    let table = stdout(&report(&db, &["--format", "table"]));
+    let table = stdout(&report(&app, &["--format", "table"]));
     for name in &files {
         assert!(
             table.contains(&format!("[{name}, since 7 days]")),
@@ -587,7 +587,7 @@ async fn csv_table_and_psql_show_the_same_reports() {
     for name in &files {
         let path = reports_dir().join(format!("{name}.sql"));
         let out = Command::new("psql")
-            .arg(&db.url)
+            .arg(&app.url)
             .args([
                 "-X",
                 "-q",
@@ -619,9 +619,9 @@ async fn csv_table_and_psql_show_the_same_reports() {
 
 #[tokio::test]
 async fn a_bad_window_is_refused() {
-    let db = TestDb::new().await;
+    let app = TestApp::new().await;
     for since in ["7x", "0d", "d", "1.5h", "7 days", "70000d"] {
-        let out = report(&db, &["--since", since]);
+        let out = report(&app, &["--since", since]);
         assert!(!out.status.success(), "--since {since} was accepted");
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(

@@ -7,11 +7,12 @@ use std::{
     process::{Child, Command, Output, Stdio},
 };
 
-use super::TestDb;
+use super::TestApp;
 
-/// `sms-relay` against `db`, with debug logs, no config file and the webhooks on a free port.
-pub fn sms_relay(db: &TestDb) -> Command {
-    sms_relay_at(&db.url)
+/// `sms-relay` against `app`'s database, with debug logs, no config file and the webhooks on a
+/// free port.
+pub fn sms_relay(app: &TestApp) -> Command {
+    sms_relay_at(&app.url)
 }
 
 /// `sms-relay` against the database at `url` (see [`sms_relay`]).
@@ -23,10 +24,10 @@ pub fn sms_relay_at(url: &str) -> Command {
 
 /// [`sms_relay`] with this host's clock moved by `offset` (libfaketime's syntax, e.g. `-60s`)
 /// for the relay alone, through the `faketime` command (Debian package `faketime`).
-pub fn sms_relay_with_clock(db: &TestDb, offset: &str) -> Command {
+pub fn sms_relay_with_clock(app: &TestApp, offset: &str) -> Command {
     let mut cmd = Command::new("faketime");
     cmd.args(["-f", offset, env!("CARGO_BIN_EXE_sms-relay")]);
-    against(&mut cmd, &db.url);
+    against(&mut cmd, &app.url);
     cmd
 }
 
@@ -95,9 +96,9 @@ pub fn run_at(url: &str, config: &Path, log: &Path) -> Command {
     cmd
 }
 
-/// Starts `sms-relay run --config <config>` against `db` in the background, logging to `log`.
-pub fn spawn_run(db: &TestDb, config: &Path, log: &Path) -> Child {
-    run_at(&db.url, config, log).spawn().unwrap()
+/// Starts `sms-relay run --config <config>` against `app` in the background, logging to `log`.
+pub fn spawn_run(app: &TestApp, config: &Path, log: &Path) -> Child {
+    run_at(&app.url, config, log).spawn().unwrap()
 }
 
 /// Sends SIGTERM to `child`.
