@@ -31,9 +31,7 @@ async fn sigkill_mid_burst_loses_nothing_and_duplicates_at_most_what_was_in_flig
     eventually(async || journal_counts(&journal).len() >= 500).await;
     first.kill().unwrap();
     first.wait().unwrap();
-    let in_flight_at_kill = app
-        .count("SELECT count(*) FROM sms_outbox WHERE state = 'sending'")
-        .await;
+    let in_flight_at_kill = app.states().await.get("sending").copied().unwrap_or(0);
     assert!(
         in_flight_at_kill > 0,
         "the kill should catch sends in flight"
@@ -68,11 +66,7 @@ async fn sigkill_mid_burst_loses_nothing_and_duplicates_at_most_what_was_in_flig
         duplicates as i64 <= in_flight_at_kill,
         "{duplicates} duplicates but only {in_flight_at_kill} were in flight"
     );
-    assert_eq!(
-        app.count("SELECT count(*) FROM sms_outbox WHERE state <> 'sent'")
-            .await,
-        0
-    );
+    assert_eq!(app.unsent().await, 0);
 
     for log in ["first.log", "second.log"] {
         let logged = std::fs::read_to_string(scratch.path(log)).unwrap();
@@ -199,11 +193,7 @@ async fn demo_settles_every_committed_login_and_reports_it() {
         );
     }
     // Every committed message ended in a final state; rolled-back and refused logins left nothing.
-    assert_eq!(
-        app.count("SELECT count(*) FROM sms_outbox WHERE state IN ('pending', 'sending')")
-            .await,
-        0
-    );
+    assert_eq!(app.owed().await, 0);
     let committed = app.count("SELECT count(*) FROM sms_demo_logins").await;
     assert_eq!(
         committed,
@@ -211,9 +201,7 @@ async fn demo_settles_every_committed_login_and_reports_it() {
             .await
     );
     assert!(
-        app.count("SELECT count(*) FROM sms_outbox WHERE state = 'cancelled'")
-            .await
-            > 0,
+        app.states().await.get("cancelled").copied().unwrap_or(0) > 0,
         "resends superseded"
     );
     assert!(

@@ -3,6 +3,7 @@
 
 use std::{process::Command, sync::Arc, time::Duration};
 
+use chrono::Utc;
 use serde_json::json;
 use sms_relay::{
     config::RelaySettings,
@@ -13,22 +14,17 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     fakes::{FakeProvider, Kind},
-    support::{TestApp, eventually, http_chain, provider_config, quick_retries, settings, within},
+    support::{
+        TestApp,
+        cli::{output, sms_relay},
+        eventually, http_chain, provider_config, quick_retries, settings, within,
+    },
 };
 
 const NUMBER: &str = "+8801712000001";
 
-/// Enqueues `n` OTPs to distinct numbers ending in `11`, which every fake accepts.
-async fn otps_to_accepting_numbers(app: &TestApp, n: i32) -> Vec<uuid::Uuid> {
-    sqlx::query_scalar(
-        "SELECT sms_enqueue('+88017' || lpad(i::text, 6, '0') || '11', 'otp', \
-                jsonb_build_object('code', lpad(i::text, 6, '0'))) FROM generate_series(1, $1) AS i",
-    )
-    .bind(n)
-    .fetch_all(&app.pool)
-    .await
-    .unwrap()
-}
+/// The last digits of numbers every fake accepts (no scenario of theirs ends so).
+const ACCEPTED_SUFFIX: &str = "11";
 
 /// A local aggregator first (SSL Wireless), Twilio behind it.
 async fn two_providers() -> (FakeProvider, FakeProvider) {
@@ -75,12 +71,7 @@ async fn a_slow_answer_within_the_timeout_is_accepted_and_its_latency_recorded()
     )
     .await;
     assert_eq!(app.state_of(id).await.0, "sent");
-    let latency: f64 =
-        sqlx::query_scalar("SELECT latency_ms FROM sms_attempts WHERE message_id = $1")
-            .bind(id)
-            .fetch_one(&app.pool)
-            .await
-            .unwrap();
+    let latency = app.first_attempt(id).await.latency_ms;
     assert!(
         latency >= 150.0,
         "latency_ms covers the provider's time: {latency}"
@@ -104,14 +95,8 @@ async fn when_every_provider_is_down_a_retry_is_scheduled() {
     let (state, reason) = app.state_of(id).await;
     assert_eq!(state, "pending");
     assert!(reason.unwrap().contains("twilio (20500)"));
-    let due_later: bool = sqlx::query_scalar(
-        "SELECT next_attempt_at > now() AND attempts = 1 FROM sms_outbox WHERE id = $1",
-    )
-    .bind(id)
-    .fetch_one(&app.pool)
-    .await
-    .unwrap();
-    assert!(due_later);
+    let m = app.message(id).await;
+    assert!(m.next_attempt_at > Utc::now() && m.rounds == 1);
     assert_eq!(app.attempts_of(id).await.len(), 2);
 }
 
@@ -156,7 +141,7 @@ async fn the_circuit_opens_after_failures_shows_in_status_and_closes_after_recov
     let cancel = CancellationToken::new();
     let running = tokio::spawn(relay.run(StopWhen::Cancelled, cancel.clone()));
 
-    let ids = otps_to_accepting_numbers(&app, 6).await;
+    let ids = app.otps_ending_in(6, ACCEPTED_SUFFIX).await;
     eventually(async || app.states().await.get("sent") == Some(&6)).await;
     assert_eq!(
         primary.received().len(),
@@ -177,11 +162,7 @@ async fn the_circuit_opens_after_failures_shows_in_status_and_closes_after_recov
             .any(|c| c.provider == "ssl" && c.state == "open")
     })
     .await;
-    let status = Command::new(env!("CARGO_BIN_EXE_sms-relay"))
-        .arg("status")
-        .env("DATABASE_URL", &app.url)
-        .output()
-        .unwrap();
+    let status = output(sms_relay(&app).arg("status"));
     let shown = String::from_utf8_lossy(&status.stdout);
     assert!(status.status.success(), "{shown}");
     assert!(
@@ -220,7 +201,7 @@ async fn the_rate_limit_holds_under_a_burst_without_losing_messages() {
     let fake = FakeProvider::start(Kind::Vonage).await;
     let limited = json!({ "rate_limit": { "per_second": 5, "burst": 5, "max_wait_ms": 10000 } });
     let chain = http_chain(&[provider_config(&fake, "vonage", limited)]);
-    otps_to_accepting_numbers(&app, 15).await;
+    app.otps_ending_in(15, ACCEPTED_SUFFIX).await;
     app.run_chain_until_idle(chain, quick_retries()).await;
     assert_eq!(app.states().await.get("sent"), Some(&15));
     let mut arrivals: Vec<_> = fake.received().iter().map(|r| r.at).collect();
@@ -244,7 +225,7 @@ async fn a_provider_out_of_tokens_is_passed_over_after_its_wait() {
         provider_config(&primary, "ssl", scarce),
         provider_config(&secondary, "twilio", json!({})),
     ]);
-    otps_to_accepting_numbers(&app, 8).await;
+    app.otps_ending_in(8, ACCEPTED_SUFFIX).await;
     app.run_chain_until_idle(chain, quick_retries()).await;
     assert_eq!(app.states().await.get("sent"), Some(&8));
     let (first, second) = (primary.received().len(), secondary.received().len());
@@ -437,7 +418,7 @@ async fn with_every_circuit_open_the_retry_waits_for_the_circuit() {
     fake.set_server_error_rate(1.0);
     let fragile = json!({ "circuit": { "consecutive_failures": 1, "open_ms": 60000 } });
     let chain = http_chain(&[provider_config(&fake, "infobip", fragile)]);
-    let ids = otps_to_accepting_numbers(&app, 2).await;
+    let ids = app.otps_ending_in(2, ACCEPTED_SUFFIX).await;
     let relay = Relay::new(app.store(), chain, one_at_a_time(), quick_retries());
     within(60, relay.run(StopWhen::Idle, CancellationToken::new()))
         .await
@@ -447,14 +428,14 @@ async fn with_every_circuit_open_the_retry_waits_for_the_circuit() {
         1,
         "the second message found the circuit open"
     );
-    let waits: Vec<(f64, i64)> = sqlx::query_as(
-        "SELECT extract(epoch FROM next_attempt_at - now())::float8, \
-                (SELECT count(*) FROM sms_attempts a WHERE a.message_id = o.id) \
-           FROM sms_outbox o WHERE state = 'pending' ORDER BY seq",
-    )
-    .fetch_all(&app.pool)
-    .await
-    .unwrap();
+    let mut waits = Vec::new();
+    for &id in &ids {
+        let m = app.message(id).await;
+        if m.state == "pending" {
+            let wait = (m.next_attempt_at - Utc::now()).as_seconds_f64();
+            waits.push((wait, app.attempts(id).await.len()));
+        }
+    }
     assert_eq!(waits.len(), ids.len());
     let skipped = waits.iter().find(|(_, attempts)| *attempts == 0).unwrap();
     assert!(
@@ -478,14 +459,11 @@ async fn a_throttled_send_is_retried_no_sooner_than_retry_after() {
         short_waits,
     )
     .await;
-    let (state, wait_s): (String, f64) = sqlx::query_as(
-        "SELECT o.state::text, extract(epoch FROM o.next_attempt_at - a.finished_at)::float8 \
-           FROM sms_outbox o JOIN sms_attempts a ON a.message_id = o.id WHERE o.id = $1",
-    )
-    .bind(id)
-    .fetch_one(&app.pool)
-    .await
-    .unwrap();
+    let (m, call) = (app.message(id).await, app.first_attempt(id).await);
+    let (state, wait_s) = (
+        m.state,
+        (m.next_attempt_at - call.finished_at).as_seconds_f64(),
+    );
     assert_eq!(state, "pending");
     assert!(
         wait_s >= 0.99,
@@ -537,12 +515,7 @@ async fn a_fallback_is_told_only_the_validity_left_at_its_call() {
     // fallback take longer than that, so a validity computed once per round would outlive the code.
     let (id, fallback) = fallback_after_a_timeout(&app, 40, 1_000).await;
     assert_eq!(app.state_of(id).await.0, "sent");
-    let expires_at: chrono::DateTime<chrono::Utc> =
-        sqlx::query_scalar("SELECT expires_at FROM sms_outbox WHERE id = $1")
-            .bind(id)
-            .fetch_one(&app.pool)
-            .await
-            .unwrap();
+    let expires_at = app.message(id).await.expires_at;
     let call = &fallback.received()[0];
     let ttl = call.ttl.expect("Vonage was given a ttl");
     assert!(

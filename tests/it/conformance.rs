@@ -3,11 +3,10 @@
 //! received.
 
 use serde_json::json;
-use uuid::Uuid;
 
 use crate::{
     fakes::{FakeProvider, Kind, Received, Scenario},
-    support::{TestApp, http_chain, provider_config},
+    support::{TestApp, history::Attempt, http_chain, provider_config},
 };
 use sms_relay::relay::RetryPolicy;
 
@@ -17,33 +16,6 @@ fn one_round() -> RetryPolicy {
         max_rounds: 1,
         ..RetryPolicy::default()
     }
-}
-
-/// The attempt row as the analysts see it.
-#[derive(Debug, sqlx::FromRow)]
-struct Attempt {
-    outcome: String,
-    http_status: Option<i16>,
-    error_code: Option<String>,
-    error_message: Option<String>,
-    provider_message_id: Option<String>,
-    segments: i16,
-    encoding: String,
-    cost: Option<String>,
-    currency: Option<String>,
-    client_ref: Option<String>,
-}
-
-async fn attempt(app: &TestApp, id: Uuid) -> Attempt {
-    sqlx::query_as(
-        "SELECT outcome::text AS outcome, http_status, error_code, error_message, provider_message_id, \
-                segments, encoding, cost::text AS cost, currency, client_ref \
-           FROM sms_attempts WHERE message_id = $1",
-    )
-    .bind(id)
-    .fetch_one(&app.pool)
-    .await
-    .expect("exactly one attempt")
 }
 
 /// What a scenario must produce on `kind`: outcome, HTTP status (`None`: not asserted) and
@@ -158,7 +130,7 @@ async fn conformance(kind: Kind) {
     );
     app.run_chain_until_idle(http_chain(&[bad]), one_round())
         .await;
-    let refused = attempt(&app, wrong).await;
+    let refused = app.first_attempt(wrong).await;
     assert_eq!(refused.outcome, "provider_error", "{kind:?} {refused:?}");
     assert_eq!(app.state_of(wrong).await.0, "failed");
     assert!(
@@ -183,7 +155,7 @@ async fn conformance(kind: Kind) {
         "{kind:?}: one call per message"
     );
     for (scenario, id, code) in ids {
-        let row = attempt(&app, id).await;
+        let row = app.first_attempt(id).await;
         let (outcome, http_status, error_code) = expected(kind, scenario);
         let context = format!("{kind:?} {scenario:?}: {row:?}");
         assert_eq!(row.outcome, outcome, "{context}");

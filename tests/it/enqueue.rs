@@ -6,7 +6,7 @@ use serde_json::json;
 use sms_relay::store::{EnqueueError, EnqueueRequest, Refusal, enqueue};
 use sqlx::{Connection, PgConnection, postgres::PgListener};
 
-use crate::support::{TestApp, otp_request, quick_retries, within};
+use crate::support::{TestApp, eventually, failed_round, otp_request, quick_retries, within};
 
 const NUMBER: &str = "+8801712345678";
 
@@ -42,7 +42,7 @@ async fn rolled_back_enqueue_leaves_nothing() {
     let sim = app.send_due().await;
 
     assert_eq!(sim.calls(), 0);
-    assert_eq!(app.count("SELECT count(*) FROM sms_outbox").await, 0);
+    assert_eq!(app.message_count().await, 0);
 }
 
 async fn refused(app: &TestApp, request: EnqueueRequest) -> Refusal {
@@ -52,11 +52,7 @@ async fn refused(app: &TestApp, request: EnqueueRequest) -> Refusal {
                 !message.contains(&request.recipient[4..]),
                 "the number leaked into: {message}"
             );
-            assert_eq!(
-                app.count("SELECT count(*) FROM sms_outbox").await,
-                0,
-                "a refusal left a row"
-            );
+            assert_eq!(app.message_count().await, 0, "a refusal left a row");
             reason
         }
         other => panic!("expected a refusal, got {other:?}"),
@@ -179,7 +175,7 @@ async fn refuses_a_recipient_over_the_rate_limit() {
         };
         enqueue(&app.pool, &request).await.unwrap();
     }
-    let before = app.count("SELECT count(*) FROM sms_outbox").await;
+    let before = app.message_count().await;
     let err = enqueue(&app.pool, &otp_request(NUMBER, "1"))
         .await
         .unwrap_err();
@@ -193,7 +189,7 @@ async fn refuses_a_recipient_over_the_rate_limit() {
         ),
         "{err}"
     );
-    assert_eq!(app.count("SELECT count(*) FROM sms_outbox").await, before);
+    assert_eq!(app.message_count().await, before);
     // Other recipients are not affected.
     app.otp("+8801812345678", "1").await;
 }
@@ -367,7 +363,7 @@ async fn the_same_idempotency_key_returns_the_first_message() {
     .await
     .unwrap();
     assert_eq!(first, again);
-    assert_eq!(app.count("SELECT count(*) FROM sms_outbox").await, 1);
+    assert_eq!(app.message_count().await, 1);
 
     let sim = app.send_due().await;
     assert_eq!(sim.sent(), 1);
@@ -385,7 +381,7 @@ async fn concurrent_enqueues_with_one_key_make_one_message() {
     let (pool, again) = (app.pool.clone(), request.clone());
     let second = tokio::spawn(async move { enqueue(&pool, &again).await });
     // Wait until the second call is blocked behind the first transaction, then commit the first.
-    crate::support::eventually(async || {
+    eventually(async || {
         app.count("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()")
             .await
             > 0
@@ -395,7 +391,7 @@ async fn concurrent_enqueues_with_one_key_make_one_message() {
 
     let second_id = within(10, second).await.unwrap().unwrap();
     assert_eq!(first_id, second_id);
-    assert_eq!(app.count("SELECT count(*) FROM sms_outbox").await, 1);
+    assert_eq!(app.message_count().await, 1);
 }
 
 #[tokio::test]
@@ -416,13 +412,7 @@ async fn a_new_code_supersedes_older_unsent_ones() {
     let (state, reason) = app.state_of(old).await;
     assert_eq!(state, "cancelled");
     assert!(reason.unwrap().contains("superseded"));
-    let superseded_by: Option<uuid::Uuid> =
-        sqlx::query_scalar("SELECT superseded_by FROM sms_outbox WHERE id = $1")
-            .bind(old)
-            .fetch_one(&app.pool)
-            .await
-            .unwrap();
-    assert_eq!(superseded_by, Some(new));
+    assert_eq!(app.message(old).await.superseded_by, Some(new));
 
     let sim = app.send_due().await;
     assert_eq!(sim.sent(), 2, "the new code and the other purpose's code");
@@ -482,14 +472,9 @@ async fn the_code_committed_last_is_the_live_one_even_from_an_older_transaction(
     );
 
     // A's round fails; its retry must not be mistaken for a superseded message.
-    let store = app.store();
-    let claimed = store
-        .claim(1, std::time::Duration::from_secs(60), "r")
-        .await
-        .unwrap();
+    let claimed = app.claim(1).await;
     assert_eq!(claimed[0].id, a_id);
-    let retry = crate::support::failed_round(a_id, 1);
-    store.complete(&[retry], "r", 0).await.unwrap();
+    app.complete(&[failed_round(a_id, 1)]).await;
     assert_eq!(app.state_of(a_id).await.0, "pending");
 }
 

@@ -3,21 +3,19 @@
 //! retry and cancel (`sms_retry`, `sms_cancel`, refused with SR014), the params guard (SR012), and
 //! whatever odd params an auth backend may write.
 
-use std::time::Duration;
-
 use chrono::{DateTime, Utc};
 use proptest::{collection::vec, prelude::*, sample::select};
 use serde_json::json;
-use sms_relay::{
-    providers::{AttemptRecord, Outcome},
-    store::{ClaimedMessage, Disposition, EnqueueError, EnqueueRequest, Finish, Refusal, enqueue},
+use sms_relay::store::{
+    ClaimedMessage, Disposition, EnqueueError, EnqueueRequest, Refusal, enqueue,
 };
 use uuid::Uuid;
 
 use crate::{
     fakes::{FakeProvider, Kind},
     support::{
-        TestApp, accepting, http_chain, otp_request, provider_config, quick_retries, sent_round,
+        TestApp, accepted_call, accepting, ended_round, http_chain, otp_request, provider_config,
+        quick_retries, sent_round,
     },
 };
 
@@ -172,11 +170,7 @@ impl Start {
 
 /// Claims every due message; `id` must be the only one.
 async fn claim(app: &TestApp, id: Uuid) -> ClaimedMessage {
-    let claimed = app
-        .store()
-        .claim(10, Duration::from_secs(60), "r")
-        .await
-        .unwrap();
+    let claimed = app.claim(10).await;
     assert_eq!(
         claimed.iter().map(|m| m.id).collect::<Vec<_>>(),
         [id],
@@ -185,50 +179,12 @@ async fn claim(app: &TestApp, id: Uuid) -> ClaimedMessage {
     claimed.into_iter().next().unwrap()
 }
 
-/// A provider call of `m`'s round that was accepted.
-fn accepted_call(m: &ClaimedMessage) -> AttemptRecord {
-    AttemptRecord {
-        provider: "sim".into(),
-        chain_step: 1,
-        client_ref: format!("{}r{}s1", m.seq, m.round),
-        started_at: Utc::now(),
-        finished_at: Utc::now(),
-        outcome: Outcome::Accepted,
-        http_status: Some(200),
-        error_code: None,
-        error_message: None,
-        provider_message_id: Some(format!("SM{}r{}", m.seq, m.round)),
-        cost: None,
-    }
-}
-
-/// The end of `m`'s round without a provider call, as `disposition`.
-fn ended(m: &ClaimedMessage, disposition: Disposition) -> Finish {
-    Finish {
-        disposition,
-        reason: Some("test".into()),
-        segments: None,
-        ..sent_round(m, Vec::new())
-    }
-}
-
-async fn complete(app: &TestApp, finish: Finish) {
-    app.store().complete(&[finish], "r", 0).await.unwrap();
-}
-
 /// Claims `id` and records that a provider accepted it; returns the accepted attempt's id.
 async fn send(app: &TestApp, id: Uuid) -> i64 {
     let m = claim(app, id).await;
-    let call = accepted_call(&m);
-    complete(app, sent_round(&m, vec![call])).await;
-    sqlx::query_scalar(
-        "SELECT id FROM sms_attempts WHERE message_id = $1 AND outcome = 'accepted' \
-          ORDER BY id DESC LIMIT 1",
-    )
-    .bind(id)
-    .fetch_one(&app.pool)
-    .await
-    .unwrap()
+    app.complete(&[sent_round(&m, vec![accepted_call(&m)])])
+        .await;
+    app.accepted_attempt(id).await.id
 }
 
 /// Puts the message of accepted attempt `attempt` back for a resend, as a missing receipt does.
@@ -240,23 +196,6 @@ async fn resend(app: &TestApp, attempt: i64) {
             .await
             .unwrap();
     assert!(queued, "sms_resend put the message back");
-}
-
-async fn sent_at(app: &TestApp, id: Uuid) -> Option<DateTime<Utc>> {
-    sqlx::query_scalar("SELECT sent_at FROM sms_outbox WHERE id = $1")
-        .bind(id)
-        .fetch_one(&app.pool)
-        .await
-        .unwrap()
-}
-
-/// `sms_outbox.resends`: resends queued and not withdrawn.
-async fn resends(app: &TestApp, id: Uuid) -> i32 {
-    sqlx::query_scalar("SELECT resends FROM sms_outbox WHERE id = $1")
-        .bind(id)
-        .fetch_one(&app.pool)
-        .await
-        .unwrap()
 }
 
 /// The whole row as text, to show that a refused change left it as it was.
@@ -290,18 +229,21 @@ async fn message_in(app: &TestApp, start: Start) -> Uuid {
         }
         Start::Failed => {
             let m = claim(app, id).await;
-            complete(app, ended(&m, Disposition::Failed)).await;
+            app.complete(&[ended_round(&m, Disposition::Failed)]).await;
         }
         Start::Expired => {
             let m = claim(app, id).await;
-            complete(app, ended(&m, Disposition::Expired)).await;
+            app.complete(&[ended_round(&m, Disposition::Expired)]).await;
         }
         Start::Cancelled => {
             app.otp(NUMBER, "551234").await;
         }
     }
     assert_eq!(
-        (app.state_of(id).await.0, sent_at(app, id).await.is_some()),
+        (
+            app.state_of(id).await.0,
+            app.message(id).await.sent_at.is_some()
+        ),
         (start.state().as_str().to_owned(), start.was_sent()),
         "setting up {start:?}"
     );
@@ -468,7 +410,7 @@ async fn sms_transition_allowed_is_the_commented_table() {
 async fn claimed_resend(app: &TestApp) -> (Uuid, ClaimedMessage, Option<DateTime<Utc>>) {
     let id = app.otp(NUMBER, "482913").await;
     let attempt = send(app, id).await;
-    let first_sent = sent_at(app, id).await;
+    let first_sent = app.message(id).await.sent_at;
     assert!(first_sent.is_some());
     resend(app, attempt).await;
     let m = claim(app, id).await;
@@ -487,7 +429,7 @@ async fn a_resend_the_relay_cannot_send_leaves_the_message_sent() {
         let (id, m, first_sent) = claimed_resend(&app).await;
         // The completion statement turns the unsent end of a resend round into `sent` instead of
         // running into the transition check.
-        complete(&app, ended(&m, disposition)).await;
+        app.complete(&[ended_round(&m, disposition)]).await;
         let (state, last_error) = app.state_of(id).await;
         assert_eq!(state, "sent", "{disposition:?}");
         assert_eq!(
@@ -495,14 +437,14 @@ async fn a_resend_the_relay_cannot_send_leaves_the_message_sent() {
             Some("resend not sent: test"),
             "{disposition:?}"
         );
-        assert_eq!(sent_at(&app, id).await, first_sent, "{disposition:?}");
+        assert_eq!(app.message(id).await.sent_at, first_sent, "{disposition:?}");
     }
     // A retry of a resend goes back to the queue, with its sent_at.
     let app = TestApp::new().await;
     let (id, m, first_sent) = claimed_resend(&app).await;
-    complete(&app, ended(&m, Disposition::Retry)).await;
+    app.complete(&[ended_round(&m, Disposition::Retry)]).await;
     assert_eq!(app.state_of(id).await.0, "pending");
-    assert_eq!(sent_at(&app, id).await, first_sent);
+    assert_eq!(app.message(id).await.sent_at, first_sent);
 }
 
 #[tokio::test]
@@ -543,32 +485,24 @@ async fn a_newer_code_withdraws_a_waiting_resend_and_the_message_stays_sent() {
     let app = TestApp::new().await;
     let old = app.otp(NUMBER, "111111").await;
     let attempt = send(&app, old).await;
-    let first_sent = sent_at(&app, old).await;
+    let first_sent = app.message(old).await.sent_at;
     assert!(first_sent.is_some());
     resend(&app, attempt).await;
     assert_eq!(app.state_of(old).await.0, "pending");
 
     let newer = app.otp(NUMBER, "222222").await;
 
-    type Row = (
-        String,
-        Option<DateTime<Utc>>,
-        Option<String>,
-        Option<Uuid>,
-        Option<i64>,
-        Option<String>,
-        bool,
-    );
-    let row: Row = sqlx::query_as(
-        "SELECT state::text, sent_at, last_error, superseded_by, resend_of, resend_reason, \
-                finished_at IS NOT NULL FROM sms_outbox WHERE id = $1",
-    )
-    .bind(old)
-    .fetch_one(&app.pool)
-    .await
-    .unwrap();
+    let m = app.message(old).await;
     assert_eq!(
-        row,
+        (
+            m.state,
+            m.sent_at,
+            m.last_error,
+            m.superseded_by,
+            m.resend_of,
+            m.resend_reason,
+            m.finished_at.is_some()
+        ),
         (
             "sent".into(),
             first_sent,
@@ -582,7 +516,7 @@ async fn a_newer_code_withdraws_a_waiting_resend_and_the_message_stays_sent() {
     );
     assert_eq!(app.state_of(newer).await.0, "pending");
     assert_eq!(
-        resends(&app, old).await,
+        app.message(old).await.resends,
         0,
         "a withdrawn resend is not counted"
     );
@@ -592,7 +526,7 @@ async fn a_newer_code_withdraws_a_waiting_resend_and_the_message_stays_sent() {
     assert_eq!(sim.sent(), 1);
     assert_eq!(app.state_of(newer).await.0, "sent");
     assert_eq!(app.state_of(old).await.0, "sent");
-    assert_eq!(sent_at(&app, old).await, first_sent);
+    assert_eq!(app.message(old).await.sent_at, first_sent);
     assert_eq!(
         app.attempts_of(old).await.len(),
         1,
@@ -674,13 +608,7 @@ async fn an_operator_retry_brings_a_waiting_retry_forward() {
     .execute(&app.pool)
     .await
     .unwrap();
-    assert!(
-        app.store()
-            .claim(10, Duration::from_secs(60), "r")
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    assert!(app.claim(10).await.is_empty());
     operator(&app, RETRY, id).await.unwrap();
     claim(&app, id).await;
 }
@@ -742,7 +670,7 @@ async fn an_operator_cancel_ends_a_waiting_message_and_the_relay_leaves_it() {
 async fn an_operator_cancel_of_a_waiting_resend_withdraws_it_and_the_message_stays_sent() {
     let app = TestApp::new().await;
     let id = message_in(&app, Start::PendingResend).await;
-    let first_sent = sent_at(&app, id).await;
+    let first_sent = app.message(id).await.sent_at;
     operator(&app, CANCEL, id).await.unwrap();
     assert_eq!(
         app.state_of(id).await,
@@ -751,9 +679,9 @@ async fn an_operator_cancel_of_a_waiting_resend_withdraws_it_and_the_message_sta
             Some("resend withdrawn by an operator: customer asked".into())
         )
     );
-    assert_eq!(sent_at(&app, id).await, first_sent);
+    assert_eq!(app.message(id).await.sent_at, first_sent);
     assert_eq!(
-        resends(&app, id).await,
+        app.message(id).await.resends,
         0,
         "a withdrawn resend is not counted"
     );
@@ -864,7 +792,7 @@ async fn unsendable_params_are_refused_with_sr012_and_the_limits_are_accepted() 
     ];
     let mut ids = Vec::new();
     for (path, by_insert) in [("sms_enqueue", false), ("INSERT", true)] {
-        let rows_before = app.count("SELECT count(*) FROM sms_outbox").await;
+        let rows_before = app.message_count().await;
         for (i, (what, params)) in refused.iter().enumerate() {
             let recipient = format!("+88017100001{i:02}");
             let Err(error) = enqueue_text(&app, by_insert, &recipient, ("otp", "en"), params).await
@@ -884,7 +812,7 @@ async fn unsendable_params_are_refused_with_sr012_and_the_limits_are_accepted() 
             );
         }
         assert_eq!(
-            app.count("SELECT count(*) FROM sms_outbox").await,
+            app.message_count().await,
             rows_before,
             "{path}: a refusal left a row"
         );
@@ -1165,7 +1093,7 @@ async fn odd_params_case(
         }
     }
     prop_assert_eq!(
-        app.count("SELECT count(*) FROM sms_outbox").await,
+        app.message_count().await,
         i64::try_from(accepted.len() + ordinary.len()).unwrap(),
         "only accepted rows are in the outbox"
     );
@@ -1186,12 +1114,7 @@ async fn odd_params_case(
     for id in ordinary {
         prop_assert_eq!(app.state_of(id).await.0, "sent", "an ordinary OTP");
     }
-    prop_assert_eq!(
-        app.count("SELECT count(*) FROM sms_outbox WHERE state IN ('pending', 'sending')")
-            .await,
-        0,
-        "nothing is left pending or sending"
-    );
+    prop_assert_eq!(app.owed().await, 0, "nothing is left pending or sending");
     Ok(())
 }
 

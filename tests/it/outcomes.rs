@@ -6,14 +6,17 @@ use std::sync::Arc;
 use chrono::{TimeDelta, Utc};
 use serde_json::json;
 use sms_relay::{
-    providers::{Link, PriceRule, PriceTable, Provider, ProviderChain, SimulatorSettings},
+    providers::{
+        AttemptRecord, Link, PriceRule, PriceTable, Provider, ProviderChain, SimulatorSettings,
+    },
     relay::{Relay, RetryPolicy, StopWhen},
-    store::{EnqueueRequest, enqueue},
+    store::EnqueueRequest,
 };
 use tokio_util::sync::CancellationToken;
 
 use crate::support::{
-    TestApp, accepting, failing, otp_request, quick_retries, settings, simulator, within,
+    RELAY, TestApp, accepted_call, accepting, chain, failed_round, failing, otp_request,
+    quick_retries, sent_round, settings, simulator, within,
 };
 
 const NUMBER: &str = "+8801712345678";
@@ -99,12 +102,7 @@ async fn when_every_provider_fails_a_retry_is_scheduled_with_backoff() {
     let (state, reason) = app.state_of(id).await;
     assert_eq!(state, "pending");
     assert!(reason.unwrap().contains("simulated provider outage"));
-    let wait: f64 = sqlx::query_scalar(
-        "SELECT extract(epoch FROM next_attempt_at - now())::float8 FROM sms_outbox",
-    )
-    .fetch_one(&app.pool)
-    .await
-    .unwrap();
+    let wait = (app.message(id).await.next_attempt_at - Utc::now()).as_seconds_f64();
     assert!((55.0..=60.0).contains(&wait), "next try in {wait} s");
     assert_eq!(app.attempts_of(id).await.len(), 2);
 }
@@ -122,11 +120,8 @@ async fn retries_continue_until_a_provider_recovers() {
     app.run_until_idle([flaky.clone()], patient).await;
     // Still pending with a retry scheduled; time passes and the provider recovers.
     assert_eq!(app.state_of(id).await.0, "pending");
-    sqlx::query("UPDATE sms_outbox SET next_attempt_at = now()")
-        .execute(&app.pool)
-        .await
-        .unwrap();
-    app.run_chain_until_drained(crate::support::chain([accepting("flaky")]), quick_retries())
+    app.make_due().await;
+    app.run_chain_until_drained(chain([accepting("flaky")]), quick_retries())
         .await;
     assert_eq!(app.state_of(id).await.0, "sent");
     let rounds: Vec<i32> = app.attempts_of(id).await.iter().map(|a| a.1).collect();
@@ -183,7 +178,7 @@ async fn max_rounds_ends_the_message_failed_with_the_reason() {
         max_rounds: 3,
         ..quick_retries()
     };
-    app.run_chain_until_drained(crate::support::chain([down.clone()]), policy)
+    app.run_chain_until_drained(chain([down.clone()]), policy)
         .await;
 
     let (state, reason) = app.state_of(id).await;
@@ -238,16 +233,13 @@ async fn a_poison_row_fails_with_a_reason_and_blocks_nobody() {
 async fn each_attempt_records_segments_encoding_cost_and_provider_ids() {
     let app = TestApp::new().await;
     let english = app.otp(NUMBER, "482913").await;
-    let bengali = enqueue(
-        &app.pool,
-        &EnqueueRequest {
+    let bengali = app
+        .enqueue(&EnqueueRequest {
             locale: Some("bn".into()),
             params: json!({"code": 771204}),
             ..otp_request("+8801812345678", "")
-        },
-    )
-    .await
-    .unwrap();
+        })
+        .await;
     let priced = ProviderChain::new(vec![
         Link::new(accepting("local") as Arc<dyn Provider>).with_prices(PriceTable::new(&[
             PriceRule {
@@ -262,36 +254,20 @@ async fn each_attempt_records_segments_encoding_cost_and_provider_ids() {
         .await
         .unwrap();
 
-    type Row = (
-        String,
-        i32,
-        String,
-        Option<String>,
-        Option<String>,
-        Option<i16>,
-        Option<String>,
-        String,
-        f64,
-    );
-    let row = |id| {
-        sqlx::query_as::<_, Row>(
-            "SELECT provider, segments::int, encoding, cost::text, currency::text, http_status, \
-                    provider_message_id, template, latency_ms FROM sms_attempts WHERE message_id = $1",
-        )
-        .bind(id)
-        .fetch_one(&app.pool)
-    };
-    let en = row(english).await.unwrap();
-    assert_eq!((en.0.as_str(), en.1, en.2.as_str()), ("local", 1, "gsm7"));
+    let en = app.first_attempt(english).await;
     assert_eq!(
-        (en.3.as_deref(), en.4.as_deref(), en.5),
+        (en.provider.as_str(), en.segments, en.encoding.as_str()),
+        ("local", 1, "gsm7")
+    );
+    assert_eq!(
+        (en.cost.as_deref(), en.currency.as_deref(), en.http_status),
         (Some("0.250000"), Some("BDT"), Some(200))
     );
-    assert!(en.6.unwrap().starts_with("sim-"));
-    assert_eq!(en.7, "otp");
-    assert!(en.8 >= 0.0);
-    let bn = row(bengali).await.unwrap();
-    assert_eq!((bn.1, bn.2.as_str()), (1, "ucs2"));
+    assert!(en.provider_message_id.unwrap().starts_with("sim-"));
+    assert_eq!(en.template, "otp");
+    assert!(en.latency_ms >= 0.0);
+    let bn = app.first_attempt(bengali).await;
+    assert_eq!((bn.segments, bn.encoding.as_str()), (1, "ucs2"));
 }
 
 #[tokio::test]
@@ -326,11 +302,7 @@ async fn a_provider_that_hangs_is_cut_off_at_the_codes_deadline() {
 async fn a_message_superseded_while_in_flight_is_not_retried() {
     let app = TestApp::new().await;
     let old = app.otp(NUMBER, "111111").await;
-    let store = app.store();
-    let claimed = store
-        .claim(1, std::time::Duration::from_secs(60), "r")
-        .await
-        .unwrap();
+    let claimed = app.claim(1).await;
     assert_eq!(claimed[0].id, old);
     let new = app.otp(NUMBER, "222222").await;
     assert_eq!(
@@ -339,8 +311,7 @@ async fn a_message_superseded_while_in_flight_is_not_retried() {
         "an in-flight message is left alone"
     );
 
-    let finish = crate::support::failed_round(old, 1);
-    store.complete(&[finish], "r", 0).await.unwrap();
+    app.complete(&[failed_round(old, 1)]).await;
     let (state, reason) = app.state_of(old).await;
     assert_eq!(state, "cancelled");
     assert!(
@@ -355,11 +326,7 @@ async fn a_message_superseded_while_in_flight_is_not_retried() {
 async fn odd_provider_values_are_recorded_without_failing_the_batch() {
     let app = TestApp::new().await;
     let ids = app.otps(2).await;
-    let store = app.store();
-    let claimed = store
-        .claim(2, std::time::Duration::from_secs(60), "r")
-        .await
-        .unwrap();
+    let claimed = app.claim(2).await;
     let now = Utc::now();
     let odd = sms_relay::providers::AttemptRecord {
         provider: "odd\0provider".into(),
@@ -379,64 +346,54 @@ async fn odd_provider_values_are_recorded_without_failing_the_batch() {
     };
     let finishes: Vec<_> = claimed
         .iter()
-        .map(|m| crate::support::sent_round(m, vec![odd.clone()]))
+        .map(|m| sent_round(m, vec![odd.clone()]))
         .collect();
-    store.complete(&finishes, "r", 0).await.unwrap();
+    app.complete(&finishes).await;
     // Writing the same batch again (a retry after a lost acknowledgement) changes nothing.
-    store.complete(&finishes, "r", 0).await.unwrap();
+    app.complete(&finishes).await;
 
-    for id in ids {
+    for &id in &ids {
         assert_eq!(app.state_of(id).await.0, "sent");
     }
-    let (cost, currency, provider, latency): (String, String, String, f64) = sqlx::query_as(
-        "SELECT cost::text, currency::text, provider, latency_ms FROM sms_attempts LIMIT 1",
-    )
-    .fetch_one(&app.pool)
-    .await
-    .unwrap();
+    let odd = app.first_attempt(ids[0]).await;
     assert_eq!(
-        (cost.as_str(), currency.as_str(), provider.as_str(), latency),
+        (
+            odd.cost.unwrap().as_str(),
+            odd.currency.unwrap().as_str(),
+            odd.provider.as_str(),
+            odd.latency_ms
+        ),
         ("0.075100", "USD", "oddprovider", 0.0)
     );
-    assert_eq!(app.count("SELECT count(*) FROM sms_attempts").await, 2);
+    assert_eq!(app.attempt_count().await, 2);
 }
 
 #[tokio::test]
 async fn a_round_the_database_refuses_is_still_recorded_and_spares_the_rest() {
     let app = TestApp::new().await;
     app.otps(2).await;
-    let store = app.store();
-    let claimed = store
-        .claim(2, std::time::Duration::from_secs(60), "r")
-        .await
-        .unwrap();
-    let attempt = |chain_step| sms_relay::providers::AttemptRecord {
-        provider: "sim".into(),
+    let claimed = app.claim(2).await;
+    let attempt = |m, chain_step| AttemptRecord {
         chain_step,
         client_ref: format!("1r1s{chain_step}"),
-        started_at: Utc::now(),
-        finished_at: Utc::now(),
-        outcome: sms_relay::providers::Outcome::Accepted,
-        http_status: Some(200),
-        error_code: None,
-        error_message: None,
         provider_message_id: Some("SM1".into()),
-        cost: None,
+        ..accepted_call(m)
     };
     // chain_step 0 breaks a CHECK: the database refuses that round's attempt row.
     let finishes: Vec<_> = claimed
         .iter()
         .zip([1, 0])
-        .map(|(m, step)| crate::support::sent_round(m, vec![attempt(step)]))
+        .map(|(m, step)| sent_round(m, vec![attempt(m, step)]))
         .collect();
-    let err = store.complete(&finishes, "r", 0).await.unwrap_err();
+    let store = app.store();
+    let err = store.complete(&finishes, RELAY, 0).await.unwrap_err();
     assert!(err.is_data_error(), "{err}");
 
     // The relay's completer, given the same batch, records both outcomes.
     sms_relay::relay::record(
         &store,
         &finishes,
-        "r",
+        RELAY,
         0,
         std::time::Duration::from_secs(10),
     )
@@ -447,7 +404,7 @@ async fn a_round_the_database_refuses_is_still_recorded_and_spares_the_rest() {
         "neither sent message is left to be sent again"
     );
     assert_eq!(
-        app.count("SELECT count(*) FROM sms_attempts").await,
+        app.attempt_count().await,
         1,
         "the good round's attempt row is kept"
     );

@@ -70,14 +70,8 @@ pub async fn serve(config: &Config, store: Store) -> String {
 
 /// The accepted attempt of a message: (attempt id, provider message id, client reference).
 pub async fn accepted_attempt(app: &TestApp, message: Uuid) -> (i64, String, String) {
-    sqlx::query_as(
-        "SELECT id, provider_message_id, client_ref FROM sms_attempts \
-          WHERE message_id = $1 AND outcome = 'accepted' ORDER BY id DESC LIMIT 1",
-    )
-    .bind(message)
-    .fetch_one(&app.pool)
-    .await
-    .unwrap()
+    let a = app.accepted_attempt(message).await;
+    (a.id, a.provider_message_id.unwrap(), a.client_ref.unwrap())
 }
 
 /// Sends one OTP to `number` through `config`'s chain and returns its id.
@@ -153,20 +147,12 @@ impl Scene {
     }
 
     pub async fn resends(&self) -> i32 {
-        sqlx::query_scalar("SELECT resends FROM sms_outbox WHERE id = $1")
-            .bind(self.id)
-            .fetch_one(&self.app.pool)
-            .await
-            .unwrap()
+        self.app.message(self.id).await.resends
     }
 
     /// The first attempt's delivery status.
     pub async fn delivery(&self) -> Option<String> {
-        sqlx::query_scalar("SELECT delivery_status::text FROM sms_attempts WHERE id = $1")
-            .bind(self.attempt.0)
-            .fetch_one(&self.app.pool)
-            .await
-            .unwrap()
+        self.app.attempt(self.attempt.0).await.delivery_status
     }
 
     /// Posts a signed Twilio receipt for the first attempt (sent through `p1`, a Twilio fake).
@@ -186,45 +172,11 @@ impl Scene {
     }
 }
 
-/// (delivery_status, delivery_error, delivered_at is set) of an attempt.
-async fn delivery_of(app: &TestApp, attempt: i64) -> (Option<String>, Option<String>, bool) {
-    sqlx::query_as(
-        "SELECT delivery_status::text, delivery_error, delivered_at IS NOT NULL \
-           FROM sms_attempts WHERE id = $1",
-    )
-    .bind(attempt)
-    .fetch_one(&app.pool)
-    .await
-    .unwrap()
-}
-
-/// (cost, currency) of an attempt, as text.
-async fn cost_of(app: &TestApp, attempt: i64) -> (String, String) {
-    sqlx::query_as("SELECT cost::text, currency::text FROM sms_attempts WHERE id = $1")
-        .bind(attempt)
-        .fetch_one(&app.pool)
-        .await
-        .unwrap()
-}
-
 /// How long an attempt had waited since acceptance when a report API was last asked about it,
 /// in seconds (the poller's next backoff step).
 async fn waited_when_asked(app: &TestApp, attempt: i64) -> f64 {
-    sqlx::query_scalar(
-        "SELECT extract(epoch FROM receipt_checked_at - finished_at)::float8 FROM sms_attempts WHERE id = $1",
-    )
-    .bind(attempt)
-    .fetch_one(&app.pool)
-    .await
-    .unwrap()
-}
-
-/// `sms_receipts.result` of every stored receipt, oldest first.
-async fn receipt_results(app: &TestApp) -> Vec<String> {
-    sqlx::query_scalar("SELECT result FROM sms_receipts ORDER BY id")
-        .fetch_all(&app.pool)
-        .await
-        .unwrap()
+    let a = app.attempt(attempt).await;
+    (a.receipt_checked_at.expect("asked") - a.finished_at).as_seconds_f64()
 }
 
 /// What a test needs to post one provider's receipts.
@@ -473,12 +425,12 @@ async fn receipts_for(kind: Kind) {
     // Intermediate, then final: the status moves up.
     assert_eq!(post(dlr(w.intermediate, "")).await, StatusCode::OK);
     assert_eq!(
-        delivery_of(app, attempt).await,
+        app.delivery_of(attempt).await,
         (Some("enroute".into()), None, false)
     );
     assert_eq!(post(dlr(w.delivered, "")).await, StatusCode::OK);
     assert_eq!(
-        delivery_of(app, attempt).await,
+        app.delivery_of(attempt).await,
         (Some("delivered".into()), None, true)
     );
     // The same receipt again: acknowledged, stored once.
@@ -490,11 +442,11 @@ async fn receipts_for(kind: Kind) {
         StatusCode::OK
     );
     assert_eq!(
-        delivery_of(app, attempt).await,
+        app.delivery_of(attempt).await,
         (Some("delivered".into()), None, true)
     );
     assert_eq!(
-        receipt_results(app).await,
+        app.receipt_results().await,
         ["applied", "applied", "stale", "stale"]
     );
 
@@ -510,7 +462,7 @@ async fn receipts_for(kind: Kind) {
         })
         .await;
     assert_eq!(status, StatusCode::OK);
-    let (state, error, delivered) = delivery_of(app, attempt2).await;
+    let (state, error, delivered) = app.delivery_of(attempt2).await;
     assert_eq!(state.as_deref(), Some("undelivered"));
     assert!(!delivered);
     assert!(
@@ -530,12 +482,12 @@ async fn receipts_for(kind: Kind) {
         })
         .await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(receipt_results(app).await.last().unwrap(), "unmatched");
+    assert_eq!(app.receipt_results().await.last().unwrap(), "unmatched");
 
     // Forged and unsigned receipts for a message still waiting are refused and change nothing.
     let third = send_one(app, config, "+8801912345611").await;
     let (attempt3, id3, ref3) = accepted_attempt(app, third).await;
-    let before = receipt_results(app).await.len();
+    let before = app.receipt_results().await.len();
     let delivered = Dlr {
         id: &id3,
         client_ref: &ref3,
@@ -550,8 +502,8 @@ async fn receipts_for(kind: Kind) {
         poster.post_forged(&delivered, false).await,
         StatusCode::UNAUTHORIZED
     );
-    assert_eq!(receipt_results(app).await.len(), before);
-    assert_eq!(delivery_of(app, attempt3).await, (None, None, false));
+    assert_eq!(app.receipt_results().await.len(), before);
+    assert_eq!(app.delivery_of(attempt3).await, (None, None, false));
 }
 
 #[tokio::test]
@@ -629,7 +581,7 @@ async fn twilio_signature_covers_url_and_body() {
         StatusCode::OK
     );
     // Only the two good posts were stored (both for a message we do not know).
-    assert_eq!(receipt_results(&app).await, ["unmatched"]);
+    assert_eq!(app.receipt_results().await, ["unmatched"]);
 }
 
 #[tokio::test]
@@ -679,7 +631,7 @@ async fn malformed_and_oversized_receipts_get_400_and_change_nothing() {
         .unwrap()
         .status();
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert!(receipt_results(&app).await.is_empty());
+    assert!(app.receipt_results().await.is_empty());
 }
 
 #[tokio::test]
@@ -721,7 +673,7 @@ async fn receipts_are_matched_only_to_their_providers_kind() {
         })
         .await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(receipt_results(&s.app).await, ["unmatched"]);
+    assert_eq!(s.app.receipt_results().await, ["unmatched"]);
     assert_eq!(s.delivery().await, None);
 }
 
@@ -734,26 +686,23 @@ async fn alpha_sms_reports_are_polled_with_their_charge() {
     // Old enough to be asked about (the settle time is the 100 ms poll interval here).
     tokio::time::sleep(std::time::Duration::from_millis(150)).await;
     poller.poll().await;
+    assert_eq!(app.delivery_of(attempt).await.0.as_deref(), Some("enroute"));
+    let a = app.attempt(attempt).await;
     assert_eq!(
-        delivery_of(app, attempt).await.0.as_deref(),
-        Some("enroute")
+        (a.cost.as_deref(), a.currency.as_deref()),
+        (Some("0.250000"), Some("BDT"))
     );
-    let (cost, currency) = cost_of(app, attempt).await;
-    assert_eq!((cost.as_str(), currency.as_str()), ("0.250000", "BDT"));
     // Asked again only once it has waited as long again as it had when first asked (at least
     // the poll interval); then the report says delivered.
     fake.set_report_status("Delivered");
     poller.poll().await;
-    assert_eq!(
-        delivery_of(app, attempt).await.0.as_deref(),
-        Some("enroute")
-    );
+    assert_eq!(app.delivery_of(attempt).await.0.as_deref(), Some("enroute"));
     assert_eq!(fake.lookups(), 1);
     let waited = waited_when_asked(app, attempt).await;
     tokio::time::sleep(std::time::Duration::from_secs_f64(waited.max(0.1) + 0.1)).await;
     poller.poll().await;
     assert_eq!(
-        delivery_of(app, attempt).await,
+        app.delivery_of(attempt).await,
         (Some("delivered".into()), None, true)
     );
     assert_eq!(fake.lookups(), 2);
@@ -778,14 +727,17 @@ async fn infobip_reports_are_pulled_when_enabled() {
     let chain = http_chain(&s.config.providers);
     let poller = Poller::new(&s.config, &chain, app.store());
     poller.poll().await;
-    let (status, _, delivered) = delivery_of(app, attempt).await;
+    let (status, _, delivered) = app.delivery_of(attempt).await;
     assert_eq!((status.as_deref(), delivered), (Some("delivered"), true));
-    let (cost, currency) = cost_of(app, attempt).await;
+    let a = app.attempt(attempt).await;
     // 0.0301 EUR per message × 1 part, as the report says (replacing the configured price).
-    assert_eq!((cost.as_str(), currency.as_str()), ("0.030100", "EUR"));
+    assert_eq!(
+        (a.cost.as_deref(), a.currency.as_deref()),
+        (Some("0.030100"), Some("EUR"))
+    );
     // Each report is returned once: a second pull records nothing new.
     poller.poll().await;
-    assert_eq!(receipt_results(app).await, ["applied"]);
+    assert_eq!(app.receipt_results().await, ["applied"]);
 }
 
 #[tokio::test]
@@ -836,15 +788,11 @@ async fn infobip_batch_is_recorded_in_order() {
         .unwrap()
         .status();
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(receipt_results(app).await, ["applied", "applied", "stale"]);
-    let (status, _, _) = delivery_of(app, attempt).await;
+    assert_eq!(app.receipt_results().await, ["applied", "applied", "stale"]);
+    let (status, _, _) = app.delivery_of(attempt).await;
     assert_eq!(status.as_deref(), Some("delivered"));
-    let done: String =
-        sqlx::query_scalar("SELECT to_char(delivered_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS') FROM sms_attempts WHERE id = $1")
-            .bind(attempt)
-            .fetch_one(&app.pool)
-            .await
-            .unwrap();
+    let delivered_at = app.attempt(attempt).await.delivered_at.unwrap();
+    let done = delivered_at.format("%Y-%m-%d %H:%M:%S").to_string();
     assert_eq!(done, "2025-01-01 14:00:04", "the carrier's doneAt");
 }
 
@@ -890,12 +838,13 @@ async fn odd_values_in_a_receipt_are_fitted_not_fatal_to_the_batch() {
         (1, 1, 0)
     );
     assert_eq!(
-        delivery_of(app, attempt).await.0.as_deref(),
+        app.delivery_of(attempt).await.0.as_deref(),
         Some("delivered")
     );
     // The configured price stays: the reported one does not fit.
+    let a = app.attempt(attempt).await;
     assert_eq!(
-        cost_of(app, attempt).await,
-        ("0.350000".into(), "BDT".into())
+        (a.cost.as_deref(), a.currency.as_deref()),
+        (Some("0.350000"), Some("BDT"))
     );
 }

@@ -7,50 +7,38 @@ use sqlx::Connection;
 use sms_relay::{
     providers::SimulatorSettings,
     relay::{Relay, StopWhen},
-    store::{EnqueueRequest, enqueue},
+    store::{Disposition, EnqueueRequest},
 };
 use tokio_util::sync::CancellationToken;
 
 use crate::support::{
-    TestApp, accepting, chain, eventually, otp_request, quick_retries, settings, simulator, within,
+    TestApp, accepting, chain, ended_round, eventually, otp_request, quick_retries, settings,
+    simulator, within,
 };
 
 #[tokio::test]
 async fn claims_by_priority_then_earliest_deadline() {
     let app = TestApp::new().await;
     let late = app.otp("+8801711111111", "1").await;
-    let soon = enqueue(
-        &app.pool,
-        &EnqueueRequest {
+    let soon = app
+        .enqueue(&EnqueueRequest {
             template: "admin_2fa".into(),
             ..otp_request("+8801722222222", "2")
-        },
-    )
-    .await
-    .unwrap();
-    let urgent = enqueue(
-        &app.pool,
-        &EnqueueRequest {
+        })
+        .await;
+    let urgent = app
+        .enqueue(&EnqueueRequest {
             priority: Some(0),
             ..otp_request("+8801733333333", "3")
-        },
-    )
-    .await
-    .unwrap();
-    let store = app.store();
+        })
+        .await;
     let mut order = Vec::new();
     for _ in 0..3 {
-        let claimed = store.claim(1, Duration::from_secs(60), "r").await.unwrap();
+        let claimed = app.claim(1).await;
         order.push(claimed[0].id);
     }
     assert_eq!(order, [urgent, soon, late]);
-    assert!(
-        store
-            .claim(10, Duration::from_secs(60), "r")
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    assert!(app.claim(10).await.is_empty());
 }
 
 /// One OTP, claimed for 60 s by relay `relay_id`, whose presence connection (returned) says it is
@@ -93,10 +81,7 @@ async fn a_lease_that_runs_out_frees_a_claim_whose_relay_seems_alive() {
     // A relay on a lost machine: its connection lingers until TCP gives up, the lease does not.
     let app = TestApp::new().await;
     let (id, _lingering) = claimed_by_live_relay(&app, "lost").await;
-    sqlx::query("UPDATE sms_outbox SET next_attempt_at = now()")
-        .execute(&app.pool)
-        .await
-        .unwrap();
+    app.make_due().await;
     let sim = app.send_due().await;
     assert_eq!(sim.sent(), 1);
     assert_eq!(app.state_of(id).await.0, "sent");
@@ -147,25 +132,8 @@ async fn a_stale_relay_cannot_overwrite_a_newer_round() {
         .unwrap();
     assert_eq!((stale[0].round, fresh[0].round), (1, 2));
 
-    let finish = |round, disposition| sms_relay::store::Finish {
-        id,
-        round,
-        disposition,
-        delay_ms: 0,
-        reason: Some("test".into()),
-        template: "otp".into(),
-        segments: None,
-        attempts: Vec::new(),
-        resend_reason: None,
-        country: "BD".into(),
-        operator: "Grameenphone",
-    };
     store
-        .complete(
-            &[finish(1, sms_relay::store::Disposition::Failed)],
-            "stale",
-            0,
-        )
+        .complete(&[ended_round(&stale[0], Disposition::Failed)], "stale", 0)
         .await
         .unwrap();
     assert_eq!(
@@ -174,11 +142,7 @@ async fn a_stale_relay_cannot_overwrite_a_newer_round() {
         "the stale completion is fenced off"
     );
     store
-        .complete(
-            &[finish(2, sms_relay::store::Disposition::Sent)],
-            "fresh",
-            0,
-        )
+        .complete(&[ended_round(&fresh[0], Disposition::Sent)], "fresh", 0)
         .await
         .unwrap();
     assert_eq!(app.state_of(id).await.0, "sent");
@@ -215,7 +179,7 @@ async fn four_relays_send_five_thousand_messages_once_each() {
         reports.iter().filter(|r| r.claimed > 0).count() >= 2,
         "work was shared: {reports:?}"
     );
-    assert_eq!(app.count("SELECT count(*) FROM sms_attempts").await, 5_000);
+    assert_eq!(app.attempt_count().await, 5_000);
 }
 
 async fn futures_join(
@@ -248,18 +212,14 @@ async fn a_commit_wakes_an_idle_relay_before_its_poll_interval() {
     let cancel = CancellationToken::new();
     let running = tokio::spawn(relay.run(StopWhen::Cancelled, cancel.clone()));
     // Wait until the relay has gone idle and registered for wake-ups.
-    eventually(async || app.count("SELECT count(*) FROM sms_relay_sleepers").await == 1).await;
+    eventually(async || app.sleeping_relays().await == 1).await;
 
     let id = app.otp("+8801712345678", "1").await;
     // Without the NOTIFY the relay would sleep for 30 s; the hang guard is 20 s.
     within(20, eventually(async || app.state_of(id).await.0 == "sent")).await;
     cancel.cancel();
     within(20, running).await.unwrap().unwrap();
-    assert_eq!(
-        app.count("SELECT count(*) FROM sms_relay_sleepers").await,
-        0,
-        "deregistered on stop"
-    );
+    assert_eq!(app.sleeping_relays().await, 0, "deregistered on stop");
 }
 
 #[tokio::test]

@@ -11,19 +11,19 @@ use uuid::Uuid;
 use crate::{
     fakes::Kind,
     receipts::{Dlr, Poster, Scene, accepted_attempt},
-    support::{TestApp, accepting, http_chain, quick_retries},
+    support::{TestApp, accepting, history::StoredReceipt, http_chain, quick_retries},
 };
 
 /// (provider, round, cause, resend_reason, outcome) of each attempt of `id`, in order.
 async fn history(app: &TestApp, id: Uuid) -> Vec<(String, i32, String, Option<String>, String)> {
-    sqlx::query_as(
-        "SELECT provider, attempt_number, cause, resend_reason, outcome::text FROM sms_attempts \
-          WHERE message_id = $1 ORDER BY id",
-    )
-    .bind(id)
-    .fetch_all(&app.pool)
-    .await
-    .unwrap()
+    app.attempts(id)
+        .await
+        .into_iter()
+        .map(|a| {
+            let cause = a.cause.expect("every call has a cause");
+            (a.provider, a.round, cause, a.resend_reason, a.outcome)
+        })
+        .collect()
 }
 
 /// A [`Scene`] whose chain allows one resend, after `tweak`.
@@ -95,11 +95,13 @@ async fn undelivered_receipt_resends_through_the_next_provider_once() {
     // A repeat of the first receipt, or another final one for the older attempt, resends nothing.
     assert_eq!(s.twilio("undelivered", "30003").await, StatusCode::OK);
     assert_eq!(s.twilio("failed", "30008").await, StatusCode::OK);
-    let results: Vec<(String, bool)> =
-        sqlx::query_as("SELECT result, resent FROM sms_receipts ORDER BY id")
-            .fetch_all(&s.app.pool)
-            .await
-            .unwrap();
+    let results: Vec<(String, bool)> = s
+        .app
+        .receipts()
+        .await
+        .into_iter()
+        .map(|r| (r.result, r.resent))
+        .collect();
     assert_eq!(
         results,
         [
@@ -117,12 +119,7 @@ async fn undelivered_receipt_resends_through_the_next_provider_once() {
 async fn undelivered_receipt_after_expiry_sends_nothing() {
     let s = scene(&[Kind::Twilio, Kind::Vonage], Some(2), |_| {}).await;
     // Wait until the code's validity has ended.
-    let expires: chrono::DateTime<Utc> =
-        sqlx::query_scalar("SELECT expires_at FROM sms_outbox WHERE id = $1")
-            .bind(s.id)
-            .fetch_one(&s.app.pool)
-            .await
-            .unwrap();
+    let expires = s.app.message(s.id).await.expires_at;
     let left = (expires - Utc::now()).to_std().unwrap_or_default();
     tokio::time::sleep(left + Duration::from_millis(100)).await;
 
@@ -215,7 +212,7 @@ async fn attempts_without_a_final_receipt_become_unknown_until_one_comes() {
 #[tokio::test]
 async fn the_unknown_window_marks_a_backlog_in_batches_until_none_is_left() {
     let app = TestApp::new().await;
-    app.otps(5).await;
+    let ids = app.otps(5).await;
     app.run_until_idle([accepting("sim")], quick_retries())
         .await;
     let marked = app
@@ -224,11 +221,15 @@ async fn the_unknown_window_marks_a_backlog_in_batches_until_none_is_left() {
         .await
         .unwrap();
     assert_eq!(marked, 5, "every overdue attempt, two per statement");
-    assert_eq!(
-        app.count("SELECT count(*) FROM sms_attempts WHERE delivery_status = 'unknown'")
-            .await,
-        5
-    );
+    let mut unknown = 0;
+    for &id in &ids {
+        let attempts = app.attempts(id).await;
+        unknown += attempts
+            .iter()
+            .filter(|a| a.delivery_status.as_deref() == Some("unknown"))
+            .count();
+    }
+    assert_eq!(unknown, 5);
 }
 
 #[tokio::test]
@@ -322,11 +323,7 @@ async fn a_receipt_for_an_earlier_round_resends_nothing() {
     // The first round's receipt comes late and says undelivered: recorded, but the message's
     // latest round is the resend, so nothing more is sent although a resend is left.
     assert_eq!(s.twilio("undelivered", "30003").await, StatusCode::OK);
-    let (result, resent): (String, bool) =
-        sqlx::query_as("SELECT result, resent FROM sms_receipts")
-            .fetch_one(&s.app.pool)
-            .await
-            .unwrap();
+    let StoredReceipt { result, resent } = s.app.receipts().await.remove(0);
     assert_eq!((result.as_str(), resent), ("applied", false));
     assert_eq!(s.state().await, "sent");
     assert_eq!(s.resends().await, 1);
@@ -387,10 +384,7 @@ async fn a_receipt_that_came_before_its_attempt_is_matched_later() {
         .await
         .unwrap();
     s.sweeper().sweep().await;
-    let result: String = sqlx::query_scalar("SELECT result FROM sms_receipts")
-        .fetch_one(&s.app.pool)
-        .await
-        .unwrap();
+    let result = s.app.receipt_results().await.remove(0);
     assert_eq!(
         (s.delivery().await.as_deref(), result.as_str()),
         (Some("delivered"), "applied")

@@ -4,14 +4,14 @@
 //! - `db`: the PostgreSQL server for the run and its throwaway databases.
 //! - `app`: [`TestApp`] and enqueueing.
 //! - `relays`: settings, simulators and HTTP chains, relay runs.
-//! - `rounds`: how rounds ended, to record without a relay.
-//! - `history`: a message's state and attempts; counts.
+//! - `rounds`: claiming and recording rounds without a relay.
+//! - `history`: a message's row, attempts and receipts; counts.
 //! - `cli`: the `sms-relay` binary, scratch directories, background relays.
 
 mod app;
 pub mod cli;
 mod db;
-mod history;
+pub mod history;
 mod relays;
 mod rounds;
 
@@ -23,7 +23,7 @@ pub use relays::{
     accepting, chain, failing, http_chain, provider_config, quick_retries, run_relay_until_drained,
     settings, simulator,
 };
-pub use rounds::{failed_round, sent_round};
+pub use rounds::{RELAY, accepted_call, ended_round, failed_round, sent_round};
 
 /// Awaits `fut`, failing the test if it takes more than `secs` (a hang guard, not a speed test).
 pub async fn within<T>(secs: u64, fut: impl Future<Output = T>) -> T {
