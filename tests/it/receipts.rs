@@ -5,367 +5,20 @@ use base64::{Engine, engine::general_purpose::STANDARD};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use sms_relay::{
-    config::{Config, WebhooksConfig},
     providers::ProviderConfig,
-    receipts::{
-        server::{self, Webhooks},
-        signature::{self, VonageMethod},
-        watch::{Poller, Sweeper},
-    },
+    receipts::{signature, watch::Poller},
     store::Store,
 };
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
-use uuid::Uuid;
 
 use crate::{
     fakes::{FakeProvider, Kind},
-    support::{TestApp, http_chain, provider_config, quick_retries, settings},
+    support::{
+        TestApp, http_chain,
+        receipts::{Dlr, INFOBIP_PASSWORD, INFOBIP_USER, Poster, receipt_entry},
+        scene::Scene,
+        webhooks::{PUBLIC, config_for, serve},
+    },
 };
-
-/// The public URL the providers are told to call (and Twilio signs).
-pub const PUBLIC: &str = "https://relay.example.com";
-/// The Vonage signature secret the test config holds.
-pub const VONAGE_SECRET: &str = "s3cr3tSignature";
-/// Infobip webhook Basic-auth credentials in the test config.
-pub const INFOBIP_USER: &str = "dlr-user";
-pub const INFOBIP_PASSWORD: &str = "dlr-pass-6f1c";
-
-/// A provider entry for `fake` with the webhook credentials the relay checks.
-pub fn receipt_entry(fake: &FakeProvider, name: &str) -> ProviderConfig {
-    let extra = match fake.kind() {
-        Kind::Vonage => json!({"signature_secret": VONAGE_SECRET, "signature_method": "sha256"}),
-        Kind::Infobip => {
-            json!({"receipt_username": INFOBIP_USER, "receipt_password": INFOBIP_PASSWORD})
-        }
-        _ => json!({}),
-    };
-    provider_config(fake, name, extra)
-}
-
-/// The relay's configuration for `providers`, receipts at [`PUBLIC`], no resends.
-pub fn config_for(providers: Vec<ProviderConfig>) -> Config {
-    let mut config = Config {
-        providers,
-        webhooks: WebhooksConfig {
-            public_base_url: Some(PUBLIC.into()),
-            ..WebhooksConfig::default()
-        },
-        relay: settings(),
-        ..Config::default()
-    };
-    config.receipts.max_resends = 0;
-    config.receipts.poll_interval_ms = 100;
-    config
-}
-
-/// Serves the webhook endpoints for `config` on a free local port; returns their base URL.
-pub async fn serve(config: &Config, store: Store) -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let router = Webhooks::new(config, store).router();
-    tokio::spawn(server::serve(listener, router, CancellationToken::new()));
-    base
-}
-
-/// The accepted attempt of a message: (attempt id, provider message id, client reference).
-pub async fn accepted_attempt(app: &TestApp, message: Uuid) -> (i64, String, String) {
-    let a = app.accepted_attempt(message).await;
-    (a.id, a.provider_message_id.unwrap(), a.client_ref.unwrap())
-}
-
-/// Sends one OTP to `number` through `config`'s chain and returns its id.
-pub async fn send_one(app: &TestApp, config: &Config, number: &str) -> Uuid {
-    let id = app.otp(number, "482913").await;
-    app.run_chain_until_idle(http_chain(&config.providers), quick_retries())
-        .await;
-    assert_eq!(app.state_of(id).await.0, "sent");
-    id
-}
-
-/// One OTP sent through the first provider of a chain of fakes (named p1, p2, …), with the
-/// relay's webhook endpoints served.
-pub struct Scene {
-    pub app: TestApp,
-    pub fakes: Vec<FakeProvider>,
-    pub config: Config,
-    pub base: String,
-    /// The message.
-    pub id: Uuid,
-    /// Its accepted attempt: row id, provider message id, client reference.
-    pub attempt: (i64, String, String),
-}
-
-impl Scene {
-    /// The scene for `kinds`, after `tweak` adjusted the configuration, with an OTP expiring in
-    /// `expires_in` seconds (the template's 10 minutes when `None`).
-    pub async fn new(
-        kinds: &[Kind],
-        expires_in: Option<i64>,
-        tweak: impl FnOnce(&mut Config),
-    ) -> Self {
-        let app = TestApp::new().await;
-        let mut fakes = Vec::new();
-        let mut entries = Vec::new();
-        for (i, kind) in kinds.iter().enumerate() {
-            let fake = FakeProvider::start(*kind).await;
-            entries.push(receipt_entry(&fake, &format!("p{}", i + 1)));
-            fakes.push(fake);
-        }
-        let mut config = config_for(entries);
-        tweak(&mut config);
-        let base = serve(&config, app.store()).await;
-        let id = match expires_in {
-            Some(secs) => app.otp_expiring_in("+8801712345611", secs).await,
-            None => app.otp("+8801712345611", "482913").await,
-        };
-        let scene = Self {
-            app,
-            fakes,
-            config,
-            base,
-            id,
-            attempt: (0, String::new(), String::new()),
-        };
-        scene.run().await;
-        assert_eq!(scene.state().await, "sent");
-        Self {
-            attempt: accepted_attempt(&scene.app, id).await,
-            ..scene
-        }
-    }
-
-    /// Runs the relay until nothing is due.
-    pub async fn run(&self) {
-        self.app
-            .run_chain_until_idle(http_chain(&self.config.providers), quick_retries())
-            .await;
-    }
-
-    pub async fn state(&self) -> String {
-        self.app.state_of(self.id).await.0
-    }
-
-    pub async fn resends(&self) -> i32 {
-        self.app.message(self.id).await.resends
-    }
-
-    /// The first attempt's delivery status.
-    pub async fn delivery(&self) -> Option<String> {
-        self.app.attempt(self.attempt.0).await.delivery_status
-    }
-
-    /// Posts a signed Twilio receipt for the first attempt (sent through `p1`, a Twilio fake).
-    pub async fn twilio(&self, status: &str, error: &str) -> StatusCode {
-        Poster::new(Kind::Twilio, &self.base, &self.fakes[0])
-            .post(&Dlr {
-                id: &self.attempt.1,
-                client_ref: &self.attempt.2,
-                status,
-                error,
-            })
-            .await
-    }
-
-    pub fn sweeper(&self) -> Sweeper {
-        Sweeper::new(&self.config, self.app.store())
-    }
-}
-
-/// How long an attempt had waited since acceptance when a report API was last asked about it,
-/// in seconds (the poller's next backoff step).
-async fn waited_when_asked(app: &TestApp, attempt: i64) -> f64 {
-    let a = app.attempt(attempt).await;
-    (a.receipt_checked_at.expect("asked") - a.finished_at).as_seconds_f64()
-}
-
-/// What a test needs to post one provider's receipts.
-pub struct Poster {
-    pub kind: Kind,
-    pub base: String,
-    pub http: reqwest::Client,
-    /// Twilio's auth token (the fake account's).
-    pub token: String,
-}
-
-/// One receipt to post: the provider's ids and its status words.
-pub struct Dlr<'a> {
-    pub id: &'a str,
-    pub client_ref: &'a str,
-    /// Twilio `MessageStatus`, Vonage `status`, Infobip `groupId/id`.
-    pub status: &'a str,
-    pub error: &'a str,
-}
-
-impl Poster {
-    pub fn new(kind: Kind, base: &str, fake: &FakeProvider) -> Self {
-        let token = fake
-            .credentials()
-            .into_iter()
-            .find(|(k, _)| *k == "auth_token")
-            .map(|(_, v)| v)
-            .unwrap_or_default();
-        Poster {
-            kind,
-            base: base.to_owned(),
-            http: reqwest::Client::new(),
-            token,
-        }
-    }
-
-    fn url(&self) -> String {
-        let path = match self.kind {
-            Kind::Twilio => "twilio",
-            Kind::Vonage => "vonage",
-            _ => "infobip",
-        };
-        format!("{}/webhooks/{path}", self.base)
-    }
-
-    /// The Twilio form for `dlr` (§1.3 fields).
-    fn twilio_form(dlr: &Dlr) -> Vec<(String, String)> {
-        let mut form = vec![
-            ("MessageSid", dlr.id),
-            ("SmsSid", dlr.id),
-            ("MessageStatus", dlr.status),
-            ("SmsStatus", dlr.status),
-            ("AccountSid", "AC8e1f2a3b4c5d6e7f8091a2b3c4d5e6f7"),
-            ("From", "Glamora"),
-            ("To", "+8801712345611"),
-            ("ApiVersion", "2010-04-01"),
-        ];
-        if !dlr.error.is_empty() {
-            form.push(("ErrorCode", dlr.error));
-        }
-        form.into_iter()
-            .map(|(k, v)| (k.to_owned(), v.to_owned()))
-            .collect()
-    }
-
-    /// The Vonage DLR params for `dlr` (§2.3), signed with [`VONAGE_SECRET`].
-    pub fn vonage_params(dlr: &Dlr) -> Vec<(String, String)> {
-        let mut params: Vec<(String, String)> = [
-            ("msisdn", "8801712345611"),
-            ("to", "Glamora"),
-            ("network-code", "47001"),
-            ("messageId", dlr.id),
-            ("price", "0.03330000"),
-            ("status", dlr.status),
-            ("scts", "2501011400"),
-            (
-                "err-code",
-                if dlr.error.is_empty() { "0" } else { dlr.error },
-            ),
-            ("api-key", "3f9c2a7e"),
-            ("client-ref", dlr.client_ref),
-            ("message-timestamp", "2025-01-01 14:00:05"),
-            ("timestamp", "1735740005"),
-            ("nonce", "ec11dd3e-1e7f-4db5-9467-82b02cd223b9"),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect();
-        let sig = signature::vonage_signature(VonageMethod::Sha256, VONAGE_SECRET, &params);
-        params.push(("sig".into(), sig.to_uppercase()));
-        params
-    }
-
-    /// The Infobip v3 report batch for `dlrs` (§3.3).
-    pub fn infobip_body(dlrs: &[Dlr]) -> Value {
-        let results: Vec<Value> = dlrs
-            .iter()
-            .map(|dlr| {
-                let (group, id) = dlr.status.split_once('/').unwrap();
-                let (group, id): (i64, i64) = (group.parse().unwrap(), id.parse().unwrap());
-                let error_id: i64 = dlr.error.parse().unwrap_or(0);
-                json!({
-                    "bulkId": "BULK-1", "messageId": dlr.id, "to": "8801712345611", "sender": "Glamora",
-                    "sentAt": "2025-01-01T14:00:00.000+0000", "doneAt": "2025-01-01T14:00:04.000+0000",
-                    "messageCount": 1, "mccMnc": "47001", "callbackData": dlr.client_ref,
-                    "price": {"pricePerMessage": 0.0301, "currency": "EUR"},
-                    "status": {"groupId": group, "groupName": "G", "id": id, "name": format!("S{group}_{id}"),
-                               "description": "d"},
-                    "error": {"groupId": 0, "groupName": "OK", "id": error_id, "name": format!("E{error_id}"),
-                              "description": "e", "permanent": false},
-                })
-            })
-            .collect();
-        json!({ "results": results })
-    }
-
-    /// Posts `dlr` the way the provider does, properly authenticated.
-    pub async fn post(&self, dlr: &Dlr<'_>) -> StatusCode {
-        let request = match self.kind {
-            Kind::Twilio => {
-                let form = Self::twilio_form(dlr);
-                let sig = signature::twilio_signature(
-                    &self.token,
-                    &format!("{PUBLIC}/webhooks/twilio"),
-                    &form,
-                );
-                self.http
-                    .post(self.url())
-                    .header("X-Twilio-Signature", sig)
-                    .form(&form)
-            }
-            Kind::Vonage => self.http.get(self.url()).query(&Self::vonage_params(dlr)),
-            _ => self
-                .http
-                .post(self.url())
-                .basic_auth(INFOBIP_USER, Some(INFOBIP_PASSWORD))
-                .json(&Self::infobip_body(std::slice::from_ref(dlr))),
-        };
-        request.send().await.unwrap().status()
-    }
-
-    /// Posts `dlr` with its credentials tampered with (`forged`) or left out.
-    async fn post_forged(&self, dlr: &Dlr<'_>, forged: bool) -> StatusCode {
-        let request = match self.kind {
-            Kind::Twilio => {
-                let form = Self::twilio_form(dlr);
-                let sig = signature::twilio_signature(
-                    "not-the-token",
-                    &format!("{PUBLIC}/webhooks/twilio"),
-                    &form,
-                );
-                let request = self.http.post(self.url()).form(&form);
-                if forged {
-                    request.header("X-Twilio-Signature", sig)
-                } else {
-                    request
-                }
-            }
-            Kind::Vonage => {
-                let mut params = Self::vonage_params(dlr);
-                if forged {
-                    // A valid signature over a different status.
-                    let other = if dlr.status == "delivered" {
-                        "buffered"
-                    } else {
-                        "delivered"
-                    };
-                    params.retain(|(k, _)| k != "status");
-                    params.push(("status".into(), other.into()));
-                } else {
-                    params.retain(|(k, _)| k != "sig");
-                }
-                self.http.get(self.url()).query(&params)
-            }
-            _ => {
-                let request = self
-                    .http
-                    .post(self.url())
-                    .json(&Self::infobip_body(std::slice::from_ref(dlr)));
-                if forged {
-                    request.basic_auth(INFOBIP_USER, Some("guess"))
-                } else {
-                    request
-                }
-            }
-        };
-        request.send().await.unwrap().status()
-    }
-}
 
 /// The status words each provider uses in these tests.
 struct Words {
@@ -406,20 +59,13 @@ fn words(kind: Kind) -> Words {
 /// receipts for one provider, each through the real endpoint.
 async fn receipts_for(kind: Kind) {
     let s = Scene::new(&[kind], None, |_| {}).await;
-    let (app, config) = (&s.app, &s.config);
-    let poster = Poster::new(kind, &s.base, &s.fakes[0]);
+    let app = &s.app;
+    let poster = s.poster(0);
     let w = words(kind);
-    let (attempt, id, client_ref) = s.attempt.clone();
+    let attempt = s.attempt.id;
     let dlr = |status: &'static str, error: &'static str| (status, error);
     let post = async |(status, error): (&str, &str)| {
-        poster
-            .post(&Dlr {
-                id: &id,
-                client_ref: &client_ref,
-                status,
-                error,
-            })
-            .await
+        poster.post(&Dlr::of(&s.attempt, status, error)).await
     };
 
     // Intermediate, then final: the status moves up.
@@ -451,18 +97,13 @@ async fn receipts_for(kind: Kind) {
     );
 
     // Another message, undelivered.
-    let second = send_one(app, config, "+8801812345611").await;
-    let (attempt2, id2, ref2) = accepted_attempt(app, second).await;
+    let second = s.send_one("+8801812345611").await;
+    let attempt2 = app.accepted_attempt(second).await;
     let status = poster
-        .post(&Dlr {
-            id: &id2,
-            client_ref: &ref2,
-            status: w.undelivered,
-            error: w.undelivered_error,
-        })
+        .post(&Dlr::of(&attempt2, w.undelivered, w.undelivered_error))
         .await;
     assert_eq!(status, StatusCode::OK);
-    let (state, error, delivered) = app.delivery_of(attempt2).await;
+    let (state, error, delivered) = app.delivery_of(attempt2.id).await;
     assert_eq!(state.as_deref(), Some("undelivered"));
     assert!(!delivered);
     assert!(
@@ -485,15 +126,10 @@ async fn receipts_for(kind: Kind) {
     assert_eq!(app.receipt_results().await.last().unwrap(), "unmatched");
 
     // Forged and unsigned receipts for a message still waiting are refused and change nothing.
-    let third = send_one(app, config, "+8801912345611").await;
-    let (attempt3, id3, ref3) = accepted_attempt(app, third).await;
+    let third = s.send_one("+8801912345611").await;
+    let attempt3 = app.accepted_attempt(third).await;
     let before = app.receipt_results().await.len();
-    let delivered = Dlr {
-        id: &id3,
-        client_ref: &ref3,
-        status: w.delivered,
-        error: "",
-    };
+    let delivered = Dlr::of(&attempt3, w.delivered, "");
     assert_eq!(
         poster.post_forged(&delivered, true).await,
         StatusCode::FORBIDDEN
@@ -503,7 +139,7 @@ async fn receipts_for(kind: Kind) {
         StatusCode::UNAUTHORIZED
     );
     assert_eq!(app.receipt_results().await.len(), before);
-    assert_eq!(app.delivery_of(attempt3).await, (None, None, false));
+    assert_eq!(app.delivery_of(attempt3.id).await, (None, None, false));
 }
 
 #[tokio::test]
@@ -527,7 +163,7 @@ async fn twilio_signature_covers_url_and_body() {
     let fake = FakeProvider::start(Kind::Twilio).await;
     let config = config_for(vec![receipt_entry(&fake, "p")]);
     let base = serve(&config, app.store()).await;
-    let poster = Poster::new(Kind::Twilio, &base, &fake);
+    let poster = Poster::new(&base, &fake);
     let form = Poster::twilio_form(&Dlr {
         id: "SM00000000000000000000000000000001",
         client_ref: "",
@@ -637,13 +273,7 @@ async fn malformed_and_oversized_receipts_get_400_and_change_nothing() {
 #[tokio::test]
 async fn vonage_json_post_receipt_is_accepted() {
     let s = Scene::new(&[Kind::Vonage], None, |_| {}).await;
-    let (_, id, client_ref) = &s.attempt;
-    let params = Poster::vonage_params(&Dlr {
-        id,
-        client_ref,
-        status: "delivered",
-        error: "",
-    });
+    let params = Poster::vonage_params(&Dlr::of(&s.attempt, "delivered", ""));
     let body: serde_json::Map<String, Value> = params
         .into_iter()
         .map(|(k, v)| (k, Value::from(v)))
@@ -663,24 +293,26 @@ async fn vonage_json_post_receipt_is_accepted() {
 async fn receipts_are_matched_only_to_their_providers_kind() {
     // A Twilio-signed receipt naming a Vonage message id must not touch the Vonage attempt.
     let s = Scene::new(&[Kind::Vonage, Kind::Twilio], None, |_| {}).await;
-    let (_, id, client_ref) = &s.attempt;
-    let status = Poster::new(Kind::Twilio, &s.base, &s.fakes[1])
-        .post(&Dlr {
-            id,
-            client_ref,
-            status: "undelivered",
-            error: "30003",
-        })
+    let status = s
+        .poster(1)
+        .post(&Dlr::of(&s.attempt, "undelivered", "30003"))
         .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(s.app.receipt_results().await, ["unmatched"]);
     assert_eq!(s.delivery().await, None);
 }
 
+/// How long an attempt had waited since acceptance when a report API was last asked about it,
+/// in seconds (the poller's next backoff step).
+async fn waited_when_asked(app: &TestApp, attempt: i64) -> f64 {
+    let a = app.attempt(attempt).await;
+    (a.receipt_checked_at.expect("asked") - a.finished_at).as_seconds_f64()
+}
+
 #[tokio::test]
 async fn alpha_sms_reports_are_polled_with_their_charge() {
     let s = Scene::new(&[Kind::AlphaSms], None, |_| {}).await;
-    let (app, fake, attempt) = (&s.app, &s.fakes[0], s.attempt.0);
+    let (app, fake, attempt) = (&s.app, &s.fakes[0], s.attempt.id);
     let chain = http_chain(&s.config.providers);
     let poller = Poller::new(&s.config, &chain, app.store());
     // Old enough to be asked about (the settle time is the 100 ms poll interval here).
@@ -723,7 +355,7 @@ async fn infobip_reports_are_pulled_when_enabled() {
         settings.pull_reports = true;
     })
     .await;
-    let (app, attempt) = (&s.app, s.attempt.0);
+    let (app, attempt) = (&s.app, s.attempt.id);
     let chain = http_chain(&s.config.providers);
     let poller = Poller::new(&s.config, &chain, app.store());
     poller.poll().await;
@@ -765,13 +397,8 @@ async fn health_and_readiness() {
 async fn infobip_batch_is_recorded_in_order() {
     let s = Scene::new(&[Kind::Infobip], None, |_| {}).await;
     let (app, base) = (&s.app, &s.base);
-    let (attempt, id, client_ref) = s.attempt.clone();
-    let dlr = |status| Dlr {
-        id: &id,
-        client_ref: &client_ref,
-        status,
-        error: "",
-    };
+    let attempt = s.attempt.id;
+    let dlr = |status| Dlr::of(&s.attempt, status, "");
     let body = Poster::infobip_body(&[dlr("1/26"), dlr("3/5"), dlr("1/7")]);
     let status = reqwest::Client::new()
         .post(format!("{base}/webhooks/infobip"))
@@ -800,7 +427,7 @@ async fn infobip_batch_is_recorded_in_order() {
 async fn odd_values_in_a_receipt_are_fitted_not_fatal_to_the_batch() {
     let s = Scene::new(&[Kind::Infobip], None, |_| {}).await;
     let app = &s.app;
-    let (attempt, id, client_ref) = s.attempt.clone();
+    let attempt = s.attempt.id;
     let mut body = Poster::infobip_body(&[
         Dlr {
             id: "unknown-1",
@@ -808,12 +435,7 @@ async fn odd_values_in_a_receipt_are_fitted_not_fatal_to_the_batch() {
             status: "3/5",
             error: "",
         },
-        Dlr {
-            id: &id,
-            client_ref: &client_ref,
-            status: "3/5",
-            error: "",
-        },
+        Dlr::of(&s.attempt, "3/5", ""),
     ]);
     // A NUL in a string (jsonb refuses it) and a price no numeric(14, 6) holds.
     body["results"][0]["sender"] = json!("Glam\u{0}ora");

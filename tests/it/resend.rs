@@ -10,8 +10,10 @@ use uuid::Uuid;
 
 use crate::{
     fakes::Kind,
-    receipts::{Dlr, Poster, Scene, accepted_attempt},
-    support::{TestApp, accepting, history::StoredReceipt, http_chain, quick_retries},
+    support::{
+        TestApp, accepting, history::StoredReceipt, http_chain, quick_retries, receipts::Dlr,
+        scene::Scene,
+    },
 };
 
 /// (provider, round, cause, resend_reason, outcome) of each attempt of `id`, in order.
@@ -80,15 +82,8 @@ async fn undelivered_receipt_resends_through_the_next_provider_once() {
     );
 
     // The resent copy is undelivered too: the one allowed resend is used up.
-    let (_, vonage_id, vonage_ref) = accepted_attempt(&s.app, s.id).await;
-    let status = Poster::new(Kind::Vonage, &s.base, &s.fakes[1])
-        .post(&Dlr {
-            id: &vonage_id,
-            client_ref: &vonage_ref,
-            status: "failed",
-            error: "2",
-        })
-        .await;
+    let vonage = s.app.accepted_attempt(s.id).await;
+    let status = s.poster(1).post(&Dlr::of(&vonage, "failed", "2")).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(s.state().await, "sent");
     assert_eq!(s.resends().await, 1);
@@ -279,11 +274,11 @@ async fn a_resend_waits_for_a_receipt_being_recorded_and_then_refuses() {
     let s = scene(&[Kind::Twilio, Kind::Vonage], None, |_| {}).await;
     let mut receipt = s.app.pool.begin().await.unwrap();
     sqlx::query("UPDATE sms_attempts SET delivery_status = 'delivered' WHERE id = $1")
-        .bind(s.attempt.0)
+        .bind(s.attempt.id)
         .execute(&mut *receipt)
         .await
         .unwrap();
-    let (pool, attempt) = (s.app.pool.clone(), s.attempt.0);
+    let (pool, attempt) = (s.app.pool.clone(), s.attempt.id);
     let resend = tokio::spawn(async move {
         sqlx::query_scalar::<_, bool>("SELECT sms_resend($1, 'test', 1, interval '0')")
             .bind(attempt)
@@ -301,12 +296,12 @@ async fn a_resend_waits_for_a_receipt_being_recorded_and_then_refuses() {
     assert_eq!(s.state().await, "sent");
     // Without a delivered receipt, the same call resends.
     sqlx::query("UPDATE sms_attempts SET delivery_status = NULL WHERE id = $1")
-        .bind(s.attempt.0)
+        .bind(s.attempt.id)
         .execute(&s.app.pool)
         .await
         .unwrap();
     let resent: bool = sqlx::query_scalar("SELECT sms_resend($1, 'test', 1, interval '0')")
-        .bind(s.attempt.0)
+        .bind(s.attempt.id)
         .fetch_one(&s.app.pool)
         .await
         .unwrap();
@@ -366,7 +361,8 @@ async fn a_receipt_that_came_before_its_attempt_is_matched_later() {
     let s = scene(&[Kind::Twilio, Kind::Vonage], None, |_| {}).await;
     // A receipt for a message id no attempt has yet…
     let early = "SM0000000000000000000000000000beef";
-    let status = Poster::new(Kind::Twilio, &s.base, &s.fakes[0])
+    let status = s
+        .poster(0)
         .post(&Dlr {
             id: early,
             client_ref: "",
@@ -379,7 +375,7 @@ async fn a_receipt_that_came_before_its_attempt_is_matched_later() {
     // …whose attempt row is written only now (as a completer running late would).
     sqlx::query("UPDATE sms_attempts SET provider_message_id = $1 WHERE id = $2")
         .bind(early)
-        .bind(s.attempt.0)
+        .bind(s.attempt.id)
         .execute(&s.app.pool)
         .await
         .unwrap();

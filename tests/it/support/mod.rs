@@ -6,14 +6,20 @@
 //! - `relays`: settings, simulators and HTTP chains, relay runs.
 //! - `rounds`: claiming and recording rounds without a relay.
 //! - `history`: a message's row, attempts and receipts; counts.
+//! - `webhooks`: the relay's receipt endpoints, configured and served.
+//! - `receipts`: signed receipts, posted as each provider posts them.
+//! - `scene`: one OTP sent through fake providers, ready for receipts.
 //! - `cli`: the `sms-relay` binary, scratch directories, background relays.
 
 mod app;
 pub mod cli;
 mod db;
 pub mod history;
+pub mod receipts;
 mod relays;
 mod rounds;
+pub mod scene;
+pub mod webhooks;
 
 use std::time::Duration;
 

@@ -11,7 +11,7 @@ use sms_relay::{
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use super::{TestApp, within};
+use super::{TestApp, webhooks::PUBLIC, within};
 use crate::fakes::FakeProvider;
 
 /// Relay settings for tests: quick polls and short leases, no expiry margin.
@@ -83,13 +83,12 @@ pub fn provider_config(
     serde_json::from_value(entry).expect("a valid provider entry")
 }
 
-/// The chain `sms-relay run` would build from `configs`, asking for receipts at
-/// `https://relay.example.com`.
+/// The chain `sms-relay run` would build from `configs`, asking for receipts at [`PUBLIC`].
 pub fn http_chain(configs: &[ProviderConfig]) -> Arc<ProviderChain> {
     Arc::new(
         sms_relay::providers::from_config(
             configs,
-            Some("https://relay.example.com"),
+            Some(PUBLIC),
             sms_relay::providers::UnknownPolicy::FallOver,
         )
         .expect("the chain builds"),
