@@ -19,9 +19,10 @@ use sms_relay::{
 use sqlx::{AssertSqlSafe, Connection, PgConnection, PgPool, postgres::PgPoolOptions};
 use tokio_util::sync::CancellationToken;
 
-use crate::{
-    reports::{fixture, report_files},
-    support::{TestApp, accepting, chain, quick_retries, settings, within},
+use crate::support::{
+    TestApp, accepting, chain, quick_retries,
+    reports::{fixture, report_files, reports_dir},
+    settings, within,
 };
 
 const ROLES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/sql/roles.sql");
@@ -95,12 +96,9 @@ async fn analysts_read_reports_and_attempts_but_no_numbers() {
 
     // Every report file, as `sms-relay report` runs it, plus the schema check it starts with.
     for name in report_files() {
-        let sql = std::fs::read_to_string(format!(
-            "{}/sql/reports/{name}.sql",
-            env!("CARGO_MANIFEST_DIR")
-        ))
-        .unwrap()
-        .replace(":'since'", "$1");
+        let sql = std::fs::read_to_string(reports_dir().join(format!("{name}.sql")))
+            .unwrap()
+            .replace(":'since'", "$1");
         let rows = sqlx::query(AssertSqlSafe(sql))
             .bind("7 days")
             .fetch_all(&mut analyst)

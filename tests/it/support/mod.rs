@@ -9,6 +9,7 @@
 //! - `webhooks`: the relay's receipt endpoints, configured and served.
 //! - `receipts`: signed receipts, posted as each provider posts them.
 //! - `scene`: one OTP sent through fake providers, ready for receipts.
+//! - `reports`: the analysts' report files and a hand-made fixture to run them over.
 //! - `cli`: the `sms-relay` binary, scratch directories, background relays.
 
 mod app;
@@ -17,6 +18,7 @@ mod db;
 pub mod history;
 pub mod receipts;
 mod relays;
+pub mod reports;
 mod rounds;
 pub mod scene;
 pub mod webhooks;
