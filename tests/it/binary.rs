@@ -6,9 +6,9 @@ use std::process::Stdio;
 use crate::support::{
     TestApp,
     cli::{
-        Scratch, journal_counts, output, sigterm, sms_relay, sms_relay_with_clock, spawn_run, text,
+        Scratch, journal_counts, output, sms_relay, sms_relay_with_clock, spawn_run, stop, text,
     },
-    eventually, within,
+    eventually,
 };
 
 #[tokio::test]
@@ -43,17 +43,7 @@ async fn sigkill_mid_burst_loses_nothing_and_duplicates_at_most_what_was_in_flig
 
     let second = spawn_run(&app, &config, &scratch.path("second.log"));
     eventually(async || app.states().await.get("sent") == Some(&3_000)).await;
-    sigterm(&second);
-    let status = within(
-        30,
-        tokio::task::spawn_blocking(move || {
-            let mut second = second;
-            second.wait()
-        }),
-    )
-    .await
-    .unwrap()
-    .unwrap();
+    let status = stop(second).await;
     assert!(status.success(), "SIGTERM is a clean exit: {status:?}");
 
     let counts = journal_counts(&journal);
@@ -285,17 +275,7 @@ async fn run_serves_health_and_readiness_and_refuses_a_taken_address() {
         text(&second.stderr)
     );
 
-    sigterm(&relay);
-    let status = within(
-        30,
-        tokio::task::spawn_blocking(move || {
-            let mut relay = relay;
-            relay.wait()
-        }),
-    )
-    .await
-    .unwrap()
-    .unwrap();
+    let status = stop(relay).await;
     assert!(status.success());
     assert_eq!(
         get("/healthz").await,

@@ -14,7 +14,7 @@
 use std::{
     os::unix::fs::MetadataExt,
     path::{Path, PathBuf},
-    process::{Child, Command, ExitStatus, Stdio},
+    process::{Command, Stdio},
     time::Duration,
 };
 
@@ -33,7 +33,9 @@ use crate::{
     fakes::{FakeProvider, Kind, Scenario},
     support::{
         TestApp, admin_url,
-        cli::{Scratch, journal_counts, output, run_at, sigterm, sms_relay, sms_relay_at, text},
+        cli::{
+            RelayProcess, Scratch, journal_counts, output, sms_relay, sms_relay_at, text, unique_id,
+        },
         eventually, http_chain, provider_config, quick_retries, run_relay_until_drained, settings,
         within,
     },
@@ -58,78 +60,6 @@ fn chaos_config(scratch: &Scratch, latency_ms: u64, max_in_flight: u32) -> (Path
     )
     .unwrap();
     (config, journal)
-}
-
-/// A relay id no other test's relay has: presence is looked up server-wide.
-fn unique_id(name: &str) -> String {
-    let mut suffix = Uuid::new_v4().simple().to_string();
-    suffix.truncate(12);
-    format!("{name}-{suffix}")
-}
-
-/// An `sms-relay run` process with its own relay id. Its pool connections carry the
-/// `application_name` `chaos-pool-<id>` (its presence connection is `sms-relay <id>`), so the
-/// test can find every backend it has. SIGKILLed if still running when dropped.
-struct RelayProcess {
-    id: String,
-    child: Option<Child>,
-}
-
-impl RelayProcess {
-    /// Starts a relay named `id` on the database at `url`, logging to `<id>-<pid>.log` in
-    /// `scratch`.
-    fn start(url: &str, id: &str, config: &Path, scratch: &Scratch) -> Self {
-        let separator = if url.contains('?') { '&' } else { '?' };
-        let tagged = format!("{url}{separator}application_name=chaos-pool-{id}");
-        let log = scratch.path(&format!("{id}-{}.log", unique_id("run")));
-        let child = run_at(&tagged, config, &log)
-            .env("SMS_RELAY__RELAY__RELAY_ID", id)
-            .spawn()
-            .unwrap();
-        Self {
-            id: id.to_owned(),
-            child: Some(child),
-        }
-    }
-
-    /// The `application_name`s of this relay's backends.
-    fn backend_names(&self) -> Vec<String> {
-        vec![presence_name(&self.id), format!("chaos-pool-{}", self.id)]
-    }
-
-    fn child(&mut self) -> &mut Child {
-        self.child.as_mut().expect("the relay was not stopped")
-    }
-
-    fn is_running(&mut self) -> bool {
-        self.child().try_wait().unwrap().is_none()
-    }
-
-    /// SIGKILL, then reap.
-    fn kill(&mut self) {
-        let child = self.child();
-        child.kill().unwrap();
-        child.wait().unwrap();
-    }
-
-    /// SIGTERM, then waits for the exit (a hang guard, not a speed test).
-    async fn stop(mut self) -> ExitStatus {
-        let mut child = self.child.take().expect("the relay was not stopped");
-        sigterm(&child);
-        within(30, tokio::task::spawn_blocking(move || child.wait()))
-            .await
-            .unwrap()
-            .unwrap()
-    }
-}
-
-impl Drop for RelayProcess {
-    fn drop(&mut self) {
-        if let Some(child) = &mut self.child {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
 }
 
 /// What was in flight at a fault.

@@ -4,10 +4,13 @@
 use std::{
     collections::HashMap,
     path::{Path, PathBuf},
-    process::{Child, Command, Output, Stdio},
+    process::{Child, Command, ExitStatus, Output, Stdio},
 };
 
-use super::TestApp;
+use sms_relay::store::presence_name;
+use uuid::Uuid;
+
+use super::{TestApp, within};
 
 /// `sms-relay` against `app`'s database, with debug logs, no config file and the webhooks on a
 /// free port.
@@ -102,10 +105,87 @@ pub fn spawn_run(app: &TestApp, config: &Path, log: &Path) -> Child {
 }
 
 /// Sends SIGTERM to `child`.
-pub fn sigterm(child: &Child) {
+fn sigterm(child: &Child) {
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
         .unwrap();
     assert!(status.success());
+}
+
+/// Sends SIGTERM to `child` and waits for it to exit (a hang guard of 30 s, not a speed test).
+pub async fn stop(mut child: Child) -> ExitStatus {
+    sigterm(&child);
+    within(30, tokio::task::spawn_blocking(move || child.wait()))
+        .await
+        .unwrap()
+        .unwrap()
+}
+
+/// A relay id no other test's relay has: presence is looked up server-wide.
+pub fn unique_id(name: &str) -> String {
+    let mut suffix = Uuid::new_v4().simple().to_string();
+    suffix.truncate(12);
+    format!("{name}-{suffix}")
+}
+
+/// An `sms-relay run` process with its own relay id. Its pool connections carry the
+/// `application_name` `it-pool-<id>` (its presence connection is `sms-relay <id>`), so a test
+/// can find every backend it has. SIGKILLed if still running when dropped.
+pub struct RelayProcess {
+    pub id: String,
+    child: Option<Child>,
+}
+
+impl RelayProcess {
+    /// Starts a relay named `id` on the database at `url` with the config file `config`, logging
+    /// to `<id>-run-<suffix>.log` in `scratch`.
+    pub fn start(url: &str, id: &str, config: &Path, scratch: &Scratch) -> Self {
+        let separator = if url.contains('?') { '&' } else { '?' };
+        let tagged = format!("{url}{separator}application_name=it-pool-{id}");
+        let log = scratch.path(&format!("{id}-{}.log", unique_id("run")));
+        let child = run_at(&tagged, config, &log)
+            .env("SMS_RELAY__RELAY__RELAY_ID", id)
+            .spawn()
+            .unwrap();
+        Self {
+            id: id.to_owned(),
+            child: Some(child),
+        }
+    }
+
+    /// The `application_name`s of this relay's backends.
+    pub fn backend_names(&self) -> Vec<String> {
+        vec![presence_name(&self.id), format!("it-pool-{}", self.id)]
+    }
+
+    fn child(&mut self) -> &mut Child {
+        self.child.as_mut().expect("the relay was not stopped")
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.child().try_wait().unwrap().is_none()
+    }
+
+    /// SIGKILL, then reap.
+    pub fn kill(&mut self) {
+        let child = self.child();
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    /// SIGTERM, then waits for the exit (see [`stop`]).
+    pub async fn stop(mut self) -> ExitStatus {
+        stop(self.child.take().expect("the relay was not stopped")).await
+    }
+}
+
+impl Drop for RelayProcess {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.child {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
 }
