@@ -6,7 +6,8 @@ use std::process::Stdio;
 use crate::support::{
     TestApp,
     cli::{
-        Scratch, journal_counts, output, sms_relay, sms_relay_with_clock, spawn_run, stop, text,
+        Scratch, duplicate_sends, journal_counts, journaling_config, output, sms_relay,
+        sms_relay_with_clock, spawn_run, stop, text,
     },
     eventually,
 };
@@ -15,16 +16,11 @@ use crate::support::{
 async fn sigkill_mid_burst_loses_nothing_and_duplicates_at_most_what_was_in_flight() {
     let app = TestApp::new().await;
     let scratch = Scratch::new();
-    let journal = scratch.path("sent.log");
-    let config = scratch.path("relay.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[relay]\nlease_ms = 10000\nbatch_size = 50\nmax_in_flight = 200\npoll_interval_ms = 100\n\
-             [[providers]]\nname = \"sim\"\nkind = \"simulator\"\nlatency_ms = 300\njournal = {journal:?}\n"
-        ),
-    )
-    .unwrap();
+    let (config, journal) = journaling_config(
+        &scratch,
+        "lease_ms = 10000\nbatch_size = 50\nmax_in_flight = 200",
+        300,
+    );
     let ids = app.otps(3_000).await;
 
     let mut first = spawn_run(&app, &config, &scratch.path("first.log"));
@@ -51,7 +47,7 @@ async fn sigkill_mid_burst_loses_nothing_and_duplicates_at_most_what_was_in_flig
         ids.iter().all(|id| counts.contains_key(&id.to_string())),
         "every message reached the provider"
     );
-    let duplicates: usize = counts.values().map(|n| n - 1).sum();
+    let duplicates = duplicate_sends(&counts);
     assert!(
         duplicates as i64 <= in_flight_at_kill,
         "{duplicates} duplicates but only {in_flight_at_kill} were in flight"

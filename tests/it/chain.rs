@@ -17,7 +17,8 @@ use crate::{
     support::{
         TestApp,
         cli::{output, sms_relay},
-        eventually, http_chain, provider_config, quick_retries, settings, within,
+        eventually, http_chain, provider_config, quick_retries, run_relay_until_idle, settings,
+        within,
     },
 };
 
@@ -420,9 +421,7 @@ async fn with_every_circuit_open_the_retry_waits_for_the_circuit() {
     let chain = http_chain(&[provider_config(&fake, "infobip", fragile)]);
     let ids = app.otps_ending_in(2, ACCEPTED_SUFFIX).await;
     let relay = Relay::new(app.store(), chain, one_at_a_time(), quick_retries());
-    within(60, relay.run(StopWhen::Idle, CancellationToken::new()))
-        .await
-        .unwrap();
+    run_relay_until_idle(relay).await;
     assert_eq!(
         fake.received().len(),
         1,
@@ -493,13 +492,8 @@ async fn fallback_after_a_timeout(
         expiry_margin_ms: margin_ms,
         ..settings()
     };
-    within(
-        60,
-        Relay::new(app.store(), chain, settings, RetryPolicy::default())
-            .run(StopWhen::Idle, CancellationToken::new()),
-    )
-    .await
-    .unwrap();
+    let relay = Relay::new(app.store(), chain, settings, RetryPolicy::default());
+    run_relay_until_idle(relay).await;
     assert_eq!(
         slow.received().len(),
         1,

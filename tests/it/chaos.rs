@@ -34,7 +34,8 @@ use crate::{
     support::{
         TestApp, admin_url,
         cli::{
-            RelayProcess, Scratch, journal_counts, output, sms_relay, sms_relay_at, text, unique_id,
+            RelayProcess, Scratch, duplicate_sends, journal_counts, journaling_config, output,
+            sms_relay, sms_relay_at, text, unique_id,
         },
         eventually, http_chain, provider_config, quick_retries, run_relay_until_drained, settings,
         within,
@@ -47,19 +48,9 @@ const LEASE_MS: u64 = 600_000;
 /// A relay config whose simulator takes `latency_ms` per send and appends every message it sends
 /// to the journal; each relay holds at most `max_in_flight` messages.
 fn chaos_config(scratch: &Scratch, latency_ms: u64, max_in_flight: u32) -> (PathBuf, PathBuf) {
-    let journal = scratch.path("sent.log");
-    let config = scratch.path("relay.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[relay]\nlease_ms = {LEASE_MS}\nbatch_size = 25\nmax_in_flight = {max_in_flight}\n\
-             poll_interval_ms = 100\n\
-             [[providers]]\nname = \"sim\"\nkind = \"simulator\"\nlatency_ms = {latency_ms}\n\
-             journal = {journal:?}\n"
-        ),
-    )
-    .unwrap();
-    (config, journal)
+    let relay_keys =
+        format!("lease_ms = {LEASE_MS}\nbatch_size = 25\nmax_in_flight = {max_in_flight}");
+    journaling_config(scratch, &relay_keys, latency_ms)
 }
 
 /// What was in flight at a fault.
@@ -150,7 +141,7 @@ async fn assert_nothing_lost(app: &TestApp, ids: &[Uuid], journal: &Path, in_fli
         "messages marked sent that never reached the provider"
     );
     assert_eq!(counts.len(), ids.len(), "the journal shows unknown ids");
-    let duplicates: usize = counts.values().map(|n| n - 1).sum();
+    let duplicates = duplicate_sends(&counts);
     assert!(
         duplicates as i64 <= in_flight,
         "{duplicates} duplicates but only {in_flight} were in flight at the faults"

@@ -9,14 +9,13 @@ use sms_relay::{
     providers::{
         AttemptRecord, Link, PriceRule, PriceTable, Provider, ProviderChain, SimulatorSettings,
     },
-    relay::{Relay, RetryPolicy, StopWhen},
+    relay::{Relay, RetryPolicy},
     store::EnqueueRequest,
 };
-use tokio_util::sync::CancellationToken;
 
 use crate::support::{
     RELAY, TestApp, accepted_call, accepting, chain, failed_round, failing, otp_request,
-    quick_retries, sent_round, settings, simulator, within,
+    quick_retries, run_relay_until_idle, sent_round, settings, simulator,
 };
 
 const NUMBER: &str = "+8801712345678";
@@ -250,9 +249,7 @@ async fn each_attempt_records_segments_encoding_cost_and_provider_ids() {
         ])),
     ]);
     let relay = Relay::new(app.store(), Arc::new(priced), settings(), quick_retries());
-    within(60, relay.run(StopWhen::Idle, CancellationToken::new()))
-        .await
-        .unwrap();
+    run_relay_until_idle(relay).await;
 
     let en = app.first_attempt(english).await;
     assert_eq!(

@@ -12,8 +12,8 @@ use sms_relay::{
 use tokio_util::sync::CancellationToken;
 
 use crate::support::{
-    TestApp, accepting, chain, ended_round, eventually, otp_request, quick_retries, settings,
-    simulator, within,
+    TestApp, accepting, chain, ended_round, eventually, otp_request, quick_retries,
+    run_relay_until_idle, settings, simulator, within,
 };
 
 #[tokio::test]
@@ -300,9 +300,7 @@ async fn the_relay_vacuums_the_outbox_after_a_burst() {
         },
         quick_retries(),
     );
-    within(60, relay.run(StopWhen::Idle, CancellationToken::new()))
-        .await
-        .unwrap();
+    run_relay_until_idle(relay).await;
     eventually(async || {
         app.count(
             "SELECT (vacuum_count)::int8 FROM pg_stat_user_tables WHERE relname = 'sms_outbox'",

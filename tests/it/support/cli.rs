@@ -79,6 +79,29 @@ impl Drop for Scratch {
     }
 }
 
+/// Writes `relay.toml` into `scratch` for `sms-relay run`: the `[relay]` keys `relay_keys` (TOML
+/// lines), polls every 100 ms, and one simulator that takes `latency_ms` per send and appends
+/// every message it sends to the journal `sent.log` (see [`journal_counts`]). Returns the config's
+/// path and the journal's.
+pub fn journaling_config(
+    scratch: &Scratch,
+    relay_keys: &str,
+    latency_ms: u64,
+) -> (PathBuf, PathBuf) {
+    let journal = scratch.path("sent.log");
+    let config = scratch.path("relay.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[relay]\n{relay_keys}\npoll_interval_ms = 100\n\
+             [[providers]]\nname = \"sim\"\nkind = \"simulator\"\nlatency_ms = {latency_ms}\n\
+             journal = {journal:?}\n"
+        ),
+    )
+    .unwrap();
+    (config, journal)
+}
+
 /// How many times the simulator's journal at `path` shows each message id (one line per send).
 pub fn journal_counts(path: &Path) -> HashMap<String, usize> {
     let mut counts = HashMap::new();
@@ -86,6 +109,11 @@ pub fn journal_counts(path: &Path) -> HashMap<String, usize> {
         *counts.entry(line.to_owned()).or_insert(0) += 1;
     }
     counts
+}
+
+/// Sends beyond one per message in a journal's [`journal_counts`].
+pub fn duplicate_sends(counts: &HashMap<String, usize>) -> usize {
+    counts.values().map(|n| n - 1).sum()
 }
 
 /// `sms-relay run --config <config>` against the database at `url`, its stderr into `log`.

@@ -29,7 +29,7 @@ pub use app::{TestApp, otp_request};
 pub use db::admin_url;
 pub use relays::{
     accepting, chain, failing, http_chain, provider_config, quick_retries, run_relay_until_drained,
-    settings, simulator,
+    run_relay_until_idle, settings, simulator,
 };
 pub use rounds::{RELAY, accepted_call, ended_round, failed_round, sent_round};
 

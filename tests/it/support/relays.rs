@@ -95,6 +95,13 @@ pub fn http_chain(configs: &[ProviderConfig]) -> Arc<ProviderChain> {
     )
 }
 
+/// Runs `relay` until nothing is due or in flight.
+pub async fn run_relay_until_idle(relay: Relay) -> RunReport {
+    within(60, relay.run(StopWhen::Idle, CancellationToken::new()))
+        .await
+        .expect("relay runs")
+}
+
 /// Runs `relay` until nothing is owed, failing the test if something still is after 30 s.
 pub async fn run_relay_until_drained(relay: Relay) -> RunReport {
     within(
@@ -124,10 +131,7 @@ impl TestApp {
         chain: Arc<ProviderChain>,
         policy: RetryPolicy,
     ) -> RunReport {
-        let relay = Relay::new(self.store(), chain, settings(), policy);
-        within(60, relay.run(StopWhen::Idle, CancellationToken::new()))
-            .await
-            .expect("relay runs")
+        run_relay_until_idle(Relay::new(self.store(), chain, settings(), policy)).await
     }
 
     /// Runs one relay through `chain` until nothing is owed (no message pending or claimed,
