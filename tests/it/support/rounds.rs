@@ -1,5 +1,5 @@
-//! A relay's rounds by hand: claiming due messages and recording how their rounds ended, as
-//! relay [`RELAY`] with a minute's lease, without running a relay.
+//! A relay's rounds by hand, without running a relay: claiming due messages and recording how
+//! their rounds ended, as relay [`RELAY`] with a minute's lease, and making waiting messages due.
 
 use std::time::Duration;
 
