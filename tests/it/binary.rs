@@ -4,58 +4,42 @@
 use std::process::Stdio;
 
 use crate::support::{
-    TestDb,
+    TestApp,
     cli::{
-        Scratch, journal_counts, output, sigterm, sms_relay, sms_relay_with_clock, spawn_run, text,
+        Scratch, duplicate_sends, journal_counts, journaling_config, output, sms_relay,
+        sms_relay_with_clock, spawn_run, stop, text,
     },
-    eventually, within,
+    eventually,
 };
 
 #[tokio::test]
 async fn sigkill_mid_burst_loses_nothing_and_duplicates_at_most_what_was_in_flight() {
-    let db = TestDb::new().await;
+    let app = TestApp::new().await;
     let scratch = Scratch::new();
-    let journal = scratch.path("sent.log");
-    let config = scratch.path("relay.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[relay]\nlease_ms = 10000\nbatch_size = 50\nmax_in_flight = 200\npoll_interval_ms = 100\n\
-             [[providers]]\nname = \"sim\"\nkind = \"simulator\"\nlatency_ms = 300\njournal = {journal:?}\n"
-        ),
-    )
-    .unwrap();
-    let ids = db.otps(3_000).await;
+    let (config, journal) = journaling_config(
+        &scratch,
+        "lease_ms = 10000\nbatch_size = 50\nmax_in_flight = 200",
+        300,
+    );
+    let ids = app.otps(3_000).await;
 
-    let mut first = spawn_run(&db, &config, &scratch.path("first.log"));
+    let mut first = spawn_run(&app, &config, &scratch.path("first.log"));
     eventually(async || journal_counts(&journal).len() >= 500).await;
     first.kill().unwrap();
     first.wait().unwrap();
-    let in_flight_at_kill = db
-        .count("SELECT count(*) FROM sms_outbox WHERE state = 'sending'")
-        .await;
+    let in_flight_at_kill = app.states().await.get("sending").copied().unwrap_or(0);
     assert!(
         in_flight_at_kill > 0,
         "the kill should catch sends in flight"
     );
     assert!(
-        db.states().await.get("pending").copied().unwrap_or(0) > 0,
+        app.states().await.get("pending").copied().unwrap_or(0) > 0,
         "the kill came mid-burst"
     );
 
-    let second = spawn_run(&db, &config, &scratch.path("second.log"));
-    eventually(async || db.states().await.get("sent") == Some(&3_000)).await;
-    sigterm(&second);
-    let status = within(
-        30,
-        tokio::task::spawn_blocking(move || {
-            let mut second = second;
-            second.wait()
-        }),
-    )
-    .await
-    .unwrap()
-    .unwrap();
+    let second = spawn_run(&app, &config, &scratch.path("second.log"));
+    eventually(async || app.states().await.get("sent") == Some(&3_000)).await;
+    let status = stop(second).await;
     assert!(status.success(), "SIGTERM is a clean exit: {status:?}");
 
     let counts = journal_counts(&journal);
@@ -63,16 +47,12 @@ async fn sigkill_mid_burst_loses_nothing_and_duplicates_at_most_what_was_in_flig
         ids.iter().all(|id| counts.contains_key(&id.to_string())),
         "every message reached the provider"
     );
-    let duplicates: usize = counts.values().map(|n| n - 1).sum();
+    let duplicates = duplicate_sends(&counts);
     assert!(
         duplicates as i64 <= in_flight_at_kill,
         "{duplicates} duplicates but only {in_flight_at_kill} were in flight"
     );
-    assert_eq!(
-        db.count("SELECT count(*) FROM sms_outbox WHERE state <> 'sent'")
-            .await,
-        0
-    );
+    assert_eq!(app.unsent().await, 0);
 
     for log in ["first.log", "second.log"] {
         let logged = std::fs::read_to_string(scratch.path(log)).unwrap();
@@ -86,8 +66,8 @@ async fn sigkill_mid_burst_loses_nothing_and_duplicates_at_most_what_was_in_flig
 
 #[tokio::test]
 async fn help_explains_every_subcommand() {
-    let db = TestDb::new().await;
-    let help = text(&output(sms_relay(&db).arg("--help")).stdout);
+    let app = TestApp::new().await;
+    let help = text(&output(sms_relay(&app).arg("--help")).stdout);
     for command in [
         "migrate",
         "run",
@@ -101,21 +81,21 @@ async fn help_explains_every_subcommand() {
     ] {
         assert!(help.contains(command), "--help lacks {command}:\n{help}");
     }
-    let run_help = text(&output(sms_relay(&db).args(["run", "--help"])).stdout);
+    let run_help = text(&output(sms_relay(&app).args(["run", "--help"])).stdout);
     assert!(run_help.contains("--until-idle"));
 }
 
 #[tokio::test]
 async fn operator_commands_enqueue_run_until_idle_and_report_status() {
-    let db = TestDb::new().await;
-    let migrate = output(sms_relay(&db).arg("migrate"));
+    let app = TestApp::new().await;
+    let migrate = output(sms_relay(&app).arg("migrate"));
     assert!(
         migrate.status.success(),
         "migrate is repeatable: {}",
         text(&migrate.stderr)
     );
 
-    let enqueued = output(sms_relay(&db).args([
+    let enqueued = output(sms_relay(&app).args([
         "enqueue",
         "--to",
         "+8801712345678",
@@ -129,7 +109,7 @@ async fn operator_commands_enqueue_run_until_idle_and_report_status() {
         .expect("enqueue prints the id");
 
     let refused =
-        output(sms_relay(&db).args(["enqueue", "--to", "01712345678", "--param", "code=1"]));
+        output(sms_relay(&app).args(["enqueue", "--to", "01712345678", "--param", "code=1"]));
     assert_eq!(refused.status.code(), Some(1));
     assert!(
         text(&refused.stderr).contains("SR001"),
@@ -137,11 +117,11 @@ async fn operator_commands_enqueue_run_until_idle_and_report_status() {
         text(&refused.stderr)
     );
 
-    let run = output(sms_relay(&db).args(["run", "--until-idle"]));
+    let run = output(sms_relay(&app).args(["run", "--until-idle"]));
     assert!(run.status.success(), "{}", text(&run.stderr));
-    assert_eq!(db.state_of(id).await.0, "sent");
+    assert_eq!(app.state_of(id).await.0, "sent");
 
-    let status = text(&output(sms_relay(&db).arg("status")).stdout);
+    let status = text(&output(sms_relay(&app).arg("status")).stdout);
     assert!(
         status.contains("sent") && status.contains("simulator") && status.contains("accepted"),
         "{status}"
@@ -150,9 +130,9 @@ async fn operator_commands_enqueue_run_until_idle_and_report_status() {
 
 #[tokio::test]
 async fn run_refuses_an_unmigrated_database_and_bad_settings() {
-    let db = TestDb::new().await;
+    let app = TestApp::new().await;
     let bad = output(
-        sms_relay(&db)
+        sms_relay(&app)
             .args(["run", "--until-idle"])
             .env("SMS_RELAY__RELAY__BATCH_SIZE", "0"),
     );
@@ -164,10 +144,10 @@ async fn run_refuses_an_unmigrated_database_and_bad_settings() {
     );
 
     sqlx::query("DROP TABLE _sqlx_migrations")
-        .execute(&db.pool)
+        .execute(&app.pool)
         .await
         .unwrap();
-    let unmigrated = output(sms_relay(&db).args(["run", "--until-idle"]));
+    let unmigrated = output(sms_relay(&app).args(["run", "--until-idle"]));
     assert_eq!(unmigrated.status.code(), Some(1));
     assert!(
         text(&unmigrated.stderr).contains("sms-relay migrate"),
@@ -178,9 +158,9 @@ async fn run_refuses_an_unmigrated_database_and_bad_settings() {
 
 #[tokio::test]
 async fn demo_settles_every_committed_login_and_reports_it() {
-    let db = TestDb::new().await;
+    let app = TestApp::new().await;
     let demo = output(
-        sms_relay(&db)
+        sms_relay(&app)
             .args(["demo", "--logins", "200"])
             .env("RUST_LOG", "warn"),
     );
@@ -199,11 +179,7 @@ async fn demo_settles_every_committed_login_and_reports_it() {
         );
     }
     // Every committed message ended in a final state; rolled-back and refused logins left nothing.
-    assert_eq!(
-        db.count("SELECT count(*) FROM sms_outbox WHERE state IN ('pending', 'sending')")
-            .await,
-        0
-    );
+    assert_eq!(app.owed().await, 0);
     // The logins the auth table says were committed, each with its own number.
     let committed: i64 = report
         .lines()
@@ -213,13 +189,11 @@ async fn demo_settles_every_committed_login_and_reports_it() {
     assert!(committed > 0, "no committed logins in:\n{report}");
     assert_eq!(
         committed,
-        db.count("SELECT count(DISTINCT recipient) FROM sms_outbox")
+        app.count("SELECT count(DISTINCT recipient) FROM sms_outbox")
             .await
     );
     assert!(
-        db.count("SELECT count(*) FROM sms_outbox WHERE state = 'cancelled'")
-            .await
-            > 0,
+        app.states().await.get("cancelled").copied().unwrap_or(0) > 0,
         "resends superseded"
     );
     assert!(
@@ -230,9 +204,9 @@ async fn demo_settles_every_committed_login_and_reports_it() {
 
 #[tokio::test]
 async fn bench_runs_and_reports_its_measures() {
-    let db = TestDb::new().await;
+    let app = TestApp::new().await;
     let bench = output(
-        sms_relay(&db)
+        sms_relay(&app)
             .args(["bench", "--drain", "300", "--rate", "100", "--seconds", "1"])
             .env("RUST_LOG", "warn"),
     );
@@ -249,12 +223,12 @@ async fn bench_runs_and_reports_its_measures() {
         );
     }
     assert_eq!(
-        db.states().await.get("sent"),
+        app.states().await.get("sent"),
         Some(&400),
         "every benchmark message was sent"
     );
 
-    let again = output(sms_relay(&db).args(["bench", "--drain", "10"]));
+    let again = output(sms_relay(&app).args(["bench", "--drain", "10"]));
     assert_eq!(
         again.status.code(),
         Some(1),
@@ -264,7 +238,7 @@ async fn bench_runs_and_reports_its_measures() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_serves_health_and_readiness_and_refuses_a_taken_address() {
-    let db = TestDb::new().await;
+    let app = TestApp::new().await;
     let scratch = Scratch::new();
     let config = scratch.path("relay.toml");
     std::fs::write(&config, "[relay]\npoll_interval_ms = 100\n").unwrap();
@@ -272,7 +246,7 @@ async fn run_serves_health_and_readiness_and_refuses_a_taken_address() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         listener.local_addr().unwrap().to_string()
     };
-    let relay = sms_relay(&db)
+    let relay = sms_relay(&app)
         .args(["run", "--config"])
         .arg(&config)
         .env("SMS_RELAY__WEBHOOKS__LISTEN", &address)
@@ -291,7 +265,7 @@ async fn run_serves_health_and_readiness_and_refuses_a_taken_address() {
 
     // A second relay on the same address says why it cannot start.
     let second = output(
-        sms_relay(&db)
+        sms_relay(&app)
             .args(["run", "--config"])
             .arg(&config)
             .env("SMS_RELAY__WEBHOOKS__LISTEN", &address),
@@ -303,17 +277,7 @@ async fn run_serves_health_and_readiness_and_refuses_a_taken_address() {
         text(&second.stderr)
     );
 
-    sigterm(&relay);
-    let status = within(
-        30,
-        tokio::task::spawn_blocking(move || {
-            let mut relay = relay;
-            relay.wait()
-        }),
-    )
-    .await
-    .unwrap()
-    .unwrap();
+    let status = stop(relay).await;
     assert!(status.success());
     assert_eq!(
         get("/healthz").await,
@@ -324,23 +288,23 @@ async fn run_serves_health_and_readiness_and_refuses_a_taken_address() {
 
 #[tokio::test]
 async fn a_relay_whose_host_clock_is_a_minute_behind_stamps_attempts_on_the_database_clock() {
-    let db = TestDb::new().await;
-    let id = db.otp("+8801712345678", "482913").await;
-    let out = output(sms_relay_with_clock(&db, "-60s").args(["run", "--until-idle"]));
+    let app = TestApp::new().await;
+    let id = app.otp("+8801712345678", "482913").await;
+    let out = output(sms_relay_with_clock(&app, "-60s").args(["run", "--until-idle"]));
     let log = text(&out.stderr);
     assert!(out.status.success(), "{log}");
     assert!(
         log.contains("this host's clock differs from the database's"),
         "the relay says its host clock is off: {log}"
     );
-    assert_eq!(db.state_of(id).await.0, "sent");
+    assert_eq!(app.state_of(id).await.0, "sent");
     // On the host's clock the call would have started a minute before the message existed.
     let (in_order, attempts): (bool, i64) = sqlx::query_as(
         "SELECT bool_and(o.created_at <= a.started_at AND a.started_at <= a.finished_at \
                          AND a.finished_at <= now()), count(*) \
            FROM sms_attempts a JOIN sms_outbox o ON o.id = a.message_id",
     )
-    .fetch_one(&db.pool)
+    .fetch_one(&app.pool)
     .await
     .unwrap();
     assert_eq!(attempts, 1);

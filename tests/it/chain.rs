@@ -3,6 +3,7 @@
 
 use std::{process::Command, sync::Arc, time::Duration};
 
+use chrono::Utc;
 use serde_json::json;
 use sms_relay::{
     config::RelaySettings,
@@ -14,24 +15,17 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     fakes::{FakeProvider, Kind},
     support::{
-        TestDb, eventually, http_chain, provider_config, quick_retries, run_chain_until_idle,
-        settings, within,
+        TestApp,
+        cli::{output, sms_relay},
+        eventually, http_chain, provider_config, quick_retries, run_relay_until_idle, settings,
+        within,
     },
 };
 
 const NUMBER: &str = "+8801712000001";
 
-/// Enqueues `n` OTPs to distinct numbers ending in `11`, which every fake accepts.
-async fn otps_to_accepting_numbers(db: &TestDb, n: i32) -> Vec<uuid::Uuid> {
-    sqlx::query_scalar(
-        "SELECT sms_enqueue('+88017' || lpad(i::text, 6, '0') || '11', 'otp', \
-                jsonb_build_object('code', lpad(i::text, 6, '0'))) FROM generate_series(1, $1) AS i",
-    )
-    .bind(n)
-    .fetch_all(&db.pool)
-    .await
-    .unwrap()
-}
+/// The last digits of numbers every fake accepts (no scenario of theirs ends so).
+const ACCEPTED_SUFFIX: &str = "11";
 
 /// A local aggregator first (SSL Wireless), Twilio behind it.
 async fn two_providers() -> (FakeProvider, FakeProvider) {
@@ -43,23 +37,23 @@ async fn two_providers() -> (FakeProvider, FakeProvider) {
 
 #[tokio::test]
 async fn a_primary_outage_falls_over_to_the_secondary() {
-    let db = TestDb::new().await;
+    let app = TestApp::new().await;
     let (primary, secondary) = two_providers().await;
     primary.set_server_error_rate(1.0);
-    let id = db.otp(NUMBER, "551234").await;
+    let id = app.otp(NUMBER, "551234").await;
     let chain = http_chain(&[
         provider_config(&primary, "ssl", json!({})),
         provider_config(&secondary, "twilio", json!({})),
     ]);
-    run_chain_until_idle(&db, chain, quick_retries()).await;
+    app.run_chain_until_idle(chain, quick_retries()).await;
     assert_eq!(
-        db.attempts_of(id).await,
+        app.attempts_of(id).await,
         [
             ("ssl".into(), 1, 1, "provider_error".into()),
             ("twilio".into(), 1, 2, "accepted".into())
         ]
     );
-    assert_eq!(db.state_of(id).await.0, "sent");
+    assert_eq!(app.state_of(id).await.0, "sent");
     assert_eq!(
         (primary.received().len(), secondary.received().len()),
         (1, 1)
@@ -68,23 +62,17 @@ async fn a_primary_outage_falls_over_to_the_secondary() {
 
 #[tokio::test]
 async fn a_slow_answer_within_the_timeout_is_accepted_and_its_latency_recorded() {
-    let db = TestDb::new().await;
+    let app = TestApp::new().await;
     let fake = FakeProvider::start(Kind::AlphaSms).await;
     fake.set_latency(Duration::from_millis(150));
-    let id = db.otp(NUMBER, "551234").await;
-    run_chain_until_idle(
-        &db,
+    let id = app.otp(NUMBER, "551234").await;
+    app.run_chain_until_idle(
         http_chain(&[provider_config(&fake, "alpha", json!({}))]),
         quick_retries(),
     )
     .await;
-    assert_eq!(db.state_of(id).await.0, "sent");
-    let latency: f64 =
-        sqlx::query_scalar("SELECT latency_ms FROM sms_attempts WHERE message_id = $1")
-            .bind(id)
-            .fetch_one(&db.pool)
-            .await
-            .unwrap();
+    assert_eq!(app.state_of(id).await.0, "sent");
+    let latency = app.first_attempt(id).await.latency_ms;
     assert!(
         latency >= 150.0,
         "latency_ms covers the provider's time: {latency}"
@@ -93,44 +81,39 @@ async fn a_slow_answer_within_the_timeout_is_accepted_and_its_latency_recorded()
 
 #[tokio::test]
 async fn when_every_provider_is_down_a_retry_is_scheduled() {
-    let db = TestDb::new().await;
+    let app = TestApp::new().await;
     let (primary, secondary) = two_providers().await;
     primary.set_server_error_rate(1.0);
     secondary.set_server_error_rate(1.0);
-    let id = db.otp(NUMBER, "551234").await;
+    let id = app.otp(NUMBER, "551234").await;
     let chain = http_chain(&[
         provider_config(&primary, "ssl", json!({})),
         provider_config(&secondary, "twilio", json!({})),
     ]);
     // The default policy waits about a second before round two: the relay goes idle first.
-    run_chain_until_idle(&db, chain, RetryPolicy::default()).await;
-    let (state, reason) = db.state_of(id).await;
+    app.run_chain_until_idle(chain, RetryPolicy::default())
+        .await;
+    let (state, reason) = app.state_of(id).await;
     assert_eq!(state, "pending");
     assert!(reason.unwrap().contains("twilio (20500)"));
-    let due_later: bool = sqlx::query_scalar(
-        "SELECT next_attempt_at > now() AND attempts = 1 FROM sms_outbox WHERE id = $1",
-    )
-    .bind(id)
-    .fetch_one(&db.pool)
-    .await
-    .unwrap();
-    assert!(due_later);
-    assert_eq!(db.attempts_of(id).await.len(), 2);
+    let m = app.message(id).await;
+    assert!(m.next_attempt_at > Utc::now() && m.rounds == 1);
+    assert_eq!(app.attempts_of(id).await.len(), 2);
 }
 
 #[tokio::test]
 async fn a_bad_recipient_fails_without_touching_the_next_provider() {
-    let db = TestDb::new().await;
+    let app = TestApp::new().await;
     let (primary, secondary) = two_providers().await;
-    let id = db.otp("+8801712000004", "551234").await;
+    let id = app.otp("+8801712000004", "551234").await;
     let chain = http_chain(&[
         provider_config(&primary, "ssl", json!({})),
         provider_config(&secondary, "twilio", json!({})),
     ]);
-    run_chain_until_idle(&db, chain, quick_retries()).await;
-    assert_eq!(db.state_of(id).await.0, "failed");
+    app.run_chain_until_idle(chain, quick_retries()).await;
+    assert_eq!(app.state_of(id).await.0, "failed");
     assert_eq!(
-        db.attempts_of(id).await,
+        app.attempts_of(id).await,
         [("ssl".into(), 1, 1, "bad_recipient".into())]
     );
     assert!(secondary.received().is_empty());
@@ -147,7 +130,7 @@ fn one_at_a_time() -> RelaySettings {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_circuit_opens_after_failures_shows_in_status_and_closes_after_recovery() {
-    let db = TestDb::new().await;
+    let app = TestApp::new().await;
     let (primary, secondary) = two_providers().await;
     primary.set_server_error_rate(1.0);
     let circuit = json!({ "circuit": { "consecutive_failures": 3, "open_ms": 1500 } });
@@ -155,12 +138,12 @@ async fn the_circuit_opens_after_failures_shows_in_status_and_closes_after_recov
         provider_config(&primary, "ssl", circuit),
         provider_config(&secondary, "twilio", json!({})),
     ]);
-    let relay = Relay::new(db.store(), chain.clone(), one_at_a_time(), quick_retries());
+    let relay = Relay::new(app.store(), chain.clone(), one_at_a_time(), quick_retries());
     let cancel = CancellationToken::new();
     let running = tokio::spawn(relay.run(StopWhen::Cancelled, cancel.clone()));
 
-    let ids = otps_to_accepting_numbers(&db, 6).await;
-    eventually(async || db.states().await.get("sent") == Some(&6)).await;
+    let ids = app.otps_ending_in(6, ACCEPTED_SUFFIX).await;
+    eventually(async || app.states().await.get("sent") == Some(&6)).await;
     assert_eq!(
         primary.received().len(),
         3,
@@ -168,23 +151,19 @@ async fn the_circuit_opens_after_failures_shows_in_status_and_closes_after_recov
     );
     assert_eq!(secondary.received().len(), 6);
     assert_eq!(
-        db.attempts_of(ids[5]).await.len(),
+        app.attempts_of(ids[5]).await.len(),
         1,
         "no attempt row for a skipped provider"
     );
 
-    let store = db.store();
+    let store = app.store();
     eventually(async || {
         let rows = store.circuits().await.unwrap();
         rows.iter()
             .any(|c| c.provider == "ssl" && c.state == "open")
     })
     .await;
-    let status = Command::new(env!("CARGO_BIN_EXE_sms-relay"))
-        .arg("status")
-        .env("DATABASE_URL", &db.url)
-        .output()
-        .unwrap();
+    let status = output(sms_relay(&app).arg("status"));
     let shown = String::from_utf8_lossy(&status.stdout);
     assert!(status.status.success(), "{shown}");
     assert!(
@@ -197,10 +176,10 @@ async fn the_circuit_opens_after_failures_shows_in_status_and_closes_after_recov
     // The provider recovers; after the open period one probe closes the circuit.
     primary.set_server_error_rate(0.0);
     tokio::time::sleep(Duration::from_millis(1_600)).await;
-    let late = db.otp("+8801812000001", "661234").await;
-    eventually(async || db.state_of(late).await.0 == "sent").await;
+    let late = app.otp("+8801812000001", "661234").await;
+    eventually(async || app.state_of(late).await.0 == "sent").await;
     assert_eq!(
-        db.attempts_of(late).await,
+        app.attempts_of(late).await,
         [("ssl".into(), 1, 1, "accepted".into())]
     );
     eventually(async || {
@@ -219,13 +198,13 @@ async fn the_circuit_opens_after_failures_shows_in_status_and_closes_after_recov
 
 #[tokio::test]
 async fn the_rate_limit_holds_under_a_burst_without_losing_messages() {
-    let db = TestDb::new().await;
+    let app = TestApp::new().await;
     let fake = FakeProvider::start(Kind::Vonage).await;
     let limited = json!({ "rate_limit": { "per_second": 5, "burst": 5, "max_wait_ms": 10000 } });
     let chain = http_chain(&[provider_config(&fake, "vonage", limited)]);
-    otps_to_accepting_numbers(&db, 15).await;
-    run_chain_until_idle(&db, chain, quick_retries()).await;
-    assert_eq!(db.states().await.get("sent"), Some(&15));
+    app.otps_ending_in(15, ACCEPTED_SUFFIX).await;
+    app.run_chain_until_idle(chain, quick_retries()).await;
+    assert_eq!(app.states().await.get("sent"), Some(&15));
     let mut arrivals: Vec<_> = fake.received().iter().map(|r| r.at).collect();
     arrivals.sort();
     assert_eq!(arrivals.len(), 15);
@@ -240,16 +219,16 @@ async fn the_rate_limit_holds_under_a_burst_without_losing_messages() {
 
 #[tokio::test]
 async fn a_provider_out_of_tokens_is_passed_over_after_its_wait() {
-    let db = TestDb::new().await;
+    let app = TestApp::new().await;
     let (primary, secondary) = two_providers().await;
     let scarce = json!({ "rate_limit": { "per_second": 1, "burst": 2, "max_wait_ms": 50 } });
     let chain = http_chain(&[
         provider_config(&primary, "ssl", scarce),
         provider_config(&secondary, "twilio", json!({})),
     ]);
-    otps_to_accepting_numbers(&db, 8).await;
-    run_chain_until_idle(&db, chain, quick_retries()).await;
-    assert_eq!(db.states().await.get("sent"), Some(&8));
+    app.otps_ending_in(8, ACCEPTED_SUFFIX).await;
+    app.run_chain_until_idle(chain, quick_retries()).await;
+    assert_eq!(app.states().await.get("sent"), Some(&8));
     let (first, second) = (primary.received().len(), secondary.received().len());
     assert!(
         first <= 3,
@@ -260,45 +239,50 @@ async fn a_provider_out_of_tokens_is_passed_over_after_its_wait() {
 
 #[tokio::test]
 async fn an_unknown_outcome_can_count_as_sent_by_policy() {
-    let db = TestDb::new().await;
+    let app = TestApp::new().await;
     let (unsure, backup) = (
         FakeProvider::start(Kind::Vonage).await,
         FakeProvider::start(Kind::Twilio).await,
     );
     unsure.set_slow_delay(Duration::from_secs(2));
-    let id = db.otp("+8801712000008", "551234").await;
+    let id = app.otp("+8801712000008", "551234").await;
     let chain = [
         provider_config(&unsure, "vonage", json!({})),
         provider_config(&backup, "twilio", json!({})),
     ];
-    assert_sent_on_one_unknown_call(&db, id, &chain).await;
+    assert_sent_on_one_unknown_call(&app, id, &chain).await;
     assert!(backup.received().is_empty());
 }
 
 #[tokio::test]
 async fn a_call_cut_by_the_codes_deadline_counts_as_sent_by_the_same_policy() {
-    let db = TestDb::new().await;
+    let app = TestApp::new().await;
     let unsure = FakeProvider::start(Kind::Twilio).await;
     unsure.set_slow_delay(Duration::from_secs(30));
     // The provider's own timeout is longer than the code's validity: the round's deadline cuts
     // the call, not the HTTP client.
-    let id = db.otp_expiring_in("+8801712000208", 3).await;
+    let id = app.otp_expiring_in("+8801712000208", 3).await;
     let chain = [provider_config(
         &unsure,
         "twilio",
         json!({ "timeout_ms": 30000 }),
     )];
-    assert_sent_on_one_unknown_call(&db, id, &chain).await;
+    assert_sent_on_one_unknown_call(&app, id, &chain).await;
 }
 
 /// Runs a relay over `chain` under `on_unknown = assume_sent`: message `id` ends `sent` after one
 /// call to the chain's first provider whose outcome is unknown, and no other call.
-async fn assert_sent_on_one_unknown_call(db: &TestDb, id: uuid::Uuid, configs: &[ProviderConfig]) {
+async fn assert_sent_on_one_unknown_call(
+    app: &TestApp,
+    id: uuid::Uuid,
+    configs: &[ProviderConfig],
+) {
     let chain = providers::from_config(configs, None, UnknownPolicy::AssumeSent).unwrap();
-    run_chain_until_idle(db, Arc::new(chain), quick_retries()).await;
-    assert_eq!(db.state_of(id).await.0, "sent");
+    app.run_chain_until_idle(Arc::new(chain), quick_retries())
+        .await;
+    assert_eq!(app.state_of(id).await.0, "sent");
     assert_eq!(
-        db.attempts_of(id).await,
+        app.attempts_of(id).await,
         [(configs[0].name.clone(), 1, 1, "unknown".into())]
     );
 }
@@ -430,29 +414,27 @@ async fn send_test_prints_the_classified_outcome() {
 
 #[tokio::test]
 async fn with_every_circuit_open_the_retry_waits_for_the_circuit() {
-    let db = TestDb::new().await;
+    let app = TestApp::new().await;
     let fake = FakeProvider::start(Kind::Infobip).await;
     fake.set_server_error_rate(1.0);
     let fragile = json!({ "circuit": { "consecutive_failures": 1, "open_ms": 60000 } });
     let chain = http_chain(&[provider_config(&fake, "infobip", fragile)]);
-    let ids = otps_to_accepting_numbers(&db, 2).await;
-    let relay = Relay::new(db.store(), chain, one_at_a_time(), quick_retries());
-    within(60, relay.run(StopWhen::Idle, CancellationToken::new()))
-        .await
-        .unwrap();
+    let ids = app.otps_ending_in(2, ACCEPTED_SUFFIX).await;
+    let relay = Relay::new(app.store(), chain, one_at_a_time(), quick_retries());
+    run_relay_until_idle(relay).await;
     assert_eq!(
         fake.received().len(),
         1,
         "the second message found the circuit open"
     );
-    let waits: Vec<(f64, i64)> = sqlx::query_as(
-        "SELECT extract(epoch FROM next_attempt_at - now())::float8, \
-                (SELECT count(*) FROM sms_attempts a WHERE a.message_id = o.id) \
-           FROM sms_outbox o WHERE state = 'pending' ORDER BY seq",
-    )
-    .fetch_all(&db.pool)
-    .await
-    .unwrap();
+    let mut waits = Vec::new();
+    for &id in &ids {
+        let m = app.message(id).await;
+        if m.state == "pending" {
+            let wait = (m.next_attempt_at - Utc::now()).as_seconds_f64();
+            waits.push((wait, app.attempts(id).await.len()));
+        }
+    }
     assert_eq!(waits.len(), ids.len());
     let skipped = waits.iter().find(|(_, attempts)| *attempts == 0).unwrap();
     assert!(
@@ -463,28 +445,24 @@ async fn with_every_circuit_open_the_retry_waits_for_the_circuit() {
 
 #[tokio::test]
 async fn a_throttled_send_is_retried_no_sooner_than_retry_after() {
-    let db = TestDb::new().await;
+    let app = TestApp::new().await;
     let fake = FakeProvider::start(Kind::Infobip).await;
-    let id = db.otp("+8801712000002", "551234").await;
+    let id = app.otp("+8801712000002", "551234").await;
     let short_waits = RetryPolicy {
         base_ms: 10,
         cap_ms: 30_000,
         ..RetryPolicy::default()
     };
-    run_chain_until_idle(
-        &db,
+    app.run_chain_until_idle(
         http_chain(&[provider_config(&fake, "infobip", json!({}))]),
         short_waits,
     )
     .await;
-    let (state, wait_s): (String, f64) = sqlx::query_as(
-        "SELECT o.state::text, extract(epoch FROM o.next_attempt_at - a.finished_at)::float8 \
-           FROM sms_outbox o JOIN sms_attempts a ON a.message_id = o.id WHERE o.id = $1",
-    )
-    .bind(id)
-    .fetch_one(&db.pool)
-    .await
-    .unwrap();
+    let (m, call) = (app.message(id).await, app.first_attempt(id).await);
+    let (state, wait_s) = (
+        m.state,
+        (m.next_attempt_at - call.finished_at).as_seconds_f64(),
+    );
     assert_eq!(state, "pending");
     assert!(
         wait_s >= 0.99,
@@ -496,7 +474,7 @@ async fn a_throttled_send_is_retried_no_sooner_than_retry_after() {
 /// answers too late for its timeout and then a Vonage fake, by a relay that keeps `margin_ms` of
 /// validity in reserve. Returns the message and the Vonage fake.
 async fn fallback_after_a_timeout(
-    db: &TestDb,
+    app: &TestApp,
     secs: i64,
     margin_ms: u64,
 ) -> (uuid::Uuid, FakeProvider) {
@@ -505,7 +483,7 @@ async fn fallback_after_a_timeout(
         FakeProvider::start(Kind::Vonage).await,
     );
     slow.set_latency(Duration::from_secs(3));
-    let id = db.otp_expiring_in("+8801712000011", secs).await;
+    let id = app.otp_expiring_in("+8801712000011", secs).await;
     let chain = http_chain(&[
         provider_config(&slow, "twilio", json!({ "timeout_ms": 1000 })),
         provider_config(&fallback, "vonage", json!({})),
@@ -514,13 +492,8 @@ async fn fallback_after_a_timeout(
         expiry_margin_ms: margin_ms,
         ..settings()
     };
-    within(
-        60,
-        Relay::new(db.store(), chain, settings, RetryPolicy::default())
-            .run(StopWhen::Idle, CancellationToken::new()),
-    )
-    .await
-    .unwrap();
+    let relay = Relay::new(app.store(), chain, settings, RetryPolicy::default());
+    run_relay_until_idle(relay).await;
     assert_eq!(
         slow.received().len(),
         1,
@@ -531,17 +504,12 @@ async fn fallback_after_a_timeout(
 
 #[tokio::test]
 async fn a_fallback_is_told_only_the_validity_left_at_its_call() {
-    let db = TestDb::new().await;
+    let app = TestApp::new().await;
     // The margin (1 s) covers the request's way to the provider; the timeout and lookup before the
     // fallback take longer than that, so a validity computed once per round would outlive the code.
-    let (id, fallback) = fallback_after_a_timeout(&db, 40, 1_000).await;
-    assert_eq!(db.state_of(id).await.0, "sent");
-    let expires_at: chrono::DateTime<chrono::Utc> =
-        sqlx::query_scalar("SELECT expires_at FROM sms_outbox WHERE id = $1")
-            .bind(id)
-            .fetch_one(&db.pool)
-            .await
-            .unwrap();
+    let (id, fallback) = fallback_after_a_timeout(&app, 40, 1_000).await;
+    assert_eq!(app.state_of(id).await.0, "sent");
+    let expires_at = app.message(id).await.expires_at;
     let call = &fallback.received()[0];
     let ttl = call.ttl.expect("Vonage was given a ttl");
     assert!(
@@ -553,14 +521,14 @@ async fn a_fallback_is_told_only_the_validity_left_at_its_call() {
 
 #[tokio::test]
 async fn a_provider_that_cannot_be_told_so_short_a_validity_is_skipped_with_the_reason() {
-    let db = TestDb::new().await;
+    let app = TestApp::new().await;
     // 21 s at enqueue: after the timeout, less than Vonage's 20 s minimum is left.
-    let (id, fallback) = fallback_after_a_timeout(&db, 21, 0).await;
+    let (id, fallback) = fallback_after_a_timeout(&app, 21, 0).await;
     assert!(
         fallback.received().is_empty(),
         "Vonage was never told a longer life than the code has"
     );
-    let (state, reason) = db.state_of(id).await;
+    let (state, reason) = app.state_of(id).await;
     assert_ne!(state, "sent");
     let reason = reason.unwrap_or_default();
     assert!(

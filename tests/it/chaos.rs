@@ -14,7 +14,7 @@
 use std::{
     os::unix::fs::MetadataExt,
     path::{Path, PathBuf},
-    process::{Child, Command, ExitStatus, Stdio},
+    process::{Command, Stdio},
     time::Duration,
 };
 
@@ -32,8 +32,11 @@ use uuid::Uuid;
 use crate::{
     fakes::{FakeProvider, Kind, Scenario},
     support::{
-        TestDb, admin_url,
-        cli::{Scratch, journal_counts, output, run_at, sigterm, sms_relay, sms_relay_at, text},
+        TestApp, admin_url,
+        cli::{
+            RelayProcess, Scratch, duplicate_sends, journal_counts, journaling_config, output,
+            sms_relay, sms_relay_at, text, unique_id,
+        },
         eventually, http_chain, provider_config, quick_retries, run_relay_until_drained, settings,
         within,
     },
@@ -45,91 +48,9 @@ const LEASE_MS: u64 = 600_000;
 /// A relay config whose simulator takes `latency_ms` per send and appends every message it sends
 /// to the journal; each relay holds at most `max_in_flight` messages.
 fn chaos_config(scratch: &Scratch, latency_ms: u64, max_in_flight: u32) -> (PathBuf, PathBuf) {
-    let journal = scratch.path("sent.log");
-    let config = scratch.path("relay.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[relay]\nlease_ms = {LEASE_MS}\nbatch_size = 25\nmax_in_flight = {max_in_flight}\n\
-             poll_interval_ms = 100\n\
-             [[providers]]\nname = \"sim\"\nkind = \"simulator\"\nlatency_ms = {latency_ms}\n\
-             journal = {journal:?}\n"
-        ),
-    )
-    .unwrap();
-    (config, journal)
-}
-
-/// A relay id no other test's relay has: presence is looked up server-wide.
-fn unique_id(name: &str) -> String {
-    let mut suffix = Uuid::new_v4().simple().to_string();
-    suffix.truncate(12);
-    format!("{name}-{suffix}")
-}
-
-/// An `sms-relay run` process with its own relay id. Its pool connections carry the
-/// `application_name` `chaos-pool-<id>` (its presence connection is `sms-relay <id>`), so the
-/// test can find every backend it has. SIGKILLed if still running when dropped.
-struct RelayProcess {
-    id: String,
-    child: Option<Child>,
-}
-
-impl RelayProcess {
-    /// Starts a relay named `id` on the database at `url`, logging to `<id>-<pid>.log` in
-    /// `scratch`.
-    fn start(url: &str, id: &str, config: &Path, scratch: &Scratch) -> Self {
-        let separator = if url.contains('?') { '&' } else { '?' };
-        let tagged = format!("{url}{separator}application_name=chaos-pool-{id}");
-        let log = scratch.path(&format!("{id}-{}.log", unique_id("run")));
-        let child = run_at(&tagged, config, &log)
-            .env("SMS_RELAY__RELAY__RELAY_ID", id)
-            .spawn()
-            .unwrap();
-        Self {
-            id: id.to_owned(),
-            child: Some(child),
-        }
-    }
-
-    /// The `application_name`s of this relay's backends.
-    fn backend_names(&self) -> Vec<String> {
-        vec![presence_name(&self.id), format!("chaos-pool-{}", self.id)]
-    }
-
-    fn child(&mut self) -> &mut Child {
-        self.child.as_mut().expect("the relay was not stopped")
-    }
-
-    fn is_running(&mut self) -> bool {
-        self.child().try_wait().unwrap().is_none()
-    }
-
-    /// SIGKILL, then reap.
-    fn kill(&mut self) {
-        let child = self.child();
-        child.kill().unwrap();
-        child.wait().unwrap();
-    }
-
-    /// SIGTERM, then waits for the exit (a hang guard, not a speed test).
-    async fn stop(mut self) -> ExitStatus {
-        let mut child = self.child.take().expect("the relay was not stopped");
-        sigterm(&child);
-        within(30, tokio::task::spawn_blocking(move || child.wait()))
-            .await
-            .unwrap()
-            .unwrap()
-    }
-}
-
-impl Drop for RelayProcess {
-    fn drop(&mut self) {
-        if let Some(child) = &mut self.child {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
+    let relay_keys =
+        format!("lease_ms = {LEASE_MS}\nbatch_size = 25\nmax_in_flight = {max_in_flight}");
+    journaling_config(scratch, &relay_keys, latency_ms)
 }
 
 /// What was in flight at a fault.
@@ -197,14 +118,8 @@ async fn sigkill(url: &str, victim: &mut RelayProcess) -> InFlight {
     at_kill
 }
 
-/// Messages that are not `sent`.
-async fn unsent(db: &TestDb) -> i64 {
-    db.count("SELECT count(*) FROM sms_outbox WHERE state <> 'sent'")
-        .await
-}
-
-async fn all_sent(db: &TestDb, n: usize) -> bool {
-    db.states().await.get("sent").copied() == Some(n as i64)
+async fn all_sent(app: &TestApp, n: usize) -> bool {
+    app.states().await.get("sent").copied() == Some(n as i64)
 }
 
 /// Distinct messages the journal shows sent.
@@ -214,8 +129,8 @@ fn journaled(journal: &Path) -> usize {
 
 /// Every message of `ids` ended `sent` and reached the provider, and the journal holds at most
 /// `in_flight` sends beyond one per message. Returns the duplicates.
-async fn assert_nothing_lost(db: &TestDb, ids: &[Uuid], journal: &Path, in_flight: i64) -> usize {
-    assert_eq!(unsent(db).await, 0, "states: {:?}", db.states().await);
+async fn assert_nothing_lost(app: &TestApp, ids: &[Uuid], journal: &Path, in_flight: i64) -> usize {
+    assert_eq!(app.unsent().await, 0, "states: {:?}", app.states().await);
     let counts = journal_counts(journal);
     let missing = ids
         .iter()
@@ -226,7 +141,7 @@ async fn assert_nothing_lost(db: &TestDb, ids: &[Uuid], journal: &Path, in_fligh
         "messages marked sent that never reached the provider"
     );
     assert_eq!(counts.len(), ids.len(), "the journal shows unknown ids");
-    let duplicates: usize = counts.values().map(|n| n - 1).sum();
+    let duplicates = duplicate_sends(&counts);
     assert!(
         duplicates as i64 <= in_flight,
         "{duplicates} duplicates but only {in_flight} were in flight at the faults"
@@ -236,61 +151,61 @@ async fn assert_nothing_lost(db: &TestDb, ids: &[Uuid], journal: &Path, in_fligh
 
 #[tokio::test]
 async fn a_sigkilled_relays_claims_are_sent_by_the_survivor_long_before_its_lease_ends() {
-    let db = TestDb::new().await;
+    let app = TestApp::new().await;
     let scratch = Scratch::new();
     let (config, journal) = chaos_config(&scratch, 250, 100);
-    let ids = db.otps(2_000).await;
-    let mut victim = RelayProcess::start(&db.url, &unique_id("victim"), &config, &scratch);
+    let ids = app.otps(2_000).await;
+    let mut victim = RelayProcess::start(&app.url, &unique_id("victim"), &config, &scratch);
     let survivor_id = unique_id("survivor");
-    let survivor = RelayProcess::start(&db.url, &survivor_id, &config, &scratch);
+    let survivor = RelayProcess::start(&app.url, &survivor_id, &config, &scratch);
 
     eventually(async || journaled(&journal) >= 400).await;
-    let at_kill = sigkill(&db.url, &mut victim).await;
+    let at_kill = sigkill(&app.url, &mut victim).await;
     assert!(
         !at_kill.held_by_victim.is_empty(),
         "the kill should catch the victim with sends in flight"
     );
     assert!(
-        db.states().await.get("pending").copied().unwrap_or(0) > 0,
+        app.states().await.get("pending").copied().unwrap_or(0) > 0,
         "the kill came mid-burst"
     );
 
     // The hang guard (60 s) is far below the ten-minute lease: only the rescue can do this.
-    eventually(async || all_sent(&db, ids.len()).await).await;
-    let survivor_round_two: i64 = sqlx::query_scalar(
-        "SELECT count(DISTINCT message_id) FROM sms_attempts \
-          WHERE message_id = ANY ($1) AND attempt_number = 2 AND relay_id = $2 \
-            AND outcome = 'accepted'",
-    )
-    .bind(&at_kill.held_by_victim)
-    .bind(&survivor_id)
-    .fetch_one(&db.pool)
-    .await
-    .unwrap();
+    eventually(async || all_sent(&app, ids.len()).await).await;
+    let mut survivor_round_two = 0;
+    for &id in &at_kill.held_by_victim {
+        let attempts = app.attempts(id).await;
+        if attempts
+            .iter()
+            .any(|a| a.round == 2 && a.relay_id == survivor_id && a.outcome == "accepted")
+        {
+            survivor_round_two += 1;
+        }
+    }
     assert_eq!(
         survivor_round_two,
-        at_kill.held_by_victim.len() as i64,
+        at_kill.held_by_victim.len(),
         "every message the victim held was sent by the survivor in round 2"
     );
-    assert_nothing_lost(&db, &ids, &journal, at_kill.count).await;
+    assert_nothing_lost(&app, &ids, &journal, at_kill.count).await;
     assert!(survivor.stop().await.success());
 }
 
 #[tokio::test]
 async fn four_relays_killed_and_restarted_at_random_lose_nothing() {
-    let db = TestDb::new().await;
+    let app = TestApp::new().await;
     let scratch = Scratch::new();
     let (config, journal) = chaos_config(&scratch, 300, 50);
-    let ids = db.otps(3_000).await;
+    let ids = app.otps(3_000).await;
     let mut relays: Vec<RelayProcess> = (0..4)
-        .map(|i| RelayProcess::start(&db.url, &unique_id(&format!("r{i}")), &config, &scratch))
+        .map(|i| RelayProcess::start(&app.url, &unique_id(&format!("r{i}")), &config, &scratch))
         .collect();
 
     let mut in_flight_at_kills = 0;
     for (kill, threshold) in [300, 900, 1_500, 2_100].into_iter().enumerate() {
         eventually(async || journaled(&journal) >= threshold).await;
         let victim = rand::rng().random_range(0..relays.len());
-        let at_kill = sigkill(&db.url, &mut relays[victim]).await;
+        let at_kill = sigkill(&app.url, &mut relays[victim]).await;
         eprintln!(
             "kill {kill}: relay {} with {} in flight ({} its own)",
             relays[victim].id,
@@ -300,15 +215,15 @@ async fn four_relays_killed_and_restarted_at_random_lose_nothing() {
         in_flight_at_kills += at_kill.count;
         // A restarted process is a new relay (as the default id, host-pid, is).
         relays[victim] = RelayProcess::start(
-            &db.url,
+            &app.url,
             &unique_id(&format!("r{victim}k{kill}")),
             &config,
             &scratch,
         );
     }
 
-    eventually(async || all_sent(&db, ids.len()).await).await;
-    assert_nothing_lost(&db, &ids, &journal, in_flight_at_kills).await;
+    eventually(async || all_sent(&app, ids.len()).await).await;
+    assert_nothing_lost(&app, &ids, &journal, in_flight_at_kills).await;
     for relay in relays {
         assert!(relay.stop().await.success());
     }
@@ -316,16 +231,16 @@ async fn four_relays_killed_and_restarted_at_random_lose_nothing() {
 
 #[tokio::test]
 async fn a_relay_whose_backends_are_terminated_keeps_going() {
-    let db = TestDb::new().await;
+    let app = TestApp::new().await;
     let scratch = Scratch::new();
     let (config, journal) = chaos_config(&scratch, 250, 100);
-    let ids = db.otps(2_000).await;
-    let mut relay = RelayProcess::start(&db.url, &unique_id("terminated"), &config, &scratch);
+    let ids = app.otps(2_000).await;
+    let mut relay = RelayProcess::start(&app.url, &unique_id("terminated"), &config, &scratch);
 
     let mut in_flight_at_faults = 0;
     for threshold in [300, 900, 1_500] {
         eventually(async || journaled(&journal) >= threshold).await;
-        let mut conn = freeze(&db.url).await;
+        let mut conn = freeze(&app.url).await;
         let at_fault = in_flight(&mut conn, &relay.id).await;
         let terminated = terminate_backends(&mut conn, &relay.backend_names()).await;
         thaw(conn).await;
@@ -333,9 +248,9 @@ async fn a_relay_whose_backends_are_terminated_keeps_going() {
         in_flight_at_faults += at_fault.count;
     }
 
-    eventually(async || all_sent(&db, ids.len()).await).await;
+    eventually(async || all_sent(&app, ids.len()).await).await;
     assert!(relay.is_running(), "the relay survived its connections");
-    assert_nothing_lost(&db, &ids, &journal, in_flight_at_faults).await;
+    assert_nothing_lost(&app, &ids, &journal, in_flight_at_faults).await;
     assert!(relay.stop().await.success());
 }
 
@@ -410,10 +325,10 @@ async fn a_postgresql_restart_mid_burst_loses_nothing() {
     let url = pg.url("postgres");
     let migrate = output(sms_relay_at(&url).arg("migrate"));
     assert!(migrate.status.success(), "{}", text(&migrate.stderr));
-    let db = TestDb::attach(&url).await;
+    let app = TestApp::attach(&url).await;
     let scratch = Scratch::new();
     let (config, journal) = chaos_config(&scratch, 250, 100);
-    let ids = db.otps(2_000).await;
+    let ids = app.otps(2_000).await;
     let mut relay = RelayProcess::start(&url, &unique_id("restart"), &config, &scratch);
 
     eventually(async || journaled(&journal) >= 400).await;
@@ -427,15 +342,15 @@ async fn a_postgresql_restart_mid_burst_loses_nothing() {
     drop(conn);
     assert!(at_restart.count > 0, "the restart caught sends in flight");
 
-    eventually(async || all_sent(&db, ids.len()).await).await;
+    eventually(async || all_sent(&app, ids.len()).await).await;
     assert!(relay.is_running(), "the relay survived the restart");
-    assert_nothing_lost(&db, &ids, &journal, at_restart.count).await;
+    assert_nothing_lost(&app, &ids, &journal, at_restart.count).await;
     assert!(relay.stop().await.success());
 }
 
 #[tokio::test]
 async fn a_provider_that_never_answers_costs_at_most_one_duplicate_and_ends_with_a_reason() {
-    let db = TestDb::new().await;
+    let app = TestApp::new().await;
     let fake = FakeProvider::start(Kind::Vonage).await;
     // Takes the request, remembers the message, and answers in an hour.
     fake.set_slow_delay(Duration::from_secs(3_600));
@@ -445,12 +360,12 @@ async fn a_provider_that_never_answers_costs_at_most_one_duplicate_and_ends_with
     for i in 0..20 {
         answered.push((
             number(i, Scenario::Accept),
-            db.otp(&number(i, Scenario::Accept), "551234").await,
+            app.otp(&number(i, Scenario::Accept), "551234").await,
         ));
         if i % 5 == 0 {
             hanging.push((
                 number(i, Scenario::Slow),
-                db.otp(&number(i, Scenario::Slow), "551234").await,
+                app.otp(&number(i, Scenario::Slow), "551234").await,
             ));
         }
     }
@@ -464,7 +379,7 @@ async fn a_provider_that_never_answers_costs_at_most_one_duplicate_and_ends_with
         }),
     )]);
     let relay = Relay::new(
-        db.store(),
+        app.store(),
         chain,
         RelaySettings {
             lease_ms: 1_500,
@@ -484,7 +399,7 @@ async fn a_provider_that_never_answers_costs_at_most_one_duplicate_and_ends_with
             .count()
     };
     for (number, id) in &hanging {
-        let (state, reason) = db.state_of(*id).await;
+        let (state, reason) = app.state_of(*id).await;
         assert_eq!(state, "failed");
         let reason = reason.unwrap_or_default();
         assert!(
@@ -492,7 +407,7 @@ async fn a_provider_that_never_answers_costs_at_most_one_duplicate_and_ends_with
             "{reason}"
         );
         assert_eq!(
-            db.attempts_of(*id).await,
+            app.attempts_of(*id).await,
             [
                 ("vonage".into(), 1, 1, "unknown".into()),
                 ("vonage".into(), 2, 1, "unknown".into())
@@ -505,23 +420,23 @@ async fn a_provider_that_never_answers_costs_at_most_one_duplicate_and_ends_with
         );
     }
     for (number, id) in &answered {
-        assert_eq!(db.state_of(*id).await.0, "sent");
+        assert_eq!(app.state_of(*id).await.0, "sent");
         assert_eq!(calls_to(number), 1);
     }
 }
 
 #[tokio::test]
 async fn run_until_idle_after_a_relay_died_sends_its_claims_and_exits_0() {
-    let db = TestDb::new().await;
+    let app = TestApp::new().await;
     let scratch = Scratch::new();
     let (config, journal) = chaos_config(&scratch, 250, 100);
-    let ids = db.otps(1_500).await;
-    let mut victim = RelayProcess::start(&db.url, &unique_id("victim"), &config, &scratch);
+    let ids = app.otps(1_500).await;
+    let mut victim = RelayProcess::start(&app.url, &unique_id("victim"), &config, &scratch);
     eventually(async || journaled(&journal) >= 300).await;
-    let at_kill = sigkill(&db.url, &mut victim).await;
+    let at_kill = sigkill(&app.url, &mut victim).await;
     assert!(!at_kill.held_by_victim.is_empty());
 
-    let mut until_idle = sms_relay(&db);
+    let mut until_idle = sms_relay(&app);
     until_idle
         .args(["run", "--until-idle", "--max-wait", "120", "--config"])
         .arg(&config);
@@ -537,27 +452,23 @@ async fn run_until_idle_after_a_relay_died_sends_its_claims_and_exits_0() {
         run.status,
         text(&run.stderr)
     );
-    assert_eq!(
-        db.count("SELECT count(*) FROM sms_outbox WHERE state IN ('pending', 'sending')")
-            .await,
-        0
-    );
-    assert_nothing_lost(&db, &ids, &journal, at_kill.count).await;
+    assert_eq!(app.owed().await, 0);
+    assert_nothing_lost(&app, &ids, &journal, at_kill.count).await;
 }
 
 #[tokio::test]
 async fn a_live_relay_keeps_its_claims_while_its_presence_connection_is_down() {
-    let db = TestDb::new().await;
+    let app = TestApp::new().await;
     let scratch = Scratch::new();
     let (config, journal) = chaos_config(&scratch, 200, 50);
-    let ids = db.otps(1_500).await;
-    let mut relay = RelayProcess::start(&db.url, &unique_id("alive"), &config, &scratch);
+    let ids = app.otps(1_500).await;
+    let mut relay = RelayProcess::start(&app.url, &unique_id("alive"), &config, &scratch);
     eventually(async || journaled(&journal) >= 200).await;
 
     // The presence connection breaks and cannot come back for a while (as when the server is at
     // max_connections): the database refuses new connections; the relay's pool goes on.
     let name: String = sqlx::query_scalar("SELECT current_database()")
-        .fetch_one(&db.pool)
+        .fetch_one(&app.pool)
         .await
         .unwrap();
     let mut admin = PgConnection::connect(admin_url()).await.unwrap();
@@ -577,60 +488,58 @@ async fn a_live_relay_keeps_its_claims_while_its_presence_connection_is_down() {
     allow(&mut admin, true).await;
     admin.close().await.unwrap();
 
-    eventually(async || all_sent(&db, ids.len()).await).await;
+    eventually(async || all_sent(&app, ids.len()).await).await;
     assert!(relay.is_running());
     // No relay died: nothing may be sent twice.
-    assert_nothing_lost(&db, &ids, &journal, 0).await;
+    assert_nothing_lost(&app, &ids, &journal, 0).await;
     assert!(relay.stop().await.success());
 }
 
 #[tokio::test]
 async fn a_relay_restarted_under_the_same_id_gets_its_old_claims_back() {
-    let db = TestDb::new().await;
+    let app = TestApp::new().await;
     let scratch = Scratch::new();
     let (config, journal) = chaos_config(&scratch, 250, 100);
-    let ids = db.otps(1_000).await;
+    let ids = app.otps(1_000).await;
     // A fixed relay id, as a container restarted after a crash has: same hostname, and the relay
     // is PID 1 again (the default id is host-pid).
     let id = unique_id("same");
-    let mut first = RelayProcess::start(&db.url, &id, &config, &scratch);
+    let mut first = RelayProcess::start(&app.url, &id, &config, &scratch);
     eventually(async || journaled(&journal) >= 200).await;
-    let at_kill = sigkill(&db.url, &mut first).await;
+    let at_kill = sigkill(&app.url, &mut first).await;
     assert!(!at_kill.held_by_victim.is_empty());
 
-    let second = RelayProcess::start(&db.url, &id, &config, &scratch);
+    let second = RelayProcess::start(&app.url, &id, &config, &scratch);
     // Far below the ten-minute lease.
     let settled = tokio::time::timeout(
         Duration::from_secs(30),
-        eventually(async || all_sent(&db, ids.len()).await),
+        eventually(async || all_sent(&app, ids.len()).await),
     )
     .await
     .is_ok();
     if !settled {
-        let stuck: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM sms_outbox WHERE state = 'sending' AND claimed_by = $1 \
-                AND id = ANY ($2)",
-        )
-        .bind(&id)
-        .bind(&at_kill.held_by_victim)
-        .fetch_one(&db.pool)
-        .await
-        .unwrap();
+        let mut stuck = 0;
+        for &held in &at_kill.held_by_victim {
+            let m = app.message(held).await;
+            if m.state == "sending" && m.claimed_by.as_deref() == Some(id.as_str()) {
+                stuck += 1;
+            }
+        }
         panic!(
             "{stuck} of the {} messages the first process held are still claimed by {id}, \
              waiting for their lease: states {:?}",
             at_kill.held_by_victim.len(),
-            db.states().await
+            app.states().await
         );
     }
-    assert_nothing_lost(&db, &ids, &journal, at_kill.count).await;
+    assert_nothing_lost(&app, &ids, &journal, at_kill.count).await;
     assert!(second.stop().await.success());
 }
 
 /// Claims up to `n` due messages as relay `relay_id` with a ten-minute lease, as a relay whose
 /// claim committed but whose process never saw the rows.
-async fn claim_as(db: &TestDb, relay_id: &str, n: u32) -> Vec<Uuid> {
-    db.store()
+async fn claim_as(app: &TestApp, relay_id: &str, n: u32) -> Vec<Uuid> {
+    app.store()
         .claim(n, Duration::from_millis(LEASE_MS), relay_id)
         .await
         .unwrap()
@@ -641,26 +550,30 @@ async fn claim_as(db: &TestDb, relay_id: &str, n: u32) -> Vec<Uuid> {
 
 #[tokio::test]
 async fn claims_that_never_reached_their_relay_go_back_and_the_held_ones_stay() {
-    let db = TestDb::new().await;
-    db.otps(6).await;
-    let mine = claim_as(&db, "r1", 4).await;
-    let theirs = claim_as(&db, "r2", 2).await;
+    let app = TestApp::new().await;
+    app.otps(6).await;
+    let mine = claim_as(&app, "r1", 4).await;
+    let theirs = claim_as(&app, "r2", 2).await;
     assert_eq!((mine.len(), theirs.len()), (4, 2));
 
     // r1 holds its first message; the other three never reached it.
-    let released = db.store().release_unheld("r1", &mine[..1]).await.unwrap();
+    let released = app.store().release_unheld("r1", &mine[..1]).await.unwrap();
     assert_eq!(released, 3);
     for id in &mine[1..] {
         assert_eq!(
-            db.state_of(*id).await,
+            app.state_of(*id).await,
             (
                 "pending".into(),
                 Some("put back: its claim did not reach the relay".into())
             )
         );
     }
-    assert_eq!(db.state_of(mine[0]).await.0, "sending", "held: kept");
+    assert_eq!(app.state_of(mine[0]).await.0, "sending", "held: kept");
     for id in &theirs {
-        assert_eq!(db.state_of(*id).await.0, "sending", "another relay's: kept");
+        assert_eq!(
+            app.state_of(*id).await.0,
+            "sending",
+            "another relay's: kept"
+        );
     }
 }

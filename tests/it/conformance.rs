@@ -3,11 +3,10 @@
 //! received.
 
 use serde_json::json;
-use uuid::Uuid;
 
 use crate::{
     fakes::{FakeProvider, Kind, Received, Scenario},
-    support::{TestDb, http_chain, provider_config, run_chain_until_idle},
+    support::{TestApp, history::Attempt, http_chain, provider_config},
 };
 use sms_relay::relay::RetryPolicy;
 
@@ -17,33 +16,6 @@ fn one_round() -> RetryPolicy {
         max_rounds: 1,
         ..RetryPolicy::default()
     }
-}
-
-/// The attempt row as the analysts see it.
-#[derive(Debug, sqlx::FromRow)]
-struct Attempt {
-    outcome: String,
-    http_status: Option<i16>,
-    error_code: Option<String>,
-    error_message: Option<String>,
-    provider_message_id: Option<String>,
-    segments: i16,
-    encoding: String,
-    cost: Option<String>,
-    currency: Option<String>,
-    client_ref: Option<String>,
-}
-
-async fn attempt(db: &TestDb, id: Uuid) -> Attempt {
-    sqlx::query_as(
-        "SELECT outcome::text AS outcome, http_status, error_code, error_message, provider_message_id, \
-                segments, encoding, cost::text AS cost, currency, client_ref \
-           FROM sms_attempts WHERE message_id = $1",
-    )
-    .bind(id)
-    .fetch_one(&db.pool)
-    .await
-    .expect("exactly one attempt")
 }
 
 /// What a scenario must produce on `kind`: outcome, HTTP status (`None`: not asserted) and
@@ -142,13 +114,13 @@ fn assert_received(kind: Kind, got: &Received, code: &str, attempt: &Attempt) {
 }
 
 async fn conformance(kind: Kind) {
-    let db = TestDb::new().await;
+    let app = TestApp::new().await;
     let fake = FakeProvider::start(kind).await;
     fake.set_slow_delay(std::time::Duration::from_secs(2));
     let lenient = json!({ "circuit": { "consecutive_failures": 100, "window": 100 } });
 
     // Wrong credentials first, on their own: refused as a provider problem, nothing sent.
-    let wrong = db.otp("+8801712000011", "310001").await;
+    let wrong = app.otp("+8801712000011", "310001").await;
     let (secret_key, secret) = fake.credentials().pop().expect("credentials");
     let wrong_secret = json!({ secret_key: format!("{secret}x") });
     let bad = provider_config(
@@ -156,10 +128,11 @@ async fn conformance(kind: Kind) {
         kind.config_kind(),
         merge(lenient.clone(), wrong_secret),
     );
-    run_chain_until_idle(&db, http_chain(&[bad]), one_round()).await;
-    let refused = attempt(&db, wrong).await;
+    app.run_chain_until_idle(http_chain(&[bad]), one_round())
+        .await;
+    let refused = app.first_attempt(wrong).await;
     assert_eq!(refused.outcome, "provider_error", "{kind:?} {refused:?}");
-    assert_eq!(db.state_of(wrong).await.0, "failed");
+    assert_eq!(app.state_of(wrong).await.0, "failed");
     assert!(
         fake.received().iter().all(|r| !r.authorized),
         "{kind:?}: the fake saw the wrong credentials"
@@ -169,10 +142,11 @@ async fn conformance(kind: Kind) {
     let mut ids = Vec::new();
     for (i, scenario) in Scenario::ALL.into_iter().enumerate() {
         let code = format!("4829{i:02}");
-        ids.push((scenario, db.otp(&number(scenario), &code).await, code));
+        ids.push((scenario, app.otp(&number(scenario), &code).await, code));
     }
     let good = provider_config(&fake, kind.config_kind(), lenient);
-    run_chain_until_idle(&db, http_chain(&[good]), one_round()).await;
+    app.run_chain_until_idle(http_chain(&[good]), one_round())
+        .await;
 
     let received = fake.received();
     assert_eq!(
@@ -181,7 +155,7 @@ async fn conformance(kind: Kind) {
         "{kind:?}: one call per message"
     );
     for (scenario, id, code) in ids {
-        let row = attempt(&db, id).await;
+        let row = app.first_attempt(id).await;
         let (outcome, http_status, error_code) = expected(kind, scenario);
         let context = format!("{kind:?} {scenario:?}: {row:?}");
         assert_eq!(row.outcome, outcome, "{context}");
@@ -199,7 +173,7 @@ async fn conformance(kind: Kind) {
             reference.len() <= 20 && reference.bytes().all(|b| b.is_ascii_alphanumeric()),
             "{context}"
         );
-        let state = db.state_of(id).await.0;
+        let state = app.state_of(id).await.0;
         if outcome == "accepted" {
             assert_eq!(state, "sent", "{context}");
             assert!(row.provider_message_id.is_some(), "{context}");

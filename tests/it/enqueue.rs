@@ -6,57 +6,53 @@ use serde_json::json;
 use sms_relay::store::{EnqueueError, EnqueueRequest, Refusal, enqueue};
 use sqlx::{Connection, PgConnection, postgres::PgListener};
 
-use crate::support::{TestDb, otp_request, quick_retries, run_until_idle, send_due, within};
+use crate::support::{TestApp, eventually, failed_round, otp_request, quick_retries, within};
 
 const NUMBER: &str = "+8801712345678";
 
 #[tokio::test]
 async fn committed_enqueue_is_sent_exactly_once() {
-    let db = TestDb::new().await;
-    let mut tx = db.pool.begin().await.unwrap();
+    let app = TestApp::new().await;
+    let mut tx = app.pool.begin().await.unwrap();
     let id = enqueue(&mut *tx, &otp_request(NUMBER, "482913"))
         .await
         .unwrap();
     tx.commit().await.unwrap();
 
-    let sim = send_due(&db).await;
-    run_until_idle(&db, [sim.clone()], quick_retries()).await;
+    let sim = app.send_due().await;
+    app.run_until_idle([sim.clone()], quick_retries()).await;
 
     assert_eq!(sim.sent(), 1);
-    assert_eq!(db.state_of(id).await.0, "sent");
+    assert_eq!(app.state_of(id).await.0, "sent");
     assert_eq!(
-        db.attempts_of(id).await,
+        app.attempts_of(id).await,
         [("sim".into(), 1, 1, "accepted".into())]
     );
 }
 
 #[tokio::test]
 async fn rolled_back_enqueue_leaves_nothing() {
-    let db = TestDb::new().await;
-    let mut tx = db.pool.begin().await.unwrap();
+    let app = TestApp::new().await;
+    let mut tx = app.pool.begin().await.unwrap();
     enqueue(&mut *tx, &otp_request(NUMBER, "482913"))
         .await
         .unwrap();
     tx.rollback().await.unwrap();
 
-    let sim = send_due(&db).await;
+    let sim = app.send_due().await;
 
     assert_eq!(sim.calls(), 0);
-    assert_eq!(db.count("SELECT count(*) FROM sms_outbox").await, 0);
+    assert_eq!(app.message_count().await, 0);
 }
 
-async fn refused(db: &TestDb, request: EnqueueRequest) -> Refusal {
-    match enqueue(&db.pool, &request).await {
+async fn refused(app: &TestApp, request: EnqueueRequest) -> Refusal {
+    match enqueue(&app.pool, &request).await {
         Err(EnqueueError::Refused { reason, message }) => {
             assert!(
                 !message.contains(&request.recipient[4..]),
                 "the number leaked into: {message}"
             );
-            assert_eq!(
-                db.count("SELECT count(*) FROM sms_outbox").await,
-                0,
-                "a refusal left a row"
-            );
+            assert_eq!(app.message_count().await, 0, "a refusal left a row");
             reason
         }
         other => panic!("expected a refusal, got {other:?}"),
@@ -65,7 +61,7 @@ async fn refused(db: &TestDb, request: EnqueueRequest) -> Refusal {
 
 #[tokio::test]
 async fn refuses_a_recipient_that_is_not_e164() {
-    let db = TestDb::new().await;
+    let app = TestApp::new().await;
     for bad in [
         "01712345678",
         "+0171234567",
@@ -74,7 +70,7 @@ async fn refuses_a_recipient_that_is_not_e164() {
         "+88017abc45678",
     ] {
         assert_eq!(
-            refused(&db, otp_request(bad, "1")).await,
+            refused(&app, otp_request(bad, "1")).await,
             Refusal::InvalidRecipient,
             "{bad}"
         );
@@ -83,32 +79,32 @@ async fn refuses_a_recipient_that_is_not_e164() {
 
 #[tokio::test]
 async fn refuses_an_unknown_template_or_locale() {
-    let db = TestDb::new().await;
+    let app = TestApp::new().await;
     let request = EnqueueRequest {
         template: "welcome".into(),
         ..otp_request(NUMBER, "1")
     };
-    assert_eq!(refused(&db, request).await, Refusal::UnknownTemplate);
+    assert_eq!(refused(&app, request).await, Refusal::UnknownTemplate);
     let request = EnqueueRequest {
         locale: Some("fr".into()),
         ..otp_request(NUMBER, "1")
     };
-    assert_eq!(refused(&db, request).await, Refusal::UnknownTemplate);
+    assert_eq!(refused(&app, request).await, Refusal::UnknownTemplate);
 }
 
 #[tokio::test]
 async fn refuses_params_that_are_not_an_object() {
-    let db = TestDb::new().await;
+    let app = TestApp::new().await;
     let request = EnqueueRequest {
         params: json!(["482913"]),
         ..otp_request(NUMBER, "1")
     };
-    assert_eq!(refused(&db, request).await, Refusal::ParamsNotObject);
+    assert_eq!(refused(&app, request).await, Refusal::ParamsNotObject);
 }
 
 #[tokio::test]
 async fn refuses_params_missing_a_placeholder() {
-    let db = TestDb::new().await;
+    let app = TestApp::new().await;
     for params in [
         json!({}),
         json!({"cod": "1"}),
@@ -120,7 +116,7 @@ async fn refuses_params_missing_a_placeholder() {
             ..otp_request(NUMBER, "1")
         };
         assert_eq!(
-            refused(&db, request).await,
+            refused(&app, request).await,
             Refusal::MissingPlaceholder,
             "{params}"
         );
@@ -129,47 +125,47 @@ async fn refuses_params_missing_a_placeholder() {
 
 #[tokio::test]
 async fn refuses_an_expiry_in_the_past() {
-    let db = TestDb::new().await;
+    let app = TestApp::new().await;
     let request = EnqueueRequest {
         expires_at: Some(Utc::now() - TimeDelta::seconds(1)),
         ..otp_request(NUMBER, "1")
     };
-    assert_eq!(refused(&db, request).await, Refusal::ExpiryInPast);
+    assert_eq!(refused(&app, request).await, Refusal::ExpiryInPast);
 }
 
 #[tokio::test]
 async fn refuses_an_expiry_beyond_what_the_text_promises() {
-    let db = TestDb::new().await;
+    let app = TestApp::new().await;
     let request = EnqueueRequest {
         template: "admin_2fa".into(),
         expires_at: Some(Utc::now() + TimeDelta::minutes(6)),
         ..otp_request(NUMBER, "1")
     };
-    assert_eq!(refused(&db, request).await, Refusal::ExpiryBeyondValidity);
+    assert_eq!(refused(&app, request).await, Refusal::ExpiryBeyondValidity);
 }
 
 #[tokio::test]
 async fn refuses_a_recipient_outside_the_allow_list() {
-    let db = TestDb::new().await;
+    let app = TestApp::new().await;
     assert_eq!(
-        refused(&db, otp_request("+447400123456", "1")).await,
+        refused(&app, otp_request("+447400123456", "1")).await,
         Refusal::RecipientNotAllowed
     );
     // An empty allow-list allows every country.
     sqlx::query("DELETE FROM sms_allowed_prefixes")
-        .execute(&db.pool)
+        .execute(&app.pool)
         .await
         .unwrap();
-    enqueue(&db.pool, &otp_request("+447400123456", "1"))
+    enqueue(&app.pool, &otp_request("+447400123456", "1"))
         .await
         .unwrap();
 }
 
 #[tokio::test]
 async fn refuses_a_recipient_over_the_rate_limit() {
-    let db = TestDb::new().await;
+    let app = TestApp::new().await;
     sqlx::query("UPDATE sms_settings SET recipient_limit = 3")
-        .execute(&db.pool)
+        .execute(&app.pool)
         .await
         .unwrap();
     for i in 0..3 {
@@ -177,10 +173,10 @@ async fn refuses_a_recipient_over_the_rate_limit() {
             purpose: Some(format!("p{i}")),
             ..otp_request(NUMBER, "1")
         };
-        enqueue(&db.pool, &request).await.unwrap();
+        enqueue(&app.pool, &request).await.unwrap();
     }
-    let before = db.count("SELECT count(*) FROM sms_outbox").await;
-    let err = enqueue(&db.pool, &otp_request(NUMBER, "1"))
+    let before = app.message_count().await;
+    let err = enqueue(&app.pool, &otp_request(NUMBER, "1"))
         .await
         .unwrap_err();
     assert!(
@@ -193,19 +189,19 @@ async fn refuses_a_recipient_over_the_rate_limit() {
         ),
         "{err}"
     );
-    assert_eq!(db.count("SELECT count(*) FROM sms_outbox").await, before);
+    assert_eq!(app.message_count().await, before);
     // Other recipients are not affected.
-    db.otp("+8801812345678", "1").await;
+    app.otp("+8801812345678", "1").await;
 }
 
 #[tokio::test]
 async fn refuses_an_insert_that_is_not_a_new_pending_message() {
-    let db = TestDb::new().await;
+    let app = TestApp::new().await;
     let err = sqlx::query(
         "INSERT INTO sms_outbox (recipient, template, params, state) VALUES ($1, 'otp', '{\"code\":\"1\"}', 'sent')",
     )
     .bind(NUMBER)
-    .execute(&db.pool)
+    .execute(&app.pool)
     .await
     .unwrap_err();
     assert_eq!(
@@ -216,14 +212,14 @@ async fn refuses_an_insert_that_is_not_a_new_pending_message() {
 
 #[tokio::test]
 async fn refuses_a_priority_outside_0_to_9() {
-    let db = TestDb::new().await;
+    let app = TestApp::new().await;
     for priority in [-1, 10] {
         let request = EnqueueRequest {
             priority: Some(priority),
             ..otp_request(NUMBER, "482913")
         };
         assert_eq!(
-            refused(&db, request).await,
+            refused(&app, request).await,
             Refusal::InvalidPriority,
             "{priority}"
         );
@@ -232,19 +228,19 @@ async fn refuses_a_priority_outside_0_to_9() {
 
 #[tokio::test]
 async fn refuses_an_empty_or_overlong_idempotency_key() {
-    let db = TestDb::new().await;
+    let app = TestApp::new().await;
     for key in [String::new(), "k".repeat(201)] {
         let request = EnqueueRequest {
             idempotency_key: Some(key),
             ..otp_request(NUMBER, "482913")
         };
-        assert_eq!(refused(&db, request).await, Refusal::InvalidIdempotencyKey);
+        assert_eq!(refused(&app, request).await, Refusal::InvalidIdempotencyKey);
     }
 }
 
 #[tokio::test]
 async fn a_refusal_never_echoes_the_row() {
-    let db = TestDb::new().await;
+    let app = TestApp::new().await;
     // Every column CHECK is pre-empted by the guard, whose messages carry neither number nor code.
     for request in [
         EnqueueRequest {
@@ -256,7 +252,7 @@ async fn a_refusal_never_echoes_the_row() {
             ..otp_request(NUMBER, "424242")
         },
     ] {
-        let err = enqueue(&db.pool, &request).await.unwrap_err();
+        let err = enqueue(&app.pool, &request).await.unwrap_err();
         let sqlx_error = match err {
             EnqueueError::Refused { message, .. } => message,
             other => other.to_string(),
@@ -271,7 +267,7 @@ async fn a_refusal_never_echoes_the_row() {
         "INSERT INTO sms_outbox (recipient, template, params, attempts) VALUES ($1, 'otp', '{\"code\": \"424242\"}', NULL)",
     )
     .bind(NUMBER)
-    .execute(&db.pool)
+    .execute(&app.pool)
     .await
     .unwrap_err();
     assert_eq!(
@@ -283,7 +279,7 @@ async fn a_refusal_never_echoes_the_row() {
         !detail.contains("424242") && !detail.contains("1712345678"),
         "{detail}"
     );
-    db.exec_for(
+    app.exec_for(
         "SELECT sms_enqueue($1, 'otp', '{\"code\": \"1\"}', supersede => NULL)",
         NUMBER,
     )
@@ -292,7 +288,7 @@ async fn a_refusal_never_echoes_the_row() {
 
 #[tokio::test]
 async fn a_plain_insert_is_guarded_like_sms_enqueue() {
-    let db = TestDb::new().await;
+    let app = TestApp::new().await;
     let insert = "INSERT INTO sms_outbox (recipient, template, params) VALUES ($1, $2, $3)";
     let cases = [
         (
@@ -315,7 +311,7 @@ async fn a_plain_insert_is_guarded_like_sms_enqueue() {
             .bind(recipient)
             .bind(template)
             .bind(&params)
-            .execute(&db.pool)
+            .execute(&app.pool)
             .await
             .unwrap_err();
         let code = err
@@ -333,13 +329,13 @@ async fn a_plain_insert_is_guarded_like_sms_enqueue() {
         .bind(NUMBER)
         .bind("otp")
         .bind(json!({"code": "1"}))
-        .execute(&db.pool)
+        .execute(&app.pool)
         .await
         .unwrap();
     let (expires_in, purpose): (f64, String) = sqlx::query_as(
         "SELECT extract(epoch FROM expires_at - created_at)::float8, purpose FROM sms_outbox",
     )
-    .fetch_one(&db.pool)
+    .fetch_one(&app.pool)
     .await
     .unwrap();
     assert_eq!(
@@ -351,14 +347,14 @@ async fn a_plain_insert_is_guarded_like_sms_enqueue() {
 
 #[tokio::test]
 async fn the_same_idempotency_key_returns_the_first_message() {
-    let db = TestDb::new().await;
+    let app = TestApp::new().await;
     let request = EnqueueRequest {
         idempotency_key: Some("login-42".into()),
         ..otp_request(NUMBER, "111111")
     };
-    let first = enqueue(&db.pool, &request).await.unwrap();
+    let first = enqueue(&app.pool, &request).await.unwrap();
     let again = enqueue(
-        &db.pool,
+        &app.pool,
         &EnqueueRequest {
             params: json!({"code": "222222"}),
             ..request
@@ -367,26 +363,26 @@ async fn the_same_idempotency_key_returns_the_first_message() {
     .await
     .unwrap();
     assert_eq!(first, again);
-    assert_eq!(db.count("SELECT count(*) FROM sms_outbox").await, 1);
+    assert_eq!(app.message_count().await, 1);
 
-    let sim = send_due(&db).await;
+    let sim = app.send_due().await;
     assert_eq!(sim.sent(), 1);
 }
 
 #[tokio::test]
 async fn concurrent_enqueues_with_one_key_make_one_message() {
-    let db = TestDb::new().await;
+    let app = TestApp::new().await;
     let request = EnqueueRequest {
         idempotency_key: Some("login-race".into()),
         ..otp_request(NUMBER, "111111")
     };
-    let mut first = db.pool.begin().await.unwrap();
+    let mut first = app.pool.begin().await.unwrap();
     let first_id = enqueue(&mut *first, &request).await.unwrap();
-    let (pool, again) = (db.pool.clone(), request.clone());
+    let (pool, again) = (app.pool.clone(), request.clone());
     let second = tokio::spawn(async move { enqueue(&pool, &again).await });
     // Wait until the second call is blocked behind the first transaction, then commit the first.
-    crate::support::eventually(async || {
-        db.count("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()")
+    eventually(async || {
+        app.count("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()")
             .await
             > 0
     })
@@ -395,15 +391,15 @@ async fn concurrent_enqueues_with_one_key_make_one_message() {
 
     let second_id = within(10, second).await.unwrap().unwrap();
     assert_eq!(first_id, second_id);
-    assert_eq!(db.count("SELECT count(*) FROM sms_outbox").await, 1);
+    assert_eq!(app.message_count().await, 1);
 }
 
 #[tokio::test]
 async fn a_new_code_supersedes_older_unsent_ones() {
-    let db = TestDb::new().await;
-    let old = db.otp(NUMBER, "111111").await;
+    let app = TestApp::new().await;
+    let old = app.otp(NUMBER, "111111").await;
     let other_purpose = enqueue(
-        &db.pool,
+        &app.pool,
         &EnqueueRequest {
             template: "admin_2fa".into(),
             ..otp_request(NUMBER, "999999")
@@ -411,48 +407,42 @@ async fn a_new_code_supersedes_older_unsent_ones() {
     )
     .await
     .unwrap();
-    let new = db.otp(NUMBER, "222222").await;
+    let new = app.otp(NUMBER, "222222").await;
 
-    let (state, reason) = db.state_of(old).await;
+    let (state, reason) = app.state_of(old).await;
     assert_eq!(state, "cancelled");
     assert!(reason.unwrap().contains("superseded"));
-    let superseded_by: Option<uuid::Uuid> =
-        sqlx::query_scalar("SELECT superseded_by FROM sms_outbox WHERE id = $1")
-            .bind(old)
-            .fetch_one(&db.pool)
-            .await
-            .unwrap();
-    assert_eq!(superseded_by, Some(new));
+    assert_eq!(app.message(old).await.superseded_by, Some(new));
 
-    let sim = send_due(&db).await;
+    let sim = app.send_due().await;
     assert_eq!(sim.sent(), 2, "the new code and the other purpose's code");
-    assert_eq!(db.state_of(new).await.0, "sent");
-    assert_eq!(db.state_of(other_purpose).await.0, "sent");
-    assert!(db.attempts_of(old).await.is_empty());
+    assert_eq!(app.state_of(new).await.0, "sent");
+    assert_eq!(app.state_of(other_purpose).await.0, "sent");
+    assert!(app.attempts_of(old).await.is_empty());
 }
 
 #[tokio::test]
 async fn a_plain_insert_supersedes_too() {
-    let db = TestDb::new().await;
-    let old = db.otp(NUMBER, "111111").await;
-    db.exec_for("INSERT INTO sms_outbox (recipient, template, params) VALUES ($1, 'otp', '{\"code\": \"222222\"}')", NUMBER).await;
-    assert_eq!(db.state_of(old).await.0, "cancelled");
+    let app = TestApp::new().await;
+    let old = app.otp(NUMBER, "111111").await;
+    app.exec_for("INSERT INTO sms_outbox (recipient, template, params) VALUES ($1, 'otp', '{\"code\": \"222222\"}')", NUMBER).await;
+    assert_eq!(app.state_of(old).await.0, "cancelled");
 }
 
 #[tokio::test]
 async fn of_several_codes_in_one_insert_the_last_one_stays() {
-    let db = TestDb::new().await;
+    let app = TestApp::new().await;
     sqlx::query(
         "INSERT INTO sms_outbox (recipient, template, params) \
          VALUES ($1, 'otp', '{\"code\": \"1\"}'), ($1, 'otp', '{\"code\": \"2\"}')",
     )
     .bind(NUMBER)
-    .execute(&db.pool)
+    .execute(&app.pool)
     .await
     .unwrap();
     let states: Vec<(String, String)> =
         sqlx::query_as("SELECT params->>'code', state::text FROM sms_outbox ORDER BY seq")
-            .fetch_all(&db.pool)
+            .fetch_all(&app.pool)
             .await
             .unwrap();
     assert_eq!(
@@ -466,57 +456,52 @@ async fn of_several_codes_in_one_insert_the_last_one_stays() {
 
 #[tokio::test]
 async fn the_code_committed_last_is_the_live_one_even_from_an_older_transaction() {
-    let db = TestDb::new().await;
+    let app = TestApp::new().await;
     // Transaction A starts first (its created_at is earlier) but enqueues after B has committed.
-    let mut a = db.pool.begin().await.unwrap();
+    let mut a = app.pool.begin().await.unwrap();
     sqlx::query("SELECT 1").execute(&mut *a).await.unwrap();
-    let b = db.otp(NUMBER, "222222").await;
+    let b = app.otp(NUMBER, "222222").await;
     let a_id = enqueue(&mut *a, &otp_request(NUMBER, "111111"))
         .await
         .unwrap();
     a.commit().await.unwrap();
     assert_eq!(
-        db.state_of(b).await.0,
+        app.state_of(b).await.0,
         "cancelled",
         "A's code is the newer one"
     );
 
     // A's round fails; its retry must not be mistaken for a superseded message.
-    let store = db.store();
-    let claimed = store
-        .claim(1, std::time::Duration::from_secs(60), "r")
-        .await
-        .unwrap();
+    let claimed = app.claim(1).await;
     assert_eq!(claimed[0].id, a_id);
-    let retry = crate::support::failed_round(a_id, 1);
-    store.complete(&[retry], "r", 0).await.unwrap();
-    assert_eq!(db.state_of(a_id).await.0, "pending");
+    app.complete(&[failed_round(a_id, 1)]).await;
+    assert_eq!(app.state_of(a_id).await.0, "pending");
 }
 
 #[tokio::test]
 async fn superseding_can_be_turned_off() {
-    let db = TestDb::new().await;
-    let first = db.otp(NUMBER, "1").await;
-    db.exec_for(
+    let app = TestApp::new().await;
+    let first = app.otp(NUMBER, "1").await;
+    app.exec_for(
         "SELECT sms_enqueue($1, 'otp', '{\"code\":\"2\"}', supersede => false)",
         NUMBER,
     )
     .await;
-    assert_eq!(db.state_of(first).await.0, "pending");
+    assert_eq!(app.state_of(first).await.0, "pending");
 }
 
 #[tokio::test]
 async fn inserts_notify_only_while_a_relay_is_idle() {
-    let db = TestDb::new().await;
-    let mut listener = PgListener::connect_with(&db.pool).await.unwrap();
+    let app = TestApp::new().await;
+    let mut listener = PgListener::connect_with(&app.pool).await.unwrap();
     listener.listen("sms_relay_wakeup").await.unwrap();
 
-    db.otp("+8801711111111", "1").await;
+    app.otp("+8801711111111", "1").await;
     let quiet = tokio::time::timeout(std::time::Duration::from_millis(300), listener.recv()).await;
     assert!(quiet.is_err(), "no relay is idle, so no NOTIFY");
 
-    db.store().register_sleeper("relay-a").await.unwrap();
-    let mut tx = db.pool.begin().await.unwrap();
+    app.store().register_sleeper("relay-a").await.unwrap();
+    let mut tx = app.pool.begin().await.unwrap();
     enqueue(&mut *tx, &otp_request("+8801722222222", "2"))
         .await
         .unwrap();
@@ -528,38 +513,38 @@ async fn inserts_notify_only_while_a_relay_is_idle() {
         "a rolled-back enqueue wakes nobody"
     );
 
-    db.otp("+8801733333333", "3").await;
+    app.otp("+8801733333333", "3").await;
     within(10, listener.recv())
         .await
         .expect("a committed enqueue notifies an idle relay");
 
     // A transaction that inserted before the relay went idle still wakes it: the check runs at commit.
-    db.store().deregister_sleeper("relay-a").await.unwrap();
-    let mut tx = db.pool.begin().await.unwrap();
+    app.store().deregister_sleeper("relay-a").await.unwrap();
+    let mut tx = app.pool.begin().await.unwrap();
     enqueue(&mut *tx, &otp_request("+8801755555555", "5"))
         .await
         .unwrap();
-    db.store().register_sleeper("relay-a").await.unwrap();
+    app.store().register_sleeper("relay-a").await.unwrap();
     tx.commit().await.unwrap();
     within(10, listener.recv())
         .await
         .expect("the commit-time check sees the new registration");
 
-    db.store().deregister_sleeper("relay-a").await.unwrap();
-    db.otp("+8801744444444", "4").await;
+    app.store().deregister_sleeper("relay-a").await.unwrap();
+    app.otp("+8801744444444", "4").await;
     let quiet = tokio::time::timeout(std::time::Duration::from_millis(300), listener.recv()).await;
     assert!(quiet.is_err(), "busy relays are not notified");
 }
 
 #[tokio::test]
 async fn the_auth_transaction_example_runs() {
-    let db = TestDb::new().await;
+    let app = TestApp::new().await;
     let example = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/sql/examples/auth_login.sql"
     ))
     .unwrap();
-    let mut conn = PgConnection::connect(&db.url).await.unwrap();
+    let mut conn = PgConnection::connect(&app.url).await.unwrap();
     sqlx::raw_sql(sqlx::AssertSqlSafe(example))
         .execute(&mut conn)
         .await
@@ -567,7 +552,7 @@ async fn the_auth_transaction_example_runs() {
     let rows: Vec<(String, String)> = sqlx::query_as(
         "SELECT o.state::text, a.purpose FROM sms_outbox o JOIN auth_otp a ON a.sms_id = o.id",
     )
-    .fetch_all(&db.pool)
+    .fetch_all(&app.pool)
     .await
     .unwrap();
     assert_eq!(
@@ -579,11 +564,11 @@ async fn the_auth_transaction_example_runs() {
 
 #[tokio::test]
 async fn templates_are_seeded_word_for_word_and_state_their_real_validity() {
-    let db = TestDb::new().await;
+    let app = TestApp::new().await;
     let rows: Vec<(String, String, String, f64)> = sqlx::query_as(
         "SELECT name, locale, body, extract(epoch FROM validity)::float8 / 60 FROM sms_templates ORDER BY name, locale",
     )
-    .fetch_all(&db.pool)
+    .fetch_all(&app.pool)
     .await
     .unwrap();
     let body = |name: &str, locale: &str| {

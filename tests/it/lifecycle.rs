@@ -3,22 +3,19 @@
 //! retry and cancel (`sms_retry`, `sms_cancel`, refused with SR014), the params guard (SR012), and
 //! whatever odd params an auth backend may write.
 
-use std::time::Duration;
-
 use chrono::{DateTime, Utc};
 use proptest::{collection::vec, prelude::*, sample::select};
 use serde_json::json;
-use sms_relay::{
-    providers::{AttemptRecord, Outcome},
-    store::{ClaimedMessage, Disposition, EnqueueError, EnqueueRequest, Finish, Refusal, enqueue},
+use sms_relay::store::{
+    ClaimedMessage, Disposition, EnqueueError, EnqueueRequest, Refusal, enqueue,
 };
 use uuid::Uuid;
 
 use crate::{
     fakes::{FakeProvider, Kind},
     support::{
-        TestDb, accepting, http_chain, otp_request, provider_config, quick_retries,
-        run_chain_until_idle, run_until_idle, send_due, sent_round,
+        TestApp, accepted_call, accepting, ended_round, http_chain, otp_request, provider_config,
+        quick_retries, sent_round,
     },
 };
 
@@ -172,12 +169,8 @@ impl Start {
 }
 
 /// Claims every due message; `id` must be the only one.
-async fn claim(db: &TestDb, id: Uuid) -> ClaimedMessage {
-    let claimed = db
-        .store()
-        .claim(10, Duration::from_secs(60), "r")
-        .await
-        .unwrap();
+async fn claim(app: &TestApp, id: Uuid) -> ClaimedMessage {
+    let claimed = app.claim(10).await;
     assert_eq!(
         claimed.iter().map(|m| m.id).collect::<Vec<_>>(),
         [id],
@@ -186,123 +179,71 @@ async fn claim(db: &TestDb, id: Uuid) -> ClaimedMessage {
     claimed.into_iter().next().unwrap()
 }
 
-/// A provider call of `m`'s round that was accepted.
-fn accepted_call(m: &ClaimedMessage) -> AttemptRecord {
-    AttemptRecord {
-        provider: "sim".into(),
-        chain_step: 1,
-        client_ref: format!("{}r{}s1", m.seq, m.round),
-        started_at: Utc::now(),
-        finished_at: Utc::now(),
-        outcome: Outcome::Accepted,
-        http_status: Some(200),
-        error_code: None,
-        error_message: None,
-        provider_message_id: Some(format!("SM{}r{}", m.seq, m.round)),
-        cost: None,
-    }
-}
-
-/// The end of `m`'s round without a provider call, as `disposition`.
-fn ended(m: &ClaimedMessage, disposition: Disposition) -> Finish {
-    Finish {
-        disposition,
-        reason: Some("test".into()),
-        segments: None,
-        ..sent_round(m, Vec::new())
-    }
-}
-
-async fn complete(db: &TestDb, finish: Finish) {
-    db.store().complete(&[finish], "r", 0).await.unwrap();
-}
-
 /// Claims `id` and records that a provider accepted it; returns the accepted attempt's id.
-async fn send(db: &TestDb, id: Uuid) -> i64 {
-    let m = claim(db, id).await;
-    let call = accepted_call(&m);
-    complete(db, sent_round(&m, vec![call])).await;
-    sqlx::query_scalar(
-        "SELECT id FROM sms_attempts WHERE message_id = $1 AND outcome = 'accepted' \
-          ORDER BY id DESC LIMIT 1",
-    )
-    .bind(id)
-    .fetch_one(&db.pool)
-    .await
-    .unwrap()
+async fn send(app: &TestApp, id: Uuid) -> i64 {
+    let m = claim(app, id).await;
+    app.complete(&[sent_round(&m, vec![accepted_call(&m)])])
+        .await;
+    app.accepted_attempt(id).await.id
 }
 
 /// Puts the message of accepted attempt `attempt` back for a resend, as a missing receipt does.
-async fn resend(db: &TestDb, attempt: i64) {
+async fn resend(app: &TestApp, attempt: i64) {
     let queued: bool =
         sqlx::query_scalar("SELECT sms_resend($1, 'no receipt', 1, interval '1 second')")
             .bind(attempt)
-            .fetch_one(&db.pool)
+            .fetch_one(&app.pool)
             .await
             .unwrap();
     assert!(queued, "sms_resend put the message back");
 }
 
-async fn sent_at(db: &TestDb, id: Uuid) -> Option<DateTime<Utc>> {
-    sqlx::query_scalar("SELECT sent_at FROM sms_outbox WHERE id = $1")
-        .bind(id)
-        .fetch_one(&db.pool)
-        .await
-        .unwrap()
-}
-
-/// `sms_outbox.resends`: resends queued and not withdrawn.
-async fn resends(db: &TestDb, id: Uuid) -> i32 {
-    sqlx::query_scalar("SELECT resends FROM sms_outbox WHERE id = $1")
-        .bind(id)
-        .fetch_one(&db.pool)
-        .await
-        .unwrap()
-}
-
 /// The whole row as text, to show that a refused change left it as it was.
-async fn snapshot(db: &TestDb, id: Uuid) -> String {
+async fn snapshot(app: &TestApp, id: Uuid) -> String {
     sqlx::query_scalar("SELECT to_jsonb(o)::text FROM sms_outbox o WHERE id = $1")
         .bind(id)
-        .fetch_one(&db.pool)
+        .fetch_one(&app.pool)
         .await
         .unwrap()
 }
 
 /// A message in `start`, brought there by the relay's and the receipts' own statements.
-async fn message_in(db: &TestDb, start: Start) -> Uuid {
-    let id = db.otp(NUMBER, "482913").await;
+async fn message_in(app: &TestApp, start: Start) -> Uuid {
+    let id = app.otp(NUMBER, "482913").await;
     match start {
         Start::Pending => {}
         Start::Sending => {
-            claim(db, id).await;
+            claim(app, id).await;
         }
         Start::Sent => {
-            send(db, id).await;
+            send(app, id).await;
         }
         Start::PendingResend => {
-            let attempt = send(db, id).await;
-            resend(db, attempt).await;
+            let attempt = send(app, id).await;
+            resend(app, attempt).await;
         }
         Start::SendingResend => {
-            let attempt = send(db, id).await;
-            resend(db, attempt).await;
-            claim(db, id).await;
+            let attempt = send(app, id).await;
+            resend(app, attempt).await;
+            claim(app, id).await;
         }
         Start::Failed => {
-            let m = claim(db, id).await;
-            complete(db, ended(&m, Disposition::Failed)).await;
+            let m = claim(app, id).await;
+            app.complete(&[ended_round(&m, Disposition::Failed)]).await;
         }
         Start::Expired => {
-            let m = claim(db, id).await;
-            complete(db, ended(&m, Disposition::Expired)).await;
+            let m = claim(app, id).await;
+            app.complete(&[ended_round(&m, Disposition::Expired)]).await;
         }
         Start::Cancelled => {
-            db.otp(NUMBER, "551234").await;
+            app.otp(NUMBER, "551234").await;
         }
     }
     assert_eq!(
-        (db.state_of(id).await.0, sent_at(db, id).await.is_some()),
+        (
+            app.state_of(id).await.0,
+            app.message(id).await.sent_at.is_some()
+        ),
         (start.state().as_str().to_owned(), start.was_sent()),
         "setting up {start:?}"
     );
@@ -319,15 +260,15 @@ enum Verdict {
 /// fails with SR013 and leaves the row as it was.
 async fn check(start: Start, to: State, verdict: Verdict) {
     let row = format!("{start:?} ({}) → {}", start.state().as_str(), to.as_str());
-    let db = TestDb::new().await;
-    let id = message_in(&db, start).await;
-    let before = snapshot(&db, id).await;
-    let result = sqlx::query(to.update()).bind(id).execute(&db.pool).await;
+    let app = TestApp::new().await;
+    let id = message_in(&app, start).await;
+    let before = snapshot(&app, id).await;
+    let result = sqlx::query(to.update()).bind(id).execute(&app.pool).await;
     match verdict {
         Verdict::Allowed => {
             let done = result.unwrap_or_else(|e| panic!("{row} should be allowed: {e}"));
             assert_eq!(done.rows_affected(), 1, "{row}");
-            assert_eq!(db.state_of(id).await.0, to.as_str(), "{row}");
+            assert_eq!(app.state_of(id).await.0, to.as_str(), "{row}");
         }
         Verdict::Refused => {
             let error = match result {
@@ -340,7 +281,7 @@ async fn check(start: Start, to: State, verdict: Verdict) {
                 "{row}: {error}"
             );
             assert_eq!(
-                snapshot(&db, id).await,
+                snapshot(&app, id).await,
                 before,
                 "{row}: the row is unchanged"
             );
@@ -442,7 +383,7 @@ fn the_row_tests_cover_every_start_and_target_as_the_comment_says() {
 
 #[tokio::test]
 async fn sms_transition_allowed_is_the_commented_table() {
-    let db = TestDb::new().await;
+    let app = TestApp::new().await;
     for from in State::ALL {
         for to in State::ALL {
             for was_sent in [false, true] {
@@ -452,7 +393,7 @@ async fn sms_transition_allowed_is_the_commented_table() {
                 .bind(from.as_str())
                 .bind(to.as_str())
                 .bind(was_sent)
-                .fetch_one(&db.pool)
+                .fetch_one(&app.pool)
                 .await
                 .unwrap();
                 assert_eq!(
@@ -466,13 +407,13 @@ async fn sms_transition_allowed_is_the_commented_table() {
 }
 
 /// A resend of a sent message, claimed: (its id, the claimed round, its sent_at).
-async fn claimed_resend(db: &TestDb) -> (Uuid, ClaimedMessage, Option<DateTime<Utc>>) {
-    let id = db.otp(NUMBER, "482913").await;
-    let attempt = send(db, id).await;
-    let first_sent = sent_at(db, id).await;
+async fn claimed_resend(app: &TestApp) -> (Uuid, ClaimedMessage, Option<DateTime<Utc>>) {
+    let id = app.otp(NUMBER, "482913").await;
+    let attempt = send(app, id).await;
+    let first_sent = app.message(id).await.sent_at;
     assert!(first_sent.is_some());
-    resend(db, attempt).await;
-    let m = claim(db, id).await;
+    resend(app, attempt).await;
+    let m = claim(app, id).await;
     assert_eq!(m.resend_reason.as_deref(), Some("no receipt"));
     (id, m, first_sent)
 }
@@ -484,50 +425,50 @@ async fn a_resend_the_relay_cannot_send_leaves_the_message_sent() {
         Disposition::Expired,
         Disposition::Cancelled,
     ] {
-        let db = TestDb::new().await;
-        let (id, m, first_sent) = claimed_resend(&db).await;
+        let app = TestApp::new().await;
+        let (id, m, first_sent) = claimed_resend(&app).await;
         // The completion statement turns the unsent end of a resend round into `sent` instead of
         // running into the transition check.
-        complete(&db, ended(&m, disposition)).await;
-        let (state, last_error) = db.state_of(id).await;
+        app.complete(&[ended_round(&m, disposition)]).await;
+        let (state, last_error) = app.state_of(id).await;
         assert_eq!(state, "sent", "{disposition:?}");
         assert_eq!(
             last_error.as_deref(),
             Some("resend not sent: test"),
             "{disposition:?}"
         );
-        assert_eq!(sent_at(&db, id).await, first_sent, "{disposition:?}");
+        assert_eq!(app.message(id).await.sent_at, first_sent, "{disposition:?}");
     }
     // A retry of a resend goes back to the queue, with its sent_at.
-    let db = TestDb::new().await;
-    let (id, m, first_sent) = claimed_resend(&db).await;
-    complete(&db, ended(&m, Disposition::Retry)).await;
-    assert_eq!(db.state_of(id).await.0, "pending");
-    assert_eq!(sent_at(&db, id).await, first_sent);
+    let app = TestApp::new().await;
+    let (id, m, first_sent) = claimed_resend(&app).await;
+    app.complete(&[ended_round(&m, Disposition::Retry)]).await;
+    assert_eq!(app.state_of(id).await.0, "pending");
+    assert_eq!(app.message(id).await.sent_at, first_sent);
 }
 
 #[tokio::test]
 async fn sent_at_is_set_once() {
-    let db = TestDb::new().await;
-    let id = message_in(&db, Start::PendingResend).await;
+    let app = TestApp::new().await;
+    let id = message_in(&app, Start::PendingResend).await;
     let cleared = sqlx::query("UPDATE sms_outbox SET sent_at = NULL WHERE id = $1")
         .bind(id)
-        .execute(&db.pool)
+        .execute(&app.pool)
         .await;
     assert!(cleared.is_err(), "sent_at of a sent message was cleared");
     let moved =
         sqlx::query("UPDATE sms_outbox SET sent_at = sent_at + interval '1 second' WHERE id = $1")
             .bind(id)
-            .execute(&db.pool)
+            .execute(&app.pool)
             .await;
     assert!(moved.is_err(), "sent_at of a sent message was changed");
 
-    let never_sent = message_in(&db, Start::Pending).await;
+    let never_sent = message_in(&app, Start::Pending).await;
     let forged = sqlx::query(
         "UPDATE sms_outbox SET state = 'sent', sent_at = now(), finished_at = now() WHERE id = $1",
     )
     .bind(never_sent)
-    .execute(&db.pool)
+    .execute(&app.pool)
     .await;
     assert!(
         forged.is_err(),
@@ -541,35 +482,27 @@ async fn sent_at_is_set_once() {
 
 #[tokio::test]
 async fn a_newer_code_withdraws_a_waiting_resend_and_the_message_stays_sent() {
-    let db = TestDb::new().await;
-    let old = db.otp(NUMBER, "111111").await;
-    let attempt = send(&db, old).await;
-    let first_sent = sent_at(&db, old).await;
+    let app = TestApp::new().await;
+    let old = app.otp(NUMBER, "111111").await;
+    let attempt = send(&app, old).await;
+    let first_sent = app.message(old).await.sent_at;
     assert!(first_sent.is_some());
-    resend(&db, attempt).await;
-    assert_eq!(db.state_of(old).await.0, "pending");
+    resend(&app, attempt).await;
+    assert_eq!(app.state_of(old).await.0, "pending");
 
-    let newer = db.otp(NUMBER, "222222").await;
+    let newer = app.otp(NUMBER, "222222").await;
 
-    type Row = (
-        String,
-        Option<DateTime<Utc>>,
-        Option<String>,
-        Option<Uuid>,
-        Option<i64>,
-        Option<String>,
-        bool,
-    );
-    let row: Row = sqlx::query_as(
-        "SELECT state::text, sent_at, last_error, superseded_by, resend_of, resend_reason, \
-                finished_at IS NOT NULL FROM sms_outbox WHERE id = $1",
-    )
-    .bind(old)
-    .fetch_one(&db.pool)
-    .await
-    .unwrap();
+    let m = app.message(old).await;
     assert_eq!(
-        row,
+        (
+            m.state,
+            m.sent_at,
+            m.last_error,
+            m.superseded_by,
+            m.resend_of,
+            m.resend_reason,
+            m.finished_at.is_some()
+        ),
         (
             "sent".into(),
             first_sent,
@@ -581,21 +514,21 @@ async fn a_newer_code_withdraws_a_waiting_resend_and_the_message_stays_sent() {
         ),
         "the old message is back to sent (not cancelled), sent_at as it was"
     );
-    assert_eq!(db.state_of(newer).await.0, "pending");
+    assert_eq!(app.state_of(newer).await.0, "pending");
     assert_eq!(
-        resends(&db, old).await,
+        app.message(old).await.resends,
         0,
         "a withdrawn resend is not counted"
     );
 
     // The relay sends the newer code, and nothing more of the old one.
-    let sim = send_due(&db).await;
+    let sim = app.send_due().await;
     assert_eq!(sim.sent(), 1);
-    assert_eq!(db.state_of(newer).await.0, "sent");
-    assert_eq!(db.state_of(old).await.0, "sent");
-    assert_eq!(sent_at(&db, old).await, first_sent);
+    assert_eq!(app.state_of(newer).await.0, "sent");
+    assert_eq!(app.state_of(old).await.0, "sent");
+    assert_eq!(app.message(old).await.sent_at, first_sent);
     assert_eq!(
-        db.attempts_of(old).await.len(),
+        app.attempts_of(old).await.len(),
         1,
         "the resend never went out"
     );
@@ -606,10 +539,10 @@ async fn a_newer_code_withdraws_a_waiting_resend_and_the_message_stays_sent() {
 // ---------------------------------------------------------------------------------------------
 
 /// Runs an operator event on `id`; `Err` holds the SQLSTATE of a refusal.
-async fn operator(db: &TestDb, sql: &'static str, id: Uuid) -> Result<(), String> {
+async fn operator(app: &TestApp, sql: &'static str, id: Uuid) -> Result<(), String> {
     sqlx::query(sql)
         .bind(id)
-        .execute(&db.pool)
+        .execute(&app.pool)
         .await
         .map(|_| ())
         .map_err(|e| {
@@ -626,16 +559,16 @@ const CANCEL: &str = "SELECT sms_cancel($1, 'customer asked')";
 /// `sql` refused with SR014 for a message in each of `starts`, and the row left as it was.
 async fn refused_for(sql: &'static str, starts: &[Start]) {
     for &start in starts {
-        let db = TestDb::new().await;
-        let id = message_in(&db, start).await;
-        let before = snapshot(&db, id).await;
+        let app = TestApp::new().await;
+        let id = message_in(&app, start).await;
+        let before = snapshot(&app, id).await;
         assert_eq!(
-            operator(&db, sql, id).await,
+            operator(&app, sql, id).await,
             Err(OPERATOR_REFUSED.to_owned()),
             "{sql} for {start:?}"
         );
         assert_eq!(
-            snapshot(&db, id).await,
+            snapshot(&app, id).await,
             before,
             "{sql} for {start:?}: unchanged"
         );
@@ -644,21 +577,21 @@ async fn refused_for(sql: &'static str, starts: &[Start]) {
 
 #[tokio::test]
 async fn an_operator_retry_gives_a_failed_message_one_more_round_and_the_relay_sends_it() {
-    let db = TestDb::new().await;
-    let id = message_in(&db, Start::Failed).await;
-    operator(&db, RETRY, id).await.unwrap();
-    let (state, last_error) = db.state_of(id).await;
+    let app = TestApp::new().await;
+    let id = message_in(&app, Start::Failed).await;
+    operator(&app, RETRY, id).await.unwrap();
+    let (state, last_error) = app.state_of(id).await;
     assert_eq!(state, "pending");
     assert_eq!(
         last_error.as_deref(),
         Some("retried by an operator; before: test")
     );
 
-    let sim = send_due(&db).await;
+    let sim = app.send_due().await;
     assert_eq!(sim.sent(), 1);
-    assert_eq!(db.state_of(id).await.0, "sent");
+    assert_eq!(app.state_of(id).await.0, "sent");
     assert_eq!(
-        db.attempts_of(id).await,
+        app.attempts_of(id).await,
         [("sim".into(), 2, 1, "accepted".into())],
         "the retry is the message's second round"
     );
@@ -666,24 +599,18 @@ async fn an_operator_retry_gives_a_failed_message_one_more_round_and_the_relay_s
 
 #[tokio::test]
 async fn an_operator_retry_brings_a_waiting_retry_forward() {
-    let db = TestDb::new().await;
-    let id = db.otp(NUMBER, "482913").await;
+    let app = TestApp::new().await;
+    let id = app.otp(NUMBER, "482913").await;
     sqlx::query(
         "UPDATE sms_outbox SET next_attempt_at = now() + interval '1 minute' WHERE id = $1",
     )
     .bind(id)
-    .execute(&db.pool)
+    .execute(&app.pool)
     .await
     .unwrap();
-    assert!(
-        db.store()
-            .claim(10, Duration::from_secs(60), "r")
-            .await
-            .unwrap()
-            .is_empty()
-    );
-    operator(&db, RETRY, id).await.unwrap();
-    claim(&db, id).await;
+    assert!(app.claim(10).await.is_empty());
+    operator(&app, RETRY, id).await.unwrap();
+    claim(&app, id).await;
 }
 
 #[tokio::test]
@@ -704,20 +631,20 @@ async fn an_operator_retry_is_refused_for_a_message_sent_in_flight_or_closed() {
 
 #[tokio::test]
 async fn an_operator_retry_is_refused_once_the_code_is_no_longer_valid() {
-    let db = TestDb::new().await;
-    let id = message_in(&db, Start::Failed).await;
+    let app = TestApp::new().await;
+    let id = message_in(&app, Start::Failed).await;
     sqlx::query("UPDATE sms_outbox SET expires_at = now() + interval '1 second' WHERE id = $1")
         .bind(id)
-        .execute(&db.pool)
+        .execute(&app.pool)
         .await
         .unwrap();
     assert_eq!(
-        operator(&db, RETRY, id).await,
+        operator(&app, RETRY, id).await,
         Err(OPERATOR_REFUSED.to_owned())
     );
-    assert_eq!(db.state_of(id).await.0, "failed");
+    assert_eq!(app.state_of(id).await.0, "failed");
     assert_eq!(
-        operator(&db, RETRY, Uuid::nil()).await,
+        operator(&app, RETRY, Uuid::nil()).await,
         Err(OPERATOR_REFUSED.to_owned()),
         "an unknown id"
     );
@@ -725,40 +652,40 @@ async fn an_operator_retry_is_refused_once_the_code_is_no_longer_valid() {
 
 #[tokio::test]
 async fn an_operator_cancel_ends_a_waiting_message_and_the_relay_leaves_it() {
-    let db = TestDb::new().await;
-    let id = db.otp(NUMBER, "482913").await;
-    operator(&db, CANCEL, id).await.unwrap();
+    let app = TestApp::new().await;
+    let id = app.otp(NUMBER, "482913").await;
+    operator(&app, CANCEL, id).await.unwrap();
     assert_eq!(
-        db.state_of(id).await,
+        app.state_of(id).await,
         (
             "cancelled".into(),
             Some("cancelled by an operator: customer asked".into())
         )
     );
-    let sim = send_due(&db).await;
+    let sim = app.send_due().await;
     assert_eq!(sim.sent(), 0);
 }
 
 #[tokio::test]
 async fn an_operator_cancel_of_a_waiting_resend_withdraws_it_and_the_message_stays_sent() {
-    let db = TestDb::new().await;
-    let id = message_in(&db, Start::PendingResend).await;
-    let first_sent = sent_at(&db, id).await;
-    operator(&db, CANCEL, id).await.unwrap();
+    let app = TestApp::new().await;
+    let id = message_in(&app, Start::PendingResend).await;
+    let first_sent = app.message(id).await.sent_at;
+    operator(&app, CANCEL, id).await.unwrap();
     assert_eq!(
-        db.state_of(id).await,
+        app.state_of(id).await,
         (
             "sent".into(),
             Some("resend withdrawn by an operator: customer asked".into())
         )
     );
-    assert_eq!(sent_at(&db, id).await, first_sent);
+    assert_eq!(app.message(id).await.sent_at, first_sent);
     assert_eq!(
-        resends(&db, id).await,
+        app.message(id).await.resends,
         0,
         "a withdrawn resend is not counted"
     );
-    let sim = send_due(&db).await;
+    let sim = app.send_due().await;
     assert_eq!(sim.sent(), 0, "the resend never went out");
 }
 
@@ -792,7 +719,7 @@ const INSERT_TEXT: &str = "INSERT INTO sms_outbox (recipient, template, locale, 
 
 /// Enqueues an `otp`/`en` message with raw JSON `params` by `sms_enqueue()` or by a plain INSERT.
 async fn enqueue_text(
-    db: &TestDb,
+    app: &TestApp,
     by_insert: bool,
     recipient: &str,
     template: (&str, &str),
@@ -805,7 +732,7 @@ async fn enqueue_text(
             .bind(name)
             .bind(locale)
             .bind(params)
-            .fetch_one(&db.pool)
+            .fetch_one(&app.pool)
             .await
     } else {
         sqlx::query_scalar(ENQUEUE_TEXT)
@@ -813,14 +740,14 @@ async fn enqueue_text(
             .bind(name)
             .bind(params)
             .bind(locale)
-            .fetch_one(&db.pool)
+            .fetch_one(&app.pool)
             .await
     }
 }
 
 #[tokio::test]
 async fn unsendable_params_are_refused_with_sr012_and_the_limits_are_accepted() {
-    let db = TestDb::new().await;
+    let app = TestApp::new().await;
     let refused = [
         (
             "an extra key",
@@ -865,10 +792,10 @@ async fn unsendable_params_are_refused_with_sr012_and_the_limits_are_accepted() 
     ];
     let mut ids = Vec::new();
     for (path, by_insert) in [("sms_enqueue", false), ("INSERT", true)] {
-        let rows_before = db.count("SELECT count(*) FROM sms_outbox").await;
+        let rows_before = app.message_count().await;
         for (i, (what, params)) in refused.iter().enumerate() {
             let recipient = format!("+88017100001{i:02}");
-            let Err(error) = enqueue_text(&db, by_insert, &recipient, ("otp", "en"), params).await
+            let Err(error) = enqueue_text(&app, by_insert, &recipient, ("otp", "en"), params).await
             else {
                 panic!("{path}: {what} should be refused");
             };
@@ -885,13 +812,13 @@ async fn unsendable_params_are_refused_with_sr012_and_the_limits_are_accepted() 
             );
         }
         assert_eq!(
-            db.count("SELECT count(*) FROM sms_outbox").await,
+            app.message_count().await,
             rows_before,
             "{path}: a refusal left a row"
         );
         for (i, (what, params)) in accepted.iter().enumerate() {
             let recipient = format!("+88017200{}{i:02}", u8::from(by_insert));
-            let id = enqueue_text(&db, by_insert, &recipient, ("otp", "en"), params)
+            let id = enqueue_text(&app, by_insert, &recipient, ("otp", "en"), params)
                 .await
                 .unwrap_or_else(|e| panic!("{path}: {what} is accepted: {e}"));
             ids.push(id);
@@ -900,7 +827,7 @@ async fn unsendable_params_are_refused_with_sr012_and_the_limits_are_accepted() 
 
     // The library maps SR012 to its refusal.
     let error = enqueue(
-        &db.pool,
+        &app.pool,
         &EnqueueRequest {
             params: json!({"code": "482913", "extra": "x"}),
             ..otp_request(NUMBER, "")
@@ -920,16 +847,16 @@ async fn unsendable_params_are_refused_with_sr012_and_the_limits_are_accepted() 
     );
 
     // What the guard lets through, the relay sends.
-    let sim = send_due(&db).await;
+    let sim = app.send_due().await;
     for id in ids {
-        assert_eq!(db.state_of(id).await.0, "sent");
+        assert_eq!(app.state_of(id).await.0, "sent");
     }
     assert_eq!(sim.sent(), 6);
 }
 
 #[tokio::test]
 async fn a_numeric_param_is_sent_as_enqueued() {
-    let db = TestDb::new().await;
+    let app = TestApp::new().await;
     let fake = FakeProvider::start(Kind::Twilio).await;
     let numbers = [
         "12345678901234567890",
@@ -941,7 +868,7 @@ async fn a_numeric_param_is_sent_as_enqueued() {
     for (i, number) in numbers.iter().enumerate() {
         let recipient = format!("+88017120000{}", 10 + i);
         enqueue_text(
-            &db,
+            &app,
             false,
             &recipient,
             ("otp", "en"),
@@ -950,8 +877,7 @@ async fn a_numeric_param_is_sent_as_enqueued() {
         .await
         .unwrap();
     }
-    run_chain_until_idle(
-        &db,
+    app.run_chain_until_idle(
         http_chain(&[provider_config(&fake, "twilio", json!({}))]),
         quick_retries(),
     )
@@ -1153,30 +1079,30 @@ fn odd_row() -> impl Strategy<Value = (String, bool, (&'static str, &'static str
 async fn odd_params_case(
     rows: Vec<(String, bool, (&'static str, &'static str))>,
 ) -> Result<(), TestCaseError> {
-    let db = TestDb::new().await;
+    let app = TestApp::new().await;
     let ordinary = [
-        db.otp("+8801900000001", "482913").await,
-        db.otp("+8801900000002", "551234").await,
+        app.otp("+8801900000001", "482913").await,
+        app.otp("+8801900000002", "551234").await,
     ];
     let mut accepted = Vec::new();
     for (i, (params, by_insert, template)) in rows.iter().enumerate() {
         let recipient = format!("+8801800{i:06}");
         // Whatever PostgreSQL refuses (bad JSON, NUL, a guard) is simply not enqueued.
-        if let Ok(id) = enqueue_text(&db, *by_insert, &recipient, *template, params).await {
+        if let Ok(id) = enqueue_text(&app, *by_insert, &recipient, *template, params).await {
             accepted.push((id, params.clone()));
         }
     }
     prop_assert_eq!(
-        db.count("SELECT count(*) FROM sms_outbox").await,
+        app.message_count().await,
         i64::try_from(accepted.len() + ordinary.len()).unwrap(),
         "only accepted rows are in the outbox"
     );
 
     let sim = accepting("sim");
-    run_until_idle(&db, [sim], quick_retries()).await;
+    app.run_until_idle([sim], quick_retries()).await;
 
     for (id, params) in &accepted {
-        let (state, last_error) = db.state_of(*id).await;
+        let (state, last_error) = app.state_of(*id).await;
         prop_assert!(
             state == "sent" || (state == "failed" && last_error.is_some()),
             "params {} ended {} ({:?})",
@@ -1186,14 +1112,9 @@ async fn odd_params_case(
         );
     }
     for id in ordinary {
-        prop_assert_eq!(db.state_of(id).await.0, "sent", "an ordinary OTP");
+        prop_assert_eq!(app.state_of(id).await.0, "sent", "an ordinary OTP");
     }
-    prop_assert_eq!(
-        db.count("SELECT count(*) FROM sms_outbox WHERE state IN ('pending', 'sending')")
-            .await,
-        0,
-        "nothing is left pending or sending"
-    );
+    prop_assert_eq!(app.owed().await, 0, "nothing is left pending or sending");
     Ok(())
 }
 

@@ -6,29 +6,31 @@ use std::sync::Arc;
 use chrono::{TimeDelta, Utc};
 use serde_json::json;
 use sms_relay::{
-    providers::{Link, PriceRule, PriceTable, Provider, ProviderChain, SimulatorSettings},
-    relay::{Relay, RetryPolicy, StopWhen},
-    store::{EnqueueRequest, enqueue},
+    providers::{
+        AttemptRecord, Link, PriceRule, PriceTable, Provider, ProviderChain, SimulatorSettings,
+    },
+    relay::{Relay, RetryPolicy},
+    store::EnqueueRequest,
 };
-use tokio_util::sync::CancellationToken;
 
 use crate::support::{
-    TestDb, accepting, failing, otp_request, quick_retries, run_chain_until_drained,
-    run_until_idle, send_due, settings, simulator, within,
+    RELAY, TestApp, accepted_call, accepting, chain, failed_round, failing, otp_request,
+    quick_retries, run_relay_until_idle, sent_round, settings, simulator,
 };
 
 const NUMBER: &str = "+8801712345678";
 
 #[tokio::test]
 async fn a_provider_problem_falls_over_to_the_next_provider() {
-    let db = TestDb::new().await;
-    let id = db.otp(NUMBER, "1").await;
+    let app = TestApp::new().await;
+    let id = app.otp(NUMBER, "1").await;
     let (primary, backup) = (failing("primary"), accepting("backup"));
-    run_until_idle(&db, [primary.clone(), backup.clone()], quick_retries()).await;
+    app.run_until_idle([primary.clone(), backup.clone()], quick_retries())
+        .await;
 
-    assert_eq!(db.state_of(id).await.0, "sent");
+    assert_eq!(app.state_of(id).await.0, "sent");
     assert_eq!(
-        db.attempts_of(id).await,
+        app.attempts_of(id).await,
         [
             ("primary".into(), 1, 1, "provider_error".into()),
             ("backup".into(), 1, 2, "accepted".into())
@@ -38,8 +40,8 @@ async fn a_provider_problem_falls_over_to_the_next_provider() {
 
 #[tokio::test]
 async fn a_bad_recipient_fails_at_once_without_trying_other_providers() {
-    let db = TestDb::new().await;
-    let id = db.otp(NUMBER, "1").await;
+    let app = TestApp::new().await;
+    let id = app.otp(NUMBER, "1").await;
     let rejecting = simulator(
         "primary",
         SimulatorSettings {
@@ -48,22 +50,23 @@ async fn a_bad_recipient_fails_at_once_without_trying_other_providers() {
         },
     );
     let backup = accepting("backup");
-    run_until_idle(&db, [rejecting, backup.clone()], quick_retries()).await;
+    app.run_until_idle([rejecting, backup.clone()], quick_retries())
+        .await;
 
-    let (state, reason) = db.state_of(id).await;
+    let (state, reason) = app.state_of(id).await;
     assert_eq!(state, "failed");
     assert!(
         reason.unwrap().contains("bad_recipient from primary"),
         "reason names the class and provider"
     );
     assert_eq!(backup.calls(), 0);
-    assert_eq!(db.attempts_of(id).await.len(), 1);
+    assert_eq!(app.attempts_of(id).await.len(), 1);
 }
 
 #[tokio::test]
 async fn an_unknown_outcome_is_recorded_as_such_and_falls_over() {
-    let db = TestDb::new().await;
-    let id = db.otp(NUMBER, "1").await;
+    let app = TestApp::new().await;
+    let id = app.otp(NUMBER, "1").await;
     let unsure = simulator(
         "unsure",
         SimulatorSettings {
@@ -71,9 +74,10 @@ async fn an_unknown_outcome_is_recorded_as_such_and_falls_over() {
             ..SimulatorSettings::default()
         },
     );
-    run_until_idle(&db, [unsure, accepting("backup")], quick_retries()).await;
+    app.run_until_idle([unsure, accepting("backup")], quick_retries())
+        .await;
     assert_eq!(
-        db.attempts_of(id).await,
+        app.attempts_of(id).await,
         [
             ("unsure".into(), 1, 1, "unknown".into()),
             ("backup".into(), 1, 2, "accepted".into())
@@ -83,61 +87,50 @@ async fn an_unknown_outcome_is_recorded_as_such_and_falls_over() {
 
 #[tokio::test]
 async fn when_every_provider_fails_a_retry_is_scheduled_with_backoff() {
-    let db = TestDb::new().await;
-    let id = db.otp(NUMBER, "1").await;
+    let app = TestApp::new().await;
+    let id = app.otp(NUMBER, "1").await;
     let policy = RetryPolicy {
         base_ms: 60_000,
         cap_ms: 60_000,
         jitter: 0.0,
         ..RetryPolicy::default()
     };
-    run_until_idle(&db, [failing("a"), failing("b")], policy).await;
+    app.run_until_idle([failing("a"), failing("b")], policy)
+        .await;
 
-    let (state, reason) = db.state_of(id).await;
+    let (state, reason) = app.state_of(id).await;
     assert_eq!(state, "pending");
     assert!(reason.unwrap().contains("simulated provider outage"));
-    let wait: f64 = sqlx::query_scalar(
-        "SELECT extract(epoch FROM next_attempt_at - now())::float8 FROM sms_outbox",
-    )
-    .fetch_one(&db.pool)
-    .await
-    .unwrap();
+    let wait = (app.message(id).await.next_attempt_at - Utc::now()).as_seconds_f64();
     assert!((55.0..=60.0).contains(&wait), "next try in {wait} s");
-    assert_eq!(db.attempts_of(id).await.len(), 2);
+    assert_eq!(app.attempts_of(id).await.len(), 2);
 }
 
 #[tokio::test]
 async fn retries_continue_until_a_provider_recovers() {
-    let db = TestDb::new().await;
-    let id = db.otp(NUMBER, "1").await;
+    let app = TestApp::new().await;
+    let id = app.otp(NUMBER, "1").await;
     let flaky = failing("flaky");
     let patient = RetryPolicy {
         base_ms: 60_000,
         cap_ms: 60_000,
         ..RetryPolicy::default()
     };
-    run_until_idle(&db, [flaky.clone()], patient).await;
+    app.run_until_idle([flaky.clone()], patient).await;
     // Still pending with a retry scheduled; time passes and the provider recovers.
-    assert_eq!(db.state_of(id).await.0, "pending");
-    sqlx::query("UPDATE sms_outbox SET next_attempt_at = now()")
-        .execute(&db.pool)
-        .await
-        .unwrap();
-    run_chain_until_drained(
-        &db,
-        crate::support::chain([accepting("flaky")]),
-        quick_retries(),
-    )
-    .await;
-    assert_eq!(db.state_of(id).await.0, "sent");
-    let rounds: Vec<i32> = db.attempts_of(id).await.iter().map(|a| a.1).collect();
+    assert_eq!(app.state_of(id).await.0, "pending");
+    app.make_due().await;
+    app.run_chain_until_drained(chain([accepting("flaky")]), quick_retries())
+        .await;
+    assert_eq!(app.state_of(id).await.0, "sent");
+    let rounds: Vec<i32> = app.attempts_of(id).await.iter().map(|a| a.1).collect();
     assert_eq!(rounds, [1, 2]);
 }
 
 #[tokio::test]
 async fn a_code_that_expires_before_its_retry_ends_expired_and_is_never_sent() {
-    let db = TestDb::new().await;
-    let id = db.otp_expiring_in(NUMBER, 4).await;
+    let app = TestApp::new().await;
+    let id = app.otp_expiring_in(NUMBER, 4).await;
     let down = failing("down");
     let policy = RetryPolicy {
         base_ms: 10_000,
@@ -145,9 +138,9 @@ async fn a_code_that_expires_before_its_retry_ends_expired_and_is_never_sent() {
         jitter: 0.0,
         ..RetryPolicy::default()
     };
-    run_until_idle(&db, [down.clone()], policy.clone()).await;
+    app.run_until_idle([down.clone()], policy.clone()).await;
 
-    let (state, reason) = db.state_of(id).await;
+    let (state, reason) = app.state_of(id).await;
     assert_eq!(state, "expired");
     assert!(
         reason
@@ -158,35 +151,36 @@ async fn a_code_that_expires_before_its_retry_ends_expired_and_is_never_sent() {
     assert_eq!(down.sent(), 0);
     // Nothing is left to do, and a later relay sends nothing.
     let later = accepting("later");
-    run_until_idle(&db, [later.clone()], policy).await;
+    app.run_until_idle([later.clone()], policy).await;
     assert_eq!(later.calls(), 0);
 }
 
 #[tokio::test]
 async fn a_message_claimed_after_its_validity_is_expired_without_a_send() {
-    let db = TestDb::new().await;
-    let id = db.otp(NUMBER, "1").await;
+    let app = TestApp::new().await;
+    let id = app.otp(NUMBER, "1").await;
     sqlx::query("UPDATE sms_outbox SET created_at = now() - interval '20 minutes', expires_at = now() - interval '1 second'")
-        .execute(&db.pool)
+        .execute(&app.pool)
         .await
         .unwrap();
-    let sim = send_due(&db).await;
-    assert_eq!(db.state_of(id).await.0, "expired");
+    let sim = app.send_due().await;
+    assert_eq!(app.state_of(id).await.0, "expired");
     assert_eq!(sim.calls(), 0);
 }
 
 #[tokio::test]
 async fn max_rounds_ends_the_message_failed_with_the_reason() {
-    let db = TestDb::new().await;
-    let id = db.otp(NUMBER, "1").await;
+    let app = TestApp::new().await;
+    let id = app.otp(NUMBER, "1").await;
     let down = failing("down");
     let policy = RetryPolicy {
         max_rounds: 3,
         ..quick_retries()
     };
-    run_chain_until_drained(&db, crate::support::chain([down.clone()]), policy).await;
+    app.run_chain_until_drained(chain([down.clone()]), policy)
+        .await;
 
-    let (state, reason) = db.state_of(id).await;
+    let (state, reason) = app.state_of(id).await;
     assert_eq!(state, "failed");
     let reason = reason.unwrap();
     assert!(
@@ -194,33 +188,33 @@ async fn max_rounds_ends_the_message_failed_with_the_reason() {
         "{reason}"
     );
     assert_eq!(down.calls(), 3);
-    let rounds: Vec<i32> = db.attempts_of(id).await.iter().map(|a| a.1).collect();
+    let rounds: Vec<i32> = app.attempts_of(id).await.iter().map(|a| a.1).collect();
     assert_eq!(rounds, [1, 2, 3]);
 }
 
 #[tokio::test]
 async fn a_poison_row_fails_with_a_reason_and_blocks_nobody() {
-    let db = TestDb::new().await;
-    let poison_params = db.otp("+8801711111111", "1").await;
+    let app = TestApp::new().await;
+    let poison_params = app.otp("+8801711111111", "1").await;
     sqlx::query("UPDATE sms_outbox SET params = '{\"code\": {\"nested\": true}}' WHERE id = $1")
         .bind(poison_params)
-        .execute(&db.pool)
+        .execute(&app.pool)
         .await
         .unwrap();
-    let poison_template = db.otp("+8801722222222", "2").await;
+    let poison_template = app.otp("+8801722222222", "2").await;
     sqlx::query("UPDATE sms_outbox SET template = 'deleted_later' WHERE id = $1")
         .bind(poison_template)
-        .execute(&db.pool)
+        .execute(&app.pool)
         .await
         .unwrap();
-    let healthy = db.otps(50).await;
+    let healthy = app.otps(50).await;
 
-    let sim = send_due(&db).await;
+    let sim = app.send_due().await;
 
-    let (state, reason) = db.state_of(poison_params).await;
+    let (state, reason) = app.state_of(poison_params).await;
     assert_eq!(state, "failed");
     assert!(reason.unwrap().contains("not a string or number"));
-    let (state, reason) = db.state_of(poison_template).await;
+    let (state, reason) = app.state_of(poison_template).await;
     assert_eq!(state, "failed");
     assert!(
         reason
@@ -228,23 +222,23 @@ async fn a_poison_row_fails_with_a_reason_and_blocks_nobody() {
             .contains("template deleted_later/en does not exist")
     );
     assert_eq!(sim.sent(), healthy.len() as u64);
-    assert_eq!(db.states().await.get("sent"), Some(&(healthy.len() as i64)));
+    assert_eq!(
+        app.states().await.get("sent"),
+        Some(&(healthy.len() as i64))
+    );
 }
 
 #[tokio::test]
 async fn each_attempt_records_segments_encoding_cost_and_provider_ids() {
-    let db = TestDb::new().await;
-    let english = db.otp(NUMBER, "482913").await;
-    let bengali = enqueue(
-        &db.pool,
-        &EnqueueRequest {
+    let app = TestApp::new().await;
+    let english = app.otp(NUMBER, "482913").await;
+    let bengali = app
+        .enqueue(&EnqueueRequest {
             locale: Some("bn".into()),
             params: json!({"code": 771204}),
             ..otp_request("+8801812345678", "")
-        },
-    )
-    .await
-    .unwrap();
+        })
+        .await;
     let priced = ProviderChain::new(vec![
         Link::new(accepting("local") as Arc<dyn Provider>).with_prices(PriceTable::new(&[
             PriceRule {
@@ -254,47 +248,29 @@ async fn each_attempt_records_segments_encoding_cost_and_provider_ids() {
             },
         ])),
     ]);
-    let relay = Relay::new(db.store(), Arc::new(priced), settings(), quick_retries());
-    within(60, relay.run(StopWhen::Idle, CancellationToken::new()))
-        .await
-        .unwrap();
+    let relay = Relay::new(app.store(), Arc::new(priced), settings(), quick_retries());
+    run_relay_until_idle(relay).await;
 
-    type Row = (
-        String,
-        i32,
-        String,
-        Option<String>,
-        Option<String>,
-        Option<i16>,
-        Option<String>,
-        String,
-        f64,
-    );
-    let row = |id| {
-        sqlx::query_as::<_, Row>(
-            "SELECT provider, segments::int, encoding, cost::text, currency::text, http_status, \
-                    provider_message_id, template, latency_ms FROM sms_attempts WHERE message_id = $1",
-        )
-        .bind(id)
-        .fetch_one(&db.pool)
-    };
-    let en = row(english).await.unwrap();
-    assert_eq!((en.0.as_str(), en.1, en.2.as_str()), ("local", 1, "gsm7"));
+    let en = app.first_attempt(english).await;
     assert_eq!(
-        (en.3.as_deref(), en.4.as_deref(), en.5),
+        (en.provider.as_str(), en.segments, en.encoding.as_str()),
+        ("local", 1, "gsm7")
+    );
+    assert_eq!(
+        (en.cost.as_deref(), en.currency.as_deref(), en.http_status),
         (Some("0.250000"), Some("BDT"), Some(200))
     );
-    assert!(en.6.unwrap().starts_with("sim-"));
-    assert_eq!(en.7, "otp");
-    assert!(en.8 >= 0.0);
-    let bn = row(bengali).await.unwrap();
-    assert_eq!((bn.1, bn.2.as_str()), (1, "ucs2"));
+    assert!(en.provider_message_id.unwrap().starts_with("sim-"));
+    assert_eq!(en.template, "otp");
+    assert!(en.latency_ms >= 0.0);
+    let bn = app.first_attempt(bengali).await;
+    assert_eq!((bn.segments, bn.encoding.as_str()), (1, "ucs2"));
 }
 
 #[tokio::test]
 async fn a_provider_that_hangs_is_cut_off_at_the_codes_deadline() {
-    let db = TestDb::new().await;
-    let id = db.otp_expiring_in(NUMBER, 3).await;
+    let app = TestApp::new().await;
+    let id = app.otp_expiring_in(NUMBER, 3).await;
     let hung = simulator(
         "hung",
         SimulatorSettings {
@@ -302,14 +278,10 @@ async fn a_provider_that_hangs_is_cut_off_at_the_codes_deadline() {
             ..SimulatorSettings::default()
         },
     );
-    run_until_idle(
-        &db,
-        &[hung.clone(), accepting("never-reached")],
-        quick_retries(),
-    )
-    .await;
+    app.run_until_idle(&[hung.clone(), accepting("never-reached")], quick_retries())
+        .await;
 
-    let (state, reason) = db.state_of(id).await;
+    let (state, reason) = app.state_of(id).await;
     assert_eq!(state, "expired");
     assert!(reason.unwrap().contains("validity ended"));
     assert_eq!(
@@ -318,49 +290,40 @@ async fn a_provider_that_hangs_is_cut_off_at_the_codes_deadline() {
         "the call was abandoned before the simulator answered"
     );
     assert_eq!(
-        db.attempts_of(id).await,
+        app.attempts_of(id).await,
         [("hung".into(), 1, 1, "unknown".into())]
     );
 }
 
 #[tokio::test]
 async fn a_message_superseded_while_in_flight_is_not_retried() {
-    let db = TestDb::new().await;
-    let old = db.otp(NUMBER, "111111").await;
-    let store = db.store();
-    let claimed = store
-        .claim(1, std::time::Duration::from_secs(60), "r")
-        .await
-        .unwrap();
+    let app = TestApp::new().await;
+    let old = app.otp(NUMBER, "111111").await;
+    let claimed = app.claim(1).await;
     assert_eq!(claimed[0].id, old);
-    let new = db.otp(NUMBER, "222222").await;
+    let new = app.otp(NUMBER, "222222").await;
     assert_eq!(
-        db.state_of(old).await.0,
+        app.state_of(old).await.0,
         "sending",
         "an in-flight message is left alone"
     );
 
-    let finish = crate::support::failed_round(old, 1);
-    store.complete(&[finish], "r", 0).await.unwrap();
-    let (state, reason) = db.state_of(old).await;
+    app.complete(&[failed_round(old, 1)]).await;
+    let (state, reason) = app.state_of(old).await;
     assert_eq!(state, "cancelled");
     assert!(
         reason
             .unwrap()
             .starts_with("superseded by a newer message; last error: provider down")
     );
-    assert_eq!(db.state_of(new).await.0, "pending");
+    assert_eq!(app.state_of(new).await.0, "pending");
 }
 
 #[tokio::test]
 async fn odd_provider_values_are_recorded_without_failing_the_batch() {
-    let db = TestDb::new().await;
-    let ids = db.otps(2).await;
-    let store = db.store();
-    let claimed = store
-        .claim(2, std::time::Duration::from_secs(60), "r")
-        .await
-        .unwrap();
+    let app = TestApp::new().await;
+    let ids = app.otps(2).await;
+    let claimed = app.claim(2).await;
     let now = Utc::now();
     let odd = sms_relay::providers::AttemptRecord {
         provider: "odd\0provider".into(),
@@ -380,75 +343,65 @@ async fn odd_provider_values_are_recorded_without_failing_the_batch() {
     };
     let finishes: Vec<_> = claimed
         .iter()
-        .map(|m| crate::support::sent_round(m, vec![odd.clone()]))
+        .map(|m| sent_round(m, vec![odd.clone()]))
         .collect();
-    store.complete(&finishes, "r", 0).await.unwrap();
+    app.complete(&finishes).await;
     // Writing the same batch again (a retry after a lost acknowledgement) changes nothing.
-    store.complete(&finishes, "r", 0).await.unwrap();
+    app.complete(&finishes).await;
 
-    for id in ids {
-        assert_eq!(db.state_of(id).await.0, "sent");
+    for &id in &ids {
+        assert_eq!(app.state_of(id).await.0, "sent");
     }
-    let (cost, currency, provider, latency): (String, String, String, f64) = sqlx::query_as(
-        "SELECT cost::text, currency::text, provider, latency_ms FROM sms_attempts LIMIT 1",
-    )
-    .fetch_one(&db.pool)
-    .await
-    .unwrap();
+    let odd = app.first_attempt(ids[0]).await;
     assert_eq!(
-        (cost.as_str(), currency.as_str(), provider.as_str(), latency),
+        (
+            odd.cost.unwrap().as_str(),
+            odd.currency.unwrap().as_str(),
+            odd.provider.as_str(),
+            odd.latency_ms
+        ),
         ("0.075100", "USD", "oddprovider", 0.0)
     );
-    assert_eq!(db.count("SELECT count(*) FROM sms_attempts").await, 2);
+    assert_eq!(app.attempt_count().await, 2);
 }
 
 #[tokio::test]
 async fn a_round_the_database_refuses_is_still_recorded_and_spares_the_rest() {
-    let db = TestDb::new().await;
-    db.otps(2).await;
-    let store = db.store();
-    let claimed = store
-        .claim(2, std::time::Duration::from_secs(60), "r")
-        .await
-        .unwrap();
-    let attempt = |chain_step| sms_relay::providers::AttemptRecord {
-        provider: "sim".into(),
+    let app = TestApp::new().await;
+    app.otps(2).await;
+    let claimed = app.claim(2).await;
+    let attempt = |m, chain_step| AttemptRecord {
         chain_step,
         client_ref: format!("1r1s{chain_step}"),
-        started_at: Utc::now(),
-        finished_at: Utc::now(),
-        outcome: sms_relay::providers::Outcome::Accepted,
-        http_status: Some(200),
-        error_code: None,
-        error_message: None,
         provider_message_id: Some("SM1".into()),
-        cost: None,
+        ..accepted_call(m)
     };
     // chain_step 0 breaks a CHECK: the database refuses that round's attempt row.
     let finishes: Vec<_> = claimed
         .iter()
         .zip([1, 0])
-        .map(|(m, step)| crate::support::sent_round(m, vec![attempt(step)]))
+        .map(|(m, step)| sent_round(m, vec![attempt(m, step)]))
         .collect();
-    let err = store.complete(&finishes, "r", 0).await.unwrap_err();
+    let store = app.store();
+    let err = store.complete(&finishes, RELAY, 0).await.unwrap_err();
     assert!(err.is_data_error(), "{err}");
 
     // The relay's completer, given the same batch, records both outcomes.
     sms_relay::relay::record(
         &store,
         &finishes,
-        "r",
+        RELAY,
         0,
         std::time::Duration::from_secs(10),
     )
     .await;
     assert_eq!(
-        db.states().await.get("sent"),
+        app.states().await.get("sent"),
         Some(&2),
         "neither sent message is left to be sent again"
     );
     assert_eq!(
-        db.count("SELECT count(*) FROM sms_attempts").await,
+        app.attempt_count().await,
         1,
         "the good round's attempt row is kept"
     );

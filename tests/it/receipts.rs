@@ -5,411 +5,19 @@ use base64::{Engine, engine::general_purpose::STANDARD};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use sms_relay::{
-    config::{Config, WebhookSettings},
-    providers::{
-        ProviderConfig,
-        twilio::signature::twilio_signature,
-        vonage::signature::{VonageMethod, vonage_signature},
-    },
-    receipts::{server, watch::Sweeper},
+    providers::{ProviderConfig, twilio::signature::twilio_signature},
     store::Store,
 };
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
-use uuid::Uuid;
 
 use crate::{
     fakes::{FakeProvider, Kind},
-    support::{TestDb, http_chain, provider_config, quick_retries, run_chain_until_idle, settings},
+    support::{
+        TestApp, http_chain,
+        receipts::{Dlr, INFOBIP_PASSWORD, INFOBIP_USER, Poster, receipt_entry},
+        scene::Scene,
+        webhooks::{PUBLIC, config_for, serve},
+    },
 };
-
-/// The public URL the providers are told to call (and Twilio signs).
-pub const PUBLIC: &str = "https://relay.example.com";
-/// The Vonage signature secret the test config holds.
-pub const VONAGE_SECRET: &str = "s3cr3tSignature";
-/// Infobip webhook Basic-auth credentials in the test config.
-pub const INFOBIP_USER: &str = "dlr-user";
-pub const INFOBIP_PASSWORD: &str = "dlr-pass-6f1c";
-
-/// A provider entry for `fake` with the webhook credentials the relay checks.
-pub fn receipt_entry(fake: &FakeProvider, name: &str) -> ProviderConfig {
-    let extra = match fake.kind() {
-        Kind::Vonage => json!({"signature_secret": VONAGE_SECRET, "signature_method": "sha256"}),
-        Kind::Infobip => {
-            json!({"receipt_username": INFOBIP_USER, "receipt_password": INFOBIP_PASSWORD})
-        }
-        _ => json!({}),
-    };
-    provider_config(fake, name, extra)
-}
-
-/// The relay's configuration for `providers`, receipts at [`PUBLIC`], no resends.
-pub fn config_for(providers: Vec<ProviderConfig>) -> Config {
-    let mut config = Config {
-        providers,
-        webhooks: WebhookSettings {
-            public_base_url: Some(PUBLIC.into()),
-            ..WebhookSettings::default()
-        },
-        relay: settings(),
-        ..Config::default()
-    };
-    config.receipts.max_resends = 0;
-    config.receipts.poll_interval_ms = 100;
-    config
-}
-
-/// Serves the webhook endpoints for `config` on a free local port; returns their base URL.
-pub async fn serve(config: &Config, store: Store) -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let router = config.webhooks(store).router();
-    tokio::spawn(server::serve(listener, router, CancellationToken::new()));
-    base
-}
-
-/// The accepted attempt of a message: (attempt id, provider message id, client reference).
-pub async fn accepted_attempt(db: &TestDb, message: Uuid) -> (i64, String, String) {
-    sqlx::query_as(
-        "SELECT id, provider_message_id, client_ref FROM sms_attempts \
-          WHERE message_id = $1 AND outcome = 'accepted' ORDER BY id DESC LIMIT 1",
-    )
-    .bind(message)
-    .fetch_one(&db.pool)
-    .await
-    .unwrap()
-}
-
-/// Sends one OTP to `number` through `config`'s chain and returns its id.
-pub async fn send_one(db: &TestDb, config: &Config, number: &str) -> Uuid {
-    let id = db.otp(number, "482913").await;
-    run_chain_until_idle(db, http_chain(&config.providers), quick_retries()).await;
-    assert_eq!(db.state_of(id).await.0, "sent");
-    id
-}
-
-/// One OTP sent through the first provider of a chain of fakes (named p1, p2, …), with the
-/// relay's webhook endpoints served.
-pub struct Scene {
-    pub db: TestDb,
-    pub fakes: Vec<FakeProvider>,
-    pub config: Config,
-    pub base: String,
-    /// The message.
-    pub id: Uuid,
-    /// Its accepted attempt: row id, provider message id, client reference.
-    pub attempt: (i64, String, String),
-}
-
-impl Scene {
-    /// The scene for `kinds`, after `tweak` adjusted the configuration, with an OTP expiring in
-    /// `expires_in` seconds (the template's 10 minutes when `None`).
-    pub async fn new(
-        kinds: &[Kind],
-        expires_in: Option<i64>,
-        tweak: impl FnOnce(&mut Config),
-    ) -> Self {
-        let db = TestDb::new().await;
-        let mut fakes = Vec::new();
-        let mut entries = Vec::new();
-        for (i, kind) in kinds.iter().enumerate() {
-            let fake = FakeProvider::start(*kind).await;
-            entries.push(receipt_entry(&fake, &format!("p{}", i + 1)));
-            fakes.push(fake);
-        }
-        let mut config = config_for(entries);
-        tweak(&mut config);
-        let base = serve(&config, db.store()).await;
-        let id = match expires_in {
-            Some(secs) => db.otp_expiring_in("+8801712345611", secs).await,
-            None => db.otp("+8801712345611", "482913").await,
-        };
-        let scene = Self {
-            db,
-            fakes,
-            config,
-            base,
-            id,
-            attempt: (0, String::new(), String::new()),
-        };
-        scene.run().await;
-        assert_eq!(scene.state().await, "sent");
-        Self {
-            attempt: accepted_attempt(&scene.db, id).await,
-            ..scene
-        }
-    }
-
-    /// Runs the relay until nothing is due.
-    pub async fn run(&self) {
-        run_chain_until_idle(
-            &self.db,
-            http_chain(&self.config.providers),
-            quick_retries(),
-        )
-        .await;
-    }
-
-    pub async fn state(&self) -> String {
-        self.db.state_of(self.id).await.0
-    }
-
-    pub async fn resends(&self) -> i32 {
-        sqlx::query_scalar("SELECT resends FROM sms_outbox WHERE id = $1")
-            .bind(self.id)
-            .fetch_one(&self.db.pool)
-            .await
-            .unwrap()
-    }
-
-    /// The first attempt's delivery status.
-    pub async fn delivery(&self) -> Option<String> {
-        sqlx::query_scalar("SELECT delivery_status::text FROM sms_attempts WHERE id = $1")
-            .bind(self.attempt.0)
-            .fetch_one(&self.db.pool)
-            .await
-            .unwrap()
-    }
-
-    /// Posts a signed Twilio receipt for the first attempt (sent through `p1`, a Twilio fake).
-    pub async fn twilio(&self, status: &str, error: &str) -> StatusCode {
-        Poster::new(Kind::Twilio, &self.base, &self.fakes[0])
-            .post(&Dlr {
-                id: &self.attempt.1,
-                client_ref: &self.attempt.2,
-                status,
-                error,
-            })
-            .await
-    }
-
-    pub fn sweeper(&self) -> Sweeper {
-        self.config.sweeper(self.db.store())
-    }
-}
-
-/// (delivery_status, delivery_error, delivered_at is set) of an attempt.
-async fn delivery_of(db: &TestDb, attempt: i64) -> (Option<String>, Option<String>, bool) {
-    sqlx::query_as(
-        "SELECT delivery_status::text, delivery_error, delivered_at IS NOT NULL \
-           FROM sms_attempts WHERE id = $1",
-    )
-    .bind(attempt)
-    .fetch_one(&db.pool)
-    .await
-    .unwrap()
-}
-
-/// (cost, currency) of an attempt, as text.
-async fn cost_of(db: &TestDb, attempt: i64) -> (String, String) {
-    sqlx::query_as("SELECT cost::text, currency::text FROM sms_attempts WHERE id = $1")
-        .bind(attempt)
-        .fetch_one(&db.pool)
-        .await
-        .unwrap()
-}
-
-/// How long an attempt had waited since acceptance when a report API was last asked about it,
-/// in seconds (the poller's next backoff step).
-async fn waited_when_asked(db: &TestDb, attempt: i64) -> f64 {
-    sqlx::query_scalar(
-        "SELECT extract(epoch FROM receipt_checked_at - finished_at)::float8 FROM sms_attempts WHERE id = $1",
-    )
-    .bind(attempt)
-    .fetch_one(&db.pool)
-    .await
-    .unwrap()
-}
-
-/// `sms_receipts.result` of every stored receipt, oldest first.
-async fn receipt_results(db: &TestDb) -> Vec<String> {
-    sqlx::query_scalar("SELECT result FROM sms_receipts ORDER BY id")
-        .fetch_all(&db.pool)
-        .await
-        .unwrap()
-}
-
-/// What a test needs to post one provider's receipts.
-pub struct Poster {
-    pub kind: Kind,
-    pub base: String,
-    pub http: reqwest::Client,
-    /// Twilio's auth token (the fake account's).
-    pub token: String,
-}
-
-/// One receipt to post: the provider's ids and its status words.
-pub struct Dlr<'a> {
-    pub id: &'a str,
-    pub client_ref: &'a str,
-    /// Twilio `MessageStatus`, Vonage `status`, Infobip `groupId/id`.
-    pub status: &'a str,
-    pub error: &'a str,
-}
-
-impl Poster {
-    pub fn new(kind: Kind, base: &str, fake: &FakeProvider) -> Self {
-        let token = fake
-            .credentials()
-            .into_iter()
-            .find(|(k, _)| *k == "auth_token")
-            .map(|(_, v)| v)
-            .unwrap_or_default();
-        Poster {
-            kind,
-            base: base.to_owned(),
-            http: reqwest::Client::new(),
-            token,
-        }
-    }
-
-    fn url(&self) -> String {
-        let path = match self.kind {
-            Kind::Twilio => "twilio",
-            Kind::Vonage => "vonage",
-            _ => "infobip",
-        };
-        format!("{}/webhooks/{path}", self.base)
-    }
-
-    /// The Twilio form for `dlr` (§1.3 fields).
-    fn twilio_form(dlr: &Dlr) -> Vec<(String, String)> {
-        let mut form = vec![
-            ("MessageSid", dlr.id),
-            ("SmsSid", dlr.id),
-            ("MessageStatus", dlr.status),
-            ("SmsStatus", dlr.status),
-            ("AccountSid", "AC8e1f2a3b4c5d6e7f8091a2b3c4d5e6f7"),
-            ("From", "Glamora"),
-            ("To", "+8801712345611"),
-            ("ApiVersion", "2010-04-01"),
-        ];
-        if !dlr.error.is_empty() {
-            form.push(("ErrorCode", dlr.error));
-        }
-        form.into_iter()
-            .map(|(k, v)| (k.to_owned(), v.to_owned()))
-            .collect()
-    }
-
-    /// The Vonage DLR params for `dlr` (§2.3), signed with [`VONAGE_SECRET`].
-    pub fn vonage_params(dlr: &Dlr) -> Vec<(String, String)> {
-        let mut params: Vec<(String, String)> = [
-            ("msisdn", "8801712345611"),
-            ("to", "Glamora"),
-            ("network-code", "47001"),
-            ("messageId", dlr.id),
-            ("price", "0.03330000"),
-            ("status", dlr.status),
-            ("scts", "2501011400"),
-            (
-                "err-code",
-                if dlr.error.is_empty() { "0" } else { dlr.error },
-            ),
-            ("api-key", "3f9c2a7e"),
-            ("client-ref", dlr.client_ref),
-            ("message-timestamp", "2025-01-01 14:00:05"),
-            ("timestamp", "1735740005"),
-            ("nonce", "ec11dd3e-1e7f-4db5-9467-82b02cd223b9"),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect();
-        let sig = vonage_signature(VonageMethod::Sha256, VONAGE_SECRET, &params);
-        params.push(("sig".into(), sig.to_uppercase()));
-        params
-    }
-
-    /// The Infobip v3 report batch for `dlrs` (§3.3).
-    pub fn infobip_body(dlrs: &[Dlr]) -> Value {
-        let results: Vec<Value> = dlrs
-            .iter()
-            .map(|dlr| {
-                let (group, id) = dlr.status.split_once('/').unwrap();
-                let (group, id): (i64, i64) = (group.parse().unwrap(), id.parse().unwrap());
-                let error_id: i64 = dlr.error.parse().unwrap_or(0);
-                json!({
-                    "bulkId": "BULK-1", "messageId": dlr.id, "to": "8801712345611", "sender": "Glamora",
-                    "sentAt": "2025-01-01T14:00:00.000+0000", "doneAt": "2025-01-01T14:00:04.000+0000",
-                    "messageCount": 1, "mccMnc": "47001", "callbackData": dlr.client_ref,
-                    "price": {"pricePerMessage": 0.0301, "currency": "EUR"},
-                    "status": {"groupId": group, "groupName": "G", "id": id, "name": format!("S{group}_{id}"),
-                               "description": "d"},
-                    "error": {"groupId": 0, "groupName": "OK", "id": error_id, "name": format!("E{error_id}"),
-                              "description": "e", "permanent": false},
-                })
-            })
-            .collect();
-        json!({ "results": results })
-    }
-
-    /// Posts `dlr` the way the provider does, properly authenticated.
-    pub async fn post(&self, dlr: &Dlr<'_>) -> StatusCode {
-        let request = match self.kind {
-            Kind::Twilio => {
-                let form = Self::twilio_form(dlr);
-                let sig =
-                    twilio_signature(&self.token, &format!("{PUBLIC}/webhooks/twilio"), &form);
-                self.http
-                    .post(self.url())
-                    .header("X-Twilio-Signature", sig)
-                    .form(&form)
-            }
-            Kind::Vonage => self.http.get(self.url()).query(&Self::vonage_params(dlr)),
-            _ => self
-                .http
-                .post(self.url())
-                .basic_auth(INFOBIP_USER, Some(INFOBIP_PASSWORD))
-                .json(&Self::infobip_body(std::slice::from_ref(dlr))),
-        };
-        request.send().await.unwrap().status()
-    }
-
-    /// Posts `dlr` with its credentials tampered with (`forged`) or left out.
-    async fn post_forged(&self, dlr: &Dlr<'_>, forged: bool) -> StatusCode {
-        let request = match self.kind {
-            Kind::Twilio => {
-                let form = Self::twilio_form(dlr);
-                let sig =
-                    twilio_signature("not-the-token", &format!("{PUBLIC}/webhooks/twilio"), &form);
-                let request = self.http.post(self.url()).form(&form);
-                if forged {
-                    request.header("X-Twilio-Signature", sig)
-                } else {
-                    request
-                }
-            }
-            Kind::Vonage => {
-                let mut params = Self::vonage_params(dlr);
-                if forged {
-                    // A valid signature over a different status.
-                    let other = if dlr.status == "delivered" {
-                        "buffered"
-                    } else {
-                        "delivered"
-                    };
-                    params.retain(|(k, _)| k != "status");
-                    params.push(("status".into(), other.into()));
-                } else {
-                    params.retain(|(k, _)| k != "sig");
-                }
-                self.http.get(self.url()).query(&params)
-            }
-            _ => {
-                let request = self
-                    .http
-                    .post(self.url())
-                    .json(&Self::infobip_body(std::slice::from_ref(dlr)));
-                if forged {
-                    request.basic_auth(INFOBIP_USER, Some("guess"))
-                } else {
-                    request
-                }
-            }
-        };
-        request.send().await.unwrap().status()
-    }
-}
 
 /// The status words each provider uses in these tests.
 struct Words {
@@ -450,31 +58,24 @@ fn words(kind: Kind) -> Words {
 /// receipts for one provider, each through the real endpoint.
 async fn receipts_for(kind: Kind) {
     let s = Scene::new(&[kind], None, |_| {}).await;
-    let (db, config) = (&s.db, &s.config);
-    let poster = Poster::new(kind, &s.base, &s.fakes[0]);
+    let app = &s.app;
+    let poster = s.poster(0);
     let w = words(kind);
-    let (attempt, id, client_ref) = s.attempt.clone();
+    let attempt = s.attempt.id;
     let dlr = |status: &'static str, error: &'static str| (status, error);
     let post = async |(status, error): (&str, &str)| {
-        poster
-            .post(&Dlr {
-                id: &id,
-                client_ref: &client_ref,
-                status,
-                error,
-            })
-            .await
+        poster.post(&Dlr::of(&s.attempt, status, error)).await
     };
 
     // Intermediate, then final: the status moves up.
     assert_eq!(post(dlr(w.intermediate, "")).await, StatusCode::OK);
     assert_eq!(
-        delivery_of(db, attempt).await,
+        app.delivery_of(attempt).await,
         (Some("enroute".into()), None, false)
     );
     assert_eq!(post(dlr(w.delivered, "")).await, StatusCode::OK);
     assert_eq!(
-        delivery_of(db, attempt).await,
+        app.delivery_of(attempt).await,
         (Some("delivered".into()), None, true)
     );
     // The same receipt again: acknowledged, stored once.
@@ -486,27 +87,22 @@ async fn receipts_for(kind: Kind) {
         StatusCode::OK
     );
     assert_eq!(
-        delivery_of(db, attempt).await,
+        app.delivery_of(attempt).await,
         (Some("delivered".into()), None, true)
     );
     assert_eq!(
-        receipt_results(db).await,
+        app.receipt_results().await,
         ["applied", "applied", "stale", "stale"]
     );
 
     // Another message, undelivered.
-    let second = send_one(db, config, "+8801812345611").await;
-    let (attempt2, id2, ref2) = accepted_attempt(db, second).await;
+    let second = s.send_one("+8801812345611").await;
+    let attempt2 = app.accepted_attempt(second).await;
     let status = poster
-        .post(&Dlr {
-            id: &id2,
-            client_ref: &ref2,
-            status: w.undelivered,
-            error: w.undelivered_error,
-        })
+        .post(&Dlr::of(&attempt2, w.undelivered, w.undelivered_error))
         .await;
     assert_eq!(status, StatusCode::OK);
-    let (state, error, delivered) = delivery_of(db, attempt2).await;
+    let (state, error, delivered) = app.delivery_of(attempt2.id).await;
     assert_eq!(state.as_deref(), Some("undelivered"));
     assert!(!delivered);
     assert!(
@@ -514,7 +110,7 @@ async fn receipts_for(kind: Kind) {
         "{kind:?}"
     );
     // Resends are off here: the message stays sent.
-    assert_eq!(db.state_of(second).await.0, "sent");
+    assert_eq!(app.state_of(second).await.0, "sent");
 
     // A receipt for a message we never sent: acknowledged and kept, nothing else moves.
     let status = poster
@@ -526,18 +122,13 @@ async fn receipts_for(kind: Kind) {
         })
         .await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(receipt_results(db).await.last().unwrap(), "unmatched");
+    assert_eq!(app.receipt_results().await.last().unwrap(), "unmatched");
 
     // Forged and unsigned receipts for a message still waiting are refused and change nothing.
-    let third = send_one(db, config, "+8801912345611").await;
-    let (attempt3, id3, ref3) = accepted_attempt(db, third).await;
-    let before = receipt_results(db).await.len();
-    let delivered = Dlr {
-        id: &id3,
-        client_ref: &ref3,
-        status: w.delivered,
-        error: "",
-    };
+    let third = s.send_one("+8801912345611").await;
+    let attempt3 = app.accepted_attempt(third).await;
+    let before = app.receipt_results().await.len();
+    let delivered = Dlr::of(&attempt3, w.delivered, "");
     assert_eq!(
         poster.post_forged(&delivered, true).await,
         StatusCode::FORBIDDEN
@@ -546,8 +137,8 @@ async fn receipts_for(kind: Kind) {
         poster.post_forged(&delivered, false).await,
         StatusCode::UNAUTHORIZED
     );
-    assert_eq!(receipt_results(db).await.len(), before);
-    assert_eq!(delivery_of(db, attempt3).await, (None, None, false));
+    assert_eq!(app.receipt_results().await.len(), before);
+    assert_eq!(app.delivery_of(attempt3.id).await, (None, None, false));
 }
 
 #[tokio::test]
@@ -567,11 +158,11 @@ async fn infobip_receipts() {
 
 #[tokio::test]
 async fn twilio_signature_covers_url_and_body() {
-    let db = TestDb::new().await;
+    let app = TestApp::new().await;
     let fake = FakeProvider::start(Kind::Twilio).await;
     let config = config_for(vec![receipt_entry(&fake, "p")]);
-    let base = serve(&config, db.store()).await;
-    let poster = Poster::new(Kind::Twilio, &base, &fake);
+    let base = serve(&config, app.store()).await;
+    let poster = Poster::new(&base, &fake);
     let form = Poster::twilio_form(&Dlr {
         id: "SM00000000000000000000000000000001",
         client_ref: "",
@@ -625,12 +216,12 @@ async fn twilio_signature_covers_url_and_body() {
         StatusCode::OK
     );
     // Only the two good posts were stored (both for a message we do not know).
-    assert_eq!(receipt_results(&db).await, ["unmatched"]);
+    assert_eq!(app.receipt_results().await, ["unmatched"]);
 }
 
 #[tokio::test]
 async fn malformed_and_oversized_receipts_get_400_and_change_nothing() {
-    let db = TestDb::new().await;
+    let app = TestApp::new().await;
     let twilio = FakeProvider::start(Kind::Twilio).await;
     let infobip = FakeProvider::start(Kind::Infobip).await;
     let mut config = config_for(vec![
@@ -638,7 +229,7 @@ async fn malformed_and_oversized_receipts_get_400_and_change_nothing() {
         receipt_entry(&infobip, "i"),
     ]);
     config.webhooks.max_body_bytes = 4096;
-    let base = serve(&config, db.store()).await;
+    let base = serve(&config, app.store()).await;
     let http = reqwest::Client::new();
     let infobip_post = async |body: Vec<u8>| {
         http.post(format!("{base}/webhooks/infobip"))
@@ -675,19 +266,13 @@ async fn malformed_and_oversized_receipts_get_400_and_change_nothing() {
         .unwrap()
         .status();
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert!(receipt_results(&db).await.is_empty());
+    assert!(app.receipt_results().await.is_empty());
 }
 
 #[tokio::test]
 async fn vonage_json_post_receipt_is_accepted() {
     let s = Scene::new(&[Kind::Vonage], None, |_| {}).await;
-    let (_, id, client_ref) = &s.attempt;
-    let params = Poster::vonage_params(&Dlr {
-        id,
-        client_ref,
-        status: "delivered",
-        error: "",
-    });
+    let params = Poster::vonage_params(&Dlr::of(&s.attempt, "delivered", ""));
     let body: serde_json::Map<String, Value> = params
         .into_iter()
         .map(|(k, v)| (k, Value::from(v)))
@@ -707,49 +292,54 @@ async fn vonage_json_post_receipt_is_accepted() {
 async fn receipts_are_matched_only_to_their_providers_kind() {
     // A Twilio-signed receipt naming a Vonage message id must not touch the Vonage attempt.
     let s = Scene::new(&[Kind::Vonage, Kind::Twilio], None, |_| {}).await;
-    let (_, id, client_ref) = &s.attempt;
-    let status = Poster::new(Kind::Twilio, &s.base, &s.fakes[1])
-        .post(&Dlr {
-            id,
-            client_ref,
-            status: "undelivered",
-            error: "30003",
-        })
+    let status = s
+        .poster(1)
+        .post(&Dlr::of(&s.attempt, "undelivered", "30003"))
         .await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(receipt_results(&s.db).await, ["unmatched"]);
+    assert_eq!(s.app.receipt_results().await, ["unmatched"]);
     assert_eq!(s.delivery().await, None);
+}
+
+/// How long an attempt had waited since acceptance when a report API was last asked about it,
+/// in seconds (the poller's next backoff step).
+async fn waited_when_asked(app: &TestApp, attempt: i64) -> f64 {
+    let a = app.attempt(attempt).await;
+    (a.receipt_checked_at.expect("asked") - a.finished_at).as_seconds_f64()
 }
 
 #[tokio::test]
 async fn alpha_sms_reports_are_polled_with_their_charge() {
     let s = Scene::new(&[Kind::AlphaSms], None, |_| {}).await;
-    let (db, fake, attempt) = (&s.db, &s.fakes[0], s.attempt.0);
+    let (app, fake, attempt) = (&s.app, &s.fakes[0], s.attempt.id);
     let chain = http_chain(&s.config.providers);
-    let poller = s.config.poller(&chain, db.store());
+    let poller = s.config.poller(&chain, app.store());
     // Old enough to be asked about (the settle time is the 100 ms poll interval here).
     tokio::time::sleep(std::time::Duration::from_millis(150)).await;
     poller.poll().await;
-    assert_eq!(delivery_of(db, attempt).await.0.as_deref(), Some("enroute"));
-    let (cost, currency) = cost_of(db, attempt).await;
-    assert_eq!((cost.as_str(), currency.as_str()), ("0.250000", "BDT"));
+    assert_eq!(app.delivery_of(attempt).await.0.as_deref(), Some("enroute"));
+    let a = app.attempt(attempt).await;
+    assert_eq!(
+        (a.cost.as_deref(), a.currency.as_deref()),
+        (Some("0.250000"), Some("BDT"))
+    );
     // Asked again only once it has waited as long again as it had when first asked (at least
     // the poll interval); then the report says delivered.
     fake.set_report_status("Delivered");
     poller.poll().await;
-    assert_eq!(delivery_of(db, attempt).await.0.as_deref(), Some("enroute"));
+    assert_eq!(app.delivery_of(attempt).await.0.as_deref(), Some("enroute"));
     assert_eq!(fake.lookups(), 1);
-    let waited = waited_when_asked(db, attempt).await;
+    let waited = waited_when_asked(app, attempt).await;
     tokio::time::sleep(std::time::Duration::from_secs_f64(waited.max(0.1) + 0.1)).await;
     poller.poll().await;
     assert_eq!(
-        delivery_of(db, attempt).await,
+        app.delivery_of(attempt).await,
         (Some("delivered".into()), None, true)
     );
     assert_eq!(fake.lookups(), 2);
     // Final: never asked again, even after waiting well past the next backoff step (the time
     // since acceptance when it was last asked).
-    let waited = waited_when_asked(db, attempt).await;
+    let waited = waited_when_asked(app, attempt).await;
     tokio::time::sleep(std::time::Duration::from_secs_f64(2.0 * waited + 0.2)).await;
     poller.poll().await;
     assert_eq!(fake.lookups(), 2);
@@ -764,25 +354,28 @@ async fn infobip_reports_are_pulled_when_enabled() {
         settings.pull_reports = true;
     })
     .await;
-    let (db, attempt) = (&s.db, s.attempt.0);
+    let (app, attempt) = (&s.app, s.attempt.id);
     let chain = http_chain(&s.config.providers);
-    let poller = s.config.poller(&chain, db.store());
+    let poller = s.config.poller(&chain, app.store());
     poller.poll().await;
-    let (status, _, delivered) = delivery_of(db, attempt).await;
+    let (status, _, delivered) = app.delivery_of(attempt).await;
     assert_eq!((status.as_deref(), delivered), (Some("delivered"), true));
-    let (cost, currency) = cost_of(db, attempt).await;
+    let a = app.attempt(attempt).await;
     // 0.0301 EUR per message × 1 part, as the report says (replacing the configured price).
-    assert_eq!((cost.as_str(), currency.as_str()), ("0.030100", "EUR"));
+    assert_eq!(
+        (a.cost.as_deref(), a.currency.as_deref()),
+        (Some("0.030100"), Some("EUR"))
+    );
     // Each report is returned once: a second pull records nothing new.
     poller.poll().await;
-    assert_eq!(receipt_results(db).await, ["applied"]);
+    assert_eq!(app.receipt_results().await, ["applied"]);
 }
 
 #[tokio::test]
 async fn health_and_readiness() {
-    let db = TestDb::new().await;
+    let app = TestApp::new().await;
     let config = config_for(vec![ProviderConfig::simulator("sim", Default::default())]);
-    let base = serve(&config, db.store()).await;
+    let base = serve(&config, app.store()).await;
     let get = async |url: String| reqwest::get(url).await.unwrap().status();
     assert_eq!(get(format!("{base}/healthz")).await, StatusCode::OK);
     assert_eq!(get(format!("{base}/readyz")).await, StatusCode::OK);
@@ -802,14 +395,9 @@ async fn health_and_readiness() {
 #[tokio::test]
 async fn infobip_batch_is_recorded_in_order() {
     let s = Scene::new(&[Kind::Infobip], None, |_| {}).await;
-    let (db, base) = (&s.db, &s.base);
-    let (attempt, id, client_ref) = s.attempt.clone();
-    let dlr = |status| Dlr {
-        id: &id,
-        client_ref: &client_ref,
-        status,
-        error: "",
-    };
+    let (app, base) = (&s.app, &s.base);
+    let attempt = s.attempt.id;
+    let dlr = |status| Dlr::of(&s.attempt, status, "");
     let body = Poster::infobip_body(&[dlr("1/26"), dlr("3/5"), dlr("1/7")]);
     let status = reqwest::Client::new()
         .post(format!("{base}/webhooks/infobip"))
@@ -826,23 +414,19 @@ async fn infobip_batch_is_recorded_in_order() {
         .unwrap()
         .status();
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(receipt_results(db).await, ["applied", "applied", "stale"]);
-    let (status, _, _) = delivery_of(db, attempt).await;
+    assert_eq!(app.receipt_results().await, ["applied", "applied", "stale"]);
+    let (status, _, _) = app.delivery_of(attempt).await;
     assert_eq!(status.as_deref(), Some("delivered"));
-    let done: String =
-        sqlx::query_scalar("SELECT to_char(delivered_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS') FROM sms_attempts WHERE id = $1")
-            .bind(attempt)
-            .fetch_one(&db.pool)
-            .await
-            .unwrap();
+    let delivered_at = app.attempt(attempt).await.delivered_at.unwrap();
+    let done = delivered_at.format("%Y-%m-%d %H:%M:%S").to_string();
     assert_eq!(done, "2025-01-01 14:00:04", "the carrier's doneAt");
 }
 
 #[tokio::test]
 async fn odd_values_in_a_receipt_are_fitted_not_fatal_to_the_batch() {
     let s = Scene::new(&[Kind::Infobip], None, |_| {}).await;
-    let db = &s.db;
-    let (attempt, id, client_ref) = s.attempt.clone();
+    let app = &s.app;
+    let attempt = s.attempt.id;
     let mut body = Poster::infobip_body(&[
         Dlr {
             id: "unknown-1",
@@ -850,19 +434,14 @@ async fn odd_values_in_a_receipt_are_fitted_not_fatal_to_the_batch() {
             status: "3/5",
             error: "",
         },
-        Dlr {
-            id: &id,
-            client_ref: &client_ref,
-            status: "3/5",
-            error: "",
-        },
+        Dlr::of(&s.attempt, "3/5", ""),
     ]);
     // A NUL in a string (jsonb refuses it) and a price no numeric(14, 6) holds.
     body["results"][0]["sender"] = json!("Glam\u{0}ora");
     body["results"][1]["price"]["pricePerMessage"] = json!(999_999_999.0);
     let receipts =
         sms_relay::providers::infobip::receipt::parse(body.to_string().as_bytes()).unwrap();
-    let totals = db
+    let totals = app
         .store()
         .record_receipts(
             "infobip",
@@ -881,12 +460,13 @@ async fn odd_values_in_a_receipt_are_fitted_not_fatal_to_the_batch() {
         (1, 1, 0)
     );
     assert_eq!(
-        delivery_of(db, attempt).await.0.as_deref(),
+        app.delivery_of(attempt).await.0.as_deref(),
         Some("delivered")
     );
     // The configured price stays: the reported one does not fit.
+    let a = app.attempt(attempt).await;
     assert_eq!(
-        cost_of(db, attempt).await,
-        ("0.350000".into(), "BDT".into())
+        (a.cost.as_deref(), a.currency.as_deref()),
+        (Some("0.350000"), Some("BDT"))
     );
 }

@@ -7,59 +7,46 @@ use sqlx::Connection;
 use sms_relay::{
     providers::SimulatorSettings,
     relay::{Relay, StopWhen},
-    store::{EnqueueRequest, enqueue},
+    store::{Disposition, EnqueueRequest},
 };
 use tokio_util::sync::CancellationToken;
 
 use crate::support::{
-    TestDb, accepting, chain, eventually, otp_request, quick_retries, run_chain_until_drained,
-    run_until_idle, send_due, settings, simulator, within,
+    TestApp, accepting, chain, ended_round, eventually, otp_request, quick_retries,
+    run_relay_until_idle, settings, simulator, within,
 };
 
 #[tokio::test]
 async fn claims_by_priority_then_earliest_deadline() {
-    let db = TestDb::new().await;
-    let late = db.otp("+8801711111111", "1").await;
-    let soon = enqueue(
-        &db.pool,
-        &EnqueueRequest {
+    let app = TestApp::new().await;
+    let late = app.otp("+8801711111111", "1").await;
+    let soon = app
+        .enqueue(&EnqueueRequest {
             template: "admin_2fa".into(),
             ..otp_request("+8801722222222", "2")
-        },
-    )
-    .await
-    .unwrap();
-    let urgent = enqueue(
-        &db.pool,
-        &EnqueueRequest {
+        })
+        .await;
+    let urgent = app
+        .enqueue(&EnqueueRequest {
             priority: Some(0),
             ..otp_request("+8801733333333", "3")
-        },
-    )
-    .await
-    .unwrap();
-    let store = db.store();
+        })
+        .await;
     let mut order = Vec::new();
     for _ in 0..3 {
-        let claimed = store.claim(1, Duration::from_secs(60), "r").await.unwrap();
+        let claimed = app.claim(1).await;
         order.push(claimed[0].id);
     }
     assert_eq!(order, [urgent, soon, late]);
-    assert!(
-        store
-            .claim(10, Duration::from_secs(60), "r")
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    assert!(app.claim(10).await.is_empty());
 }
 
 /// One OTP, claimed for 60 s by relay `relay_id`, whose presence connection (returned) says it is
 /// alive until it is closed.
-async fn claimed_by_live_relay(db: &TestDb, relay_id: &str) -> (uuid::Uuid, sqlx::PgConnection) {
-    let id = db.otp("+8801712345678", "482913").await;
-    let presence = db.presence(relay_id).await;
-    let claimed = db
+async fn claimed_by_live_relay(app: &TestApp, relay_id: &str) -> (uuid::Uuid, sqlx::PgConnection) {
+    let id = app.otp("+8801712345678", "482913").await;
+    let presence = app.presence(relay_id).await;
+    let claimed = app
         .store()
         .claim(10, Duration::from_secs(60), relay_id)
         .await
@@ -70,20 +57,21 @@ async fn claimed_by_live_relay(db: &TestDb, relay_id: &str) -> (uuid::Uuid, sqlx
 
 #[tokio::test]
 async fn a_dead_relays_claims_go_back_at_once_and_a_live_ones_stay() {
-    let db = TestDb::new().await;
-    let (id, ghost_alive) = claimed_by_live_relay(&db, "ghost").await;
+    let app = TestApp::new().await;
+    let (id, ghost_alive) = claimed_by_live_relay(&app, "ghost").await;
 
-    let sim = send_due(&db).await;
+    let sim = app.send_due().await;
     assert_eq!(sim.sent(), 0, "a live relay's claim is left to it");
-    assert_eq!(db.state_of(id).await.0, "sending");
+    assert_eq!(app.state_of(id).await.0, "sending");
 
     // The ghost dies: its connection closes, long before its lease would run out.
     ghost_alive.close().await.unwrap();
-    run_chain_until_drained(&db, chain([sim.clone()]), quick_retries()).await;
+    app.run_chain_until_drained(chain([sim.clone()]), quick_retries())
+        .await;
     assert_eq!(sim.sent(), 1);
-    assert_eq!(db.state_of(id).await.0, "sent");
+    assert_eq!(app.state_of(id).await.0, "sent");
     assert_eq!(
-        db.attempts_of(id).await,
+        app.attempts_of(id).await,
         [("sim".into(), 2, 1, "accepted".into())]
     );
 }
@@ -91,23 +79,20 @@ async fn a_dead_relays_claims_go_back_at_once_and_a_live_ones_stay() {
 #[tokio::test]
 async fn a_lease_that_runs_out_frees_a_claim_whose_relay_seems_alive() {
     // A relay on a lost machine: its connection lingers until TCP gives up, the lease does not.
-    let db = TestDb::new().await;
-    let (id, _lingering) = claimed_by_live_relay(&db, "lost").await;
-    sqlx::query("UPDATE sms_outbox SET next_attempt_at = now()")
-        .execute(&db.pool)
-        .await
-        .unwrap();
-    let sim = send_due(&db).await;
+    let app = TestApp::new().await;
+    let (id, _lingering) = claimed_by_live_relay(&app, "lost").await;
+    app.make_due().await;
+    let sim = app.send_due().await;
     assert_eq!(sim.sent(), 1);
-    assert_eq!(db.state_of(id).await.0, "sent");
+    assert_eq!(app.state_of(id).await.0, "sent");
 }
 
 #[tokio::test]
 async fn until_drained_waits_for_another_relays_claim_and_gives_up_at_its_bound() {
-    let db = TestDb::new().await;
-    let (id, _alive) = claimed_by_live_relay(&db, "other").await;
+    let app = TestApp::new().await;
+    let (id, _alive) = claimed_by_live_relay(&app, "other").await;
     let relay = Relay::new(
-        db.store(),
+        app.store(),
         chain([accepting("sim")]),
         settings(),
         quick_retries(),
@@ -128,14 +113,14 @@ async fn until_drained_waits_for_another_relays_claim_and_gives_up_at_its_bound(
         ),
         "{error}"
     );
-    assert_eq!(db.state_of(id).await.0, "sending");
+    assert_eq!(app.state_of(id).await.0, "sending");
 }
 
 #[tokio::test]
 async fn a_stale_relay_cannot_overwrite_a_newer_round() {
-    let db = TestDb::new().await;
-    let id = db.otp("+8801712345678", "1").await;
-    let store = db.store();
+    let app = TestApp::new().await;
+    let id = app.otp("+8801712345678", "1").await;
+    let store = app.store();
     let stale = store
         .claim(1, Duration::from_millis(1), "stale")
         .await
@@ -147,51 +132,30 @@ async fn a_stale_relay_cannot_overwrite_a_newer_round() {
         .unwrap();
     assert_eq!((stale[0].round, fresh[0].round), (1, 2));
 
-    let finish = |round, disposition| sms_relay::store::Finish {
-        id,
-        round,
-        disposition,
-        delay_ms: 0,
-        reason: Some("test".into()),
-        template: "otp".into(),
-        segments: None,
-        attempts: Vec::new(),
-        resend_reason: None,
-        country: "BD".into(),
-        operator: "Grameenphone",
-    };
     store
-        .complete(
-            &[finish(1, sms_relay::store::Disposition::Failed)],
-            "stale",
-            0,
-        )
+        .complete(&[ended_round(&stale[0], Disposition::Failed)], "stale", 0)
         .await
         .unwrap();
     assert_eq!(
-        db.state_of(id).await.0,
+        app.state_of(id).await.0,
         "sending",
         "the stale completion is fenced off"
     );
     store
-        .complete(
-            &[finish(2, sms_relay::store::Disposition::Sent)],
-            "fresh",
-            0,
-        )
+        .complete(&[ended_round(&fresh[0], Disposition::Sent)], "fresh", 0)
         .await
         .unwrap();
-    assert_eq!(db.state_of(id).await.0, "sent");
+    assert_eq!(app.state_of(id).await.0, "sent");
 }
 
 #[tokio::test]
 async fn four_relays_send_five_thousand_messages_once_each() {
-    let db = TestDb::new().await;
-    db.otps(5_000).await;
+    let app = TestApp::new().await;
+    app.otps(5_000).await;
     let sim = accepting("sim");
     let relays = (0..4).map(|_| {
         let relay = Relay::new(
-            db.store(),
+            app.store(),
             chain([sim.clone()]),
             sms_relay::config::RelaySettings {
                 batch_size: 50,
@@ -210,12 +174,12 @@ async fn four_relays_send_five_thousand_messages_once_each() {
         "the simulator was called once per message"
     );
     assert_eq!(claimed, 5_000);
-    assert_eq!(db.states().await.get("sent"), Some(&5_000));
+    assert_eq!(app.states().await.get("sent"), Some(&5_000));
     assert!(
         reports.iter().filter(|r| r.claimed > 0).count() >= 2,
         "work was shared: {reports:?}"
     );
-    assert_eq!(db.count("SELECT count(*) FROM sms_attempts").await, 5_000);
+    assert_eq!(app.attempt_count().await, 5_000);
 }
 
 async fn futures_join(
@@ -234,10 +198,10 @@ async fn futures_join(
 
 #[tokio::test]
 async fn a_commit_wakes_an_idle_relay_before_its_poll_interval() {
-    let db = TestDb::new().await;
+    let app = TestApp::new().await;
     let sim = accepting("sim");
     let relay = Relay::new(
-        db.store(),
+        app.store(),
         chain([sim.clone()]),
         sms_relay::config::RelaySettings {
             poll_interval_ms: 30_000,
@@ -248,24 +212,20 @@ async fn a_commit_wakes_an_idle_relay_before_its_poll_interval() {
     let cancel = CancellationToken::new();
     let running = tokio::spawn(relay.run(StopWhen::Cancelled, cancel.clone()));
     // Wait until the relay has gone idle and registered for wake-ups.
-    eventually(async || db.count("SELECT count(*) FROM sms_relay_sleepers").await == 1).await;
+    eventually(async || app.sleeping_relays().await == 1).await;
 
-    let id = db.otp("+8801712345678", "1").await;
+    let id = app.otp("+8801712345678", "1").await;
     // Without the NOTIFY the relay would sleep for 30 s; the hang guard is 20 s.
-    within(20, eventually(async || db.state_of(id).await.0 == "sent")).await;
+    within(20, eventually(async || app.state_of(id).await.0 == "sent")).await;
     cancel.cancel();
     within(20, running).await.unwrap().unwrap();
-    assert_eq!(
-        db.count("SELECT count(*) FROM sms_relay_sleepers").await,
-        0,
-        "deregistered on stop"
-    );
+    assert_eq!(app.sleeping_relays().await, 0, "deregistered on stop");
 }
 
 #[tokio::test]
 async fn shutdown_lets_in_flight_sends_finish_and_leaves_nothing_stuck() {
-    let db = TestDb::new().await;
-    db.otps(20).await;
+    let app = TestApp::new().await;
+    app.otps(20).await;
     let sim = simulator(
         "slow",
         SimulatorSettings {
@@ -274,7 +234,7 @@ async fn shutdown_lets_in_flight_sends_finish_and_leaves_nothing_stuck() {
         },
     );
     let relay = Relay::new(
-        db.store(),
+        app.store(),
         chain([sim.clone()]),
         settings(),
         quick_retries(),
@@ -285,14 +245,14 @@ async fn shutdown_lets_in_flight_sends_finish_and_leaves_nothing_stuck() {
     cancel.cancel();
     within(20, running).await.unwrap().unwrap();
 
-    assert_eq!(db.states().await.get("sent"), Some(&20));
+    assert_eq!(app.states().await.get("sent"), Some(&20));
     assert_eq!(sim.sent(), 20);
 }
 
 #[tokio::test]
 async fn sends_outlasting_the_grace_are_released_and_sent_later() {
-    let db = TestDb::new().await;
-    let id = db.otp("+8801712345678", "1").await;
+    let app = TestApp::new().await;
+    let id = app.otp("+8801712345678", "1").await;
     let stuck = simulator(
         "stuck",
         SimulatorSettings {
@@ -301,7 +261,7 @@ async fn sends_outlasting_the_grace_are_released_and_sent_later() {
         },
     );
     let relay = Relay::new(
-        db.store(),
+        app.store(),
         chain([stuck.clone()]),
         sms_relay::config::RelaySettings {
             shutdown_grace_ms: 100,
@@ -315,24 +275,24 @@ async fn sends_outlasting_the_grace_are_released_and_sent_later() {
     cancel.cancel();
     within(20, running).await.unwrap().unwrap();
 
-    let (state, reason) = db.state_of(id).await;
+    let (state, reason) = app.state_of(id).await;
     assert_eq!(state, "pending");
     assert!(reason.unwrap().contains("outcome unknown"));
     assert_eq!(
-        db.attempts_of(id).await,
+        app.attempts_of(id).await,
         [("stuck".into(), 1, 1, "unknown".into())]
     );
 
-    send_due(&db).await;
-    assert_eq!(db.state_of(id).await.0, "sent");
+    app.send_due().await;
+    assert_eq!(app.state_of(id).await.0, "sent");
 }
 
 #[tokio::test]
 async fn the_relay_vacuums_the_outbox_after_a_burst() {
-    let db = TestDb::new().await;
-    db.otps(200).await;
+    let app = TestApp::new().await;
+    app.otps(200).await;
     let relay = Relay::new(
-        db.store(),
+        app.store(),
         chain([accepting("sim")]),
         sms_relay::config::RelaySettings {
             vacuum_every: 100,
@@ -340,11 +300,9 @@ async fn the_relay_vacuums_the_outbox_after_a_burst() {
         },
         quick_retries(),
     );
-    within(60, relay.run(StopWhen::Idle, CancellationToken::new()))
-        .await
-        .unwrap();
+    run_relay_until_idle(relay).await;
     eventually(async || {
-        db.count(
+        app.count(
             "SELECT (vacuum_count)::int8 FROM pg_stat_user_tables WHERE relname = 'sms_outbox'",
         )
         .await
@@ -355,9 +313,9 @@ async fn the_relay_vacuums_the_outbox_after_a_burst() {
 
 #[tokio::test]
 async fn attempts_carry_country_and_operator_as_the_sql_functions_derive_them() {
-    let db = TestDb::new().await;
+    let app = TestApp::new().await;
     sqlx::query("INSERT INTO sms_allowed_prefixes (prefix) VALUES ('+44'), ('+1')")
-        .execute(&db.pool)
+        .execute(&app.pool)
         .await
         .unwrap();
     let numbers = [
@@ -373,15 +331,16 @@ async fn attempts_carry_country_and_operator_as_the_sql_functions_derive_them() 
         "+12025550101",
     ];
     for number in numbers {
-        db.otp(number, "482913").await;
+        app.otp(number, "482913").await;
     }
-    run_until_idle(&db, [accepting("sim")], quick_retries()).await;
+    app.run_until_idle([accepting("sim")], quick_retries())
+        .await;
     // The relay computes them in Rust; the SQL functions (for old rows and for analysts) agree.
     let rows: Vec<(String, String, String, String)> = sqlx::query_as(
         "SELECT a.country, sms_country(o.recipient), a.operator, sms_operator(o.recipient) \
            FROM sms_attempts a JOIN sms_outbox o ON o.id = a.message_id ORDER BY o.recipient",
     )
-    .fetch_all(&db.pool)
+    .fetch_all(&app.pool)
     .await
     .unwrap();
     assert_eq!(rows.len(), numbers.len());

@@ -10,20 +10,22 @@ use uuid::Uuid;
 
 use crate::{
     fakes::Kind,
-    receipts::{Dlr, Poster, Scene, accepted_attempt},
-    support::{TestDb, accepting, http_chain, quick_retries, run_chain_until_idle, run_until_idle},
+    support::{
+        TestApp, accepting, history::StoredReceipt, http_chain, quick_retries, receipts::Dlr,
+        scene::Scene,
+    },
 };
 
 /// (provider, round, cause, resend_reason, outcome) of each attempt of `id`, in order.
-async fn history(db: &TestDb, id: Uuid) -> Vec<(String, i32, String, Option<String>, String)> {
-    sqlx::query_as(
-        "SELECT provider, attempt_number, cause, resend_reason, outcome::text FROM sms_attempts \
-          WHERE message_id = $1 ORDER BY id",
-    )
-    .bind(id)
-    .fetch_all(&db.pool)
-    .await
-    .unwrap()
+async fn history(app: &TestApp, id: Uuid) -> Vec<(String, i32, String, Option<String>, String)> {
+    app.attempts(id)
+        .await
+        .into_iter()
+        .map(|a| {
+            let cause = a.cause.expect("every call has a cause");
+            (a.provider, a.round, cause, a.resend_reason, a.outcome)
+        })
+        .collect()
 }
 
 /// A [`Scene`] whose chain allows one resend, after `tweak`.
@@ -60,7 +62,7 @@ async fn undelivered_receipt_resends_through_the_next_provider_once() {
     s.run().await;
     let reason = "receipt from p1 said undelivered (30003)".to_owned();
     assert_eq!(
-        history(&s.db, s.id).await,
+        history(&s.app, s.id).await,
         [
             ("p1".into(), 1, "first".into(), None, "accepted".into()),
             (
@@ -80,26 +82,21 @@ async fn undelivered_receipt_resends_through_the_next_provider_once() {
     );
 
     // The resent copy is undelivered too: the one allowed resend is used up.
-    let (_, vonage_id, vonage_ref) = accepted_attempt(&s.db, s.id).await;
-    let status = Poster::new(Kind::Vonage, &s.base, &s.fakes[1])
-        .post(&Dlr {
-            id: &vonage_id,
-            client_ref: &vonage_ref,
-            status: "failed",
-            error: "2",
-        })
-        .await;
+    let vonage = s.app.accepted_attempt(s.id).await;
+    let status = s.poster(1).post(&Dlr::of(&vonage, "failed", "2")).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(s.state().await, "sent");
     assert_eq!(s.resends().await, 1);
     // A repeat of the first receipt, or another final one for the older attempt, resends nothing.
     assert_eq!(s.twilio("undelivered", "30003").await, StatusCode::OK);
     assert_eq!(s.twilio("failed", "30008").await, StatusCode::OK);
-    let results: Vec<(String, bool)> =
-        sqlx::query_as("SELECT result, resent FROM sms_receipts ORDER BY id")
-            .fetch_all(&s.db.pool)
-            .await
-            .unwrap();
+    let results: Vec<(String, bool)> = s
+        .app
+        .receipts()
+        .await
+        .into_iter()
+        .map(|r| (r.result, r.resent))
+        .collect();
     assert_eq!(
         results,
         [
@@ -109,7 +106,7 @@ async fn undelivered_receipt_resends_through_the_next_provider_once() {
         ]
     );
     s.run().await;
-    assert_eq!(history(&s.db, s.id).await.len(), 2);
+    assert_eq!(history(&s.app, s.id).await.len(), 2);
     assert_eq!(s.fakes[0].received().len(), 1);
 }
 
@@ -117,12 +114,7 @@ async fn undelivered_receipt_resends_through_the_next_provider_once() {
 async fn undelivered_receipt_after_expiry_sends_nothing() {
     let s = scene(&[Kind::Twilio, Kind::Vonage], Some(2), |_| {}).await;
     // Wait until the code's validity has ended.
-    let expires: chrono::DateTime<Utc> =
-        sqlx::query_scalar("SELECT expires_at FROM sms_outbox WHERE id = $1")
-            .bind(s.id)
-            .fetch_one(&s.db.pool)
-            .await
-            .unwrap();
+    let expires = s.app.message(s.id).await.expires_at;
     let left = (expires - Utc::now()).to_std().unwrap_or_default();
     tokio::time::sleep(left + Duration::from_millis(100)).await;
 
@@ -135,7 +127,7 @@ async fn undelivered_receipt_after_expiry_sends_nothing() {
     assert_eq!(s.state().await, "sent");
     assert_eq!(s.resends().await, 0);
     s.run().await;
-    assert_eq!(history(&s.db, s.id).await.len(), 1);
+    assert_eq!(history(&s.app, s.id).await.len(), 1);
     assert!(s.fakes[1].received().is_empty());
 }
 
@@ -152,7 +144,7 @@ async fn no_receipt_within_the_window_resends_through_the_next_provider() {
     assert_eq!(s.state().await, "pending");
     s.run().await;
     assert_eq!(
-        history(&s.db, s.id).await,
+        history(&s.app, s.id).await,
         [
             ("p1".into(), 1, "first".into(), None, "accepted".into()),
             (
@@ -191,14 +183,14 @@ async fn a_delivered_receipt_withdraws_a_resend_not_yet_sent() {
     assert_eq!(s.state().await, "sent");
     assert_eq!(s.resends().await, 0);
     s.run().await;
-    assert_eq!(history(&s.db, s.id).await.len(), 1);
+    assert_eq!(history(&s.app, s.id).await.len(), 1);
     assert!(s.fakes[1].received().is_empty());
 }
 
 #[tokio::test]
 async fn attempts_without_a_final_receipt_become_unknown_until_one_comes() {
     let s = scene(&[Kind::Twilio], None, |_| {}).await;
-    let store = s.db.store();
+    let store = s.app.store();
     let names = ["p1".to_owned()];
     let expire = async |window| store.expire_receipts(&names, window, 100).await.unwrap();
     assert_eq!(expire(Duration::from_secs(60)).await, 0);
@@ -214,20 +206,25 @@ async fn attempts_without_a_final_receipt_become_unknown_until_one_comes() {
 
 #[tokio::test]
 async fn the_unknown_window_marks_a_backlog_in_batches_until_none_is_left() {
-    let db = TestDb::new().await;
-    db.otps(5).await;
-    run_until_idle(&db, [accepting("sim")], quick_retries()).await;
-    let marked = db
+    let app = TestApp::new().await;
+    let ids = app.otps(5).await;
+    app.run_until_idle([accepting("sim")], quick_retries())
+        .await;
+    let marked = app
         .store()
         .expire_receipts(&["sim".to_owned()], Duration::ZERO, 2)
         .await
         .unwrap();
     assert_eq!(marked, 5, "every overdue attempt, two per statement");
-    assert_eq!(
-        db.count("SELECT count(*) FROM sms_attempts WHERE delivery_status = 'unknown'")
-            .await,
-        5
-    );
+    let mut unknown = 0;
+    for &id in &ids {
+        let attempts = app.attempts(id).await;
+        unknown += attempts
+            .iter()
+            .filter(|a| a.delivery_status.as_deref() == Some("unknown"))
+            .count();
+    }
+    assert_eq!(unknown, 5);
 }
 
 #[tokio::test]
@@ -251,8 +248,10 @@ async fn a_resend_that_cannot_go_out_leaves_the_message_sent() {
         max_rounds: 2,
         ..quick_retries()
     };
-    run_chain_until_idle(&s.db, http_chain(&s.config.providers), policy).await;
-    let (state, reason) = s.db.state_of(s.id).await;
+    s.app
+        .run_chain_until_idle(http_chain(&s.config.providers), policy)
+        .await;
+    let (state, reason) = s.app.state_of(s.id).await;
     assert_eq!(state, "sent");
     assert!(
         reason
@@ -260,7 +259,7 @@ async fn a_resend_that_cannot_go_out_leaves_the_message_sent() {
             .is_some_and(|r| r.starts_with("resend not sent: gave up")),
         "{reason:?}"
     );
-    let outcomes: Vec<String> = history(&s.db, s.id)
+    let outcomes: Vec<String> = history(&s.app, s.id)
         .await
         .into_iter()
         .map(|h| h.4)
@@ -273,13 +272,13 @@ async fn a_resend_waits_for_a_receipt_being_recorded_and_then_refuses() {
     // A delivered receipt committing while the sweeper resends: sms_resend locks the attempt
     // row, waits for the receipt's transaction, and then sees the attempt delivered.
     let s = scene(&[Kind::Twilio, Kind::Vonage], None, |_| {}).await;
-    let mut receipt = s.db.pool.begin().await.unwrap();
+    let mut receipt = s.app.pool.begin().await.unwrap();
     sqlx::query("UPDATE sms_attempts SET delivery_status = 'delivered' WHERE id = $1")
-        .bind(s.attempt.0)
+        .bind(s.attempt.id)
         .execute(&mut *receipt)
         .await
         .unwrap();
-    let (pool, attempt) = (s.db.pool.clone(), s.attempt.0);
+    let (pool, attempt) = (s.app.pool.clone(), s.attempt.id);
     let resend = tokio::spawn(async move {
         sqlx::query_scalar::<_, bool>("SELECT sms_resend($1, 'test', 1, interval '0')")
             .bind(attempt)
@@ -297,13 +296,13 @@ async fn a_resend_waits_for_a_receipt_being_recorded_and_then_refuses() {
     assert_eq!(s.state().await, "sent");
     // Without a delivered receipt, the same call resends.
     sqlx::query("UPDATE sms_attempts SET delivery_status = NULL WHERE id = $1")
-        .bind(s.attempt.0)
-        .execute(&s.db.pool)
+        .bind(s.attempt.id)
+        .execute(&s.app.pool)
         .await
         .unwrap();
     let resent: bool = sqlx::query_scalar("SELECT sms_resend($1, 'test', 1, interval '0')")
-        .bind(s.attempt.0)
-        .fetch_one(&s.db.pool)
+        .bind(s.attempt.id)
+        .fetch_one(&s.app.pool)
         .await
         .unwrap();
     assert!(resent);
@@ -315,15 +314,11 @@ async fn a_receipt_for_an_earlier_round_resends_nothing() {
     let s = short_window(|c| c.receipts.max_resends = 2).await;
     after_window(&s).await;
     s.run().await;
-    assert_eq!(history(&s.db, s.id).await.len(), 2, "resent through p2");
+    assert_eq!(history(&s.app, s.id).await.len(), 2, "resent through p2");
     // The first round's receipt comes late and says undelivered: recorded, but the message's
     // latest round is the resend, so nothing more is sent although a resend is left.
     assert_eq!(s.twilio("undelivered", "30003").await, StatusCode::OK);
-    let (result, resent): (String, bool) =
-        sqlx::query_as("SELECT result, resent FROM sms_receipts")
-            .fetch_one(&s.db.pool)
-            .await
-            .unwrap();
+    let StoredReceipt { result, resent } = s.app.receipts().await.remove(0);
     assert_eq!((result.as_str(), resent), ("applied", false));
     assert_eq!(s.state().await, "sent");
     assert_eq!(s.resends().await, 1);
@@ -343,12 +338,14 @@ async fn a_delivered_receipt_withdraws_a_resend_waiting_to_retry() {
         jitter: 0.0,
         ..quick_retries()
     };
-    run_chain_until_idle(&s.db, http_chain(&s.config.providers), patient).await;
+    s.app
+        .run_chain_until_idle(http_chain(&s.config.providers), patient)
+        .await;
     assert_eq!(s.state().await, "pending");
-    assert_eq!(history(&s.db, s.id).await.len(), 3);
+    assert_eq!(history(&s.app, s.id).await.len(), 3);
     // The first copy arrived after all.
     assert_eq!(s.twilio("delivered", "").await, StatusCode::OK);
-    let (state, reason) = s.db.state_of(s.id).await;
+    let (state, reason) = s.app.state_of(s.id).await;
     assert_eq!(
         (state.as_str(), reason.as_deref()),
         (
@@ -364,7 +361,8 @@ async fn a_receipt_that_came_before_its_attempt_is_matched_later() {
     let s = scene(&[Kind::Twilio, Kind::Vonage], None, |_| {}).await;
     // A receipt for a message id no attempt has yet…
     let early = "SM0000000000000000000000000000beef";
-    let status = Poster::new(Kind::Twilio, &s.base, &s.fakes[0])
+    let status = s
+        .poster(0)
         .post(&Dlr {
             id: early,
             client_ref: "",
@@ -377,15 +375,12 @@ async fn a_receipt_that_came_before_its_attempt_is_matched_later() {
     // …whose attempt row is written only now (as a completer running late would).
     sqlx::query("UPDATE sms_attempts SET provider_message_id = $1 WHERE id = $2")
         .bind(early)
-        .bind(s.attempt.0)
-        .execute(&s.db.pool)
+        .bind(s.attempt.id)
+        .execute(&s.app.pool)
         .await
         .unwrap();
     s.sweeper().sweep().await;
-    let result: String = sqlx::query_scalar("SELECT result FROM sms_receipts")
-        .fetch_one(&s.db.pool)
-        .await
-        .unwrap();
+    let result = s.app.receipt_results().await.remove(0);
     assert_eq!(
         (s.delivery().await.as_deref(), result.as_str()),
         (Some("delivered"), "applied")

@@ -19,17 +19,18 @@ use sms_relay::{
 use sqlx::{AssertSqlSafe, Connection, PgConnection, PgPool, postgres::PgPoolOptions};
 use tokio_util::sync::CancellationToken;
 
-use crate::{
-    reports::{fixture, report_files},
-    support::{TestDb, accepting, chain, quick_retries, settings, within},
+use crate::support::{
+    TestApp, accepting, chain, quick_retries,
+    reports::{fixture, report_files, reports_dir},
+    settings, within,
 };
 
 const ROLES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/sql/roles.sql");
 
-/// `psql -f sql/roles.sql` on `db`, as an operator runs it.
-fn psql_roles(db: &TestDb) -> Child {
+/// `psql -f sql/roles.sql` on `app`, as an operator runs it.
+fn psql_roles(app: &TestApp) -> Child {
     Command::new("psql")
-        .arg(&db.url)
+        .arg(&app.url)
         .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-f", ROLES])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -47,16 +48,16 @@ fn assert_applied(child: Child) {
     );
 }
 
-/// Applies sql/roles.sql to `db` twice: it must be idempotent.
-fn apply_roles(db: &TestDb) {
+/// Applies sql/roles.sql to `app` twice: it must be idempotent.
+fn apply_roles(app: &TestApp) {
     for _ in 0..2 {
-        assert_applied(psql_roles(db));
+        assert_applied(psql_roles(app));
     }
 }
 
-/// A connection to `db` acting as `role`.
-async fn connect_as(db: &TestDb, role: &str) -> PgConnection {
-    let mut conn = PgConnection::connect(&db.url).await.unwrap();
+/// A connection to `app` acting as `role`.
+async fn connect_as(app: &TestApp, role: &str) -> PgConnection {
+    let mut conn = PgConnection::connect(&app.url).await.unwrap();
     set_role(&mut conn, role).await.unwrap();
     conn
 }
@@ -88,19 +89,16 @@ async fn denied(conn: &mut PgConnection, sql: &'static str) {
 
 #[tokio::test]
 async fn analysts_read_reports_and_attempts_but_no_numbers() {
-    let db = TestDb::new().await;
-    fixture(&db).await;
-    apply_roles(&db);
-    let mut analyst = connect_as(&db, "sms_analyst").await;
+    let app = TestApp::new().await;
+    fixture(&app).await;
+    apply_roles(&app);
+    let mut analyst = connect_as(&app, "sms_analyst").await;
 
     // Every report file, as `sms-relay report` runs it, plus the schema check it starts with.
     for name in report_files() {
-        let sql = std::fs::read_to_string(format!(
-            "{}/sql/reports/{name}.sql",
-            env!("CARGO_MANIFEST_DIR")
-        ))
-        .unwrap()
-        .replace(":'since'", "$1");
+        let sql = std::fs::read_to_string(reports_dir().join(format!("{name}.sql")))
+            .unwrap()
+            .replace(":'since'", "$1");
         let rows = sqlx::query(AssertSqlSafe(sql))
             .bind("7 days")
             .fetch_all(&mut analyst)
@@ -139,14 +137,14 @@ async fn analysts_read_reports_and_attempts_but_no_numbers() {
 
 #[tokio::test]
 async fn the_auth_backend_may_enqueue_and_nothing_else() {
-    let db = TestDb::new().await;
-    apply_roles(&db);
+    let app = TestApp::new().await;
+    apply_roles(&app);
     // A relay sleeping, so the commit-time wake-up trigger has something to read and notify.
     sqlx::query("INSERT INTO sms_relay_sleepers (relay_id) VALUES ('sleeper')")
-        .execute(&db.pool)
+        .execute(&app.pool)
         .await
         .unwrap();
-    let mut auth = connect_as(&db, "sms_auth").await;
+    let mut auth = connect_as(&app, "sms_auth").await;
 
     // Each statement commits on its own: the guard, supersede and (deferred) wake-up triggers run.
     let first: uuid::Uuid = sqlx::query_scalar(
@@ -183,11 +181,11 @@ async fn the_auth_backend_may_enqueue_and_nothing_else() {
     );
 
     assert_eq!(
-        db.states().await,
+        app.states().await,
         HashMap::from([("cancelled".into(), 1), ("pending".into(), 1)]),
         "the INSERT superseded the enqueued message"
     );
-    assert_eq!(db.state_of(first).await.0, "cancelled");
+    assert_eq!(app.state_of(first).await.0, "cancelled");
 
     for sql in [
         "SELECT id FROM sms_outbox",
@@ -209,21 +207,21 @@ async fn the_auth_backend_may_enqueue_and_nothing_else() {
 }
 
 /// A pool whose every connection (the relay's LISTEN connection included) acts as `role`.
-async fn pool_as(db: &TestDb, role: &'static str) -> PgPool {
+async fn pool_as(app: &TestApp, role: &'static str) -> PgPool {
     PgPoolOptions::new()
         .max_connections(5)
         .after_connect(move |conn, _| Box::pin(set_role(conn, role)))
-        .connect(&db.url)
+        .connect(&app.url)
         .await
         .unwrap()
 }
 
 #[tokio::test]
 async fn the_relay_runs_as_its_own_role() {
-    let db = TestDb::new().await;
-    apply_roles(&db);
-    let ids = db.otps(3).await;
-    let pool = pool_as(&db, "sms_relay_worker").await;
+    let app = TestApp::new().await;
+    apply_roles(&app);
+    let ids = app.otps(3).await;
+    let pool = pool_as(&app, "sms_relay_worker").await;
 
     let sim = accepting("sim");
     let relay = Relay::new(
@@ -237,7 +235,7 @@ async fn the_relay_runs_as_its_own_role() {
         .expect("the relay runs as sms_relay_worker");
     assert_eq!(sim.sent(), 3);
     for &id in &ids {
-        assert_eq!(db.state_of(id).await.0, "sent");
+        assert_eq!(app.state_of(id).await.0, "sent");
     }
     let status = Store::new(pool.clone())
         .status()
@@ -281,7 +279,7 @@ async fn the_relay_runs_as_its_own_role() {
         .await
         .expect("record receipts as sms_relay_worker");
     assert_eq!((recorded.applied, recorded.resent), (1, 1));
-    assert_eq!(db.state_of(ids[0]).await.0, "pending");
+    assert_eq!(app.state_of(ids[0]).await.0, "pending");
     store
         .expire_receipts(&["sim".into()], Duration::ZERO, 100)
         .await
@@ -320,9 +318,9 @@ async fn the_relay_runs_as_its_own_role() {
 async fn concurrent_runs_in_several_databases_succeed() {
     // On a fresh server the roles do not exist yet, and these runs race to create them.
     let dbs = [
-        TestDb::new().await,
-        TestDb::new().await,
-        TestDb::new().await,
+        TestApp::new().await,
+        TestApp::new().await,
+        TestApp::new().await,
     ];
     let runs: Vec<Child> = dbs.iter().map(psql_roles).collect();
     for run in runs {

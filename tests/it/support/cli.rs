@@ -4,14 +4,18 @@
 use std::{
     collections::HashMap,
     path::{Path, PathBuf},
-    process::{Child, Command, Output, Stdio},
+    process::{Child, Command, ExitStatus, Output, Stdio},
 };
 
-use super::TestDb;
+use sms_relay::store::presence_name;
+use uuid::Uuid;
 
-/// `sms-relay` against `db`, with debug logs, no config file and the webhooks on a free port.
-pub fn sms_relay(db: &TestDb) -> Command {
-    sms_relay_at(&db.url)
+use super::{TestApp, within};
+
+/// `sms-relay` against `app`'s database, with debug logs, no config file and the webhooks on a
+/// free port.
+pub fn sms_relay(app: &TestApp) -> Command {
+    sms_relay_at(&app.url)
 }
 
 /// `sms-relay` against the database at `url` (see [`sms_relay`]).
@@ -23,10 +27,10 @@ pub fn sms_relay_at(url: &str) -> Command {
 
 /// [`sms_relay`] with this host's clock moved by `offset` (libfaketime's syntax, e.g. `-60s`)
 /// for the relay alone, through the `faketime` command (Debian package `faketime`).
-pub fn sms_relay_with_clock(db: &TestDb, offset: &str) -> Command {
+pub fn sms_relay_with_clock(app: &TestApp, offset: &str) -> Command {
     let mut cmd = Command::new("faketime");
     cmd.args(["-f", offset, env!("CARGO_BIN_EXE_sms-relay")]);
-    against(&mut cmd, &db.url);
+    against(&mut cmd, &app.url);
     cmd
 }
 
@@ -75,6 +79,29 @@ impl Drop for Scratch {
     }
 }
 
+/// Writes `relay.toml` into `scratch` for `sms-relay run`: the `[relay]` keys `relay_keys` (TOML
+/// lines), polls every 100 ms, and one simulator that takes `latency_ms` per send and appends
+/// every message it sends to the journal `sent.log` (see [`journal_counts`]). Returns the config's
+/// path and the journal's.
+pub fn journaling_config(
+    scratch: &Scratch,
+    relay_keys: &str,
+    latency_ms: u64,
+) -> (PathBuf, PathBuf) {
+    let journal = scratch.path("sent.log");
+    let config = scratch.path("relay.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[relay]\n{relay_keys}\npoll_interval_ms = 100\n\
+             [[providers]]\nname = \"sim\"\nkind = \"simulator\"\nlatency_ms = {latency_ms}\n\
+             journal = {journal:?}\n"
+        ),
+    )
+    .unwrap();
+    (config, journal)
+}
+
 /// How many times the simulator's journal at `path` shows each message id (one line per send).
 pub fn journal_counts(path: &Path) -> HashMap<String, usize> {
     let mut counts = HashMap::new();
@@ -82,6 +109,11 @@ pub fn journal_counts(path: &Path) -> HashMap<String, usize> {
         *counts.entry(line.to_owned()).or_insert(0) += 1;
     }
     counts
+}
+
+/// Sends beyond one per message in a journal's [`journal_counts`].
+pub fn duplicate_sends(counts: &HashMap<String, usize>) -> usize {
+    counts.values().map(|n| n - 1).sum()
 }
 
 /// `sms-relay run --config <config>` against the database at `url`, its stderr into `log`.
@@ -95,16 +127,93 @@ pub fn run_at(url: &str, config: &Path, log: &Path) -> Command {
     cmd
 }
 
-/// Starts `sms-relay run --config <config>` against `db` in the background, logging to `log`.
-pub fn spawn_run(db: &TestDb, config: &Path, log: &Path) -> Child {
-    run_at(&db.url, config, log).spawn().unwrap()
+/// Starts `sms-relay run --config <config>` against `app` in the background, logging to `log`.
+pub fn spawn_run(app: &TestApp, config: &Path, log: &Path) -> Child {
+    run_at(&app.url, config, log).spawn().unwrap()
 }
 
 /// Sends SIGTERM to `child`.
-pub fn sigterm(child: &Child) {
+fn sigterm(child: &Child) {
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
         .unwrap();
     assert!(status.success());
+}
+
+/// Sends SIGTERM to `child` and waits for it to exit (a hang guard of 30 s, not a speed test).
+pub async fn stop(mut child: Child) -> ExitStatus {
+    sigterm(&child);
+    within(30, tokio::task::spawn_blocking(move || child.wait()))
+        .await
+        .unwrap()
+        .unwrap()
+}
+
+/// A relay id no other test's relay has: presence is looked up server-wide.
+pub fn unique_id(name: &str) -> String {
+    let mut suffix = Uuid::new_v4().simple().to_string();
+    suffix.truncate(12);
+    format!("{name}-{suffix}")
+}
+
+/// An `sms-relay run` process with its own relay id. Its pool connections carry the
+/// `application_name` `it-pool-<id>` (its presence connection is `sms-relay <id>`), so a test
+/// can find every backend it has. SIGKILLed if still running when dropped.
+pub struct RelayProcess {
+    pub id: String,
+    child: Option<Child>,
+}
+
+impl RelayProcess {
+    /// Starts a relay named `id` on the database at `url` with the config file `config`, logging
+    /// to `<id>-run-<suffix>.log` in `scratch`.
+    pub fn start(url: &str, id: &str, config: &Path, scratch: &Scratch) -> Self {
+        let separator = if url.contains('?') { '&' } else { '?' };
+        let tagged = format!("{url}{separator}application_name=it-pool-{id}");
+        let log = scratch.path(&format!("{id}-{}.log", unique_id("run")));
+        let child = run_at(&tagged, config, &log)
+            .env("SMS_RELAY__RELAY__RELAY_ID", id)
+            .spawn()
+            .unwrap();
+        Self {
+            id: id.to_owned(),
+            child: Some(child),
+        }
+    }
+
+    /// The `application_name`s of this relay's backends.
+    pub fn backend_names(&self) -> Vec<String> {
+        vec![presence_name(&self.id), format!("it-pool-{}", self.id)]
+    }
+
+    fn child(&mut self) -> &mut Child {
+        self.child.as_mut().expect("the relay was not stopped")
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.child().try_wait().unwrap().is_none()
+    }
+
+    /// SIGKILL, then reap.
+    pub fn kill(&mut self) {
+        let child = self.child();
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    /// SIGTERM, then waits for the exit (see [`stop`]).
+    pub async fn stop(mut self) -> ExitStatus {
+        stop(self.child.take().expect("the relay was not stopped")).await
+    }
+}
+
+impl Drop for RelayProcess {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.child {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
 }

@@ -1,0 +1,135 @@
+//! [`TestApp`]: one test's own database, and the verbs that put messages into its outbox.
+
+use serde_json::json;
+use sms_relay::{
+    db,
+    store::{EnqueueRequest, Store, enqueue},
+};
+use sqlx::{Connection, PgConnection, PgPool};
+use uuid::Uuid;
+
+use super::db as server;
+
+/// One test's relay world: a fresh, migrated database (its outbox, attempts and receipts) with
+/// verbs to enqueue messages, run relays over it, and read what happened to each message.
+///
+/// The verbs live next to what they do: enqueueing here, relay runs in `relays`, rounds by hand in
+/// `rounds`, reads in `history`.
+pub struct TestApp {
+    pub pool: PgPool,
+    pub url: String,
+    /// The database this suite created on the shared server (dropped when the test passes);
+    /// `None` for one [`TestApp::attach`]ed.
+    name: Option<String>,
+}
+
+impl TestApp {
+    /// A fresh, migrated database for one test.
+    pub async fn new() -> Self {
+        let (name, url) = server::create().await;
+        let pool = db::connect(&url, 10).await.unwrap();
+        Self {
+            pool,
+            url,
+            name: Some(name),
+        }
+    }
+
+    /// A migrated database this suite did not create (e.g. on a server of the test's own), used
+    /// as it is and never dropped.
+    pub async fn attach(url: &str) -> Self {
+        let pool = db::connect(url, 10).await.unwrap();
+        Self {
+            pool,
+            url: url.to_owned(),
+            name: None,
+        }
+    }
+
+    /// The relay's store over this database.
+    pub fn store(&self) -> Store {
+        Store::new(self.pool.clone())
+    }
+
+    /// A connection that stands for a live relay named `relay_id`, as its LISTEN connection does.
+    pub async fn presence(&self, relay_id: &str) -> PgConnection {
+        let options: sqlx::postgres::PgConnectOptions = self.url.parse().unwrap();
+        PgConnection::connect_with(
+            &options.application_name(&sms_relay::store::presence_name(relay_id)),
+        )
+        .await
+        .unwrap()
+    }
+
+    /// Enqueues `request` as the auth backend does (`sms_enqueue()`), returning the message id.
+    pub async fn enqueue(&self, request: &EnqueueRequest) -> Uuid {
+        enqueue(&self.pool, request).await.expect("enqueue")
+    }
+
+    /// Enqueues an English OTP for `recipient` with `code`.
+    pub async fn otp(&self, recipient: &str, code: &str) -> Uuid {
+        self.enqueue(&otp_request(recipient, code)).await
+    }
+
+    /// Enqueues an English OTP for `recipient` that expires in `secs` seconds.
+    pub async fn otp_expiring_in(&self, recipient: &str, secs: i64) -> Uuid {
+        self.enqueue(&EnqueueRequest {
+            expires_at: Some(chrono::Utc::now() + chrono::TimeDelta::seconds(secs)),
+            ..otp_request(recipient, "1")
+        })
+        .await
+    }
+
+    /// Enqueues `n` OTPs to distinct numbers in one transaction each, returning their ids.
+    pub async fn otps(&self, n: usize) -> Vec<Uuid> {
+        self.otps_ending_in(n, "").await
+    }
+
+    /// Enqueues `n` OTPs to distinct Grameenphone numbers that end in `suffix` (e.g. the digits
+    /// that pick a fake provider's scenario), one transaction each, returning their ids.
+    pub async fn otps_ending_in(&self, n: usize, suffix: &str) -> Vec<Uuid> {
+        sqlx::query_scalar(
+            "SELECT sms_enqueue('+88017' || lpad(i::text, 8 - length($2), '0') || $2, 'otp', \
+                    jsonb_build_object('code', lpad(i::text, 6, '0'))) \
+               FROM generate_series(1, $1) AS i",
+        )
+        .bind(i32::try_from(n).unwrap())
+        .bind(suffix)
+        .fetch_all(&self.pool)
+        .await
+        .unwrap()
+    }
+
+    /// Runs `sql` with `$1` bound to `recipient`, for tests of the SQL interface itself.
+    pub async fn exec_for(&self, sql: &'static str, recipient: &str) {
+        sqlx::query(sql)
+            .bind(recipient)
+            .execute(&self.pool)
+            .await
+            .unwrap();
+    }
+
+    /// The single count `sql` selects, for what only SQL can say (server statistics, another
+    /// table's rows).
+    pub async fn count(&self, sql: &'static str) -> i64 {
+        sqlx::query_scalar(sql).fetch_one(&self.pool).await.unwrap()
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(name) = &self.name {
+            server::drop_unless_failed(name);
+        }
+    }
+}
+
+/// An English OTP for `recipient` with `code`, to adjust before enqueueing.
+pub fn otp_request(recipient: &str, code: &str) -> EnqueueRequest {
+    EnqueueRequest {
+        recipient: recipient.into(),
+        template: "otp".into(),
+        params: json!({ "code": code }),
+        ..EnqueueRequest::default()
+    }
+}
