@@ -229,6 +229,49 @@ async fn every_report_shows_the_hand_worked_figures() {
     //     provider [1000, 4000]: p50 = 2500; p95 = 1000 + 0.95·3000 = 3850.
     //   infobip D0: M3 2.1: enqueue 12:01:03 - 12:00:00 = 63 000, provider 12:01:03 - 12:01:00 = 3 000.
     //   twilio D1: M10: enqueue 09:00:03 - 09:00:00 = 3 000, provider 2 000.
+    // pickup: enqueue to the first call, and to the first accepted call's end (calls last 200 ms).
+    //   D0 otp: M1, M2, M4, M5, M6, M13 each first called 1 s after enqueue; accepted M1 1 200,
+    //     M2 2 200 (fallback), M4 2 200 (fallback), M13 1 200: p50 = 1 700, p95 = pos 2.85 = 2 200.
+    //   D0 admin_2fa: M3 first call 1 000, accepted 1 200; M12 first call 0 (13:00:00), accepted by
+    //     its retry 6 200. first [0, 1000]: p50 500, p95 950, p99 990; accepted [1200, 6200]: p50
+    //     3 700, p95 = 1200 + 0.95·5000 = 5 950, p99 6 150.
+    //   D1 otp: M10, 1 000 and 1 200. M7, M8, M9 had no call; M11 is outside the window.
+    let pickup = |day: NaiveDate,
+                  template: &str,
+                  messages: u32,
+                  first: [f64; 4],
+                  accepted: u32,
+                  acc: [f64; 4]| {
+        json!({"day": day, "template": template, "messages": messages,
+               "first_call_p50_ms": first[0], "first_call_p95_ms": first[1],
+               "first_call_p99_ms": first[2], "first_call_max_ms": first[3],
+               "accepted": accepted,
+               "accepted_p50_ms": acc[0], "accepted_p95_ms": acc[1],
+               "accepted_p99_ms": acc[2], "accepted_max_ms": acc[3]})
+    };
+    assert_rows(
+        &reports,
+        "pickup",
+        json!([
+            pickup(
+                d0,
+                "admin_2fa",
+                2,
+                [500.0, 950.0, 990.0, 1000.0],
+                2,
+                [3700.0, 5950.0, 6150.0, 6200.0]
+            ),
+            pickup(
+                d0,
+                "otp",
+                6,
+                [1000.0; 4],
+                4,
+                [1700.0, 2200.0, 2200.0, 2200.0]
+            ),
+            pickup(d1, "otp", 1, [1000.0; 4], 1, [1200.0; 4]),
+        ]),
+    );
     let ttd = |day: NaiveDate, provider: &str, operator: &str, delivered: u32, ms: [f64; 4]| {
         json!({"day": day, "provider": provider, "operator": operator, "delivered": delivered,
                "enqueue_p50_ms": ms[0], "enqueue_p95_ms": ms[1],

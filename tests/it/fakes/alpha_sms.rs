@@ -1,4 +1,4 @@
-//! Fake Alpha SMS, sms.net.bd (providers.md §5.3): `api_key` form sends, HTTP 200 with an `error`
+//! Fake Alpha SMS, sms.net.bd: `api_key` form sends, HTTP 200 with an `error`
 //! code, per-request delivery reports and the balance.
 
 use std::sync::Arc;

@@ -1,4 +1,4 @@
-//! Fake BulkSMSBD (providers.md §5.2): `api_key` sends as a form body or query string, HTTP 200
+//! Fake BulkSMSBD: `api_key` sends as a form body or query string, HTTP 200
 //! with a `response_code`, and the balance. No lookup.
 
 use std::sync::Arc;

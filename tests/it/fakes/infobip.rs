@@ -1,4 +1,4 @@
-//! Fake Infobip SMS v3 (providers.md §3): JSON sends under `Authorization: App <key>`, message
+//! Fake Infobip SMS v3: JSON sends under `Authorization: App <key>`, message
 //! logs, pull-once delivery reports and the account balance.
 
 use std::{sync::Arc, time::Duration};
@@ -69,7 +69,7 @@ fn violation(property: &str, violation: &str) -> Value {
     json!({"property": property, "violation": violation})
 }
 
-/// A `status` object (providers.md §3.2).
+/// A `status` object.
 fn status(group_id: u8, group_name: &str, id: u16, name: &str, description: &str) -> Value {
     json!({
         "groupId": group_id,

@@ -1,7 +1,6 @@
 //! Fake SMS provider servers for the adapter tests.
 //!
-//! Each fake speaks one provider's wire format as `/work/shared/providers.md` documents it (§1
-//! Twilio, §2 Vonage, §3 Infobip, §5.1 SSL Wireless, §5.2 BulkSMSBD, §5.3 Alpha SMS), checks the
+//! Each fake speaks one provider's wire format as the provider documents it, checks the
 //! credentials on every request the way the real API does, and lets the last two digits of the
 //! destination number pick a [`Scenario`]. The plumbing every fake shares lives here; each provider
 //! file holds only its routes, request parsing, credential check and answer bodies.
@@ -42,17 +41,17 @@ use uuid::Uuid;
 /// The provider a fake imitates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
-    /// Twilio Programmable Messaging (providers.md §1).
+    /// Twilio Programmable Messaging.
     Twilio,
-    /// Vonage (Nexmo) SMS API (§2).
+    /// Vonage (Nexmo) SMS API.
     Vonage,
-    /// Infobip SMS v3 (§3).
+    /// Infobip SMS v3.
     Infobip,
-    /// SSL Wireless Push SMS API v3 (§5.1).
+    /// SSL Wireless Push SMS API v3.
     SslWireless,
-    /// BulkSMSBD (§5.2).
+    /// BulkSMSBD.
     BulkSmsBd,
-    /// Alpha SMS, sms.net.bd (§5.3).
+    /// Alpha SMS, sms.net.bd.
     AlphaSms,
 }
 
@@ -194,7 +193,7 @@ struct Sent {
     sender: Option<String>,
     /// Our client reference, if the provider takes one.
     reference: Option<String>,
-    /// Billed parts (providers.md §7).
+    /// Billed parts.
     parts: u16,
     /// When the fake accepted it.
     at: DateTime<Utc>,

@@ -1,4 +1,4 @@
-//! Fake SSL Wireless Push SMS API v3 (providers.md §5.1): JSON sends with `api_token` and `sid` in
+//! Fake SSL Wireless Push SMS API v3: JSON sends with `api_token` and `sid` in
 //! the body, HTTP 200 with `status` SUCCESS/FAILED, `csms_id` unique per fake. No lookup, no balance.
 
 use std::sync::Arc;

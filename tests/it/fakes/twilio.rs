@@ -1,4 +1,4 @@
-//! Fake Twilio Programmable Messaging (providers.md §1): form sends under HTTP Basic auth, JSON
+//! Fake Twilio Programmable Messaging: form sends under HTTP Basic auth, JSON
 //! Message resources, message lookups and the account balance.
 
 use std::{sync::Arc, time::Duration};

@@ -1,4 +1,4 @@
-//! Fake Vonage (Nexmo) SMS API (providers.md §2): form sends with `api_key`/`api_secret` in the
+//! Fake Vonage (Nexmo) SMS API: form sends with `api_key`/`api_secret` in the
 //! body, HTTP 200 with a per-part `status`, and the account balance.
 
 use std::{sync::Arc, time::Duration};
