@@ -3,10 +3,10 @@
 mod bench;
 mod circuits;
 mod countries;
+mod delivery;
 mod enqueue;
 mod latency;
 mod lifecycle;
-mod receipts;
 mod report_totals;
 mod reports;
 mod schema;
@@ -16,10 +16,10 @@ mod wakeup;
 use sqlx::PgPool;
 
 pub use circuits::CircuitRow;
+pub use delivery::{Recorded, ResendRule, Via};
 pub use enqueue::{EnqueueError, EnqueueRequest, Refusal, enqueue};
 pub use latency::Pickup;
 pub use lifecycle::{ClaimedMessage, Disposition, Finish, MAX_RELAY_ID_LEN, presence_name};
-pub use receipts::{Recorded, ResendRule, Via};
 pub use report_totals::{FailureTotal, MessageTotals, ProviderTotals};
 pub use reports::ReportRows;
 pub use status::{AttemptCount, StateCount, Status};
