@@ -168,8 +168,15 @@ async fn main() {
         "http://{}/webhooks/twilio",
         listener.local_addr().expect("address")
     );
-    let router = config().webhooks(Store::new(pool.clone())).router();
-    tokio::spawn(server::serve(listener, router, CancellationToken::new()));
+    let config = config();
+    let router = config.webhooks(Store::new(pool.clone())).router();
+    let limits = (&config.webhooks).into();
+    tokio::spawn(server::serve(
+        listener,
+        router,
+        limits,
+        CancellationToken::new(),
+    ));
 
     let callbacks: Vec<_> = (1..=n).map(callback).collect();
     let fresh = pass(&hook, &callbacks, concurrency).await;

@@ -33,8 +33,9 @@ pub(super) async fn run(
         tracing::info!(address = %listener.local_addr()?, "serving receipt webhooks, /healthz and /readyz");
         let router = config.webhooks(store.clone()).router();
         let stop = beside.clone();
+        let limits = (&config.webhooks).into();
         tasks.spawn(async move {
-            if let Err(error) = server::serve(listener, router, stop).await {
+            if let Err(error) = server::serve(listener, router, limits, stop).await {
                 tracing::error!(%error, "the webhook server stopped");
             }
         });

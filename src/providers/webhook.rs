@@ -25,8 +25,13 @@ pub struct WebhookRequest<'a> {
 impl WebhookRequest<'_> {
     /// A header's value, if present and visible ASCII.
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).and_then(|v| v.to_str().ok())
+        header(self.headers, name)
     }
+}
+
+/// A header's value, if present and visible ASCII.
+pub fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
 }
 
 /// Why a webhook request was refused. Never worth retrying: the same request fails the same way.
@@ -47,14 +52,25 @@ pub enum WebhookError {
 pub type Receive =
     fn(&[&dyn KindSettings], &WebhookRequest<'_>) -> Result<Vec<Receipt>, WebhookError>;
 
+/// A kind's check of a webhook request's headers against the configured entries.
+pub type Authenticate = fn(&[&dyn KindSettings], &HeaderMap) -> Result<(), WebhookError>;
+
+/// Headers that cannot be checked before the body is read (the credentials are in it).
+pub fn authenticated_by_body(_: &[&dyn KindSettings], _: &HeaderMap) -> Result<(), WebhookError> {
+    Ok(())
+}
+
 /// How one provider kind takes receipts by webhook, at `/webhooks/<kind>`.
 pub struct Webhook {
     /// The kind's label, also the path segment.
     pub kind: &'static str,
     /// Whether receipts may also come by GET, in the query string (otherwise POST only).
     pub accepts_get: bool,
-    /// Checks `request` against the credentials of the configured entries of this kind (entries
-    /// of other kinds in the slice are ignored) and parses its receipts.
+    /// What the headers alone tell about the credentials, checked before the body is read
+    /// (entries of other kinds in the slice are ignored).
+    pub authenticate: Authenticate,
+    /// Checks `request` (whose headers passed `authenticate`) against the credentials of the
+    /// configured entries of this kind and parses its receipts.
     pub receive: Receive,
     /// Whether an entry (of this kind) has webhook credentials; an entry without them gets
     /// every receipt refused.

@@ -1,23 +1,33 @@
 //! The HTTP side of `sms-relay run`: receipt webhooks per provider kind, `/healthz` and `/readyz`.
 //!
 //! Every webhook is authenticated before anything is parsed or stored: Twilio by
-//! `X-Twilio-Signature`, Vonage by its signed-webhook `sig`, Infobip by Basic auth. Answers:
-//! 200 once the receipts are recorded (also for repeats and for messages we do not know, so the
-//! provider stops retrying), 400 for a body that is too large or not the provider's format,
-//! 401 without credentials, 403 with wrong ones, 503 when the database cannot take it (the
-//! provider will retry).
+//! `X-Twilio-Signature`, Vonage by its signed-webhook `sig`, Infobip by Basic auth (checked, like
+//! a missing Twilio signature, before the body is read). Answers: 200 once the receipts are
+//! recorded (also for repeats and for messages we do not know, so the provider stops retrying),
+//! 400 for a body that is too large or not the provider's format, 401 without credentials, 403
+//! with wrong ones, 408 for a body that does not arrive in time, 503 when the database cannot take
+//! it (the provider will retry).
+//!
+//! The listener itself bounds what a client can hold: connections at once, and the time to send
+//! a request's headers.
 
-use std::sync::Arc;
+use std::{
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use axum::{
     Router,
-    body::Bytes,
-    extract::{DefaultBodyLimit, FromRequest, RawQuery, Request, State},
-    http::{HeaderMap, StatusCode},
+    extract::{Request, State},
+    http::{StatusCode, header},
     response::{IntoResponse, Response},
     routing::{MethodRouter, get, post},
 };
-use tokio::{net::TcpListener, sync::Semaphore};
+use hyper_util::{
+    rt::{TokioIo, TokioTimer},
+    service::TowerToHyperService,
+};
+use tokio::{net::TcpListener, sync::Semaphore, task::JoinSet, time::Instant};
 use tokio_util::sync::CancellationToken;
 
 use super::settings::WebhookSettings;
@@ -38,8 +48,10 @@ pub struct Webhooks {
     rule: ResendRule,
     public_base_url: Option<String>,
     max_body_bytes: usize,
+    body_timeout: Duration,
     /// The configured provider entries: each webhook checks credentials against those of its kind.
     providers: Vec<ProviderConfig>,
+    refusals: RefusalLog,
 }
 
 impl Webhooks {
@@ -74,14 +86,15 @@ impl Webhooks {
                 .as_ref()
                 .map(|u| u.trim_end_matches('/').to_owned()),
             max_body_bytes: settings.max_body_bytes,
+            body_timeout: settings.body_timeout(),
             providers: providers.to_vec(),
+            refusals: RefusalLog::default(),
         }
     }
 
     /// The routes: `/webhooks/<kind>` for every provider kind with a receipt webhook (POST, and
     /// GET where the provider may use it), `GET /healthz`, `GET /readyz`.
     pub fn router(self) -> Router {
-        let limit = self.max_body_bytes;
         WEBHOOKS
             .iter()
             .fold(Router::new(), |router, hook| {
@@ -89,18 +102,45 @@ impl Webhooks {
             })
             .route("/healthz", get(|| async { "ok" }))
             .route("/readyz", get(ready))
-            .layer(DefaultBodyLimit::max(limit))
             .with_state(Arc::new(self))
     }
 
-    /// Checks and parses one webhook request with `hook`, then records its receipts.
-    async fn receive(
-        &self,
-        hook: &Webhook,
-        query: Option<String>,
-        headers: &HeaderMap,
-        body: &[u8],
-    ) -> Response {
+    /// Checks and parses one webhook request with `hook`, then records its receipts. What the
+    /// headers alone can refuse is refused before the body is read.
+    async fn receive(&self, hook: &Webhook, request: Request) -> Response {
+        let (parts, body) = request.into_parts();
+        let headers = &parts.headers;
+        let authenticated = {
+            let entries: Vec<_> = self.providers.iter().map(|p| p.kind.settings()).collect();
+            (hook.authenticate)(&entries, headers)
+        };
+        if let Err(error) = authenticated {
+            return self.refused(hook.kind, error);
+        }
+        let stated = headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        if stated.is_some_and(|length| length > self.max_body_bytes as u64) {
+            return refuse(StatusCode::BAD_REQUEST, "body larger than the limit");
+        }
+        let read = axum::body::to_bytes(body, self.max_body_bytes);
+        let body = match tokio::time::timeout(self.body_timeout, read).await {
+            Ok(Ok(body)) => body,
+            Ok(Err(error)) => {
+                tracing::info!(source = hook.kind, %error, "receipt body refused");
+                return refuse(
+                    StatusCode::BAD_REQUEST,
+                    "body larger than the limit or cut off",
+                );
+            }
+            Err(_) => {
+                return refuse(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "the body did not arrive in time",
+                );
+            }
+        };
+        let query = parts.uri.query();
         // The URL the provider called, as it signs it: our public URL, or else what Host says.
         let host = headers.get("host").and_then(|v| v.to_str().ok());
         let base = match (&self.public_base_url, host) {
@@ -108,15 +148,15 @@ impl Webhooks {
             (None, Some(host)) => Some(format!("http://{host}")),
             (None, None) => None,
         };
-        let url = base.map(|base| match &query {
+        let url = base.map(|base| match query {
             Some(q) => format!("{base}/webhooks/{}?{q}", hook.kind),
             None => format!("{base}/webhooks/{}", hook.kind),
         });
         let request = WebhookRequest {
             url,
-            query: query.as_deref(),
+            query,
             headers,
-            body,
+            body: &body,
         };
         let received = {
             let entries: Vec<_> = self.providers.iter().map(|p| p.kind.settings()).collect();
@@ -124,17 +164,22 @@ impl Webhooks {
         };
         match received {
             Ok(receipts) => self.record(hook.kind, &receipts).await,
-            Err(WebhookError::Unauthenticated(why)) => refuse(StatusCode::UNAUTHORIZED, why),
-            Err(WebhookError::Forbidden(why)) => {
-                tracing::warn!(kind = hook.kind, why, "receipt webhook refused");
-                refuse(StatusCode::FORBIDDEN, why)
-            }
-            Err(WebhookError::Malformed(error)) => {
-                // Debug formatting escapes whatever the sender put in a field name.
-                tracing::info!(source = hook.kind, ?error, "malformed receipt refused");
-                refuse(StatusCode::BAD_REQUEST, &error.to_string())
-            }
+            Err(error) => self.refused(hook.kind, error),
         }
+    }
+
+    /// The answer to a refused request, logged at most every few seconds per flood.
+    fn refused(&self, kind: &str, error: WebhookError) -> Response {
+        let (status, why) = match &error {
+            WebhookError::Unauthenticated(why) => (StatusCode::UNAUTHORIZED, why.to_string()),
+            WebhookError::Forbidden(why) => (StatusCode::FORBIDDEN, why.to_string()),
+            WebhookError::Malformed(error) => (StatusCode::BAD_REQUEST, error.to_string()),
+        };
+        if let Some(suppressed) = self.refusals.admit() {
+            // Debug formatting escapes whatever the sender put in a field name.
+            tracing::warn!(kind, %status, ?error, suppressed, "receipt webhook refused");
+        }
+        refuse(status, &why)
     }
 
     async fn record(&self, source: &str, receipts: &[Receipt]) -> Response {
@@ -170,11 +215,8 @@ impl Webhooks {
 
 /// The route of one provider kind's webhook.
 fn hook_route(hook: &'static Webhook) -> MethodRouter<Arc<Webhooks>> {
-    let handler = move |State(hooks): State<Arc<Webhooks>>,
-                        RawQuery(query): RawQuery,
-                        headers: HeaderMap,
-                        ReceiptBody(body): ReceiptBody| async move {
-        hooks.receive(hook, query, &headers, &body).await
+    let handler = move |State(hooks): State<Arc<Webhooks>>, request: Request| async move {
+        hooks.receive(hook, request).await
     };
     if hook.accepts_get {
         get(handler).post(handler)
@@ -183,39 +225,110 @@ fn hook_route(hook: &'static Webhook) -> MethodRouter<Arc<Webhooks>> {
     }
 }
 
+/// Refused requests are logged at most once per this interval; the log line counts the others.
+const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// Rate-limits the refusal log, so a flood of forged receipts cannot flood the logs too.
+#[derive(Default)]
+struct RefusalLog {
+    /// When a refusal was last logged, and how many were not logged since.
+    state: Mutex<(Option<Instant>, u64)>,
+}
+
+impl RefusalLog {
+    /// `Some(refusals not logged since the last line)` if this one should be logged.
+    fn admit(&self) -> Option<u64> {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let (last, suppressed) = &mut *state;
+        match last {
+            Some(at) if at.elapsed() < REFUSAL_LOG_EVERY => {
+                *suppressed += 1;
+                None
+            }
+            _ => {
+                *last = Some(Instant::now());
+                Some(std::mem::take(suppressed))
+            }
+        }
+    }
+}
+
 /// Longest a receipt waits for a database slot before it is answered 503.
 const WRITER_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// Serves `router` on `listener` until `cancel` fires.
+/// What one client may hold of the listener.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionLimits {
+    /// Connections served at once; more wait in the listen backlog.
+    pub max_connections: usize,
+    /// Longest a connection may take to send a request's headers; then it is closed.
+    pub header_timeout: Duration,
+}
+
+impl From<&WebhookSettings> for ConnectionLimits {
+    fn from(settings: &WebhookSettings) -> Self {
+        Self {
+            max_connections: settings.max_connections,
+            header_timeout: settings.header_timeout(),
+        }
+    }
+}
+
+/// Serves `router` on `listener` until `cancel` fires, within `limits`; then stops accepting,
+/// lets each open connection finish its request, and returns once they are closed.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
+    limits: ConnectionLimits,
     cancel: CancellationToken,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(cancel.cancelled_owned())
-        .await
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let mut connections = JoinSet::new();
+    loop {
+        while connections.try_join_next().is_some() {}
+        let slot = tokio::select! {
+            () = cancel.cancelled() => break,
+            slot = slots.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
+        };
+        let stream = tokio::select! {
+            () = cancel.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(error) => {
+                    // Out of file descriptors, or a connection reset before it was taken.
+                    tracing::warn!(%error, "cannot accept a webhook connection");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let service = TowerToHyperService::new(router.clone());
+        let cancel = cancel.clone();
+        connections.spawn(async move {
+            let _slot = slot;
+            let connection = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(limits.header_timeout)
+                .serve_connection(TokioIo::new(stream), service);
+            let mut connection = std::pin::pin!(connection);
+            let served = tokio::select! {
+                served = connection.as_mut() => served,
+                () = cancel.cancelled() => {
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            };
+            if let Err(error) = served {
+                tracing::debug!(%error, "webhook connection ended");
+            }
+        });
+    }
+    connections.join_all().await;
+    Ok(())
 }
 
 fn refuse(status: StatusCode, why: &str) -> Response {
     (status, format!("{why}\n")).into_response()
-}
-
-/// A receipt body within `max_body_bytes`; a larger or unreadable one is answered 400.
-struct ReceiptBody(Bytes);
-
-impl<S: Send + Sync> FromRequest<S> for ReceiptBody {
-    type Rejection = Response;
-
-    async fn from_request(request: Request, state: &S) -> Result<Self, Response> {
-        Bytes::from_request(request, state)
-            .await
-            .map(ReceiptBody)
-            .map_err(|rejection| {
-                tracing::info!(%rejection, "receipt body refused");
-                refuse(StatusCode::BAD_REQUEST, &rejection.body_text())
-            })
-    }
 }
 
 async fn ready(State(hooks): State<Arc<Webhooks>>) -> Response {

@@ -16,8 +16,15 @@ pub struct WebhookSettings {
     /// per-message receipt URL where the API takes one; unset, the provider's dashboard setting
     /// applies. Twilio signs the URL it called, so behind a proxy this must be that URL's base.
     pub public_base_url: Option<String>,
-    /// Largest receipt body accepted; larger ones get 400.
+    /// Largest receipt body accepted; larger ones get 400 (refused from `Content-Length` before
+    /// anything is read, where the sender states it).
     pub max_body_bytes: usize,
+    /// Longest a connection may take to send a request's headers; then it is closed.
+    pub header_timeout_ms: u64,
+    /// Longest a request may take to send its body once its headers passed; then it gets 408.
+    pub body_timeout_ms: u64,
+    /// Most connections served at once; more wait in the listen backlog.
+    pub max_connections: usize,
 }
 
 impl WebhookSettings {
@@ -34,7 +41,27 @@ impl WebhookSettings {
         if !(1_024..=16 * 1024 * 1024).contains(&self.max_body_bytes) {
             return Err("webhooks.max_body_bytes must be 1024..=16777216".into());
         }
+        if !(100..=60_000).contains(&self.header_timeout_ms)
+            || !(100..=60_000).contains(&self.body_timeout_ms)
+        {
+            return Err(
+                "webhooks.header_timeout_ms and body_timeout_ms must be 100..=60000".into(),
+            );
+        }
+        if !(1..=65_536).contains(&self.max_connections) {
+            return Err("webhooks.max_connections must be 1..=65536".into());
+        }
         Ok(())
+    }
+
+    /// `header_timeout_ms` as a duration.
+    pub fn header_timeout(&self) -> Duration {
+        Duration::from_millis(self.header_timeout_ms)
+    }
+
+    /// `body_timeout_ms` as a duration.
+    pub fn body_timeout(&self) -> Duration {
+        Duration::from_millis(self.body_timeout_ms)
     }
 }
 
@@ -43,7 +70,11 @@ impl Default for WebhookSettings {
         Self {
             listen: "127.0.0.1:8080".into(),
             public_base_url: None,
-            max_body_bytes: 256 * 1024,
+            // An Infobip batch of 100 reports is well under this; a single receipt is a few KiB.
+            max_body_bytes: 128 * 1024,
+            header_timeout_ms: 5_000,
+            body_timeout_ms: 10_000,
+            max_connections: 512,
         }
     }
 }

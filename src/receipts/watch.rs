@@ -92,9 +92,20 @@ impl Sweeper {
                 .resend_unanswered(&self.expecting, self.settings.resend_after(), self.rule)
                 .await
             {
-                Ok(0) => {}
-                Ok(resent) => {
-                    tracing::info!(resent, "resending messages that got no delivery receipt");
+                Ok(passed) => {
+                    if passed.resent > 0 {
+                        tracing::info!(
+                            resent = passed.resent,
+                            "resending messages that got no delivery receipt"
+                        );
+                    }
+                    if passed.held_off > 0 {
+                        tracing::warn!(
+                            held_off = passed.held_off,
+                            "accepted messages got no receipt, and no receipt came from their \
+                             providers since: is the receipt path down? not resending them"
+                        );
+                    }
                 }
                 Err(error) => tracing::warn!(%error, "the no-receipt resend pass failed"),
             }

@@ -102,18 +102,47 @@ const RECORD: &str = "SELECT result, resent FROM sms_record_receipt($1, $2, $3, 
 /// through the next provider (`sms_resend` checks again under lock). Only attempts younger than
 /// the window plus the longest template validity can belong to a message still valid, which
 /// bounds the scan without keeping any state between passes.
+///
+/// A missing receipt means the code did not arrive only while the provider's receipts arrive
+/// for other messages: an attempt is resent only if some receipt about the same provider came
+/// after it was accepted. When none came, the receipt path itself is down (a webhook outage, a
+/// broken proxy), every attempt looks unanswered at once, and resending them all would double
+/// the spend for codes that most likely arrived; those are held off and counted instead.
 const RESEND_UNANSWERED: &str = r#"
-SELECT count(*) FILTER (WHERE sms_resend(a.id, $1, $2, $3 * interval '1 millisecond'))
-  FROM sms_attempts a
-  JOIN sms_outbox o ON o.id = a.message_id
- WHERE a.outcome = 'accepted' AND (a.delivery_status IS NULL OR a.delivery_status IN ('queued', 'enroute'))
-   AND a.provider = ANY ($4)
-   AND a.finished_at <= now() - $5 * interval '1 millisecond'
-   AND a.finished_at > now() - $5 * interval '1 millisecond'
-                           - (SELECT coalesce(max(validity), interval '0') FROM sms_templates)
-   AND o.state = 'sent' AND o.attempts = a.attempt_number AND o.resends < $2
-   AND o.expires_at > now() + $3 * interval '1 millisecond'
+WITH window_start AS MATERIALIZED (
+    SELECT now() - $5 * interval '1 millisecond'
+               - (SELECT coalesce(max(validity), interval '0') FROM sms_templates) AS at
+), last_receipt AS MATERIALIZED (
+    SELECT x.provider, max(r.received_at) AS at
+      FROM sms_receipts r
+      JOIN sms_attempts x ON x.id = r.attempt_id
+     WHERE r.received_at > (SELECT at FROM window_start) AND x.provider = ANY ($4)
+     GROUP BY x.provider
+), overdue AS (
+    SELECT a.id, coalesce(l.at > a.finished_at, false) AS receipts_flow
+      FROM sms_attempts a
+      JOIN sms_outbox o ON o.id = a.message_id
+      LEFT JOIN last_receipt l ON l.provider = a.provider
+     WHERE a.outcome = 'accepted' AND (a.delivery_status IS NULL OR a.delivery_status IN ('queued', 'enroute'))
+       AND a.provider = ANY ($4)
+       AND a.finished_at <= now() - $5 * interval '1 millisecond'
+       AND a.finished_at > (SELECT at FROM window_start)
+       AND o.state = 'sent' AND o.attempts = a.attempt_number AND o.resends < $2
+       AND o.expires_at > now() + $3 * interval '1 millisecond'
+)
+SELECT count(*) FILTER (WHERE receipts_flow AND sms_resend(id, $1, $2, $3 * interval '1 millisecond')),
+       count(*) FILTER (WHERE NOT receipts_flow)
+  FROM overdue
 "#;
+
+/// What one no-receipt pass did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Unanswered {
+    /// Messages put back for a resend.
+    pub resent: u64,
+    /// Overdue attempts not resent because no receipt at all came from their provider since.
+    pub held_off: u64,
+}
 
 /// Up to `$3` accepted attempts of providers `$1` whose final receipt is `$2` ms overdue become
 /// `unknown`, found through `sms_attempts_awaiting_receipt_idx`. Rows a receipt is updating right
@@ -224,16 +253,16 @@ impl Store {
     }
 
     /// Resends messages whose latest accepted attempt, through one of `providers` (those that
-    /// send receipts), finished more than `window` ago without a final receipt. Returns how many
-    /// went back to the queue.
+    /// send receipts), finished more than `window` ago without a final receipt while receipts
+    /// about that provider kept coming.
     pub async fn resend_unanswered(
         &self,
         providers: &[String],
         window: Duration,
         rule: ResendRule,
-    ) -> Result<u64> {
+    ) -> Result<Unanswered> {
         let reason = format!("no delivery receipt within {} s", window.as_secs());
-        let count: i64 = sqlx::query_scalar(RESEND_UNANSWERED)
+        let (resent, held_off): (i64, i64) = sqlx::query_as(RESEND_UNANSWERED)
             .bind(reason)
             .bind(i32::try_from(rule.max_resends).unwrap_or(i32::MAX))
             .bind(interval_ms(rule.expiry_margin))
@@ -241,7 +270,10 @@ impl Store {
             .bind(interval_ms(window))
             .fetch_one(&self.pool)
             .await?;
-        Ok(u64::try_from(count).unwrap_or(0))
+        Ok(Unanswered {
+            resent: u64::try_from(resent).unwrap_or(0),
+            held_off: u64::try_from(held_off).unwrap_or(0),
+        })
     }
 
     /// Marks accepted attempts of `providers` that got no final receipt within `window` as

@@ -16,7 +16,7 @@ mod wakeup;
 use sqlx::PgPool;
 
 pub use circuits::CircuitRow;
-pub use delivery::{Recorded, ResendRule, Via};
+pub use delivery::{Recorded, ResendRule, Unanswered, Via};
 pub use enqueue::{EnqueueError, EnqueueRequest, Refusal, enqueue};
 pub use latency::Pickup;
 pub use lifecycle::{ClaimedMessage, Disposition, Finish, MAX_RELAY_ID_LEN, presence_name};

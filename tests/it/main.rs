@@ -16,3 +16,4 @@ mod relay;
 mod reports;
 mod resend;
 mod roles;
+mod webhook_edge;

@@ -119,6 +119,7 @@ async fn receipts_for(kind: Kind) {
             client_ref: "zzzr1s1",
             status: w.delivered,
             error: "",
+            signed_at: None,
         })
         .await;
     assert_eq!(status, StatusCode::OK);
@@ -168,6 +169,7 @@ async fn twilio_signature_covers_url_and_body() {
         client_ref: "",
         status: "delivered",
         error: "",
+        signed_at: None,
     });
     let url = format!("{PUBLIC}/webhooks/twilio");
     let post = async |path: &str, sig: String, form: &[(String, String)]| {
@@ -433,6 +435,7 @@ async fn odd_values_in_a_receipt_are_fitted_not_fatal_to_the_batch() {
             client_ref: "",
             status: "3/5",
             error: "",
+            signed_at: None,
         },
         Dlr::of(&s.attempt, "3/5", ""),
     ]);

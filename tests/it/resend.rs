@@ -46,10 +46,25 @@ async fn short_window(tweak: impl FnOnce(&mut Config)) -> Scene {
     .await
 }
 
+/// Another OTP through `p1`, delivered, its receipt arriving now: receipts about `p1` flow.
+async fn another_delivered(s: &Scene) {
+    let other = s.send_one("+8801712345622").await;
+    let attempt = s.app.accepted_attempt(other).await;
+    let receipt = Dlr::of(&attempt, "delivered", "");
+    assert_eq!(s.poster(0).post(&receipt).await, StatusCode::OK);
+}
+
 /// Waits out the 1 s no-receipt window, then sweeps once.
-async fn after_window(s: &Scene) {
+async fn after_quiet_window(s: &Scene) {
     tokio::time::sleep(Duration::from_millis(1_100)).await;
     s.sweeper().sweep().await;
+}
+
+/// Waits out the 1 s no-receipt window while receipts about `p1` flow (for another message),
+/// then sweeps once.
+async fn after_window(s: &Scene) {
+    another_delivered(s).await;
+    after_quiet_window(s).await;
 }
 
 #[tokio::test]
@@ -140,6 +155,7 @@ async fn no_receipt_within_the_window_resends_through_the_next_provider() {
     s.sweeper().sweep().await;
     assert_eq!(s.state().await, "sent");
 
+    // Receipts about p1 keep coming, but not this one.
     after_window(&s).await;
     assert_eq!(s.state().await, "pending");
     s.run().await;
@@ -161,6 +177,23 @@ async fn no_receipt_within_the_window_resends_through_the_next_provider() {
     // The SSL attempt expects no receipt, and the resend used the one allowed.
     after_window(&s).await;
     assert_eq!(s.state().await, "sent");
+    assert_eq!(s.resends().await, 1);
+}
+
+#[tokio::test]
+async fn no_receipt_at_all_from_the_provider_holds_the_resends_off() {
+    // Nothing came from p1 since the message was accepted: the receipt path may be down, and the
+    // code most likely arrived.
+    let s = short_window(|_| {}).await;
+    after_quiet_window(&s).await;
+    assert_eq!(s.state().await, "sent");
+    assert_eq!(s.resends().await, 0);
+    assert!(s.fakes[1].received().is_empty());
+
+    // Once receipts about p1 come again, the one that never came counts as missing.
+    another_delivered(&s).await;
+    s.sweeper().sweep().await;
+    assert_eq!(s.state().await, "pending");
     assert_eq!(s.resends().await, 1);
 }
 
@@ -318,7 +351,7 @@ async fn a_receipt_for_an_earlier_round_resends_nothing() {
     // The first round's receipt comes late and says undelivered: recorded, but the message's
     // latest round is the resend, so nothing more is sent although a resend is left.
     assert_eq!(s.twilio("undelivered", "30003").await, StatusCode::OK);
-    let StoredReceipt { result, resent } = s.app.receipts().await.remove(0);
+    let StoredReceipt { result, resent } = s.app.receipts().await.pop().expect("the late receipt");
     assert_eq!((result.as_str(), resent), ("applied", false));
     assert_eq!(s.state().await, "sent");
     assert_eq!(s.resends().await, 1);
@@ -368,6 +401,7 @@ async fn a_receipt_that_came_before_its_attempt_is_matched_later() {
             client_ref: "",
             status: "delivered",
             error: "",
+            signed_at: None,
         })
         .await;
     assert_eq!(status, StatusCode::OK);

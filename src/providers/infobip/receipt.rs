@@ -5,6 +5,7 @@ use base64::Engine;
 use chrono::{DateTime, Utc};
 use std::any::Any;
 
+use reqwest::header::HeaderMap;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -13,13 +14,14 @@ use super::InfobipSettings;
 use crate::providers::{
     Cost, Delivery, KindSettings, Receipt, ReceiptError,
     pricing::parse_micros,
-    webhook::{Webhook, WebhookError, WebhookRequest},
+    webhook::{Webhook, WebhookError, WebhookRequest, header},
 };
 
 /// Infobip's receipt webhook: a JSON POST with one of the entries' receipt user and password.
 pub const WEBHOOK: Webhook = Webhook {
     kind: "infobip",
     accepts_get: false,
+    authenticate,
     receive,
     has_credentials: |entry| {
         settings(entry)
@@ -27,12 +29,17 @@ pub const WEBHOOK: Webhook = Webhook {
     },
 };
 
-/// Checks the Basic auth against each Infobip entry's receipt credentials, then parses the batch.
+/// Parses the batch (its Basic auth passed [`authenticate`]).
 fn receive(
-    entries: &[&dyn KindSettings],
+    _entries: &[&dyn KindSettings],
     request: &WebhookRequest<'_>,
 ) -> Result<Vec<Receipt>, WebhookError> {
-    let Some(authorization) = request.header("authorization") else {
+    Ok(parse(request.body)?)
+}
+
+/// Checks the Basic auth against each Infobip entry's receipt credentials.
+fn authenticate(entries: &[&dyn KindSettings], headers: &HeaderMap) -> Result<(), WebhookError> {
+    let Some(authorization) = header(headers, "authorization") else {
         return Err(WebhookError::Unauthenticated("Authorization missing"));
     };
     let accounts = entries.iter().filter_map(|entry| {
@@ -45,7 +52,7 @@ fn receive(
     if !basic_auth_matches(authorization, accounts) {
         return Err(WebhookError::Forbidden("credentials do not match"));
     }
-    Ok(parse(request.body)?)
+    Ok(())
 }
 
 /// `entry`'s settings if it is an Infobip entry.

@@ -5,16 +5,23 @@ use std::any::Any;
 use super::{TwilioSettings, signature};
 use crate::providers::{
     Delivery, KindSettings, Receipt, ReceiptError,
-    webhook::{Webhook, WebhookError, WebhookRequest, field, form_pairs, params_json},
+    webhook::{Webhook, WebhookError, WebhookRequest, field, form_pairs, header, params_json},
 };
 
 /// Twilio's receipt webhook: a form POST signed with the auth token of one of the entries.
 pub const WEBHOOK: Webhook = Webhook {
     kind: "twilio",
     accepts_get: false,
+    authenticate: |_, headers| match header(headers, SIGNATURE_HEADER) {
+        Some(_) => Ok(()),
+        None => Err(WebhookError::Unauthenticated("X-Twilio-Signature missing")),
+    },
     receive,
     has_credentials: |_| true,
 };
+
+/// The header Twilio signs its requests in.
+const SIGNATURE_HEADER: &str = "x-twilio-signature";
 
 /// Checks `X-Twilio-Signature` over the URL Twilio called and the form, with each Twilio entry's
 /// auth token, then parses the form.
@@ -22,7 +29,7 @@ fn receive(
     entries: &[&dyn KindSettings],
     request: &WebhookRequest<'_>,
 ) -> Result<Vec<Receipt>, WebhookError> {
-    let Some(given) = request.header("x-twilio-signature") else {
+    let Some(given) = request.header(SIGNATURE_HEADER) else {
         return Err(WebhookError::Unauthenticated("X-Twilio-Signature missing"));
     };
     let Some(url) = &request.url else {

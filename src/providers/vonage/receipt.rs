@@ -3,18 +3,23 @@
 
 use std::any::Any;
 
+use chrono::Utc;
 use serde_json::Value;
 
 use super::{VonageSettings, signature};
 use crate::providers::{
     Delivery, KindSettings, Receipt, ReceiptError,
-    webhook::{Webhook, WebhookError, WebhookRequest, field, form_pairs, params_json},
+    webhook::{
+        Webhook, WebhookError, WebhookRequest, authenticated_by_body, field, form_pairs,
+        params_json,
+    },
 };
 
 /// Vonage's receipt webhook: GET or POST, signed by one of the entries' signature secrets.
 pub const WEBHOOK: Webhook = Webhook {
     kind: "vonage",
     accepts_get: true,
+    authenticate: authenticated_by_body,
     receive,
     has_credentials: |entry| settings(entry).is_some_and(|s| s.signature_secret.is_some()),
 };
@@ -46,7 +51,23 @@ fn receive(
     if !signed {
         return Err(WebhookError::Forbidden("signature does not match"));
     }
+    if !fresh(&params, Utc::now().timestamp()) {
+        return Err(WebhookError::Forbidden(
+            "timestamp outside the replay window",
+        ));
+    }
     Ok(vec![parse(&params)?])
+}
+
+/// How far a signed receipt's `timestamp` (Unix seconds, part of what is signed) may be from our
+/// clock: a captured receipt replayed later is refused.
+const REPLAY_WINDOW_S: i64 = 300;
+
+/// Whether `params` carry a `timestamp` within [`REPLAY_WINDOW_S`] of `now`.
+fn fresh(params: &[(String, String)], now: i64) -> bool {
+    field(params, "timestamp")
+        .and_then(|t| t.parse::<i64>().ok())
+        .is_some_and(|t| t.abs_diff(now) <= REPLAY_WINDOW_S.unsigned_abs())
 }
 
 /// Keys left out of the stored payload: the credentials and the signing noise.
@@ -237,6 +258,27 @@ mod tests {
                 "{}",
                 String::from_utf8_lossy(body)
             );
+        }
+    }
+
+    #[test]
+    fn only_a_recent_timestamp_is_fresh() {
+        let now = 1_735_740_005;
+        for (timestamp, fresh_now) in [
+            (Some("1735740005"), true),
+            (Some("1735739705"), true),
+            (Some("1735740305"), true),
+            (Some("1735739704"), false),
+            (Some("1735740306"), false),
+            (Some("not a number"), false),
+            (Some(""), false),
+            (None, false),
+        ] {
+            let params = match timestamp {
+                Some(t) => pairs(&[("messageId", "X"), ("timestamp", t)]),
+                None => pairs(&[("messageId", "X")]),
+            };
+            assert_eq!(fresh(&params, now), fresh_now, "{timestamp:?}");
         }
     }
 }

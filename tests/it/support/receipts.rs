@@ -48,6 +48,8 @@ pub struct Dlr<'a> {
     /// Twilio `MessageStatus`, Vonage `status`, Infobip `groupId/id`.
     pub status: &'a str,
     pub error: &'a str,
+    /// When Vonage signed it (Unix seconds); `None`: now.
+    pub signed_at: Option<i64>,
 }
 
 impl<'a> Dlr<'a> {
@@ -64,6 +66,7 @@ impl<'a> Dlr<'a> {
                 .expect("a call has a client reference"),
             status,
             error,
+            signed_at: None,
         }
     }
 }
@@ -118,6 +121,10 @@ impl Poster {
     /// The query parameters of Vonage's delivery receipt for `dlr`, signed with
     /// [`VONAGE_SECRET`].
     pub fn vonage_params(dlr: &Dlr) -> Vec<(String, String)> {
+        let signed_at = dlr
+            .signed_at
+            .unwrap_or_else(|| chrono::Utc::now().timestamp())
+            .to_string();
         let mut params: Vec<(String, String)> = [
             ("msisdn", "8801712345611"),
             ("to", "Glamora"),
@@ -133,7 +140,7 @@ impl Poster {
             ("api-key", "3f9c2a7e"),
             ("client-ref", dlr.client_ref),
             ("message-timestamp", "2025-01-01 14:00:05"),
-            ("timestamp", "1735740005"),
+            ("timestamp", signed_at.as_str()),
             ("nonce", "ec11dd3e-1e7f-4db5-9467-82b02cd223b9"),
         ]
         .into_iter()

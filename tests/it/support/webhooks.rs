@@ -37,6 +37,11 @@ pub async fn serve(config: &Config, store: Store) -> String {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let router = config.webhooks(store).router();
-    tokio::spawn(server::serve(listener, router, CancellationToken::new()));
+    tokio::spawn(server::serve(
+        listener,
+        router,
+        (&config.webhooks).into(),
+        CancellationToken::new(),
+    ));
     base
 }
