@@ -93,7 +93,7 @@ END $$;
 
 -- sms_auth --------------------------------------------------------------------------------------
 
-GRANT EXECUTE ON FUNCTION sms_enqueue(text, text, jsonb, timestamptz, text, integer, text, text, boolean) TO sms_auth;
+GRANT EXECUTE ON FUNCTION sms_enqueue(text, text, jsonb, timestamptz, text, integer, text, text, boolean, text) TO sms_auth;
 -- sms_outbox.id's default, evaluated with the inserter's rights.
 GRANT EXECUTE ON FUNCTION sms_uuid_v7() TO sms_auth;
 -- The columns sms_enqueue() takes; the guard trigger fills and checks the rest. No SELECT, so no

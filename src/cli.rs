@@ -128,6 +128,12 @@ pub struct EnqueueArgs {
     /// 0 (most urgent) to 9.
     #[arg(long)]
     pub priority: Option<i32>,
+    /// Supersede and budget group (default: the template name).
+    #[arg(long)]
+    pub purpose: Option<String>,
+    /// Who asked (client IP, account, device), counted against the caller budget.
+    #[arg(long)]
+    pub caller: Option<String>,
 }
 
 /// `report` options.

@@ -49,6 +49,20 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, sqlx::Er
     connect_with(url.parse()?, max_connections).await
 }
 
+/// Opens a pool whose sessions lift the enqueue budgets (`sms.lift_budgets`, honoured for
+/// superusers only): for load generators that enqueue floods on purpose.
+pub async fn connect_lifting_budgets(
+    url: &str,
+    max_connections: u32,
+) -> Result<PgPool, sqlx::Error> {
+    let options: PgConnectOptions = url.parse()?;
+    connect_with(
+        options.options([("sms.lift_budgets", "on")]),
+        max_connections,
+    )
+    .await
+}
+
 /// Opens a pool for `sms-relay run`, whose statements are bounded: one stuck behind a lock or on a
 /// sick server fails (and is retried, or its rows are put back) instead of holding claimed
 /// messages until their lease runs out.

@@ -13,7 +13,7 @@ use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use super::{CommandError, database_or_throwaway};
+use super::{Budgets, CommandError, database_or_throwaway};
 use crate::{
     cli::BenchArgs,
     config::{Config, RelaySettings},
@@ -185,8 +185,13 @@ pub(super) async fn bench(
     url: Option<String>,
     args: BenchArgs,
 ) -> Result<(), CommandError> {
-    let (_server, pool) =
-        database_or_throwaway(url, Durability::Default, config.database.max_connections).await?;
+    let (_server, pool) = database_or_throwaway(
+        url,
+        Durability::Default,
+        config.database.max_connections,
+        Budgets::Lift,
+    )
+    .await?;
     let store = Store::new(pool);
     if store.status().await?.total() > 0 {
         return Err(CommandError::Io(std::io::Error::other(

@@ -17,7 +17,7 @@ use serde_json::json;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
-use super::{CommandError, build_relay, database_or_throwaway};
+use super::{Budgets, CommandError, build_relay, database_or_throwaway};
 use crate::{
     cli::DemoArgs,
     config::{Config, ReceiptSettings, RelaySettings},
@@ -146,6 +146,7 @@ async fn login(pool: &PgPool, i: u32) -> Result<&'static str, CommandError> {
             Ok(match reason.sqlstate() {
                 "SR001" => "refused: not E.164 (SR001)",
                 "SR007" => "refused: country not allowed (SR007)",
+                "SR016" => "refused: budget spent (SR016)",
                 _ => "refused: other",
             })
         }
@@ -196,7 +197,8 @@ fn bar(len: u64, what: &str) -> ProgressBar {
 
 /// Runs the demo.
 pub(super) async fn demo(url: Option<String>, args: DemoArgs) -> Result<(), CommandError> {
-    let (_server, pool) = database_or_throwaway(url, Durability::Default, 16).await?;
+    let (_server, pool) =
+        database_or_throwaway(url, Durability::Default, 16, Budgets::Apply).await?;
     let store = Store::new(pool.clone());
     let config = demo_config();
     let relay = build_relay(&config, pool.clone())?;

@@ -27,7 +27,8 @@ pub(super) async fn enqueue(url: &str, args: EnqueueArgs) -> Result<(), CommandE
             .map(|s| Utc::now() + TimeDelta::seconds(i64::from(s))),
         idempotency_key: args.idempotency_key,
         priority: args.priority,
-        purpose: None,
+        purpose: args.purpose,
+        caller: args.caller,
     };
     let id = enqueue_message(&pool, &request).await?;
     println!("{id}");

@@ -137,12 +137,21 @@ fn build_relay(config: &Config, pool: PgPool) -> Result<Relay, CommandError> {
     ))
 }
 
+/// Whether a command's enqueues count against the budgets.
+enum Budgets {
+    /// They do, as the auth backend's.
+    Apply,
+    /// They do not: a load generator (needs a superuser).
+    Lift,
+}
+
 /// Connects to `url`, or, without one, to a new throwaway PostgreSQL (kept alive by the returned
 /// guard); then applies the migrations.
 async fn database_or_throwaway(
     url: Option<String>,
     durability: Durability,
     max_connections: u32,
+    budgets: Budgets,
 ) -> Result<(Option<ThrowawayPg>, PgPool), CommandError> {
     if url.is_none() {
         eprintln!(
@@ -153,7 +162,10 @@ async fn database_or_throwaway(
         tokio::task::spawn_blocking(move || ThrowawayPg::unless_given(url, durability))
             .await
             .map_err(std::io::Error::other)??;
-    let pool = db::connect(&url, max_connections).await?;
+    let pool = match budgets {
+        Budgets::Apply => db::connect(&url, max_connections).await?,
+        Budgets::Lift => db::connect_lifting_budgets(&url, max_connections).await?,
+    };
     db::migrate(&pool).await?;
     Ok((server, pool))
 }

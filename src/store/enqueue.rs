@@ -21,8 +21,10 @@ pub struct EnqueueRequest {
     pub idempotency_key: Option<String>,
     /// 0 (most urgent) to 9; default 5.
     pub priority: Option<i32>,
-    /// Supersede group (default: the template name).
+    /// Supersede group (default: the template name); budgets count per purpose.
     pub purpose: Option<String>,
+    /// Who asked (client IP, account, device), counted against the caller budget; never stored.
+    pub caller: Option<String>,
 }
 
 /// Why `sms_enqueue()` refused a message; each has its own SQLSTATE (see the migration).
@@ -52,10 +54,14 @@ pub enum Refusal {
     InvalidIdempotencyKey,
     /// SR012: params has keys that are no placeholder, or a value too long or with control characters.
     UnsendableParams,
+    /// SR015: the caller key is over its limit.
+    CallerLimited,
+    /// SR016: a budget of this purpose is spent (everything, a prefix, an operator, a template).
+    BudgetSpent,
 }
 
 impl Refusal {
-    const ALL: [(Refusal, &'static str); 12] = [
+    const ALL: [(Refusal, &'static str); 14] = [
         (Refusal::InvalidRecipient, "SR001"),
         (Refusal::UnknownTemplate, "SR002"),
         (Refusal::ParamsNotObject, "SR003"),
@@ -68,6 +74,8 @@ impl Refusal {
         (Refusal::InvalidPriority, "SR010"),
         (Refusal::InvalidIdempotencyKey, "SR011"),
         (Refusal::UnsendableParams, "SR012"),
+        (Refusal::CallerLimited, "SR015"),
+        (Refusal::BudgetSpent, "SR016"),
     ];
 
     /// The SQLSTATE the database raises for this refusal.
@@ -121,7 +129,8 @@ pub async fn enqueue<'e, E: PgExecutor<'e>>(
 ) -> Result<Uuid, EnqueueError> {
     let id = sqlx::query_scalar(
         "SELECT sms_enqueue(recipient => $1, template => $2, params => $3, expires_at => $4, \
-         idempotency_key => $5, priority => coalesce($6, 5), locale => coalesce($7, 'en'), purpose => $8)",
+         idempotency_key => $5, priority => coalesce($6, 5), locale => coalesce($7, 'en'), purpose => $8, \
+         caller => $9)",
     )
     .bind(&req.recipient)
     .bind(&req.template)
@@ -131,6 +140,7 @@ pub async fn enqueue<'e, E: PgExecutor<'e>>(
     .bind(req.priority)
     .bind(&req.locale)
     .bind(&req.purpose)
+    .bind(&req.caller)
     .fetch_one(executor)
     .await?;
     Ok(id)

@@ -4,6 +4,7 @@ mod fakes;
 mod support;
 
 mod binary;
+mod budgets;
 mod chain;
 mod chaos;
 mod conformance;

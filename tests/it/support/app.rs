@@ -38,7 +38,10 @@ impl TestApp {
     /// A migrated database this suite did not create (e.g. on a server of the test's own), used
     /// as it is and never dropped.
     pub async fn attach(url: &str) -> Self {
-        let pool = db::connect(url, 10).await.unwrap();
+        // Not a database this suite made, so its budgets are lifted here, for this pool.
+        let pool = sms_relay::db::connect_lifting_budgets(url, 10)
+            .await
+            .unwrap();
         Self {
             pool,
             url: url.to_owned(),

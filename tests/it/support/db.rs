@@ -116,6 +116,14 @@ pub async fn create() -> (String, String) {
     .execute(&mut admin)
     .await
     .unwrap();
+    // The enqueue budgets stop floods; most tests enqueue floods on purpose, as the superuser who
+    // may lift them. The budget tests put them back for their session.
+    sqlx::query(AssertSqlSafe(format!(
+        "ALTER DATABASE {name} SET sms.lift_budgets = on"
+    )))
+    .execute(&mut admin)
+    .await
+    .unwrap();
     admin.close().await.unwrap();
     let url = url_for(admin_url, &name);
     (name, url)

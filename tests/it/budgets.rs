@@ -1,0 +1,270 @@
+//! Enqueue budgets against SMS pumping: each limit refuses at its limit + 1 with its SQLSTATE,
+//! a burst on one operator gets at most its budget, and a flood of one purpose neither refuses
+//! nor holds up another purpose's codes.
+
+use sqlx::{Connection, PgConnection};
+
+use crate::support::TestApp;
+
+/// One code: recipient, template, caller key.
+type Code = (&'static str, &'static str, Option<&'static str>);
+
+/// A budget scope and subject, four codes counted against it, one that is not, and the SQLSTATE
+/// that refuses the fourth.
+type Case = (&'static str, &'static str, [Code; 4], Code, &'static str);
+
+/// A connection on which the budgets apply (the test databases lift them for the superuser).
+async fn budgeted(app: &TestApp) -> PgConnection {
+    let mut conn = PgConnection::connect(&app.url).await.unwrap();
+    sqlx::query("SET sms.lift_budgets = off")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    conn
+}
+
+/// Enqueues one code on `conn`; the SQLSTATE of a refusal.
+async fn enqueue(
+    conn: &mut PgConnection,
+    recipient: &str,
+    template: &str,
+    caller: Option<&str>,
+) -> Result<(), String> {
+    sqlx::query("SELECT sms_enqueue($1, $2, '{\"code\": \"482913\"}', caller => $3)")
+        .bind(recipient)
+        .bind(template)
+        .bind(caller)
+        .execute(conn)
+        .await
+        .map(|_| ())
+        .map_err(|e| {
+            e.as_database_error()
+                .and_then(|d| d.code().map(|c| c.into_owned()))
+                .unwrap_or_else(|| e.to_string())
+        })
+}
+
+/// Replaces the default budgets with `budget` (scope, subject, purpose, max per hour).
+async fn only_budget(app: &TestApp, scope: &str, subject: &str, purpose: Option<&str>, max: i32) {
+    sqlx::query("DELETE FROM sms_budgets")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO sms_budgets (scope, subject, purpose, per, max_messages) \
+         VALUES ($1, $2, $3, interval '1 hour', $4)",
+    )
+    .bind(scope)
+    .bind(subject)
+    .bind(purpose)
+    .bind(max)
+    .execute(&app.pool)
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn each_budget_refuses_at_its_limit_plus_one() {
+    // (scope, subject, the four codes counted against it, one that is not, SQLSTATE)
+    let cases: [Case; 5] = [
+        (
+            "all",
+            "*",
+            [
+                ("+8801711000001", "otp", None),
+                ("+8801911000002", "otp", None),
+                ("+8801811000003", "otp", None),
+                ("+8801511000004", "otp", None),
+            ],
+            ("+8801711000005", "admin_2fa", None),
+            "SR016",
+        ),
+        (
+            "prefix",
+            "+88019",
+            [
+                ("+8801911000001", "otp", None),
+                ("+8801911000002", "otp", None),
+                ("+8801911000003", "otp", Some("10.0.0.1")),
+                ("+8801911000004", "otp", None),
+            ],
+            ("+8801711000005", "otp", None),
+            "SR016",
+        ),
+        (
+            "operator",
+            "Banglalink",
+            [
+                ("+8801911000001", "otp", None),
+                ("+8801411000002", "otp", None),
+                ("+8801911000003", "otp", None),
+                ("+8801411000004", "otp", None),
+            ],
+            ("+8801711000005", "otp", None),
+            "SR016",
+        ),
+        (
+            "template",
+            "admin_2fa",
+            [
+                ("+8801711000001", "admin_2fa", None),
+                ("+8801911000002", "admin_2fa", None),
+                ("+8801811000003", "admin_2fa", None),
+                ("+8801711000004", "admin_2fa", None),
+            ],
+            ("+8801711000005", "otp", None),
+            "SR016",
+        ),
+        (
+            "caller",
+            "*",
+            [
+                ("+8801711000001", "otp", Some("203.0.113.7")),
+                ("+8801911000002", "otp", Some("203.0.113.7")),
+                ("+8801811000003", "otp", Some("203.0.113.7")),
+                ("+8801711000004", "otp", Some("203.0.113.7")),
+            ],
+            ("+8801711000005", "otp", Some("203.0.113.8")),
+            "SR015",
+        ),
+    ];
+    for (scope, subject, counted, other, sqlstate) in cases {
+        let app = TestApp::new().await;
+        only_budget(&app, scope, subject, None, 3).await;
+        let mut conn = budgeted(&app).await;
+        for (recipient, template, caller) in &counted[..3] {
+            enqueue(&mut conn, recipient, template, *caller)
+                .await
+                .unwrap_or_else(|e| panic!("{scope}: within the budget, refused {e}"));
+        }
+        let (recipient, template, caller) = counted[3];
+        assert_eq!(
+            enqueue(&mut conn, recipient, template, caller).await,
+            Err(sqlstate.to_owned()),
+            "{scope}"
+        );
+        let (recipient, template, caller) = other;
+        assert_eq!(
+            enqueue(&mut conn, recipient, template, caller).await,
+            Ok(()),
+            "{scope}: another {template} to {recipient} is not counted against it"
+        );
+        // Nothing refused is in the queue.
+        assert_eq!(app.message_count().await, 4, "{scope}");
+    }
+}
+
+#[tokio::test]
+async fn a_pumping_burst_on_one_operator_gets_at_most_its_budget() {
+    // The defaults: 1,000 codes an hour per operator and purpose.
+    let app = TestApp::new().await;
+    let mut conn = budgeted(&app).await;
+    let mut refused = Vec::new();
+    for batch in 0..20 {
+        let mut tx = conn.begin().await.unwrap();
+        let burst = sqlx::query(
+            "SELECT count(sms_enqueue('+88017' || lpad(($1 * 1000 + i)::text, 8, '0'), 'otp', \
+                                      '{\"code\": \"482913\"}')) \
+               FROM generate_series(1, 1000) AS i",
+        )
+        .bind(batch)
+        .execute(&mut *tx)
+        .await;
+        match burst {
+            Ok(_) => tx.commit().await.unwrap(),
+            Err(error) => {
+                refused.push(
+                    error
+                        .as_database_error()
+                        .unwrap()
+                        .code()
+                        .unwrap()
+                        .into_owned(),
+                );
+                tx.rollback().await.unwrap();
+            }
+        }
+    }
+    assert_eq!(app.message_count().await, 1_000);
+    assert_eq!(refused, vec!["SR016".to_owned(); 19]);
+}
+
+#[tokio::test]
+async fn a_flood_of_login_codes_neither_refuses_nor_holds_up_admin_2fa() {
+    let app = TestApp::new().await;
+    let mut flood = budgeted(&app).await;
+    let mut admin = budgeted(&app).await;
+    // A flood spends the login budget of Grameenphone in a transaction it keeps open.
+    let mut tx = flood.begin().await.unwrap();
+    sqlx::query(
+        "SELECT count(sms_enqueue('+88017' || lpad(i::text, 8, '0'), 'otp', '{\"code\": \"482913\"}')) \
+           FROM generate_series(1, 1000) AS i",
+    )
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    assert_eq!(
+        enqueue(&mut tx, "+8801799999999", "otp", None).await,
+        Err("SR016".to_owned())
+    );
+
+    // Meanwhile an admin's code to the same operator goes in, without waiting on any lock the
+    // flood holds (a wait would fail here), however many login codes there are.
+    sqlx::query("SET lock_timeout = '100ms'")
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    assert_eq!(
+        enqueue(&mut admin, "+8801700000001", "admin_2fa", None).await,
+        Ok(())
+    );
+    tx.rollback().await.unwrap();
+
+    // And it is claimed before the login codes of a flood that did commit.
+    app.otps(300).await;
+    let first = app.claim(1).await;
+    assert_eq!(first[0].template, "admin_2fa");
+}
+
+#[tokio::test]
+async fn login_codes_cannot_lock_a_number_out_of_its_admin_codes() {
+    let app = TestApp::new().await;
+    let mut conn = budgeted(&app).await;
+    for _ in 0..5 {
+        enqueue(&mut conn, "+8801712345678", "otp", None)
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        enqueue(&mut conn, "+8801712345678", "otp", None).await,
+        Err("SR008".to_owned())
+    );
+    assert_eq!(
+        enqueue(&mut conn, "+8801712345678", "admin_2fa", None).await,
+        Ok(())
+    );
+}
+
+#[tokio::test]
+async fn a_caller_key_is_counted_but_never_kept() {
+    let app = TestApp::new().await;
+    let mut conn = budgeted(&app).await;
+    enqueue(&mut conn, "+8801712345678", "otp", Some("203.0.113.7"))
+        .await
+        .unwrap();
+    let kept: Vec<String> = sqlx::query_scalar(
+        "SELECT u.subject FROM sms_budget_usage u JOIN sms_budgets b ON b.id = u.budget_id \
+          WHERE b.scope = 'caller'",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(kept.len(), 1);
+    assert!(!kept[0].contains("203.0.113"), "{kept:?}");
+    let anywhere: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM sms_outbox o WHERE o::text LIKE '%203.0.113%'")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(anywhere, 0);
+}
