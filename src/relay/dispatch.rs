@@ -93,10 +93,24 @@ pub(super) async fn dispatch(ctx: &Context, msg: ClaimedMessage, claimed_at: Ins
             );
         }
     };
+    let segments = segments::count(&text);
+    if let Some(max) = msg.max_parts
+        && u32::from(segments.parts) > u32::try_from(max).unwrap_or(0)
+    {
+        let reason = format!(
+            "renders to {} parts; template {} allows {max}",
+            segments.parts, msg.template
+        );
+        let finish = Finish {
+            segments: Some(segments),
+            ..finish
+        };
+        return end(finish, Disposition::Failed, reason);
+    }
     let sms = OutgoingSms {
         message_id: msg.id,
         recipient: Recipient::new(msg.recipient),
-        segments: segments::count(&text),
+        segments,
         body: text,
         valid_for: remaining - ctx.expiry_margin,
         reference_stem: reference::stem(msg.seq, msg.round),

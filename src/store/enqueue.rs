@@ -58,10 +58,12 @@ pub enum Refusal {
     CallerLimited,
     /// SR016: a budget of this purpose is spent (everything, a prefix, an operator, a template).
     BudgetSpent,
+    /// SR017: a params value does not have the shape its template requires.
+    BadShape,
 }
 
 impl Refusal {
-    const ALL: [(Refusal, &'static str); 14] = [
+    const ALL: [(Refusal, &'static str); 15] = [
         (Refusal::InvalidRecipient, "SR001"),
         (Refusal::UnknownTemplate, "SR002"),
         (Refusal::ParamsNotObject, "SR003"),
@@ -76,6 +78,7 @@ impl Refusal {
         (Refusal::UnsendableParams, "SR012"),
         (Refusal::CallerLimited, "SR015"),
         (Refusal::BudgetSpent, "SR016"),
+        (Refusal::BadShape, "SR017"),
     ];
 
     /// The SQLSTATE the database raises for this refusal.

@@ -70,7 +70,7 @@ async fn refuses_a_recipient_that_is_not_e164() {
         "+88017abc45678",
     ] {
         assert_eq!(
-            refused(&app, otp_request(bad, "1")).await,
+            refused(&app, otp_request(bad, "482913")).await,
             Refusal::InvalidRecipient,
             "{bad}"
         );
@@ -82,12 +82,12 @@ async fn refuses_an_unknown_template_or_locale() {
     let app = TestApp::new().await;
     let request = EnqueueRequest {
         template: "welcome".into(),
-        ..otp_request(NUMBER, "1")
+        ..otp_request(NUMBER, "482913")
     };
     assert_eq!(refused(&app, request).await, Refusal::UnknownTemplate);
     let request = EnqueueRequest {
         locale: Some("fr".into()),
-        ..otp_request(NUMBER, "1")
+        ..otp_request(NUMBER, "482913")
     };
     assert_eq!(refused(&app, request).await, Refusal::UnknownTemplate);
 }
@@ -97,7 +97,7 @@ async fn refuses_params_that_are_not_an_object() {
     let app = TestApp::new().await;
     let request = EnqueueRequest {
         params: json!(["482913"]),
-        ..otp_request(NUMBER, "1")
+        ..otp_request(NUMBER, "482913")
     };
     assert_eq!(refused(&app, request).await, Refusal::ParamsNotObject);
 }
@@ -113,7 +113,7 @@ async fn refuses_params_missing_a_placeholder() {
     ] {
         let request = EnqueueRequest {
             params: params.clone(),
-            ..otp_request(NUMBER, "1")
+            ..otp_request(NUMBER, "482913")
         };
         assert_eq!(
             refused(&app, request).await,
@@ -128,7 +128,7 @@ async fn refuses_an_expiry_in_the_past() {
     let app = TestApp::new().await;
     let request = EnqueueRequest {
         expires_at: Some(Utc::now() - TimeDelta::seconds(1)),
-        ..otp_request(NUMBER, "1")
+        ..otp_request(NUMBER, "482913")
     };
     assert_eq!(refused(&app, request).await, Refusal::ExpiryInPast);
 }
@@ -139,7 +139,7 @@ async fn refuses_an_expiry_beyond_what_the_text_promises() {
     let request = EnqueueRequest {
         template: "admin_2fa".into(),
         expires_at: Some(Utc::now() + TimeDelta::minutes(6)),
-        ..otp_request(NUMBER, "1")
+        ..otp_request(NUMBER, "482913")
     };
     assert_eq!(refused(&app, request).await, Refusal::ExpiryBeyondValidity);
 }
@@ -148,7 +148,7 @@ async fn refuses_an_expiry_beyond_what_the_text_promises() {
 async fn refuses_a_recipient_outside_the_allow_list() {
     let app = TestApp::new().await;
     assert_eq!(
-        refused(&app, otp_request("+447400123456", "1")).await,
+        refused(&app, otp_request("+447400123456", "482913")).await,
         Refusal::RecipientNotAllowed
     );
     // An empty allow-list allows every country.
@@ -156,7 +156,7 @@ async fn refuses_a_recipient_outside_the_allow_list() {
         .execute(&app.pool)
         .await
         .unwrap();
-    enqueue(&app.pool, &otp_request("+447400123456", "1"))
+    enqueue(&app.pool, &otp_request("+447400123456", "482913"))
         .await
         .unwrap();
 }
@@ -169,10 +169,12 @@ async fn refuses_a_recipient_over_the_rate_limit() {
         .await
         .unwrap();
     for _ in 0..3 {
-        enqueue(&app.pool, &otp_request(NUMBER, "1")).await.unwrap();
+        enqueue(&app.pool, &otp_request(NUMBER, "482913"))
+            .await
+            .unwrap();
     }
     let before = app.message_count().await;
-    let err = enqueue(&app.pool, &otp_request(NUMBER, "1"))
+    let err = enqueue(&app.pool, &otp_request(NUMBER, "482913"))
         .await
         .unwrap_err();
     assert!(
@@ -187,10 +189,10 @@ async fn refuses_a_recipient_over_the_rate_limit() {
     );
     assert_eq!(app.message_count().await, before);
     // Other recipients, and this one's other purposes, are not affected.
-    app.otp("+8801812345678", "1").await;
+    app.otp("+8801812345678", "482913").await;
     let other_purpose = EnqueueRequest {
         purpose: Some("password_reset".into()),
-        ..otp_request(NUMBER, "1")
+        ..otp_request(NUMBER, "482913")
     };
     enqueue(&app.pool, &other_purpose).await.unwrap();
 }
@@ -199,7 +201,7 @@ async fn refuses_a_recipient_over_the_rate_limit() {
 async fn refuses_an_insert_that_is_not_a_new_pending_message() {
     let app = TestApp::new().await;
     let err = sqlx::query(
-        "INSERT INTO sms_outbox (recipient, template, params, state) VALUES ($1, 'otp', '{\"code\":\"1\"}', 'sent')",
+        "INSERT INTO sms_outbox (recipient, template, params, state) VALUES ($1, 'otp', '{\"code\":\"482913\"}', 'sent')",
     )
     .bind(NUMBER)
     .execute(&app.pool)
@@ -281,7 +283,7 @@ async fn a_refusal_never_echoes_the_row() {
         "{detail}"
     );
     app.exec_for(
-        "SELECT sms_enqueue($1, 'otp', '{\"code\": \"1\"}', supersede => NULL)",
+        "SELECT sms_enqueue($1, 'otp', '{\"code\": \"482913\"}', supersede => NULL)",
         NUMBER,
     )
     .await;
@@ -295,13 +297,13 @@ async fn a_plain_insert_is_guarded_like_sms_enqueue() {
         (
             "0171",
             "otp",
-            json!({"code": "1"}),
+            json!({"code": "482913"}),
             Refusal::InvalidRecipient,
         ),
         (
             NUMBER,
             "nope",
-            json!({"code": "1"}),
+            json!({"code": "482913"}),
             Refusal::UnknownTemplate,
         ),
         (NUMBER, "otp", json!("x"), Refusal::ParamsNotObject),
@@ -329,7 +331,7 @@ async fn a_plain_insert_is_guarded_like_sms_enqueue() {
     sqlx::query(insert)
         .bind(NUMBER)
         .bind("otp")
-        .bind(json!({"code": "1"}))
+        .bind(json!({"code": "482913"}))
         .execute(&app.pool)
         .await
         .unwrap();
@@ -435,7 +437,7 @@ async fn of_several_codes_in_one_insert_the_last_one_stays() {
     let app = TestApp::new().await;
     sqlx::query(
         "INSERT INTO sms_outbox (recipient, template, params) \
-         VALUES ($1, 'otp', '{\"code\": \"1\"}'), ($1, 'otp', '{\"code\": \"2\"}')",
+         VALUES ($1, 'otp', '{\"code\": \"482913\"}'), ($1, 'otp', '{\"code\": \"222222\"}')",
     )
     .bind(NUMBER)
     .execute(&app.pool)
@@ -449,8 +451,8 @@ async fn of_several_codes_in_one_insert_the_last_one_stays() {
     assert_eq!(
         states,
         [
-            ("1".into(), "cancelled".into()),
-            ("2".into(), "pending".into())
+            ("482913".into(), "cancelled".into()),
+            ("222222".into(), "pending".into())
         ]
     );
 }
@@ -482,9 +484,9 @@ async fn the_code_committed_last_is_the_live_one_even_from_an_older_transaction(
 #[tokio::test]
 async fn superseding_can_be_turned_off() {
     let app = TestApp::new().await;
-    let first = app.otp(NUMBER, "1").await;
+    let first = app.otp(NUMBER, "482913").await;
     app.exec_for(
-        "SELECT sms_enqueue($1, 'otp', '{\"code\":\"2\"}', supersede => false)",
+        "SELECT sms_enqueue($1, 'otp', '{\"code\":\"222222\"}', supersede => false)",
         NUMBER,
     )
     .await;
@@ -497,13 +499,13 @@ async fn inserts_notify_only_while_a_relay_is_idle() {
     let mut listener = PgListener::connect_with(&app.pool).await.unwrap();
     listener.listen("sms_relay_wakeup").await.unwrap();
 
-    app.otp("+8801711111111", "1").await;
+    app.otp("+8801711111111", "482913").await;
     let quiet = tokio::time::timeout(std::time::Duration::from_millis(300), listener.recv()).await;
     assert!(quiet.is_err(), "no relay is idle, so no NOTIFY");
 
     app.store().register_sleeper("relay-a").await.unwrap();
     let mut tx = app.pool.begin().await.unwrap();
-    enqueue(&mut *tx, &otp_request("+8801722222222", "2"))
+    enqueue(&mut *tx, &otp_request("+8801722222222", "222222"))
         .await
         .unwrap();
     tx.rollback().await.unwrap();
@@ -514,7 +516,7 @@ async fn inserts_notify_only_while_a_relay_is_idle() {
         "a rolled-back enqueue wakes nobody"
     );
 
-    app.otp("+8801733333333", "3").await;
+    app.otp("+8801733333333", "333333").await;
     within(10, listener.recv())
         .await
         .expect("a committed enqueue notifies an idle relay");
@@ -522,7 +524,7 @@ async fn inserts_notify_only_while_a_relay_is_idle() {
     // A transaction that inserted before the relay went idle still wakes it: the check runs at commit.
     app.store().deregister_sleeper("relay-a").await.unwrap();
     let mut tx = app.pool.begin().await.unwrap();
-    enqueue(&mut *tx, &otp_request("+8801755555555", "5"))
+    enqueue(&mut *tx, &otp_request("+8801755555555", "555555"))
         .await
         .unwrap();
     app.store().register_sleeper("relay-a").await.unwrap();
@@ -532,7 +534,7 @@ async fn inserts_notify_only_while_a_relay_is_idle() {
         .expect("the commit-time check sees the new registration");
 
     app.store().deregister_sleeper("relay-a").await.unwrap();
-    app.otp("+8801744444444", "4").await;
+    app.otp("+8801744444444", "444444").await;
     let quiet = tokio::time::timeout(std::time::Duration::from_millis(300), listener.recv()).await;
     assert!(quiet.is_err(), "busy relays are not notified");
 }
@@ -607,4 +609,65 @@ async fn templates_are_seeded_word_for_word_and_state_their_real_validity() {
         );
         assert!(text.contains("{code}"));
     }
+}
+
+#[tokio::test]
+async fn a_code_must_have_the_shape_its_template_asks() {
+    let app = TestApp::new().await;
+    for (i, code) in [
+        json!("abc"),
+        json!("123"),
+        json!("12345678901"),
+        json!("https://glamora.example/login"),
+        json!("4829 13"),
+        json!(12.5),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let request = EnqueueRequest {
+            params: json!({ "code": code }),
+            ..otp_request(&format!("+88017100000{i:02}"), "")
+        };
+        let error = enqueue(&app.pool, &request).await.unwrap_err();
+        assert!(
+            matches!(
+                error,
+                EnqueueError::Refused {
+                    reason: Refusal::BadShape,
+                    ..
+                }
+            ),
+            "{code}: {error}"
+        );
+    }
+    for (i, code) in [json!("1234"), json!("1234567890"), json!(482913)]
+        .into_iter()
+        .enumerate()
+    {
+        let request = EnqueueRequest {
+            params: json!({ "code": code }),
+            ..otp_request(&format!("+88017200000{i:02}"), "")
+        };
+        enqueue(&app.pool, &request)
+            .await
+            .unwrap_or_else(|e| panic!("{code}: {e}"));
+    }
+    assert_eq!(app.message_count().await, 3);
+
+    // A template may ask for another shape, or none.
+    sqlx::query(
+        "UPDATE sms_templates SET param_patterns = '{\"code\": \"^[A-Z]{3}-[0-9]{3}$\"}' \
+          WHERE name = 'admin_2fa'",
+    )
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let admin = |code: &str| EnqueueRequest {
+        template: "admin_2fa".into(),
+        params: json!({ "code": code }),
+        ..otp_request("+8801730000001", "")
+    };
+    enqueue(&app.pool, &admin("GLM-482")).await.unwrap();
+    assert!(enqueue(&app.pool, &admin("482913")).await.is_err());
 }

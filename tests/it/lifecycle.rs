@@ -748,6 +748,8 @@ async fn enqueue_text(
 #[tokio::test]
 async fn unsendable_params_are_refused_with_sr012_and_the_limits_are_accepted() {
     let app = TestApp::new().await;
+    // The general limits, whatever shape a template asks of its values (SR017, tested apart).
+    app.any_param_shape().await;
     let refused = [
         (
             "an extra key",
@@ -857,6 +859,7 @@ async fn unsendable_params_are_refused_with_sr012_and_the_limits_are_accepted() 
 #[tokio::test]
 async fn a_numeric_param_is_sent_as_enqueued() {
     let app = TestApp::new().await;
+    app.any_param_shape().await;
     let fake = FakeProvider::start(Kind::Twilio).await;
     let numbers = [
         "12345678901234567890",

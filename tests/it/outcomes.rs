@@ -23,7 +23,7 @@ const NUMBER: &str = "+8801712345678";
 #[tokio::test]
 async fn a_provider_problem_falls_over_to_the_next_provider() {
     let app = TestApp::new().await;
-    let id = app.otp(NUMBER, "1").await;
+    let id = app.otp(NUMBER, "482913").await;
     let (primary, backup) = (failing("primary"), accepting("backup"));
     app.run_until_idle([primary.clone(), backup.clone()], quick_retries())
         .await;
@@ -41,7 +41,7 @@ async fn a_provider_problem_falls_over_to_the_next_provider() {
 #[tokio::test]
 async fn a_bad_recipient_fails_at_once_without_trying_other_providers() {
     let app = TestApp::new().await;
-    let id = app.otp(NUMBER, "1").await;
+    let id = app.otp(NUMBER, "482913").await;
     let rejecting = simulator(
         "primary",
         SimulatorSettings {
@@ -66,7 +66,7 @@ async fn a_bad_recipient_fails_at_once_without_trying_other_providers() {
 #[tokio::test]
 async fn an_unknown_outcome_is_recorded_as_such_and_falls_over() {
     let app = TestApp::new().await;
-    let id = app.otp(NUMBER, "1").await;
+    let id = app.otp(NUMBER, "482913").await;
     let unsure = simulator(
         "unsure",
         SimulatorSettings {
@@ -88,7 +88,7 @@ async fn an_unknown_outcome_is_recorded_as_such_and_falls_over() {
 #[tokio::test]
 async fn when_every_provider_fails_a_retry_is_scheduled_with_backoff() {
     let app = TestApp::new().await;
-    let id = app.otp(NUMBER, "1").await;
+    let id = app.otp(NUMBER, "482913").await;
     let policy = RetryPolicy {
         base_ms: 60_000,
         cap_ms: 60_000,
@@ -109,7 +109,7 @@ async fn when_every_provider_fails_a_retry_is_scheduled_with_backoff() {
 #[tokio::test]
 async fn retries_continue_until_a_provider_recovers() {
     let app = TestApp::new().await;
-    let id = app.otp(NUMBER, "1").await;
+    let id = app.otp(NUMBER, "482913").await;
     let flaky = failing("flaky");
     let patient = RetryPolicy {
         base_ms: 60_000,
@@ -158,7 +158,7 @@ async fn a_code_that_expires_before_its_retry_ends_expired_and_is_never_sent() {
 #[tokio::test]
 async fn a_message_claimed_after_its_validity_is_expired_without_a_send() {
     let app = TestApp::new().await;
-    let id = app.otp(NUMBER, "1").await;
+    let id = app.otp(NUMBER, "482913").await;
     sqlx::query("UPDATE sms_outbox SET created_at = now() - interval '20 minutes', expires_at = now() - interval '1 second'")
         .execute(&app.pool)
         .await
@@ -171,7 +171,7 @@ async fn a_message_claimed_after_its_validity_is_expired_without_a_send() {
 #[tokio::test]
 async fn max_rounds_ends_the_message_failed_with_the_reason() {
     let app = TestApp::new().await;
-    let id = app.otp(NUMBER, "1").await;
+    let id = app.otp(NUMBER, "482913").await;
     let down = failing("down");
     let policy = RetryPolicy {
         max_rounds: 3,
@@ -195,13 +195,13 @@ async fn max_rounds_ends_the_message_failed_with_the_reason() {
 #[tokio::test]
 async fn a_poison_row_fails_with_a_reason_and_blocks_nobody() {
     let app = TestApp::new().await;
-    let poison_params = app.otp("+8801711111111", "1").await;
+    let poison_params = app.otp("+8801711111111", "482913").await;
     sqlx::query("UPDATE sms_outbox SET params = '{\"code\": {\"nested\": true}}' WHERE id = $1")
         .bind(poison_params)
         .execute(&app.pool)
         .await
         .unwrap();
-    let poison_template = app.otp("+8801722222222", "2").await;
+    let poison_template = app.otp("+8801722222222", "222222").await;
     sqlx::query("UPDATE sms_outbox SET template = 'deleted_later' WHERE id = $1")
         .bind(poison_template)
         .execute(&app.pool)
@@ -226,6 +226,40 @@ async fn a_poison_row_fails_with_a_reason_and_blocks_nobody() {
         app.states().await.get("sent"),
         Some(&(healthy.len() as i64))
     );
+}
+
+#[tokio::test]
+async fn a_message_longer_than_its_template_allows_fails_unsent() {
+    let app = TestApp::new().await;
+    app.any_param_shape().await;
+    sqlx::query("UPDATE sms_templates SET max_parts = 1 WHERE name = 'otp' AND locale = 'bn'")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    // Bengali text is UCS-2: the template and a 64-character value make two parts.
+    let long = app
+        .enqueue(&EnqueueRequest {
+            locale: Some("bn".into()),
+            params: json!({"code": "7".repeat(64)}),
+            ..otp_request("+8801812345678", "")
+        })
+        .await;
+    let short = app.otp(NUMBER, "482913").await;
+
+    let sim = app.send_due().await;
+
+    let (state, reason) = app.state_of(long).await;
+    assert_eq!(state, "failed");
+    assert_eq!(
+        reason.as_deref(),
+        Some("renders to 2 parts; template otp allows 1")
+    );
+    assert!(
+        app.attempts(long).await.is_empty(),
+        "no provider was called"
+    );
+    assert_eq!(app.state_of(short).await.0, "sent");
+    assert_eq!(sim.sent(), 1);
 }
 
 #[tokio::test]

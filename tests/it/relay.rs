@@ -19,17 +19,17 @@ use crate::support::{
 #[tokio::test]
 async fn claims_by_priority_then_earliest_deadline() {
     let app = TestApp::new().await;
-    let late = app.otp("+8801711111111", "1").await;
+    let late = app.otp("+8801711111111", "482913").await;
     let soon = app
         .enqueue(&EnqueueRequest {
             template: "admin_2fa".into(),
-            ..otp_request("+8801722222222", "2")
+            ..otp_request("+8801722222222", "222222")
         })
         .await;
     let urgent = app
         .enqueue(&EnqueueRequest {
             priority: Some(0),
-            ..otp_request("+8801733333333", "3")
+            ..otp_request("+8801733333333", "333333")
         })
         .await;
     let mut order = Vec::new();
@@ -119,7 +119,7 @@ async fn until_drained_waits_for_another_relays_claim_and_gives_up_at_its_bound(
 #[tokio::test]
 async fn a_stale_relay_cannot_overwrite_a_newer_round() {
     let app = TestApp::new().await;
-    let id = app.otp("+8801712345678", "1").await;
+    let id = app.otp("+8801712345678", "482913").await;
     let store = app.store();
     let stale = store
         .claim(1, Duration::from_millis(1), "stale")
@@ -214,7 +214,7 @@ async fn a_commit_wakes_an_idle_relay_before_its_poll_interval() {
     // Wait until the relay has gone idle and registered for wake-ups.
     eventually(async || app.sleeping_relays().await == 1).await;
 
-    let id = app.otp("+8801712345678", "1").await;
+    let id = app.otp("+8801712345678", "482913").await;
     // Without the NOTIFY the relay would sleep for 30 s; the hang guard is 20 s.
     within(20, eventually(async || app.state_of(id).await.0 == "sent")).await;
     cancel.cancel();
@@ -252,7 +252,7 @@ async fn shutdown_lets_in_flight_sends_finish_and_leaves_nothing_stuck() {
 #[tokio::test]
 async fn sends_outlasting_the_grace_are_released_and_sent_later() {
     let app = TestApp::new().await;
-    let id = app.otp("+8801712345678", "1").await;
+    let id = app.otp("+8801712345678", "482913").await;
     let stuck = simulator(
         "stuck",
         SimulatorSettings {

@@ -124,7 +124,7 @@ async fn analysts_read_reports_and_attempts_but_no_numbers() {
         "SELECT * FROM sms_receipts",
         "SELECT * FROM sms_recipient_budget",
         "SELECT sms_enqueue('+8801711111111', 'otp', '{\"code\": \"482913\"}')",
-        "INSERT INTO sms_outbox (recipient, template, params) VALUES ('+8801711111111', 'otp', '{\"code\": \"1\"}')",
+        "INSERT INTO sms_outbox (recipient, template, params) VALUES ('+8801711111111', 'otp', '{\"code\": \"482913\"}')",
         "UPDATE sms_attempts SET cost = 0",
         "DELETE FROM sms_attempts",
         "SELECT sms_resend(1, 'x', 1, interval '0')",
@@ -168,7 +168,7 @@ async fn the_auth_backend_may_enqueue_and_nothing_else() {
     .await
     .expect("sms_auth inserts");
     // The guard still refuses bad input with its own SQLSTATE, not a permission error.
-    let refused = sqlx::query("SELECT sms_enqueue('01711111111', 'otp', '{\"code\": \"1\"}')")
+    let refused = sqlx::query("SELECT sms_enqueue('01711111111', 'otp', '{\"code\": \"482913\"}')")
         .execute(&mut auth)
         .await
         .unwrap_err();
@@ -194,8 +194,8 @@ async fn the_auth_backend_may_enqueue_and_nothing_else() {
         "SELECT * FROM sms_report_cost_daily",
         "SELECT * FROM sms_templates",
         "SELECT * FROM sms_recipient_budget",
-        "INSERT INTO sms_outbox (recipient, template, params) VALUES ('+8801711111112', 'otp', '{\"code\": \"1\"}') RETURNING id",
-        "INSERT INTO sms_outbox (recipient, template, params, state) VALUES ('+8801711111112', 'otp', '{\"code\": \"1\"}', 'sent')",
+        "INSERT INTO sms_outbox (recipient, template, params) VALUES ('+8801711111112', 'otp', '{\"code\": \"482913\"}') RETURNING id",
+        "INSERT INTO sms_outbox (recipient, template, params, state) VALUES ('+8801711111112', 'otp', '{\"code\": \"482913\"}', 'sent')",
         "UPDATE sms_outbox SET priority = 0",
         "DELETE FROM sms_outbox",
         "SELECT sms_resend(1, 'x', 1, interval '0')",
@@ -305,7 +305,7 @@ async fn the_relay_runs_as_its_own_role() {
     let mut worker = pool.acquire().await.unwrap();
     for sql in [
         "SELECT sms_enqueue('+8801711111111', 'otp', '{\"code\": \"482913\"}')",
-        "INSERT INTO sms_outbox (recipient, template, params) VALUES ('+8801711111111', 'otp', '{\"code\": \"1\"}')",
+        "INSERT INTO sms_outbox (recipient, template, params) VALUES ('+8801711111111', 'otp', '{\"code\": \"482913\"}')",
         "SELECT * FROM sms_recipient_budget",
         "UPDATE sms_templates SET body = 'x'",
         "DELETE FROM sms_attempts",

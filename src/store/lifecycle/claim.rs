@@ -24,6 +24,8 @@ pub struct ClaimedMessage {
     pub params: String,
     /// The template body, `None` if the template was deleted.
     pub body: Option<String>,
+    /// The most parts the template allows one message, `None` if the template was deleted.
+    pub max_parts: Option<i16>,
     /// This claim's round number (`sms_outbox.attempts` after the claim).
     pub round: i32,
     /// A newer message for the same recipient and purpose exists.
@@ -68,6 +70,7 @@ UPDATE sms_outbox o
  WHERE o.id = ANY (ARRAY(SELECT id FROM due))
 RETURNING o.id, o.seq, o.recipient, o.template, o.locale, o.params::text AS params,
           (SELECT t.body FROM sms_templates t WHERE t.name = o.template AND t.locale = o.locale) AS body,
+          (SELECT t.max_parts FROM sms_templates t WHERE t.name = o.template AND t.locale = o.locale) AS max_parts,
           o.attempts AS round,
           CASE WHEN o.attempts > 1 THEN EXISTS (
               SELECT 1 FROM sms_outbox n

@@ -78,7 +78,7 @@ impl TestApp {
     pub async fn otp_expiring_in(&self, recipient: &str, secs: i64) -> Uuid {
         self.enqueue(&EnqueueRequest {
             expires_at: Some(chrono::Utc::now() + chrono::TimeDelta::seconds(secs)),
-            ..otp_request(recipient, "1")
+            ..otp_request(recipient, "482913")
         })
         .await
     }
@@ -101,6 +101,15 @@ impl TestApp {
         .fetch_all(&self.pool)
         .await
         .unwrap()
+    }
+
+    /// Lets every template's placeholders take any value within the general limits (no shape
+    /// such as "a code is 4 to 10 digits").
+    pub async fn any_param_shape(&self) {
+        sqlx::query("UPDATE sms_templates SET param_patterns = '{}'")
+            .execute(&self.pool)
+            .await
+            .unwrap();
     }
 
     /// Runs `sql` with `$1` bound to `recipient`, for tests of the SQL interface itself.
