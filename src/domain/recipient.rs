@@ -25,15 +25,22 @@ impl Recipient {
 
     /// The number as `+880••••••••78`: the first four characters and the last two digits kept.
     pub fn masked(&self) -> String {
-        let digits: Vec<char> = self.0.chars().collect();
-        let keep_head = 4.min(digits.len());
-        let keep_tail = 2.min(digits.len().saturating_sub(keep_head));
-        let hidden = digits.len() - keep_head - keep_tail;
-        let mut out: String = digits[..keep_head].iter().collect();
-        out.extend(std::iter::repeat_n('•', hidden));
-        out.extend(&digits[digits.len() - keep_tail..]);
-        out
+        mask(&self.0)
     }
+}
+
+/// A phone number as it may be kept or printed: its first four characters and last two kept,
+/// every other one replaced by `•` (`+8801712345678` → `+880••••••••78`, `8801712345678` →
+/// `8801•••••••78`).
+pub fn mask(number: &str) -> String {
+    let digits: Vec<char> = number.chars().collect();
+    let keep_head = 4.min(digits.len());
+    let keep_tail = 2.min(digits.len().saturating_sub(keep_head));
+    let hidden = digits.len() - keep_head - keep_tail;
+    let mut out: String = digits[..keep_head].iter().collect();
+    out.extend(std::iter::repeat_n('•', hidden));
+    out.extend(&digits[digits.len() - keep_tail..]);
+    out
 }
 
 impl fmt::Display for Recipient {

@@ -6,6 +6,7 @@ use reqwest::header::HeaderMap;
 use serde_json::{Map, Value};
 
 use super::{KindSettings, Receipt, ReceiptError};
+use crate::domain::recipient::mask;
 
 /// A receipt webhook request as it arrived.
 #[derive(Debug)]
@@ -90,12 +91,17 @@ pub fn field<'a>(params: &'a [(String, String)], key: &str) -> Option<&'a str> {
         .map(|(_, v)| v.as_str())
 }
 
-/// Form params as a JSON object for the audit payload, leaving out the `drop` keys: a key seen
-/// once maps to its string, a repeated key to the array of its values in order.
-pub fn params_json(params: &[(String, String)], drop: &[&str]) -> Value {
+/// Form params as a JSON object for the audit payload, leaving out the `drop` keys and keeping
+/// the `numbers` keys' values only masked: a key seen once maps to its string, a repeated key to
+/// the array of its values in order.
+pub fn params_json(params: &[(String, String)], drop: &[&str], numbers: &[&str]) -> Value {
     let mut object = Map::new();
     for (key, value) in params.iter().filter(|(k, _)| !drop.contains(&k.as_str())) {
-        let value = Value::String(value.clone());
+        let value = if numbers.contains(&key.as_str()) {
+            Value::String(mask(value))
+        } else {
+            Value::String(value.clone())
+        };
         match object.get_mut(key) {
             None => {
                 object.insert(key.clone(), value);

@@ -473,3 +473,30 @@ async fn odd_values_in_a_receipt_are_fitted_not_fatal_to_the_batch() {
         (Some("0.350000"), Some("BDT"))
     );
 }
+
+#[tokio::test]
+async fn receipts_are_stored_without_the_number() {
+    for kind in [Kind::Twilio, Kind::Vonage, Kind::Infobip] {
+        let s = Scene::new(&[kind], None, |_| {}).await;
+        let delivered = match kind {
+            Kind::Infobip => "3/5",
+            _ => "delivered",
+        };
+        assert_eq!(
+            s.poster(0).post(&Dlr::of(&s.attempt, delivered, "")).await,
+            StatusCode::OK,
+            "{kind:?}"
+        );
+        let payloads: Vec<String> = sqlx::query_scalar("SELECT payload::text FROM sms_receipts")
+            .fetch_all(&s.app.pool)
+            .await
+            .unwrap();
+        assert_eq!(payloads.len(), 1, "{kind:?}");
+        assert!(
+            !payloads[0].contains("12345611"),
+            "{kind:?}: {}",
+            payloads[0]
+        );
+        assert!(payloads[0].contains("••"), "{kind:?}: {}", payloads[0]);
+    }
+}

@@ -11,6 +11,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::InfobipSettings;
+use crate::domain::recipient::mask;
 use crate::providers::{
     Cost, Delivery, KindSettings, Receipt, ReceiptError,
     pricing::parse_micros,
@@ -164,8 +165,19 @@ fn parse_report(report: &Value) -> Result<Receipt, ReceiptError> {
             .and_then(done_at),
         cost: cost(report),
         dedupe_key: format!("infobip:{message_id}:{status_id}:{error_id}"),
-        payload: report.clone(),
+        payload: without_number(report),
     })
+}
+
+/// The report as stored: its recipient (`to`) kept masked, since matching needs only the ids.
+fn without_number(report: &Value) -> Value {
+    let mut stored = report.clone();
+    if let Some(to) = stored.get_mut("to")
+        && let Some(number) = to.as_str()
+    {
+        *to = Value::String(mask(number));
+    }
+    stored
 }
 
 /// The error id (0 when there is no error object), when it is not 0 its name (else id), and
@@ -290,7 +302,11 @@ mod tests {
                 currency: "EUR".into(),
             }),
             dedupe_key: "infobip:att_01:5:0".into(),
-            payload: example_report(),
+            payload: {
+                let mut stored = example_report();
+                stored["to"] = json!("8801•••••••78");
+                stored
+            },
         };
         assert_eq!(receipts, vec![expected]);
     }

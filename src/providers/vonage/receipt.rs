@@ -89,7 +89,8 @@ pub fn parse(params: &[(String, String)]) -> Result<Receipt, ReceiptError> {
         done_at: None,
         cost: None,
         dedupe_key: format!("vonage:{message_id}:{status}:{err_code}"),
-        payload: params_json(params, &NOT_STORED),
+        // The recipient is kept masked: matching needs only the message id.
+        payload: params_json(params, &NOT_STORED, &["msisdn"]),
     })
 }
 
@@ -150,7 +151,7 @@ mod tests {
             cost: None,
             dedupe_key: "vonage:0A0000001234567B:delivered:0".into(),
             payload: json!({
-                "msisdn": "8801712345678",
+                "msisdn": "8801•••••••78",
                 "to": "Glamora",
                 "network-code": "47001",
                 "messageId": "0A0000001234567B",
