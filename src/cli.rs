@@ -64,6 +64,20 @@ pub enum Command {
     /// latency at a steady enqueue rate, and the process's peak RSS. Uses the simulator at zero
     /// latency on a throwaway PostgreSQL with default durability unless DATABASE_URL is set.
     Bench(BenchArgs),
+    /// Run the maintenance jobs once, now, as `run` does on their schedules (prune ended
+    /// counters and dead relays' rows, scrub the codes of messages that can no longer be sent,
+    /// delete what is past its retention), and record each run. Exits non-zero if one fails.
+    Maintain(MaintainArgs),
+}
+
+/// `maintain` options.
+#[derive(Debug, Args)]
+pub struct MaintainArgs {
+    /// Run now (the only mode; the schedules are `run`'s).
+    #[arg(long, required = true)]
+    pub now: bool,
+    /// The job to run (prune, scrub, retention); all of them if omitted.
+    pub job: Option<String>,
 }
 
 /// `providers` subcommands.

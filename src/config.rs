@@ -7,10 +7,12 @@ use serde::Deserialize;
 
 pub use crate::{
     db::DatabaseSettings,
+    maintenance::MaintenanceSettings,
     receipts::settings::{ReceiptSettings, WebhookSettings},
     relay::{RelaySettings, RetryPolicy},
 };
 use crate::{
+    maintenance::Maintenance,
     providers::{ProviderChain, ProviderConfig, SimulatorSettings},
     receipts::{
         server::Webhooks,
@@ -46,6 +48,8 @@ pub struct Config {
     pub webhooks: WebhookSettings,
     /// What receipts (and their absence) do.
     pub receipts: ReceiptSettings,
+    /// Scheduled jobs and retention.
+    pub maintenance: MaintenanceSettings,
 }
 
 impl Default for Config {
@@ -60,6 +64,7 @@ impl Default for Config {
             )],
             webhooks: WebhookSettings::default(),
             receipts: ReceiptSettings::default(),
+            maintenance: MaintenanceSettings::default(),
         }
     }
 }
@@ -91,6 +96,7 @@ impl Config {
         self.retry.validate()?;
         self.webhooks.validate()?;
         self.receipts.validate()?;
+        self.maintenance.validate()?;
         if self.providers.is_empty() {
             return Err("at least one [[providers]] entry is needed".into());
         }
@@ -144,6 +150,11 @@ impl Config {
             reachable,
             store,
         )
+    }
+
+    /// The maintenance jobs, run by this relay.
+    pub fn maintenance(&self, store: Store) -> Maintenance {
+        Maintenance::new(&self.maintenance, &self.relay.relay_id(), store)
     }
 
     /// The report poller for the providers of `chain` (built from this configuration).

@@ -10,6 +10,7 @@
 //! - [`relay`]: the claim → send → record loop, the completer, the retry policy.
 //! - [`receipts`]: the receipt services — webhook endpoints, report polling, the no-receipt and
 //!   unknown windows.
+//! - [`maintenance`]: scheduled jobs that prune, scrub codes and apply the retention.
 //! - [`config`]: composes each module's settings section, loads file + environment, checks the
 //!   rules that span sections, and builds the services from their sections.
 //! - [`cli`], [`commands`], [`telemetry`], [`shutdown`]: the operator's side.
@@ -17,7 +18,8 @@
 //!   the demo, the benchmark and the tests.
 //!
 //! # Imports run one way
-//! `domain` ← `providers` ← `store` ← `relay`, `receipts` ← `config` ← `commands`: a module
+//! `domain` ← `providers` ← `store` ← `relay`, `receipts`, `maintenance` ← `config` ←
+//! `commands`: a module
 //! imports only from modules to its left (and from `db`, `telemetry`, `shutdown`,
 //! `throwaway_pg`, which import none of these). Inside `providers`, a provider's module imports
 //! the shared parts (`http`, `fields`, `kind`, `receipt`, `webhook`, `pricing`); only
@@ -28,6 +30,7 @@ pub mod commands;
 pub mod config;
 pub mod db;
 pub mod domain;
+pub mod maintenance;
 pub mod providers;
 pub mod receipts;
 pub mod relay;

@@ -3,6 +3,7 @@
 mod bench;
 mod demo;
 mod enqueue;
+mod maintain;
 mod provider_check;
 mod report;
 mod run;
@@ -66,6 +67,17 @@ pub enum CommandError {
         /// Why (often: the port is taken).
         source: std::io::Error,
     },
+    /// `maintain` was given a job that does not exist.
+    #[error("no maintenance job {0:?} (prune, scrub, retention)")]
+    UnknownJob(String),
+    /// A maintenance job failed (its run is recorded with the error).
+    #[error("maintenance job {job} failed: {error}")]
+    MaintenanceFailed {
+        /// The job.
+        job: &'static str,
+        /// What went wrong.
+        error: String,
+    },
     /// A file or signal handler could not be set up.
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),
@@ -100,6 +112,9 @@ pub async fn execute(cli: Cli) -> Result<(), CommandError> {
         Command::SendTest(args) => provider_check::send_test(&config, args).await,
         Command::Demo(args) => demo::demo(url, args).await,
         Command::Bench(args) => bench::bench(&config, url, args).await,
+        Command::Maintain(args) => {
+            maintain::maintain(&config, &url.ok_or(CommandError::NoDatabase)?, args).await
+        }
     }
 }
 

@@ -41,6 +41,11 @@ pub(super) async fn run(
         });
     }
     tasks.spawn(config.sweeper(store.clone()).run(beside.clone()));
+    tasks.spawn(
+        config
+            .maintenance(store.clone())
+            .run_scheduled(beside.clone()),
+    );
     let poller = config.poller(&relay.chain(), store);
     if !poller.is_empty() {
         tasks.spawn(poller.run(beside.clone()));

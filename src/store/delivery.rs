@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::{MAX_COST_MICROS, Result, Store, is_data_error, pg_text};
+use super::{MAX_COST_MICROS, Result, Store, interval_ms, is_data_error, pg_text};
 use crate::providers::{Receipt, fields::is_currency};
 
 /// Where a receipt came from (`sms_receipts.via`).
@@ -62,10 +62,6 @@ impl Recorded {
         }
         self.resent += u32::from(resent);
     }
-}
-
-fn interval_ms(d: Duration) -> f64 {
-    d.as_millis() as f64
 }
 
 /// A JSON value with NUL characters removed from every string (jsonb refuses `\u0000`).

@@ -7,11 +7,14 @@ mod delivery;
 mod enqueue;
 mod latency;
 mod lifecycle;
+pub mod maintenance;
 mod report_totals;
 mod reports;
 mod schema;
 mod status;
 mod wakeup;
+
+use std::time::Duration;
 
 use sqlx::PgPool;
 
@@ -74,4 +77,9 @@ impl Store {
     pub fn pool(&self) -> &PgPool {
         &self.pool
     }
+}
+
+/// A duration as the milliseconds a statement multiplies `interval '1 millisecond'` by.
+pub(crate) fn interval_ms(d: Duration) -> f64 {
+    d.as_millis() as f64
 }

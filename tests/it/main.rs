@@ -10,6 +10,7 @@ mod chaos;
 mod conformance;
 mod enqueue;
 mod lifecycle;
+mod maintenance;
 mod outbound;
 mod outcomes;
 mod receipts;
