@@ -268,3 +268,33 @@ async fn a_caller_key_is_counted_but_never_kept() {
             .unwrap();
     assert_eq!(anywhere, 0);
 }
+
+#[tokio::test]
+async fn a_resend_counts_against_the_budgets_and_a_spent_one_leaves_the_message_sent() {
+    let app = TestApp::new().await;
+    let first = app.otp("+8801712345601", "482913").await;
+    let second = app.otp("+8801712345602", "482913").await;
+    app.send_due().await;
+    only_budget(&app, "all", "*", None, 1).await;
+    let mut conn = budgeted(&app).await;
+    let resend = async |conn: &mut PgConnection, id| -> bool {
+        let attempt = app.accepted_attempt(id).await.id;
+        sqlx::query_scalar("SELECT sms_resend($1, 'no receipt', 1, interval '1 second')")
+            .bind(attempt)
+            .fetch_one(conn)
+            .await
+            .unwrap()
+    };
+    assert!(resend(&mut conn, first).await, "within the budget");
+    assert!(!resend(&mut conn, second).await, "over the budget");
+    assert_eq!(app.state_of(first).await.0, "pending");
+    let (state, reason) = app.state_of(second).await;
+    assert_eq!(state, "sent");
+    assert!(
+        reason
+            .as_deref()
+            .is_some_and(|r| r.starts_with("resend not sent: ") && r.contains("budget")),
+        "{reason:?}"
+    );
+    assert_eq!(app.message(second).await.resends, 0);
+}
