@@ -180,6 +180,10 @@ pub struct DemoArgs {
     /// Login attempts to simulate.
     #[arg(long, default_value_t = 2_000)]
     pub logins: u32,
+    /// Run even though the database already holds messages (a relay with real providers on it
+    /// would send the demo's codes to the made-up numbers).
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// `bench` options.

@@ -13,7 +13,7 @@ use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use super::{Budgets, CommandError, database_or_throwaway};
+use super::{Budgets, CommandError, database_or_throwaway, require_empty};
 use crate::{
     cli::BenchArgs,
     config::{Config, RelaySettings},
@@ -193,11 +193,7 @@ pub(super) async fn bench(
     )
     .await?;
     let store = Store::new(pool);
-    if store.status().await?.total() > 0 {
-        return Err(CommandError::Io(std::io::Error::other(
-            "bench needs an empty sms_outbox; point DATABASE_URL at a scratch database or unset it",
-        )));
-    }
+    require_empty(&store, "bench", None).await?;
     let (fsync, sync) = store.durability().await?;
 
     eprintln!(

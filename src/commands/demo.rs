@@ -17,7 +17,7 @@ use serde_json::json;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
-use super::{Budgets, CommandError, build_relay, database_or_throwaway};
+use super::{Budgets, CommandError, build_relay, database_or_throwaway, require_empty};
 use crate::{
     cli::DemoArgs,
     config::{Config, ReceiptSettings, RelaySettings},
@@ -200,6 +200,7 @@ pub(super) async fn demo(url: Option<String>, args: DemoArgs) -> Result<(), Comm
     let (_server, pool) =
         database_or_throwaway(url, Durability::Default, 16, Budgets::Apply).await?;
     let store = Store::new(pool.clone());
+    require_empty(&store, "demo", Some(args.force)).await?;
     let config = demo_config();
     let relay = build_relay(&config, pool.clone())?;
     let stop = CancellationToken::new();

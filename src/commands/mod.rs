@@ -67,6 +67,18 @@ pub enum CommandError {
         /// Why (often: the port is taken).
         source: std::io::Error,
     },
+    /// A load generator was pointed at a database that already holds messages.
+    #[error(
+        "{tool} needs a database without messages (it enqueues codes to made-up numbers, which a \
+         relay with real providers would send): unset DATABASE_URL for a throwaway server, point it \
+         at a scratch database{force}"
+    )]
+    NotEmpty {
+        /// The command.
+        tool: &'static str,
+        /// How to insist, where the command allows it.
+        force: &'static str,
+    },
     /// `maintain` was given a job that does not exist.
     #[error("no maintenance job {0:?} (prune, scrub, retention)")]
     UnknownJob(String),
@@ -150,6 +162,25 @@ fn build_relay(config: &Config, pool: PgPool) -> Result<Relay, CommandError> {
         config.relay.clone(),
         config.retry.clone(),
     ))
+}
+
+/// Refuses a database that already holds messages, unless `force`.
+async fn require_empty(
+    store: &Store,
+    tool: &'static str,
+    force: Option<bool>,
+) -> Result<(), CommandError> {
+    if force == Some(true) || store.status().await?.total() == 0 {
+        return Ok(());
+    }
+    Err(CommandError::NotEmpty {
+        tool,
+        force: if force.is_some() {
+            ", or pass --force"
+        } else {
+            ""
+        },
+    })
 }
 
 /// Whether a command's enqueues count against the budgets.

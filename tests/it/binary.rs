@@ -157,6 +157,26 @@ async fn run_refuses_an_unmigrated_database_and_bad_settings() {
 }
 
 #[tokio::test]
+async fn demo_and_bench_refuse_a_database_that_holds_messages() {
+    let app = TestApp::new().await;
+    let live = app.otp("+8801712345678", "482913").await;
+    for args in [
+        vec!["demo", "--logins", "10"],
+        vec!["bench", "--drain", "10", "--seconds", "1"],
+    ] {
+        let refused = output(sms_relay(&app).args(&args));
+        assert_eq!(refused.status.code(), Some(1), "{args:?}");
+        assert!(
+            text(&refused.stderr).contains("needs a database without messages"),
+            "{}",
+            text(&refused.stderr)
+        );
+    }
+    assert_eq!(app.message_count().await, 1);
+    assert_eq!(app.state_of(live).await.0, "pending");
+}
+
+#[tokio::test]
 async fn demo_settles_every_committed_login_and_reports_it() {
     let app = TestApp::new().await;
     let demo = output(
