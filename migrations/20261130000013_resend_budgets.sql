@@ -34,3 +34,12 @@ BEGIN
     PERFORM pg_notify('sms_relay_wakeup', '');
     RETURN true;
 END $$;
+
+-- sms_resend() runs as its caller (the relay's role), which holds no rights on the budget tables:
+-- the spending runs as the owner, as it does under the enqueue guard. (Lifting the budgets still
+-- depends on the session's user, which a SECURITY DEFINER function does not change.)
+DO $$
+BEGIN
+    EXECUTE format('ALTER FUNCTION sms_budget_spend(text, text, text, text) SECURITY DEFINER SET search_path = %I, pg_temp',
+                   current_schema());
+END $$;

@@ -4,7 +4,7 @@
 --
 --     psql "$DATABASE_URL" -v ON_ERROR_STOP=1 -f sql/roles.sql
 --
--- It is idempotent and declarative: each run revokes what the three roles hold on sms-relay's
+-- It is idempotent and declarative: each run revokes what the four roles hold on sms-relay's
 -- objects (named sms_*, and _sqlx_migrations) and grants exactly what is listed below, in one
 -- transaction. Roles are cluster-wide and
 -- are created only if missing (a concurrent run creating them too is tolerated); privileges are
@@ -12,8 +12,11 @@
 --
 --   sms_auth          the auth backend: may only enqueue (sms_enqueue() or a plain INSERT into
 --                     sms_outbox without RETURNING). It cannot read anything.
---   sms_relay_worker  `sms-relay run` and the operator commands status and report: reads
---                     and writes the queue, attempts, receipts and its bookkeeping tables.
+--   sms_relay_worker  `sms-relay run`: reads and writes the queue, attempts, receipts and its
+--                     bookkeeping tables; runs the maintenance jobs (as owner-run functions).
+--   sms_operator      the operator commands (status, report, maintain): the queue's counts and
+--                     times, attempts, circuits, reports and the maintenance jobs, but never a
+--                     phone number or a code (no SELECT on sms_outbox.recipient or .params).
 --   sms_analyst       reads the sms_report_* views and sms_attempts, which hold no phone numbers.
 --                     Nothing on sms_outbox, sms_receipts or sms_recipient_budget.
 --
@@ -22,6 +25,7 @@
 --     CREATE ROLE auth_backend LOGIN PASSWORD '…' IN ROLE sms_auth;
 --     CREATE ROLE relay        LOGIN PASSWORD '…' IN ROLE sms_relay_worker;
 --     CREATE ROLE alice        LOGIN PASSWORD '…' IN ROLE sms_analyst;
+--     CREATE ROLE oncall       LOGIN PASSWORD '…' IN ROLE sms_operator;
 --
 -- (or `GRANT sms_analyst TO alice;` for an existing role). Login roles inherit the group's
 -- privileges (INHERIT is the default). Keep these notes in mind:
@@ -46,7 +50,8 @@ DECLARE
 BEGIN
     FOR r IN SELECT * FROM (VALUES
         ('sms_auth', 'sms-relay: enqueue only (sms_enqueue, INSERT into sms_outbox); reads nothing.'),
-        ('sms_relay_worker', 'sms-relay: the relay process (sms-relay run, status, report).'),
+        ('sms_relay_worker', 'sms-relay: the relay process (sms-relay run).'),
+        ('sms_operator', 'sms-relay: status, report and maintain; never a phone number or a code.'),
         ('sms_analyst', 'sms-relay: SELECT on the sms_report_* views and sms_attempts; no phone numbers.'))
         AS v(name, note)
     LOOP
@@ -77,16 +82,16 @@ BEGIN
                   AND (c.relname LIKE 'sms\_%' OR c.relname = '_sqlx_migrations')
                   AND c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S')
     LOOP
-        EXECUTE format('REVOKE ALL ON %s %s FROM sms_auth, sms_relay_worker, sms_analyst',
+        EXECUTE format('REVOKE ALL ON %s %s FROM sms_auth, sms_relay_worker, sms_analyst, sms_operator',
                        CASE obj.relkind WHEN 'S' THEN 'SEQUENCE' ELSE 'TABLE' END, obj.name);
     END LOOP;
     FOR obj IN SELECT p.oid::regprocedure AS name
                  FROM pg_proc p
                 WHERE p.pronamespace = current_schema()::regnamespace AND p.proname LIKE 'sms\_%'
     LOOP
-        EXECUTE format('REVOKE ALL ON FUNCTION %s FROM PUBLIC, sms_auth, sms_relay_worker, sms_analyst', obj.name);
+        EXECUTE format('REVOKE ALL ON FUNCTION %s FROM PUBLIC, sms_auth, sms_relay_worker, sms_analyst, sms_operator', obj.name);
     END LOOP;
-    EXECUTE format('GRANT USAGE ON SCHEMA %I TO sms_auth, sms_relay_worker, sms_analyst', current_schema());
+    EXECUTE format('GRANT USAGE ON SCHEMA %I TO sms_auth, sms_relay_worker, sms_analyst, sms_operator', current_schema());
     -- PostgreSQL 15's default; databases upgraded from 14 still let PUBLIC create objects.
     EXECUTE format('REVOKE CREATE ON SCHEMA %I FROM PUBLIC', current_schema());
 END $$;
@@ -112,6 +117,24 @@ GRANT SELECT, INSERT, UPDATE, DELETE ON sms_provider_circuits, sms_relay_sleeper
 -- Template bodies for rendering; country prefixes for sms_country() on attempt rows; the migration
 -- history for the "is the schema up to date" check every command makes.
 GRANT SELECT ON sms_templates, sms_country_prefixes, _sqlx_migrations TO sms_relay_worker;
+-- The record of maintenance runs (the jobs themselves are owner-run sms_maintain_* functions).
+GRANT SELECT, INSERT, UPDATE ON sms_maintenance_runs TO sms_relay_worker;
+
+-- sms_operator ----------------------------------------------------------------------------------
+
+-- The queue without its numbers and codes: every column of sms_outbox but recipient and params.
+DO $$
+DECLARE
+    cols text;
+BEGIN
+    SELECT string_agg(quote_ident(attname), ', ' ORDER BY attnum) INTO cols
+      FROM pg_attribute
+     WHERE attrelid = 'sms_outbox'::regclass AND attnum > 0 AND NOT attisdropped
+       AND attname NOT IN ('recipient', 'params');
+    EXECUTE format('GRANT SELECT (%s) ON sms_outbox TO sms_operator', cols);
+END $$;
+GRANT SELECT ON sms_attempts, sms_provider_circuits, sms_maintenance_runs, _sqlx_migrations TO sms_operator;
+GRANT INSERT, UPDATE ON sms_maintenance_runs TO sms_operator;
 
 -- sms_analyst -----------------------------------------------------------------------------------
 
@@ -130,7 +153,7 @@ BEGIN
                 WHERE c.relnamespace = current_schema()::regnamespace
                   AND c.relname LIKE 'sms\_report\_%' AND c.relkind IN ('v', 'm')
     LOOP
-        EXECUTE format('GRANT SELECT ON %s TO sms_analyst, sms_relay_worker', obj.name);
+        EXECUTE format('GRANT SELECT ON %s TO sms_analyst, sms_relay_worker, sms_operator', obj.name);
     END LOOP;
     FOR obj IN SELECT p.oid::regprocedure AS name, p.proname
                  FROM pg_proc p
@@ -139,7 +162,10 @@ BEGIN
     LOOP
         EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO sms_relay_worker', obj.name);
         IF obj.proname LIKE 'sms\_report\_%' THEN
-            EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO sms_analyst', obj.name);
+            EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO sms_analyst, sms_operator', obj.name);
+        END IF;
+        IF obj.proname LIKE 'sms\_maintain\_%' THEN
+            EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO sms_operator', obj.name);
         END IF;
     END LOOP;
 END $$;

@@ -11,68 +11,17 @@ use super::{Result, Store, interval_ms};
 /// Rows changed per statement, so a large backlog never becomes one long write.
 const BATCH: i64 = 5_000;
 
-/// Budget counters of windows that have ended, per-recipient windows that have ended, and the
-/// circuit rows of relays that stopped writing them (a live relay rewrites its rows every 30 s).
-const PRUNE: &str = r#"
-WITH usage AS (
-    DELETE FROM sms_budget_usage u USING sms_budgets b
-     WHERE b.id = u.budget_id AND u.window_start + b.per <= now()
-    RETURNING 1
-), recipients AS (
-    DELETE FROM sms_recipient_budget
-     WHERE window_start <= now() - (SELECT recipient_window FROM sms_settings)
-    RETURNING 1
-), circuits AS (
-    DELETE FROM sms_provider_circuits WHERE updated_at < now() - interval '10 minutes'
-    RETURNING 1
-)
-SELECT (SELECT count(*) FROM usage) + (SELECT count(*) FROM recipients) + (SELECT count(*) FROM circuits)
-"#;
-
-/// Up to `$2` messages enqueued in the `$1` ms before the longest template validity (plus a
-/// minute) ended, and past their own validity, lose their params (the code): nothing of theirs
-/// can be sent any more. Message ids are time-ordered, so the range is read through the primary
-/// key; `$1` bounds how far back a pass looks, beyond which the retention job takes over.
-const SCRUB: &str = r#"
-WITH bounds AS MATERIALIZED (
-    SELECT now() - (SELECT coalesce(max(validity), interval '0') FROM sms_templates) - interval '1 minute' AS until
-)
-UPDATE sms_outbox SET params = '{}'
- WHERE id = ANY (ARRAY(
-        SELECT o.id FROM sms_outbox o, bounds
-         WHERE o.id >= sms_uuid_v7_floor(bounds.until - $1 * interval '1 millisecond')
-           AND o.id < sms_uuid_v7_floor(bounds.until)
-           AND o.params <> '{}' AND o.expires_at <= now()
-         LIMIT $2
-         FOR UPDATE SKIP LOCKED))
-"#;
-
-/// Up to `$2` messages enqueued more than `$1` ms ago.
-const DELETE_MESSAGES: &str = r#"
-DELETE FROM sms_outbox
- WHERE id = ANY (ARRAY(
-        SELECT id FROM sms_outbox
-         WHERE id < sms_uuid_v7_floor(now() - $1 * interval '1 millisecond')
-         LIMIT $2))
-"#;
-
-/// Up to `$2` provider calls started more than `$1` ms ago (found through the block-range index).
-const DELETE_ATTEMPTS: &str = r#"
-DELETE FROM sms_attempts
- WHERE id = ANY (ARRAY(
-        SELECT id FROM sms_attempts
-         WHERE started_at < now() - $1 * interval '1 millisecond'
-         LIMIT $2))
-"#;
-
-/// Up to `$2` receipts received more than `$1` ms ago.
-const DELETE_RECEIPTS: &str = r#"
-DELETE FROM sms_receipts
- WHERE id = ANY (ARRAY(
-        SELECT id FROM sms_receipts
-         WHERE received_at < now() - $1 * interval '1 millisecond'
-         LIMIT $2))
-"#;
+// The jobs' statements are SQL functions that run as the schema owner (see the maintenance
+// migration): the relay's role may run them without holding DELETE on messages, calls or
+// receipts itself. Each batched one changes at most `$2` rows, `$1` being an age in ms.
+const PRUNE: &str = "SELECT sms_maintain_prune()";
+const SCRUB: &str = "SELECT sms_maintain_scrub($1 * interval '1 millisecond', $2)";
+const DELETE_MESSAGES: &str =
+    "SELECT sms_maintain_expire_messages($1 * interval '1 millisecond', $2)";
+const DELETE_ATTEMPTS: &str =
+    "SELECT sms_maintain_expire_attempts($1 * interval '1 millisecond', $2)";
+const DELETE_RECEIPTS: &str =
+    "SELECT sms_maintain_expire_receipts($1 * interval '1 millisecond', $2)";
 
 /// Takes the slot `$2` of job `$1` for relay `$3`; no row when another relay has it.
 const TAKE_SLOT: &str = r#"
@@ -177,14 +126,13 @@ pub async fn expire(conn: &mut PgConnection, retention: Retention) -> Result<i64
 async fn batched(conn: &mut PgConnection, sql: &'static str, age: Duration) -> Result<i64> {
     let mut total = 0;
     loop {
-        let done = sqlx::query(sql)
+        let done: i64 = sqlx::query_scalar(sql)
             .bind(interval_ms(age))
-            .bind(BATCH)
-            .execute(&mut *conn)
-            .await?
-            .rows_affected();
-        total += i64::try_from(done).unwrap_or(i64::MAX);
-        if done < BATCH as u64 {
+            .bind(BATCH as i32)
+            .fetch_one(&mut *conn)
+            .await?;
+        total += done;
+        if done < BATCH {
             return Ok(total);
         }
     }

@@ -206,11 +206,20 @@ async fn the_auth_backend_may_enqueue_and_nothing_else() {
     }
 }
 
-/// A pool whose every connection (the relay's LISTEN connection included) acts as `role`.
+/// A pool whose every connection (the relay's LISTEN connection included) acts as `role`, with
+/// the budgets applying as they do to a relay that is no superuser.
 async fn pool_as(app: &TestApp, role: &'static str) -> PgPool {
     PgPoolOptions::new()
         .max_connections(5)
-        .after_connect(move |conn, _| Box::pin(set_role(conn, role)))
+        .after_connect(move |conn, _| {
+            Box::pin(async move {
+                set_role(conn, role).await?;
+                sqlx::query("SET sms.lift_budgets = off")
+                    .execute(conn)
+                    .await?;
+                Ok(())
+            })
+        })
         .connect(&app.url)
         .await
         .unwrap()
@@ -312,6 +321,53 @@ async fn the_relay_runs_as_its_own_role() {
     ] {
         denied(&mut worker, sql).await;
     }
+}
+
+#[tokio::test]
+async fn operators_see_the_queue_but_no_number_or_code() {
+    let app = TestApp::new().await;
+    apply_roles(&app);
+    app.otps(3).await;
+    let login = format!("oncall_{}", uuid::Uuid::new_v4().simple());
+    sqlx::raw_sql(AssertSqlSafe(format!(
+        "CREATE ROLE {login} LOGIN IN ROLE sms_operator"
+    )))
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let mut url = reqwest::Url::parse(&app.url).unwrap();
+    url.set_username(&login).unwrap();
+    let url = url.to_string();
+
+    for args in [
+        vec!["status"],
+        vec!["report", "--since", "1d"],
+        vec!["maintain", "--now"],
+    ] {
+        let run = crate::support::cli::output(crate::support::cli::sms_relay_at(&url).args(&args));
+        assert!(
+            run.status.success(),
+            "{args:?} as an operator: {}",
+            crate::support::cli::text(&run.stderr)
+        );
+    }
+    let mut operator = PgConnection::connect(&url).await.unwrap();
+    for sql in [
+        "SELECT params FROM sms_outbox",
+        "SELECT recipient FROM sms_outbox",
+        "SELECT * FROM sms_outbox",
+        "SELECT * FROM sms_receipts",
+        "SELECT * FROM sms_recipient_budget",
+        "UPDATE sms_outbox SET state = 'cancelled'",
+        "DELETE FROM sms_attempts",
+    ] {
+        denied(&mut operator, sql).await;
+    }
+    operator.close().await.unwrap();
+    sqlx::raw_sql(AssertSqlSafe(format!("DROP ROLE {login}")))
+        .execute(&app.pool)
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
