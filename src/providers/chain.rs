@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use super::{
     Accepted, Cost, Lookup, Outcome, OutgoingSms, PriceTable, Provider, SendError, Throttle,
     breaker::{Admission, Breaker, CircuitSnapshot},
+    cap::DailyCap,
 };
 use crate::domain::DbClock;
 
@@ -35,6 +36,7 @@ pub struct Link {
     prices: PriceTable,
     breaker: Option<Breaker>,
     throttle: Option<Throttle>,
+    cap: Option<Arc<DailyCap>>,
 }
 
 impl Link {
@@ -45,6 +47,7 @@ impl Link {
             prices: PriceTable::default(),
             breaker: None,
             throttle: None,
+            cap: None,
         }
     }
 
@@ -83,6 +86,14 @@ impl Link {
     /// Sets (or removes) the rate limit.
     pub fn with_throttle(self, throttle: Option<Throttle>) -> Self {
         Self { throttle, ..self }
+    }
+
+    /// Sets (or removes) the daily cap.
+    pub fn with_cap(self, cap: Option<DailyCap>) -> Self {
+        Self {
+            cap: cap.map(Arc::new),
+            ..self
+        }
     }
 }
 
@@ -182,6 +193,13 @@ impl ProviderChain {
         Self { on_unknown, ..self }
     }
 
+    /// The providers that have a daily cap, by name.
+    pub fn caps(&self) -> impl Iterator<Item = (&str, &DailyCap)> {
+        self.links
+            .iter()
+            .filter_map(|l| Some((l.provider.name(), l.cap.as_deref()?)))
+    }
+
     /// The providers in order.
     pub fn providers(&self) -> impl Iterator<Item = &Arc<dyn Provider>> {
         self.links.iter().map(|l| &l.provider)
@@ -243,6 +261,10 @@ impl ProviderChain {
                 return (RoundResult::OutOfTime, records);
             }
             let name = link.provider.name();
+            if link.cap.as_ref().is_some_and(|cap| cap.spent()) {
+                last_reason.get_or_insert_with(|| format!("{name}: over its daily cap"));
+                continue;
+            }
             let admission = link.admit();
             if admission == Admission::Skip {
                 let reopens = link.reopens_in();
@@ -331,6 +353,9 @@ impl ProviderChain {
             self.record_health(link, admission, healthy, hold);
             match answer {
                 Ok(accepted) => {
+                    if let Some(cap) = &link.cap {
+                        cap.accepted();
+                    }
                     record.outcome = Outcome::Accepted;
                     record.http_status = accepted.http_status;
                     record.error_message = accepted.note.map(|n| scrub(&n, &sms.body));

@@ -11,6 +11,7 @@
 pub mod alpha_sms;
 pub mod breaker;
 pub mod bulksmsbd;
+pub mod cap;
 pub mod chain;
 #[cfg(test)]
 mod examples;
@@ -35,6 +36,7 @@ use uuid::Uuid;
 use crate::domain::{Recipient, Segments};
 
 pub use breaker::{Breaker, BreakerSettings, CircuitSnapshot, CircuitState};
+pub use cap::DailyCap;
 pub use chain::{AttemptRecord, Link, ProviderChain, RoundResult, UnknownPolicy};
 pub use fields::Credential;
 pub use kind::{BuildError, KindSettings};

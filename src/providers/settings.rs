@@ -10,6 +10,7 @@ use super::{
     alpha_sms::AlphaSmsSettings,
     breaker::{Breaker, BreakerSettings},
     bulksmsbd::BulkSmsBdSettings,
+    cap::DailyCap,
     chain::{Link, ProviderChain, UnknownPolicy},
     http::Connection,
     infobip::InfobipSettings,
@@ -48,6 +49,10 @@ pub struct ProviderConfig {
     /// Configured prices per destination prefix, used when the provider reports none.
     #[serde(default)]
     pub prices: Vec<PriceRule>,
+    /// Most messages this provider may accept per UTC day across every relay; beyond it the
+    /// chain skips it, so the next provider within its own cap takes over. None: no cap.
+    #[serde(default)]
+    pub daily_cap: Option<u32>,
     /// Whether this provider's accepted messages get delivery receipts, so that a missing one
     /// means something (`receipts.resend_after_ms`). Defaults to yes for Twilio, Vonage and
     /// Infobip when `[webhooks] public_base_url` is set (Infobip also when `pull_reports`), and
@@ -117,6 +122,7 @@ impl ProviderConfig {
             rate_limit: None,
             circuit: BreakerSettings::default(),
             prices: Vec::new(),
+            daily_cap: None,
             expect_receipts: None,
         }
     }
@@ -185,6 +191,11 @@ impl ProviderConfig {
         self.circuit
             .validate()
             .map_err(|e| format!("provider {name:?}: {e}"))?;
+        if self.daily_cap == Some(0) {
+            return Err(format!(
+                "provider {name:?}: daily_cap must be at least 1 (remove the entry to stop using it)"
+            ));
+        }
         for rule in &self.prices {
             rule.validate()
                 .map_err(|e| format!("provider {name:?}: {e}"))?;
@@ -241,7 +252,8 @@ pub fn from_config(
             Ok(Link::new(build(config, webhooks_base)?)
                 .with_prices(PriceTable::new(&config.prices))
                 .with_breaker(Breaker::new(config.circuit.clone()))
-                .with_throttle(config.rate_limit.as_ref().map(Throttle::new)))
+                .with_throttle(config.rate_limit.as_ref().map(Throttle::new))
+                .with_cap(config.daily_cap.map(DailyCap::new)))
         })
         .collect::<Result<Vec<_>, BuildError>>()?;
     Ok(ProviderChain::new(links).with_unknown_policy(on_unknown))

@@ -199,6 +199,13 @@ impl Relay {
             }
             Err(error) => tracing::warn!(%error, "cannot put back this relay's earlier claims"),
         }
+        // The caps know today's count before the first send.
+        refresh_caps(&self.store, &self.chain).await;
+        let capping = tokio::spawn(keep_caps_fresh(
+            self.store.clone(),
+            self.chain.clone(),
+            background_stop.clone(),
+        ));
         let rescuing = tokio::spawn(rescue_orphans(
             self.store.clone(),
             self.relay_id.clone(),
@@ -370,6 +377,7 @@ impl Relay {
         background_stop.cancel();
         let _ = circuits.await;
         let _ = rescuing.await;
+        let _ = capping.await;
         if let Err(error) = self.store.drop_circuits(&self.relay_id).await {
             tracing::warn!(%error, "cannot remove this relay's circuit rows");
         }
@@ -417,6 +425,47 @@ async fn report_circuits(
             () = changed.notified() => {}
             () = tokio::time::sleep(Duration::from_secs(30)) => {}
         }
+    }
+}
+
+/// How often the providers' daily caps take every relay's count from the database.
+const CAP_REFRESH: Duration = Duration::from_secs(10);
+
+/// Gives the chain's daily caps what every relay's calls got accepted today.
+async fn refresh_caps(store: &Store, chain: &ProviderChain) {
+    let capped: Vec<String> = chain.caps().map(|(name, _)| name.to_owned()).collect();
+    if capped.is_empty() {
+        return;
+    }
+    match store.accepted_today(&capped).await {
+        Ok(counts) => {
+            for (name, cap) in chain.caps() {
+                let count = counts
+                    .iter()
+                    .find(|(p, _)| p == name)
+                    .map_or(0, |(_, n)| *n);
+                cap.refresh(u64::try_from(count).unwrap_or(0));
+            }
+        }
+        Err(error) => {
+            tracing::warn!(%error, "cannot read the providers' counts for their daily caps");
+        }
+    }
+}
+
+/// Refreshes the daily caps every [`CAP_REFRESH`]. Between refreshes each relay counts its own
+/// acceptances, so relays together overshoot a cap by at most what the others accepted in one
+/// interval.
+async fn keep_caps_fresh(store: Store, chain: Arc<ProviderChain>, stop: CancellationToken) {
+    if chain.caps().next().is_none() {
+        return;
+    }
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(CAP_REFRESH) => {}
+        }
+        refresh_caps(&store, &chain).await;
     }
 }
 

@@ -48,7 +48,21 @@ impl Status {
     }
 }
 
+/// Calls each of `$1` got accepted since the UTC day began, found through the block-range index
+/// on `started_at`.
+const ACCEPTED_TODAY: &str = "SELECT provider, count(*) FROM sms_attempts \
+     WHERE outcome = 'accepted' AND provider = ANY ($1) AND started_at >= date_trunc('day', now(), 'UTC') \
+     GROUP BY provider";
+
 impl Store {
+    /// Messages each of `providers` accepted today (UTC), across every relay.
+    pub async fn accepted_today(&self, providers: &[String]) -> Result<Vec<(String, i64)>> {
+        Ok(sqlx::query_as(ACCEPTED_TODAY)
+            .bind(providers)
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
     /// Reads the queue's state. Scans the outbox: meant for operators, not hot paths.
     pub async fn status(&self) -> Result<Status> {
         let states = sqlx::query_as::<_, StateCount>(

@@ -298,3 +298,53 @@ async fn a_resend_counts_against_the_budgets_and_a_spent_one_leaves_the_message_
     );
     assert_eq!(app.message(second).await.resends, 0);
 }
+
+/// A chain of two simulators that accept everything, the first capped at `cap` a day.
+fn capped_chain(cap: u32) -> std::sync::Arc<sms_relay::providers::ProviderChain> {
+    use sms_relay::providers::{ProviderConfig, SimulatorSettings};
+    let first = ProviderConfig {
+        daily_cap: Some(cap),
+        ..ProviderConfig::simulator("first", SimulatorSettings::default())
+    };
+    let second = ProviderConfig::simulator("second", SimulatorSettings::default());
+    crate::support::http_chain(&[first, second])
+}
+
+async fn accepted_by(app: &TestApp) -> Vec<(String, i64)> {
+    sqlx::query_as(
+        "SELECT provider, count(*) FROM sms_attempts WHERE outcome = 'accepted' \
+          GROUP BY provider ORDER BY provider",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_provider_over_its_daily_cap_is_skipped_for_the_next() {
+    let app = TestApp::new().await;
+    app.otps(5).await;
+    app.run_chain_until_idle(capped_chain(2), crate::support::quick_retries())
+        .await;
+    assert_eq!(
+        accepted_by(&app).await,
+        [("first".to_owned(), 2), ("second".to_owned(), 3)]
+    );
+}
+
+#[tokio::test]
+async fn a_daily_cap_counts_what_every_relay_sent_today() {
+    let app = TestApp::new().await;
+    // Earlier today, other relays got 3 messages accepted by "first".
+    app.otps(3).await;
+    app.run_chain_until_idle(capped_chain(100), crate::support::quick_retries())
+        .await;
+    // A relay starting now, with a cap of 3, reads that count and sends through "second".
+    app.otps_ending_in(2, "9").await;
+    app.run_chain_until_idle(capped_chain(3), crate::support::quick_retries())
+        .await;
+    assert_eq!(
+        accepted_by(&app).await,
+        [("first".to_owned(), 3), ("second".to_owned(), 2)]
+    );
+}
