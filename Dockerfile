@@ -5,6 +5,7 @@ FROM rust:1.95-bookworm AS builder
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
+COPY build.rs ./
 COPY migrations ./migrations
 RUN cargo build --release --locked --bin sms-relay
 
