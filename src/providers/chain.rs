@@ -36,7 +36,7 @@ pub struct Link {
     prices: PriceTable,
     breaker: Option<Breaker>,
     throttle: Option<Throttle>,
-    cap: Option<Arc<DailyCap>>,
+    caps: Vec<DailyCap>,
 }
 
 impl Link {
@@ -47,7 +47,7 @@ impl Link {
             prices: PriceTable::default(),
             breaker: None,
             throttle: None,
-            cap: None,
+            caps: Vec::new(),
         }
     }
 
@@ -88,12 +88,9 @@ impl Link {
         Self { throttle, ..self }
     }
 
-    /// Sets (or removes) the daily cap.
-    pub fn with_cap(self, cap: Option<DailyCap>) -> Self {
-        Self {
-            cap: cap.map(Arc::new),
-            ..self
-        }
+    /// Sets the daily caps.
+    pub fn with_caps(self, caps: Vec<DailyCap>) -> Self {
+        Self { caps, ..self }
     }
 }
 
@@ -193,11 +190,11 @@ impl ProviderChain {
         Self { on_unknown, ..self }
     }
 
-    /// The providers that have a daily cap, by name.
+    /// The providers' daily caps, with the provider's name.
     pub fn caps(&self) -> impl Iterator<Item = (&str, &DailyCap)> {
         self.links
             .iter()
-            .filter_map(|l| Some((l.provider.name(), l.cap.as_deref()?)))
+            .flat_map(|l| l.caps.iter().map(move |cap| (l.provider.name(), cap)))
     }
 
     /// The providers in order.
@@ -261,7 +258,7 @@ impl ProviderChain {
                 return (RoundResult::OutOfTime, records);
             }
             let name = link.provider.name();
-            if link.cap.as_ref().is_some_and(|cap| cap.spent()) {
+            if link.caps.iter().any(DailyCap::spent) {
                 last_reason.get_or_insert_with(|| format!("{name}: over its daily cap"));
                 continue;
             }
@@ -353,9 +350,6 @@ impl ProviderChain {
             self.record_health(link, admission, healthy, hold);
             match answer {
                 Ok(accepted) => {
-                    if let Some(cap) = &link.cap {
-                        cap.accepted();
-                    }
                     record.outcome = Outcome::Accepted;
                     record.http_status = accepted.http_status;
                     record.error_message = accepted.note.map(|n| scrub(&n, &sms.body));
@@ -363,6 +357,9 @@ impl ProviderChain {
                     record.cost = accepted
                         .cost
                         .or_else(|| link.prices.cost(sms.recipient.e164(), sms.segments.parts));
+                    for cap in &link.caps {
+                        cap.accepted(record.cost.as_ref());
+                    }
                     records.push(record);
                     return (RoundResult::Sent, records);
                 }

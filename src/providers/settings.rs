@@ -10,7 +10,7 @@ use super::{
     alpha_sms::AlphaSmsSettings,
     breaker::{Breaker, BreakerSettings},
     bulksmsbd::BulkSmsBdSettings,
-    cap::DailyCap,
+    cap::{DailyCap, SpendCap},
     chain::{Link, ProviderChain, UnknownPolicy},
     http::Connection,
     infobip::InfobipSettings,
@@ -53,6 +53,10 @@ pub struct ProviderConfig {
     /// chain skips it, so the next provider within its own cap takes over. None: no cap.
     #[serde(default)]
     pub daily_cap: Option<u32>,
+    /// The most this provider's accepted messages may cost per UTC day across every relay, in
+    /// one currency; beyond it the chain skips it. None: no cap.
+    #[serde(default)]
+    pub daily_spend_cap: Option<SpendCap>,
     /// Whether this provider's accepted messages get delivery receipts, so that a missing one
     /// means something (`receipts.resend_after_ms`). Defaults to yes for Twilio, Vonage and
     /// Infobip when `[webhooks] public_base_url` is set (Infobip also when `pull_reports`), and
@@ -123,6 +127,7 @@ impl ProviderConfig {
             circuit: BreakerSettings::default(),
             prices: Vec::new(),
             daily_cap: None,
+            daily_spend_cap: None,
             expect_receipts: None,
         }
     }
@@ -142,6 +147,13 @@ impl ProviderConfig {
             .as_deref()
             .or(self.kind.settings().default_base_url())
             .map(|u| u.trim_end_matches('/').to_owned())
+    }
+
+    /// The daily caps this entry sets.
+    pub fn caps(&self) -> Vec<DailyCap> {
+        let messages = self.daily_cap.map(DailyCap::messages);
+        let spend = self.daily_spend_cap.as_ref().map(DailyCap::spend);
+        messages.into_iter().chain(spend).collect()
     }
 
     /// How the adapter reaches the provider: name, API root and timeouts.
@@ -195,6 +207,10 @@ impl ProviderConfig {
             return Err(format!(
                 "provider {name:?}: daily_cap must be at least 1 (remove the entry to stop using it)"
             ));
+        }
+        if let Some(cap) = &self.daily_spend_cap {
+            cap.validate()
+                .map_err(|e| format!("provider {name:?}: {e}"))?;
         }
         for rule in &self.prices {
             rule.validate()
@@ -253,7 +269,7 @@ pub fn from_config(
                 .with_prices(PriceTable::new(&config.prices))
                 .with_breaker(Breaker::new(config.circuit.clone()))
                 .with_throttle(config.rate_limit.as_ref().map(Throttle::new))
-                .with_cap(config.daily_cap.map(DailyCap::new)))
+                .with_caps(config.caps()))
         })
         .collect::<Result<Vec<_>, BuildError>>()?;
     Ok(ProviderChain::new(links).with_unknown_policy(on_unknown))

@@ -34,7 +34,7 @@ pub use completer::record;
 pub use settings::RelaySettings;
 
 use crate::{
-    providers::ProviderChain,
+    providers::{Measure, ProviderChain},
     store::{Store, WAKEUP_CHANNEL, presence_name},
 };
 
@@ -438,13 +438,20 @@ async fn refresh_caps(store: &Store, chain: &ProviderChain) {
         return;
     }
     match store.accepted_today(&capped).await {
-        Ok(counts) => {
+        Ok(rows) => {
             for (name, cap) in chain.caps() {
-                let count = counts
+                let used: i64 = rows
                     .iter()
-                    .find(|(p, _)| p == name)
-                    .map_or(0, |(_, n)| *n);
-                cap.refresh(u64::try_from(count).unwrap_or(0));
+                    .filter(|row| row.provider == name)
+                    .map(|row| match cap.measure() {
+                        Measure::Messages => row.messages,
+                        Measure::Spend(currency) if row.currency.as_ref() == Some(currency) => {
+                            row.cost_micros
+                        }
+                        Measure::Spend(_) => 0,
+                    })
+                    .sum();
+                cap.refresh(u64::try_from(used).unwrap_or(0));
             }
         }
         Err(error) => {

@@ -25,7 +25,7 @@ pub use latency::Pickup;
 pub use lifecycle::{ClaimedMessage, Disposition, Finish, MAX_RELAY_ID_LEN, presence_name};
 pub use report_totals::{FailureTotal, MessageTotals, ProviderTotals};
 pub use reports::ReportRows;
-pub use status::{AttemptCount, StateCount, Status};
+pub use status::{AcceptedToday, AttemptCount, StateCount, Status};
 pub use wakeup::WAKEUP_CHANNEL;
 
 /// Errors from the store: the database was unreachable or refused a statement. Worth retrying

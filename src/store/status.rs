@@ -48,15 +48,30 @@ impl Status {
     }
 }
 
-/// Calls each of `$1` got accepted since the UTC day began, found through the block-range index
-/// on `started_at`.
-const ACCEPTED_TODAY: &str = "SELECT provider, count(*) FROM sms_attempts \
-     WHERE outcome = 'accepted' AND provider = ANY ($1) AND started_at >= date_trunc('day', now(), 'UTC') \
-     GROUP BY provider";
+/// Calls each of `$1` got accepted since the UTC day began, and what they cost, per currency
+/// (none where no cost is known), found through the block-range index on `started_at`.
+const ACCEPTED_TODAY: &str = "SELECT provider, currency::text AS currency, count(*) AS messages, \
+            coalesce(sum(cost) * 1000000, 0)::int8 AS cost_micros \
+       FROM sms_attempts \
+      WHERE outcome = 'accepted' AND provider = ANY ($1) AND started_at >= date_trunc('day', now(), 'UTC') \
+      GROUP BY provider, currency";
+
+/// What one provider's accepted calls came to today in one currency.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct AcceptedToday {
+    /// Provider name.
+    pub provider: String,
+    /// ISO 4217 code of their cost; `None` for calls without one.
+    pub currency: Option<String>,
+    /// Accepted calls.
+    pub messages: i64,
+    /// Their cost in millionths of the currency.
+    pub cost_micros: i64,
+}
 
 impl Store {
-    /// Messages each of `providers` accepted today (UTC), across every relay.
-    pub async fn accepted_today(&self, providers: &[String]) -> Result<Vec<(String, i64)>> {
+    /// What each of `providers` accepted today (UTC) across every relay, per currency.
+    pub async fn accepted_today(&self, providers: &[String]) -> Result<Vec<AcceptedToday>> {
         Ok(sqlx::query_as(ACCEPTED_TODAY)
             .bind(providers)
             .fetch_all(&self.pool)

@@ -348,3 +348,44 @@ async fn a_daily_cap_counts_what_every_relay_sent_today() {
         [("first".to_owned(), 3), ("second".to_owned(), 2)]
     );
 }
+
+/// Two accepting simulators at 0.35 BDT a part; the first capped at `cap` BDT a day, if any.
+fn spend_capped_chain(cap: Option<f64>) -> std::sync::Arc<sms_relay::providers::ProviderChain> {
+    use sms_relay::providers::{PriceRule, ProviderConfig, SimulatorSettings, SpendCap};
+    let priced = |name: &str| ProviderConfig {
+        prices: vec![PriceRule {
+            prefix: "+880".into(),
+            per_part: 0.35,
+            currency: "BDT".into(),
+        }],
+        ..ProviderConfig::simulator(name, SimulatorSettings::default())
+    };
+    let first = ProviderConfig {
+        daily_spend_cap: cap.map(|amount| SpendCap {
+            amount,
+            currency: "BDT".into(),
+        }),
+        ..priced("first")
+    };
+    crate::support::http_chain(&[first, priced("second")])
+}
+
+#[tokio::test]
+async fn a_provider_over_its_daily_spend_is_skipped_for_the_next() {
+    let app = TestApp::new().await;
+    // Earlier today: 2 messages through "first", 0.70 BDT.
+    app.otps(2).await;
+    app.run_chain_until_idle(spend_capped_chain(None), crate::support::quick_retries())
+        .await;
+    // With a cap of 1 BDT, "first" takes one more (1.05 BDT spent), then "second" the rest.
+    app.otps_ending_in(5, "9").await;
+    app.run_chain_until_idle(
+        spend_capped_chain(Some(1.0)),
+        crate::support::quick_retries(),
+    )
+    .await;
+    assert_eq!(
+        accepted_by(&app).await,
+        [("first".to_owned(), 3), ("second".to_owned(), 4)]
+    );
+}
