@@ -70,41 +70,29 @@ WITH bounds AS MATERIALIZED (
 SELECT count(*) FROM scrubbed
 $$;
 
--- Messages enqueued more than p_age ago (found through their time-ordered ids).
-CREATE FUNCTION sms_maintain_expire_messages(p_age interval, p_batch integer) RETURNS bigint
-LANGUAGE sql AS $$
-WITH gone AS (
-    DELETE FROM sms_outbox
-     WHERE id = ANY (ARRAY(
-            SELECT id FROM sms_outbox WHERE id < sms_uuid_v7_floor(now() - p_age) LIMIT p_batch))
-    RETURNING 1
-)
-SELECT count(*) FROM gone
-$$;
-
--- Provider calls started more than p_age ago (found through the block-range index).
-CREATE FUNCTION sms_maintain_expire_attempts(p_age interval, p_batch integer) RETURNS bigint
-LANGUAGE sql AS $$
-WITH gone AS (
-    DELETE FROM sms_attempts
-     WHERE id = ANY (ARRAY(
-            SELECT id FROM sms_attempts WHERE started_at < now() - p_age LIMIT p_batch))
-    RETURNING 1
-)
-SELECT count(*) FROM gone
-$$;
-
--- Receipts received more than p_age ago.
-CREATE FUNCTION sms_maintain_expire_receipts(p_age interval, p_batch integer) RETURNS bigint
-LANGUAGE sql AS $$
-WITH gone AS (
-    DELETE FROM sms_receipts
-     WHERE id = ANY (ARRAY(
-            SELECT id FROM sms_receipts WHERE received_at < now() - p_age LIMIT p_batch))
-    RETURNING 1
-)
-SELECT count(*) FROM gone
-$$;
+-- What is past its retention, one kind at a time: messages by enqueue time (their time-ordered
+-- ids), provider calls by start (the block-range index), receipts by arrival.
+CREATE FUNCTION sms_maintain_expire(p_kind text, p_age interval, p_batch integer) RETURNS bigint
+LANGUAGE plpgsql AS $$
+DECLARE
+    gone bigint;
+BEGIN
+    CASE p_kind
+        WHEN 'messages' THEN
+            DELETE FROM sms_outbox WHERE id = ANY (ARRAY(
+                SELECT id FROM sms_outbox WHERE id < sms_uuid_v7_floor(now() - p_age) LIMIT p_batch));
+        WHEN 'attempts' THEN
+            DELETE FROM sms_attempts WHERE id = ANY (ARRAY(
+                SELECT id FROM sms_attempts WHERE started_at < now() - p_age LIMIT p_batch));
+        WHEN 'receipts' THEN
+            DELETE FROM sms_receipts WHERE id = ANY (ARRAY(
+                SELECT id FROM sms_receipts WHERE received_at < now() - p_age LIMIT p_batch));
+        ELSE
+            RAISE EXCEPTION 'sms_maintain_expire: no kind "%" (messages, attempts, receipts)', p_kind;
+    END CASE;
+    GET DIAGNOSTICS gone = ROW_COUNT;
+    RETURN gone;
+END $$;
 
 DO $$
 DECLARE
@@ -112,9 +100,7 @@ DECLARE
 BEGIN
     FOREACH fn IN ARRAY ARRAY['sms_maintain_prune()',
                               'sms_maintain_scrub(interval, integer)',
-                              'sms_maintain_expire_messages(interval, integer)',
-                              'sms_maintain_expire_attempts(interval, integer)',
-                              'sms_maintain_expire_receipts(interval, integer)']
+                              'sms_maintain_expire(text, interval, integer)']
     LOOP
         EXECUTE format('ALTER FUNCTION %s SECURITY DEFINER SET search_path = %I, pg_temp', fn, current_schema());
     END LOOP;

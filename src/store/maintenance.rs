@@ -17,11 +17,11 @@ const BATCH: i64 = 5_000;
 const PRUNE: &str = "SELECT sms_maintain_prune()";
 const SCRUB: &str = "SELECT sms_maintain_scrub($1 * interval '1 millisecond', $2)";
 const DELETE_MESSAGES: &str =
-    "SELECT sms_maintain_expire_messages($1 * interval '1 millisecond', $2)";
+    "SELECT sms_maintain_expire('messages', $1 * interval '1 millisecond', $2)";
 const DELETE_ATTEMPTS: &str =
-    "SELECT sms_maintain_expire_attempts($1 * interval '1 millisecond', $2)";
+    "SELECT sms_maintain_expire('attempts', $1 * interval '1 millisecond', $2)";
 const DELETE_RECEIPTS: &str =
-    "SELECT sms_maintain_expire_receipts($1 * interval '1 millisecond', $2)";
+    "SELECT sms_maintain_expire('receipts', $1 * interval '1 millisecond', $2)";
 
 /// Takes the slot `$2` of job `$1` for relay `$3`; no row when another relay has it.
 const TAKE_SLOT: &str = r#"
