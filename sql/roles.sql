@@ -99,6 +99,7 @@ END $$;
 -- sms_auth --------------------------------------------------------------------------------------
 
 GRANT EXECUTE ON FUNCTION sms_enqueue(text, text, jsonb, timestamptz, text, integer, text, text, boolean, text) TO sms_auth;
+GRANT EXECUTE ON FUNCTION sms_try_enqueue(text, text, jsonb, timestamptz, text, integer, text, text, boolean, text) TO sms_auth;
 -- sms_outbox.id's default, evaluated with the inserter's rights.
 GRANT EXECUTE ON FUNCTION sms_uuid_v7() TO sms_auth;
 -- The columns sms_enqueue() takes; the guard trigger fills and checks the rest. No SELECT, so no
@@ -142,7 +143,7 @@ GRANT SELECT ON sms_attempts, _sqlx_migrations TO sms_analyst;
 
 -- Views and functions, found by name so that ones added by later migrations are included (run this
 -- file again after them): every sms_report_* view for analysts and the relay (`sms-relay report`);
--- the sms_report_* helpers those views call for analysts; every sms_* function but sms_enqueue()
+-- the sms_report_* helpers those views call for analysts; every sms_* function but the enqueue ones
 -- for the relay (sms_record_receipt(), sms_resend(), sms_country(), sms_operator(), …).
 DO $$
 DECLARE
@@ -158,7 +159,7 @@ BEGIN
     FOR obj IN SELECT p.oid::regprocedure AS name, p.proname
                  FROM pg_proc p
                 WHERE p.pronamespace = current_schema()::regnamespace
-                  AND p.proname LIKE 'sms\_%' AND p.proname <> 'sms_enqueue'
+                  AND p.proname LIKE 'sms\_%' AND p.proname NOT IN ('sms_enqueue', 'sms_try_enqueue')
     LOOP
         EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO sms_relay_worker', obj.name);
         IF obj.proname LIKE 'sms\_report\_%' THEN

@@ -389,3 +389,36 @@ async fn a_provider_over_its_daily_spend_is_skipped_for_the_next() {
         [("first".to_owned(), 3), ("second".to_owned(), 4)]
     );
 }
+
+#[tokio::test]
+async fn an_attack_runs_refusals_are_counted_for_the_analysts() {
+    let app = TestApp::new().await;
+    let mut conn = budgeted(&app).await;
+    // 2,000 distinct Grameenphone numbers through the refusal-returning enqueue, in one
+    // transaction that commits: the first 1,000 go in, the rest come back refused.
+    let refused: Vec<Option<String>> = sqlx::query_scalar(
+        "SELECT (sms_try_enqueue('+88017' || lpad(i::text, 8, '0'), 'otp', \
+                                 '{\"code\": \"482913\"}')).refused \
+           FROM generate_series(1, 2000) AS i",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!(refused.iter().filter(|r| r.is_none()).count(), 1_000);
+    assert!(refused.iter().flatten().all(|code| code == "SR016"));
+    assert_eq!(app.message_count().await, 1_000);
+    let counted: Vec<(String, String, String, i64)> =
+        sqlx::query_as("SELECT purpose, sqlstate, reason, refused::int8 FROM sms_report_refusals")
+            .fetch_all(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        counted,
+        [(
+            "otp".to_owned(),
+            "SR016".to_owned(),
+            "budget spent".to_owned(),
+            1_000
+        )]
+    );
+}

@@ -160,6 +160,14 @@ async fn the_auth_backend_may_enqueue_and_nothing_else() {
     .await
     .unwrap();
     assert_eq!(again, first, "the idempotency lookup works without SELECT");
+    // The refusal-returning enqueue too: a bad number comes back as its SQLSTATE, counted.
+    let refused: Option<String> = sqlx::query_scalar(
+        "SELECT (sms_try_enqueue('0171', 'otp', '{\"code\": \"482913\"}')).refused",
+    )
+    .fetch_one(&mut auth)
+    .await
+    .expect("sms_auth calls sms_try_enqueue");
+    assert_eq!(refused.as_deref(), Some("SR001"));
     sqlx::query(
         "INSERT INTO sms_outbox (recipient, template, params, priority) \
          VALUES ('+8801711111111', 'otp', '{\"code\": \"482914\"}', 1)",
