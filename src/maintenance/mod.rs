@@ -101,23 +101,25 @@ impl Maintenance {
                 Job::Retention => maintenance::expire(conn, retention).await,
             })
             .await;
-        let ran = match done {
-            Ok(Some(rows)) => Ran::Done(rows),
-            Ok(None) => Ran::Busy,
-            Err(error) => Ran::Failed(error.to_string()),
+        let (ran, rows, error) = match done {
+            Ok(Some(rows)) => {
+                tracing::info!(job = job.name(), rows, "maintenance ran");
+                (Ran::Done(rows), Some(rows), None)
+            }
+            Ok(None) => {
+                let busy = "a run of this job was still going";
+                (Ran::Busy, None, Some(busy.to_owned()))
+            }
+            Err(error) => {
+                tracing::warn!(job = job.name(), %error, "maintenance failed");
+                (
+                    Ran::Failed(error.to_string()),
+                    None,
+                    Some(error.to_string()),
+                )
+            }
         };
-        let (rows, error) = match &ran {
-            Ran::Done(rows) => (Some(*rows), None),
-            Ran::Busy => (None, Some("a run of this job was still going")),
-            Ran::Failed(error) => (None, Some(error.as_str())),
-            Ran::Taken => unreachable!("the slot was taken above"),
-        };
-        self.store.finish_run(run, rows, error).await?;
-        match &ran {
-            Ran::Done(rows) => tracing::info!(job = job.name(), rows, "maintenance ran"),
-            Ran::Failed(error) => tracing::warn!(job = job.name(), %error, "maintenance failed"),
-            _ => {}
-        }
+        self.store.finish_run(run, rows, error.as_deref()).await?;
         Ok(ran)
     }
 
