@@ -117,7 +117,7 @@ GRANT SELECT, INSERT, UPDATE ON sms_attempts, sms_receipts TO sms_relay_worker;
 GRANT SELECT, INSERT, UPDATE, DELETE ON sms_provider_circuits, sms_relay_sleepers TO sms_relay_worker;
 -- Template bodies for rendering; country prefixes for sms_country() on attempt rows; the migration
 -- history for the "is the schema up to date" check every command makes.
-GRANT SELECT ON sms_templates, sms_country_prefixes, _sqlx_migrations TO sms_relay_worker;
+GRANT SELECT ON sms_templates, sms_country_prefixes, sms_holds, _sqlx_migrations TO sms_relay_worker;
 -- The record of maintenance runs (the jobs themselves are owner-run sms_maintain_* functions).
 GRANT SELECT, INSERT, UPDATE ON sms_maintenance_runs TO sms_relay_worker;
 
@@ -134,7 +134,7 @@ BEGIN
        AND attname NOT IN ('recipient', 'params');
     EXECUTE format('GRANT SELECT (%s) ON sms_outbox TO sms_operator', cols);
 END $$;
-GRANT SELECT ON sms_attempts, sms_provider_circuits, sms_maintenance_runs, _sqlx_migrations TO sms_operator;
+GRANT SELECT ON sms_attempts, sms_provider_circuits, sms_maintenance_runs, sms_holds, _sqlx_migrations TO sms_operator;
 GRANT INSERT, UPDATE ON sms_maintenance_runs TO sms_operator;
 
 -- sms_analyst -----------------------------------------------------------------------------------

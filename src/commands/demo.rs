@@ -221,7 +221,7 @@ pub(super) async fn demo(url: Option<String>, args: DemoArgs) -> Result<(), Comm
     let settling = bar(total.max(0) as u64, "settled");
     loop {
         let status = store.status().await?;
-        let open = status.count("pending") + status.count("sending");
+        let open = status.count("pending");
         let awaiting = store.awaiting_receipts().await?;
         settling.set_position((total - open).max(0) as u64);
         settling.set_message(format!(

@@ -15,6 +15,10 @@ pub(super) async fn status(url: &str) -> Result<(), CommandError> {
         states.add_row([s.state.clone(), s.count.to_string()]);
     }
     println!("{states}");
+    println!(
+        "{} waiting message(s) being sent right now",
+        status.in_flight
+    );
     match status.oldest_due_age_s {
         Some(age) => println!("oldest due message has waited {age:.1} s"),
         None => println!("nothing is due"),

@@ -31,14 +31,14 @@ const WRITERS: usize = 3;
 /// Records finished rounds and keeps the outbox's indexes lean.
 pub(super) struct Completer {
     pub store: Store,
-    /// Messages claimed and not yet recorded; recorded ones leave it.
+    /// Messages held; recorded ones move from `sending` to `done`.
     pub held: Held,
-    /// Woken when a message went back to the queue, so the claim loop recomputes its sleep.
+    /// Woken after each write, so the claim loop gives the holds back and recomputes its sleep.
     pub wake: Arc<Notify>,
     pub relay_id: String,
     pub expiry_margin_ms: i64,
-    /// How long a batch's write is retried while the database is unreachable (the lease: after
-    /// it, the messages are another relay's to send).
+    /// How long a batch's write is retried while the database is unreachable (the lease); after
+    /// that the messages are given back and sent again.
     pub retry_for: Duration,
     /// Finished messages between two VACUUMs of `sms_outbox` (0: leave it to autovacuum).
     pub vacuum_every: u64,
@@ -98,18 +98,20 @@ impl Completer {
         )
         .await;
         {
+            // Recorded (or given up on): the next claim gives their holds back.
             let mut held = lock(&self.held);
             for f in &finishes {
-                held.remove(&f.id);
+                if let Some(seq) = held.sending.remove(&f.id) {
+                    held.done.push(seq);
+                }
             }
         }
         for f in &finishes {
             log_finish(f);
         }
         drop(permits);
-        if finishes.iter().any(|f| f.disposition.reschedules()) {
-            self.wake.notify_one();
-        }
+        // The claim loop gives the holds back, and sees rescheduled messages.
+        self.wake.notify_one();
         if finishes
             .iter()
             .any(|f| f.disposition == Disposition::Release)
@@ -155,7 +157,7 @@ impl VacuumPace {
 /// bad round cannot sink the others, and as a last resort records a round's outcome without its
 /// attempt rows, so a sent message is never left to be sent again. If the database is unreachable,
 /// retries for `retry_for` (the caller holds the rounds' slots meanwhile, so no more is claimed);
-/// after that the leases release the messages.
+/// after that the caller gives the messages back, to be sent again.
 pub async fn record(
     store: &Store,
     finishes: &[Finish],
@@ -188,7 +190,7 @@ pub async fn record(
             }
         }
         Err(error) => tracing::error!(%error, batch = finishes.len(),
-            "could not record finished sends; their leases will run out and they will be sent again"),
+            "could not record finished sends; they will be sent again"),
     }
 }
 

@@ -21,7 +21,7 @@ pub(super) struct Context {
     pub chain: Arc<ProviderChain>,
     pub policy: RetryPolicy,
     pub expiry_margin: Duration,
-    /// The claim's lease; a round must end (and be recorded) before another relay may reclaim.
+    /// The lease: a round must end before a relay cut off from the database loses its holds.
     pub lease: Duration,
     /// Cancelled when the shutdown grace runs out: sends in progress are abandoned.
     pub hard_stop: CancellationToken,
@@ -41,6 +41,7 @@ pub(super) async fn dispatch(ctx: &Context, msg: ClaimedMessage, claimed_at: Ins
     let finish = Finish {
         id: msg.id,
         round: msg.round,
+        holder: msg.holder(),
         disposition: Disposition::Sent,
         delay_ms: 0,
         reason: None,
@@ -68,7 +69,8 @@ pub(super) async fn dispatch(ctx: &Context, msg: ClaimedMessage, claimed_at: Ins
         );
     }
     let valid_until = claimed_at + (remaining - ctx.expiry_margin);
-    // Leave time to record the round before the lease runs out and another relay may reclaim.
+    // End the round well inside the lease, after which a relay cut off from the database loses its
+    // holds and another relay may send the message.
     let lease_until = claimed_at + ctx.lease - (ctx.lease / 10).min(Duration::from_secs(5));
     let deadline = valid_until.min(lease_until);
 

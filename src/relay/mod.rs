@@ -1,11 +1,12 @@
 //! The relay loop: claim due messages in batches, send them concurrently (bounded), record the
 //! outcomes in batches, sleep until a NOTIFY, the next due time or the poll interval.
 //!
-//! No transaction or row lock is held across a provider call: a claim commits a lease
-//! (`next_attempt_at` in the future, state `sending`) and the completion is fenced on the round
-//! number. A relay holds a presence connection (its LISTEN connection, named after it); when a
-//! relay process dies, any other relay puts its claims back in the queue within a rescue
-//! interval. A relay whose machine or network is lost leaves leases that run out instead.
+//! No transaction or row lock is held across a provider call, and a claim writes nothing: the
+//! relay's claim connection holds each claimed message (a session advisory lock) until its round
+//! is recorded, and the completion is fenced on the round number. When a relay process dies, its
+//! claim connection ends and PostgreSQL drops its holds at once; the other relays send those
+//! messages on their next claim. A relay whose machine or network is lost is cut off by the TCP
+//! keepalive on its claim connection once the lease has passed.
 
 pub mod backoff;
 mod completer;
@@ -13,14 +14,14 @@ mod dispatch;
 pub mod settings;
 
 use std::{
-    collections::HashSet,
+    collections::HashMap,
     sync::{Arc, Mutex},
     time::Duration,
 };
 
 use sqlx::{
     PgPool,
-    postgres::{PgConnectOptions, PgListener, PgPoolOptions},
+    postgres::{PgListener, PgPoolOptions},
 };
 use tokio::{
     sync::{Notify, Semaphore, mpsc},
@@ -38,11 +39,21 @@ use crate::{
     store::{Store, WAKEUP_CHANNEL, presence_name},
 };
 
-/// How often a relay looks for claims of relays that are gone.
-const RESCUE_EVERY: Duration = Duration::from_millis(500);
+/// The messages this relay holds: claimed and not yet recorded, or recorded and not yet given back.
+#[derive(Debug, Default)]
+pub(crate) struct Holds {
+    /// Claimed and not yet recorded: id → seq.
+    sending: HashMap<Uuid, i64>,
+    /// Recorded: the seqs whose holds the next claim gives back.
+    done: Vec<i64>,
+}
 
-/// The messages this relay has claimed and not yet recorded.
-pub(crate) type Held = Arc<Mutex<HashSet<Uuid>>>;
+/// [`Holds`], shared by the claim loop and the completer.
+pub(crate) type Held = Arc<Mutex<Holds>>;
+
+/// The share of PostgreSQL's lock table one relay may fill with holds: the auth backend, other
+/// relays and everything else on the server need the rest.
+const LOCK_TABLE_SHARE: i64 = 4;
 
 /// When [`Relay::run`] returns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,8 +63,8 @@ pub enum StopWhen {
     /// Also once nothing is due now and nothing is in flight here; retries scheduled later and
     /// other relays' claims are left.
     Idle,
-    /// Also once nothing is owed: no message is pending (due now or later) or claimed by any
-    /// relay, alive or dead (`run --until-idle`). Gives up with [`RelayError::StillOwed`] after
+    /// Also once nothing is owed: no message is pending (due now or later, or being sent by any
+    /// relay) (`run --until-idle`). Gives up with [`RelayError::StillOwed`] after
     /// the given time.
     Drained(Duration),
 }
@@ -70,6 +81,20 @@ pub enum RelayError {
     /// The database's clock could not be read; check the database (worth retrying).
     #[error("cannot read the database's clock: {0}")]
     Clock(#[source] crate::store::StoreError),
+    /// `relay.max_in_flight` holds would take too much of the server's lock table; lower it or
+    /// raise `max_locks_per_transaction` (not worth retrying as is).
+    #[error(
+        "relay.max_in_flight = {max_in_flight} would hold more than a quarter of the server's lock table ({size} locks: max_locks_per_transaction × (max_connections + max_prepared_transactions)); lower it or raise max_locks_per_transaction"
+    )]
+    LockTable {
+        /// The setting.
+        max_in_flight: u32,
+        /// The server's lock table size.
+        size: i64,
+    },
+    /// The lock table's size could not be read; check the database (worth retrying).
+    #[error("cannot read the server's lock table size: {0}")]
+    LockTableSize(#[source] crate::store::StoreError),
     /// `Drained` waited its whole bound and messages are still owed (pending or claimed); run
     /// again, or look at them with `sms-relay status` (not an error of this relay).
     #[error("gave up waiting after {waited:?}: {owed} message(s) still pending or claimed")]
@@ -141,12 +166,19 @@ impl Relay {
             );
         }
         self.chain.use_db_clock(clock);
+        let size = self
+            .store
+            .lock_table_size()
+            .await
+            .map_err(RelayError::LockTableSize)?;
+        if i64::from(self.settings.max_in_flight) > size / LOCK_TABLE_SHARE {
+            return Err(RelayError::LockTable {
+                max_in_flight: self.settings.max_in_flight,
+                size,
+            });
+        }
         let wake = Arc::new(Notify::new());
-        // The LISTEN connection doubles as this relay's presence: it carries the relay's name, and
-        // its end tells the other relays that this one's claims are orphaned.
-        let presence =
-            self.own_connection(|options| options.application_name(&presence_name(&self.relay_id)));
-        let mut listener = PgListener::connect_with(&presence)
+        let mut listener = PgListener::connect_with(self.store.pool())
             .await
             .map_err(RelayError::Listen)?;
         listener
@@ -187,18 +219,6 @@ impl Relay {
             self.relay_id.clone(),
             background_stop.clone(),
         ));
-        // A relay restarted under the same id (same host and pid, as in a container) finds its
-        // earlier life's claims under its own name: nobody else would put them back.
-        match self.store.release_unheld(&self.relay_id, &[]).await {
-            Ok(0) => {}
-            Ok(released) => {
-                tracing::warn!(
-                    released,
-                    "put back messages an earlier run of this relay had claimed"
-                )
-            }
-            Err(error) => tracing::warn!(%error, "cannot put back this relay's earlier claims"),
-        }
         // The caps know today's count before the first send.
         refresh_caps(&self.store, &self.chain).await;
         let capping = tokio::spawn(keep_caps_fresh(
@@ -206,22 +226,10 @@ impl Relay {
             self.chain.clone(),
             background_stop.clone(),
         ));
-        let rescuing = tokio::spawn(rescue_orphans(
-            self.store.clone(),
-            self.relay_id.clone(),
-            wake.clone(),
-            background_stop.clone(),
-        ));
-        // Claims commit without waiting for the WAL flush. A claim lost to a database crash only
-        // leaves its messages waiting (a send made meanwhile is fenced out and made again, as for
-        // any message in flight), and every recorded outcome still waits for the flush, which
-        // carries the earlier claim's WAL with it.
-        let claims = Store::new(
-            self.own_connection(|options| options.options([("synchronous_commit", "off")])),
-        );
+        let claims = Store::new(self.claim_connection());
         let started = Instant::now();
         let mut gave_up = None;
-        // Set when a claim failed after it may have committed: its rows must be put back.
+        // Set when a claim failed after it may have taken holds it did not return.
         let mut owe_release = false;
         tracing::info!(relay_id = %self.relay_id, providers = ?self.chain.names(), "relay started");
 
@@ -247,27 +255,33 @@ impl Relay {
                 .batch_size
                 .min(u32::try_from(free).unwrap_or(u32::MAX));
             if owe_release {
-                let held_now: Vec<Uuid> = lock(&held).iter().copied().collect();
-                match self.store.release_unheld(&self.relay_id, &held_now).await {
+                // Whatever is done now is given back with the rest; what the completer moves to
+                // `done` meanwhile is still in `sending` here, so it stays for the next claim.
+                let (sending, taken) = {
+                    let mut holds = lock(&held);
+                    let sending: Vec<i64> = holds.sending.values().copied().collect();
+                    (sending, std::mem::take(&mut holds.done))
+                };
+                match claims.unhold_all_but(&sending).await {
                     Ok(released) => {
                         owe_release = false;
                         if released > 0 {
-                            tracing::warn!(
-                                released,
-                                "put back messages whose claim did not reach this relay"
-                            );
+                            tracing::warn!(released, "gave back holds a failed claim had taken");
                         }
                     }
                     Err(error) => {
-                        tracing::warn!(%error, "cannot put back unheld claims yet; will try again")
+                        lock(&held).done.extend(taken);
+                        tracing::warn!(%error, "cannot give back a failed claim's holds yet; will try again")
                     }
                 }
             }
             let claimed_at = Instant::now();
-            let claimed = match claims
-                .claim(want, self.settings.lease(), &self.relay_id)
-                .await
-            {
+            let (sending, done) = {
+                let mut holds = lock(&held);
+                let sending: Vec<i64> = holds.sending.values().copied().collect();
+                (sending, std::mem::take(&mut holds.done))
+            };
+            let claimed = match claims.claim(want, &sending, &done).await {
                 Ok(claimed) => {
                     claim_failures = 0;
                     claimed
@@ -285,7 +299,9 @@ impl Relay {
             };
             let got = claimed.len();
             report.claimed += got as u64;
-            lock(&held).extend(claimed.iter().map(|m| m.id));
+            lock(&held)
+                .sending
+                .extend(claimed.iter().map(|m| (m.id, m.seq)));
             for msg in claimed {
                 let Ok(permit) = slots.clone().try_acquire_owned() else {
                     unreachable!("claims never exceed the free slots counted before them");
@@ -328,17 +344,22 @@ impl Relay {
                 StopWhen::Cancelled => false,
                 StopWhen::Idle => idle && next_due_ms.is_none_or(|ms| ms > 0.0),
                 StopWhen::Drained(bound) => {
-                    if started.elapsed() >= bound && !(idle && next_due_ms.is_none()) {
+                    // Nothing waiting that we could send; nothing another relay is sending either.
+                    let drained = idle
+                        && next_due_ms.is_none()
+                        && self.store.owed().await.is_ok_and(|owed| owed == 0);
+                    if started.elapsed() >= bound && !drained {
                         gave_up = Some(bound);
                     }
-                    gave_up.is_some() || (idle && next_due_ms.is_none())
+                    gave_up.is_some() || drained
                 }
             };
             if stop_now {
                 break;
             }
-            // Due rows we could not claim are locked by another relay right now: look again soon,
-            // but do not spin.
+            // A due message nobody holds that this claim missed (it came due, or was given back,
+            // just after): look again soon, but do not spin. Messages other relays are sending
+            // are not due here; if such a relay dies, the next poll finds them free.
             let nap = match next_due_ms {
                 Some(ms) if ms > 0.0 => Duration::from_secs_f64(ms / 1000.0).min(poll),
                 Some(_) => (poll / 10).max(Duration::from_millis(10)),
@@ -370,13 +391,14 @@ impl Relay {
         drop(done_tx);
         if completer.await.is_err() {
             tracing::error!(
-                "the completer task panicked; unrecorded sends will be retried after their leases"
+                "the completer task panicked; unrecorded sends will be sent again by the next claim"
             );
         }
+        // Every hold ends with the claim connection.
+        claims.pool().close().await;
         listening.abort();
         background_stop.cancel();
         let _ = circuits.await;
-        let _ = rescuing.await;
         let _ = capping.await;
         if let Err(error) = self.store.drop_circuits(&self.relay_id).await {
             tracing::warn!(%error, "cannot remove this relay's circuit rows");
@@ -392,12 +414,29 @@ impl Relay {
         Ok(report)
     }
 
-    /// A connection of this relay's own (outside the shared pool), opened when first used, with
-    /// the pool's settings as `adjust` changes them.
-    fn own_connection(&self, adjust: impl FnOnce(PgConnectOptions) -> PgConnectOptions) -> PgPool {
+    /// The claim connection: one session, outside the shared pool, opened when first used and
+    /// kept for the relay's life (its holds live as long as it does). It carries the relay's
+    /// [`presence_name`]. Its TCP keepalive makes the server end it, and drop its holds, once the
+    /// relay has been unreachable for about the lease: by then every round this relay started has
+    /// passed its deadline. Giving back a hold the session lost with a broken connection raises
+    /// only a warning, which it does not print.
+    fn claim_connection(&self) -> PgPool {
+        let lease = self.settings.lease().as_secs().max(10);
+        let options = (*self.store.pool().connect_options())
+            .clone()
+            .application_name(&presence_name(&self.relay_id))
+            .options([
+                ("tcp_keepalives_idle", (lease / 2).to_string()),
+                ("tcp_keepalives_interval", (lease / 10).to_string()),
+                ("tcp_keepalives_count", "5".to_string()),
+                ("tcp_user_timeout", (lease * 1000).to_string()),
+                ("client_min_messages", "error".to_string()),
+            ]);
         PgPoolOptions::new()
             .max_connections(1)
-            .connect_lazy_with(adjust((*self.store.pool().connect_options()).clone()))
+            .max_lifetime(None)
+            .idle_timeout(None)
+            .connect_lazy_with(options)
     }
 
     fn log_registration(&self, result: crate::store::Result<()>) {
@@ -476,33 +515,8 @@ async fn keep_caps_fresh(store: Store, chain: Arc<ProviderChain>, stop: Cancella
     }
 }
 
-/// Every [`RESCUE_EVERY`], puts back the claims of relays found gone on two passes in a row and
-/// wakes every relay (this one included) to send them.
-async fn rescue_orphans(store: Store, me: String, wake: Arc<Notify>, stop: CancellationToken) {
-    let mut suspects = Vec::new();
-    loop {
-        match store.rescue_orphans(&me, &suspects).await {
-            Ok((rescued, gone)) => {
-                suspects = gone;
-                if rescued > 0 {
-                    tracing::warn!(rescued, "put back messages claimed by a relay that is gone");
-                    wake.notify_one();
-                    if let Err(error) = store.wake_relays().await {
-                        tracing::warn!(%error, "cannot notify other relays of rescued messages");
-                    }
-                }
-            }
-            Err(error) => tracing::warn!(%error, "cannot look for claims of relays that are gone"),
-        }
-        tokio::select! {
-            () = stop.cancelled() => return,
-            () = tokio::time::sleep(RESCUE_EVERY) => {}
-        }
-    }
-}
-
-/// The held set, even if a thread panicked while holding it (a set of ids stays consistent).
-pub(crate) fn lock(held: &Held) -> std::sync::MutexGuard<'_, HashSet<Uuid>> {
+/// The holds, even if a thread panicked while holding them (each change is one insert or remove).
+pub(crate) fn lock(held: &Held) -> std::sync::MutexGuard<'_, Holds> {
     held.lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
@@ -514,7 +528,6 @@ async fn forward_notifications(mut listener: PgListener, wake: Arc<Notify>) {
         match listener.recv().await {
             Ok(_) => wake.notify_one(),
             Err(error) => {
-                // The connection is also this relay's presence: re-establish it quickly.
                 tracing::warn!(%error, "wake-up listener lost its connection; reconnecting");
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }

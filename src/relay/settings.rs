@@ -15,10 +15,13 @@ pub struct RelaySettings {
     pub relay_id: Option<String>,
     /// Most messages claimed by one statement.
     pub batch_size: u32,
-    /// Most messages claimed but not yet recorded, across all sends.
+    /// Most messages claimed but not yet recorded, across all sends. Each is one lock in the
+    /// server's shared lock table while it is sent; the relay refuses to start if this is more than
+    /// a quarter of that table.
     pub max_in_flight: u32,
-    /// How long a claim holds a message; a relay that dies releases it when this runs out.
-    /// Must exceed the time one round through the chain can take.
+    /// The longest one round through the chain may take, and how long a relay cut off from the
+    /// database (lost machine, partition) keeps its claims before the server drops them. A relay
+    /// process that dies gives its claims up at once.
     pub lease_ms: u64,
     /// Longest sleep without a NOTIFY (also the idle heartbeat).
     pub poll_interval_ms: u64,
@@ -39,7 +42,7 @@ impl Default for RelaySettings {
         Self {
             relay_id: None,
             batch_size: 500,
-            max_in_flight: 2_000,
+            max_in_flight: 1_000,
             lease_ms: 60_000,
             poll_interval_ms: 1_000,
             expiry_margin_ms: 3_000,

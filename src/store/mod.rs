@@ -22,7 +22,7 @@ pub use circuits::CircuitRow;
 pub use delivery::{Recorded, ResendRule, Unanswered, Via};
 pub use enqueue::{EnqueueError, EnqueueRequest, Refusal, enqueue};
 pub use latency::Pickup;
-pub use lifecycle::{ClaimedMessage, Disposition, Finish, MAX_RELAY_ID_LEN, presence_name};
+pub use lifecycle::{ClaimedMessage, Disposition, Finish, Holder, MAX_RELAY_ID_LEN, presence_name};
 pub use report_totals::{FailureTotal, MessageTotals, ProviderTotals};
 pub use reports::ReportRows;
 pub use status::{AcceptedToday, AttemptCount, StateCount, Status};

@@ -25,8 +25,10 @@ pub struct AttemptCount {
 /// A snapshot of the queue.
 #[derive(Debug, Clone)]
 pub struct Status {
-    /// Messages per state (every state listed, zeros included).
+    /// Messages per state (every state a message can be in listed, zeros included).
     pub states: Vec<StateCount>,
+    /// Waiting messages a relay is sending right now (held by its claim).
+    pub in_flight: i64,
     /// How long the oldest due message has been waiting, in seconds.
     pub oldest_due_age_s: Option<f64>,
     /// Attempts per provider and outcome.
@@ -84,15 +86,18 @@ impl Store {
             "SELECT s.state::text AS state, count(o.id) AS count \
                FROM unnest(enum_range(NULL::sms_state)) AS s(state) \
                LEFT JOIN sms_outbox o ON o.state = s.state \
+              WHERE s.state <> 'sending' \
               GROUP BY s.state ORDER BY s.state",
         )
         .fetch_all(&self.pool)
         .await?;
+        let in_flight =
+            sqlx::query_scalar("SELECT coalesce(sum(messages), 0)::int8 FROM sms_holds")
+                .fetch_one(&self.pool)
+                .await?;
         let oldest_due_age_s: Option<f64> = sqlx::query_scalar(
             "SELECT CASE WHEN due <= now() THEN extract(epoch FROM now() - due)::float8 END \
-               FROM (SELECT least( \
-                       (SELECT min(next_attempt_at) FROM sms_outbox WHERE state = 'pending'), \
-                       (SELECT min(next_attempt_at) FROM sms_outbox WHERE state = 'sending')) AS due) d",
+               FROM (SELECT min(next_attempt_at) AS due FROM sms_outbox WHERE state = 'pending') d",
         )
         .fetch_one(&self.pool)
         .await?;
@@ -104,6 +109,7 @@ impl Store {
         .await?;
         Ok(Status {
             states,
+            in_flight,
             oldest_due_age_s,
             attempts,
         })

@@ -44,15 +44,14 @@ impl Store {
         Ok(())
     }
 
-    /// Milliseconds until the earliest pending retry or lease expiry (negative: already due);
-    /// `None` when no message is pending or in flight. Each state has its own index, so each
-    /// minimum is one index lookup.
+    /// Milliseconds until the earliest waiting message no relay is sending is due (negative:
+    /// already due); `None` when there is none. Walks the due index from its head past the
+    /// messages being sent.
     pub async fn next_due_in_ms(&self) -> Result<Option<f64>> {
         let due: Option<f64> = sqlx::query_scalar(
-            "SELECT (extract(epoch FROM least( \
-                 (SELECT min(next_attempt_at) FROM sms_outbox WHERE state = 'pending'), \
-                 (SELECT min(next_attempt_at) FROM sms_outbox WHERE state = 'sending')) - now()) \
-                 * 1000)::float8",
+            "SELECT (extract(epoch FROM (SELECT next_attempt_at FROM sms_outbox \
+                 WHERE state = 'pending' AND sms_free(seq) ORDER BY next_attempt_at LIMIT 1) \
+                 - now()) * 1000)::float8",
         )
         .fetch_one(&self.pool)
         .await?;

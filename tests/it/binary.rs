@@ -3,6 +3,7 @@
 
 use std::process::Stdio;
 
+use crate::chaos::{freeze, in_flight, thaw};
 use crate::support::{
     TestApp,
     cli::{
@@ -25,9 +26,12 @@ async fn sigkill_mid_burst_loses_nothing_and_duplicates_at_most_what_was_in_flig
 
     let mut first = spawn_run(&app, &config, &scratch.path("first.log"));
     eventually(async || journal_counts(&journal).len() >= 500).await;
+    // Counted with the outbox frozen, just before the kill: the holds end with the process.
+    let mut frozen = freeze(&app.url).await;
+    let in_flight_at_kill = in_flight(&mut frozen, "").await.count;
     first.kill().unwrap();
     first.wait().unwrap();
-    let in_flight_at_kill = app.states().await.get("sending").copied().unwrap_or(0);
+    thaw(frozen).await;
     assert!(
         in_flight_at_kill > 0,
         "the kill should catch sends in flight"

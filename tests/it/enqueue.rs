@@ -477,7 +477,7 @@ async fn the_code_committed_last_is_the_live_one_even_from_an_older_transaction(
     // A's round fails; its retry must not be mistaken for a superseded message.
     let claimed = app.claim(1).await;
     assert_eq!(claimed[0].id, a_id);
-    app.complete(&[failed_round(a_id, 1)]).await;
+    app.complete(&[failed_round(&claimed[0])]).await;
     assert_eq!(app.state_of(a_id).await.0, "pending");
 }
 

@@ -32,7 +32,6 @@ const OPERATOR_REFUSED: &str = "SR014";
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     Pending,
-    Sending,
     Sent,
     Failed,
     Expired,
@@ -40,9 +39,8 @@ enum State {
 }
 
 impl State {
-    const ALL: [State; 6] = [
+    const ALL: [State; 5] = [
         State::Pending,
-        State::Sending,
         State::Sent,
         State::Failed,
         State::Expired,
@@ -52,7 +50,6 @@ impl State {
     fn as_str(self) -> &'static str {
         match self {
             State::Pending => "pending",
-            State::Sending => "sending",
             State::Sent => "sent",
             State::Failed => "failed",
             State::Expired => "expired",
@@ -68,10 +65,6 @@ impl State {
             State::Pending => {
                 "UPDATE sms_outbox SET state = 'pending', finished_at = NULL, claimed_by = NULL, \
                  next_attempt_at = now() WHERE id = $1"
-            }
-            State::Sending => {
-                "UPDATE sms_outbox SET state = 'sending', finished_at = NULL, claimed_by = 'test', \
-                 attempts = attempts + 1, next_attempt_at = now() + interval '1 minute' WHERE id = $1"
             }
             State::Sent => {
                 "UPDATE sms_outbox SET state = 'sent', finished_at = now(), claimed_by = NULL, \
@@ -95,15 +88,14 @@ impl State {
 
 /// The state machine as the comment above `sms_transition_allowed` states it:
 /// (from, to, was_sent), `None` for "any".
-const COMMENTED_TABLE: [(State, State, Option<bool>); 10] = [
-    (State::Pending, State::Sending, None),
+const COMMENTED_TABLE: [(State, State, Option<bool>); 9] = [
+    (State::Pending, State::Sent, None),
+    (State::Pending, State::Failed, Some(false)),
+    (State::Pending, State::Expired, Some(false)),
     (State::Pending, State::Cancelled, Some(false)),
-    (State::Pending, State::Sent, Some(true)),
-    (State::Sending, State::Sent, None),
-    (State::Sending, State::Pending, None),
-    (State::Sending, State::Failed, Some(false)),
-    (State::Sending, State::Expired, Some(false)),
-    (State::Sending, State::Cancelled, Some(false)),
+    (State::Failed, State::Sent, Some(false)),
+    (State::Expired, State::Sent, Some(false)),
+    (State::Cancelled, State::Sent, Some(false)),
     (State::Sent, State::Pending, Some(true)),
     (State::Failed, State::Pending, Some(false)),
 ];
@@ -121,14 +113,14 @@ fn commented_table_allows(from: State, to: State, was_sent: bool) -> bool {
 enum Start {
     /// Enqueued.
     Pending,
-    /// Enqueued, claimed.
-    Sending,
     /// Claimed, and a provider accepted it.
     Sent,
     /// Sent, then put back for a resend (`sms_resend`).
     PendingResend,
+    /// Enqueued, and claimed: a relay is sending it (waiting, held by the relay's session).
+    Held,
     /// A resend, claimed.
-    SendingResend,
+    HeldResend,
     /// Claimed, and the relay gave up on it.
     Failed,
     /// Claimed, and its validity ended.
@@ -138,12 +130,12 @@ enum Start {
 }
 
 impl Start {
-    const ALL: [Start; 8] = [
+    /// The starts whose state a plain UPDATE may change (a held message is changed only by its
+    /// relay's completion, which the raw table cannot tell apart).
+    const ALL: [Start; 6] = [
         Start::Pending,
-        Start::Sending,
         Start::Sent,
         Start::PendingResend,
-        Start::SendingResend,
         Start::Failed,
         Start::Expired,
         Start::Cancelled,
@@ -151,8 +143,9 @@ impl Start {
 
     fn state(self) -> State {
         match self {
-            Start::Pending | Start::PendingResend => State::Pending,
-            Start::Sending | Start::SendingResend => State::Sending,
+            Start::Pending | Start::PendingResend | Start::Held | Start::HeldResend => {
+                State::Pending
+            }
             Start::Sent => State::Sent,
             Start::Failed => State::Failed,
             Start::Expired => State::Expired,
@@ -161,10 +154,7 @@ impl Start {
     }
 
     fn was_sent(self) -> bool {
-        matches!(
-            self,
-            Start::Sent | Start::PendingResend | Start::SendingResend
-        )
+        matches!(self, Start::Sent | Start::PendingResend | Start::HeldResend)
     }
 }
 
@@ -212,7 +202,12 @@ async fn message_in(app: &TestApp, start: Start) -> Uuid {
     let id = app.otp(NUMBER, "482913").await;
     match start {
         Start::Pending => {}
-        Start::Sending => {
+        Start::Held => {
+            claim(app, id).await;
+        }
+        Start::HeldResend => {
+            let attempt = send(app, id).await;
+            resend(app, attempt).await;
             claim(app, id).await;
         }
         Start::Sent => {
@@ -221,11 +216,6 @@ async fn message_in(app: &TestApp, start: Start) -> Uuid {
         Start::PendingResend => {
             let attempt = send(app, id).await;
             resend(app, attempt).await;
-        }
-        Start::SendingResend => {
-            let attempt = send(app, id).await;
-            resend(app, attempt).await;
-            claim(app, id).await;
         }
         Start::Failed => {
             let m = claim(app, id).await;
@@ -305,51 +295,57 @@ macro_rules! transitions {
 
 transitions! {
     // pending, never sent
-    pending_to_sending: Pending -> Sending Allowed;
+    pending_to_sent_when_never_sent: Pending -> Sent Allowed;
     pending_to_cancelled_when_never_sent: Pending -> Cancelled Allowed;
-    pending_to_sent_when_never_sent_is_refused: Pending -> Sent Refused;
-    pending_to_failed_is_refused: Pending -> Failed Refused;
-    pending_to_expired_is_refused: Pending -> Expired Refused;
+    pending_to_failed_when_never_sent: Pending -> Failed Allowed;
+    pending_to_expired_when_never_sent: Pending -> Expired Allowed;
     // pending resend of a sent message
-    pending_resend_to_sending: PendingResend -> Sending Allowed;
     pending_resend_to_sent: PendingResend -> Sent Allowed;
     pending_resend_to_cancelled_is_refused: PendingResend -> Cancelled Refused;
     pending_resend_to_failed_is_refused: PendingResend -> Failed Refused;
     pending_resend_to_expired_is_refused: PendingResend -> Expired Refused;
-    // sending, never sent
-    sending_to_sent: Sending -> Sent Allowed;
-    sending_to_pending: Sending -> Pending Allowed;
-    sending_to_failed_when_never_sent: Sending -> Failed Allowed;
-    sending_to_expired_when_never_sent: Sending -> Expired Allowed;
-    sending_to_cancelled_when_never_sent: Sending -> Cancelled Allowed;
-    // sending a resend of a sent message
-    sending_resend_to_sent: SendingResend -> Sent Allowed;
-    sending_resend_to_pending: SendingResend -> Pending Allowed;
-    sending_resend_to_failed_is_refused: SendingResend -> Failed Refused;
-    sending_resend_to_expired_is_refused: SendingResend -> Expired Refused;
-    sending_resend_to_cancelled_is_refused: SendingResend -> Cancelled Refused;
     // sent
     sent_to_pending: Sent -> Pending Allowed;
-    sent_to_sending_is_refused: Sent -> Sending Refused;
     sent_to_failed_is_refused: Sent -> Failed Refused;
     sent_to_expired_is_refused: Sent -> Expired Refused;
     sent_to_cancelled_is_refused: Sent -> Cancelled Refused;
-    // failed is final but for an operator's retry; expired and cancelled are final
+    // failed comes back for an operator's retry; an unsent end turns sent when a late acceptance
+    // is recorded; nothing else leaves a final state
     failed_to_pending_when_never_sent: Failed -> Pending Allowed;
-    failed_to_sending_is_refused: Failed -> Sending Refused;
-    failed_to_sent_is_refused: Failed -> Sent Refused;
+    failed_to_sent_when_never_sent: Failed -> Sent Allowed;
     failed_to_expired_is_refused: Failed -> Expired Refused;
     failed_to_cancelled_is_refused: Failed -> Cancelled Refused;
     expired_to_pending_is_refused: Expired -> Pending Refused;
-    expired_to_sending_is_refused: Expired -> Sending Refused;
-    expired_to_sent_is_refused: Expired -> Sent Refused;
+    expired_to_sent_when_never_sent: Expired -> Sent Allowed;
     expired_to_failed_is_refused: Expired -> Failed Refused;
     expired_to_cancelled_is_refused: Expired -> Cancelled Refused;
     cancelled_to_pending_is_refused: Cancelled -> Pending Refused;
-    cancelled_to_sending_is_refused: Cancelled -> Sending Refused;
-    cancelled_to_sent_is_refused: Cancelled -> Sent Refused;
+    cancelled_to_sent_when_never_sent: Cancelled -> Sent Allowed;
     cancelled_to_failed_is_refused: Cancelled -> Failed Refused;
     cancelled_to_expired_is_refused: Cancelled -> Expired Refused;
+}
+
+#[tokio::test]
+async fn no_message_is_ever_in_the_retired_sending_state() {
+    let app = TestApp::new().await;
+    let id = app.otp(NUMBER, "482913").await;
+    let error = sqlx::query("UPDATE sms_outbox SET state = 'sending' WHERE id = $1")
+        .bind(id)
+        .execute(&app.pool)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        error.as_database_error().and_then(|e| e.code()).as_deref(),
+        Some(TRANSITION_REFUSED),
+        "{error}"
+    );
+    let inserted = sqlx::query(
+        "INSERT INTO sms_outbox (recipient, template, params, state) \
+         VALUES ('+8801712345679', 'otp', '{\"code\": \"482913\"}', 'sending')",
+    )
+    .execute(&app.pool)
+    .await;
+    assert!(inserted.is_err(), "nothing enters the retired state");
 }
 
 #[test]
@@ -464,15 +460,13 @@ async fn sent_at_is_set_once() {
     assert!(moved.is_err(), "sent_at of a sent message was changed");
 
     let never_sent = message_in(&app, Start::Pending).await;
-    let forged = sqlx::query(
-        "UPDATE sms_outbox SET state = 'sent', sent_at = now(), finished_at = now() WHERE id = $1",
-    )
-    .bind(never_sent)
-    .execute(&app.pool)
-    .await;
+    let stamped = sqlx::query("UPDATE sms_outbox SET sent_at = now() WHERE id = $1")
+        .bind(never_sent)
+        .execute(&app.pool)
+        .await;
     assert!(
-        forged.is_err(),
-        "a never-sent message became sent by setting sent_at"
+        stamped.is_err(),
+        "a waiting message got sent_at without becoming sent"
     );
 }
 
@@ -618,10 +612,10 @@ async fn an_operator_retry_is_refused_for_a_message_sent_in_flight_or_closed() {
     refused_for(
         RETRY,
         &[
-            Start::Sending,
+            Start::Held,
             Start::Sent,
             Start::PendingResend,
-            Start::SendingResend,
+            Start::HeldResend,
             Start::Expired,
             Start::Cancelled,
         ],
@@ -694,8 +688,8 @@ async fn an_operator_cancel_is_refused_in_flight_once_closed_and_without_a_reaso
     refused_for(
         CANCEL,
         &[
-            Start::Sending,
-            Start::SendingResend,
+            Start::Held,
+            Start::HeldResend,
             Start::Sent,
             Start::Failed,
             Start::Expired,

@@ -338,11 +338,11 @@ async fn a_message_superseded_while_in_flight_is_not_retried() {
     let new = app.otp(NUMBER, "222222").await;
     assert_eq!(
         app.state_of(old).await.0,
-        "sending",
-        "an in-flight message is left alone"
+        "pending",
+        "a message being sent is left to its relay"
     );
 
-    app.complete(&[failed_round(old, 1)]).await;
+    app.complete(&[failed_round(&claimed[0])]).await;
     let (state, reason) = app.state_of(old).await;
     assert_eq!(state, "cancelled");
     assert!(

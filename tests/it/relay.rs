@@ -1,13 +1,11 @@
-//! The relay loop: claim order, leases, concurrency, wake-ups, graceful shutdown.
+//! The relay loop: claim order, holds, concurrency, wake-ups, graceful shutdown.
 
 use std::time::Duration;
-
-use sqlx::Connection;
 
 use sms_relay::{
     providers::SimulatorSettings,
     relay::{Relay, StopWhen},
-    store::{Disposition, EnqueueRequest},
+    store::{Disposition, EnqueueRequest, Store},
 };
 use tokio_util::sync::CancellationToken;
 
@@ -41,50 +39,56 @@ async fn claims_by_priority_then_earliest_deadline() {
     assert!(app.claim(10).await.is_empty());
 }
 
-/// One OTP, claimed for 60 s by relay `relay_id`, whose presence connection (returned) says it is
-/// alive until it is closed.
-async fn claimed_by_live_relay(app: &TestApp, relay_id: &str) -> (uuid::Uuid, sqlx::PgConnection) {
+/// One OTP, claimed by relay `relay_id`'s claim session (returned): it holds the message until it
+/// is closed.
+async fn claimed_by_live_relay(app: &TestApp, relay_id: &str) -> (uuid::Uuid, Store) {
     let id = app.otp("+8801712345678", "482913").await;
-    let presence = app.presence(relay_id).await;
-    let claimed = app
-        .store()
-        .claim(10, Duration::from_secs(60), relay_id)
-        .await
-        .unwrap();
+    let session = app.relay_session(relay_id);
+    let claimed = session.claim(10, &[], &[]).await.unwrap();
     assert_eq!(claimed.len(), 1);
-    (id, presence)
+    (id, session)
 }
 
 #[tokio::test]
 async fn a_dead_relays_claims_go_back_at_once_and_a_live_ones_stay() {
     let app = TestApp::new().await;
-    let (id, ghost_alive) = claimed_by_live_relay(&app, "ghost").await;
+    let (id, ghost) = claimed_by_live_relay(&app, "ghost").await;
 
     let sim = app.send_due().await;
     assert_eq!(sim.sent(), 0, "a live relay's claim is left to it");
-    assert_eq!(app.state_of(id).await.0, "sending");
+    assert_eq!(app.state_of(id).await.0, "pending");
+    assert_eq!(app.held().await, 1);
 
-    // The ghost dies: its connection closes, long before its lease would run out.
-    ghost_alive.close().await.unwrap();
+    // The ghost dies: its session ends, and its hold with it.
+    ghost.pool().close().await;
     app.run_chain_until_drained(chain([sim.clone()]), quick_retries())
         .await;
     assert_eq!(sim.sent(), 1);
     assert_eq!(app.state_of(id).await.0, "sent");
     assert_eq!(
         app.attempts_of(id).await,
-        [("sim".into(), 2, 1, "accepted".into())]
+        [("sim".into(), 1, 1, "accepted".into())],
+        "the ghost's round was never recorded: the survivor's is the first"
     );
+    assert_eq!(app.held().await, 0, "the survivor gave its hold back");
 }
 
 #[tokio::test]
-async fn a_lease_that_runs_out_frees_a_claim_whose_relay_seems_alive() {
-    // A relay on a lost machine: its connection lingers until TCP gives up, the lease does not.
+async fn a_claim_takes_no_message_another_session_holds_and_writes_nothing() {
     let app = TestApp::new().await;
-    let (id, _lingering) = claimed_by_live_relay(&app, "lost").await;
-    app.make_due().await;
-    let sim = app.send_due().await;
-    assert_eq!(sim.sent(), 1);
-    assert_eq!(app.state_of(id).await.0, "sent");
+    let (id, _alive) = claimed_by_live_relay(&app, "one").await;
+    let before: String = sqlx::query_scalar("SELECT to_jsonb(o)::text FROM sms_outbox o")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    let other = app.relay_session("two");
+    assert!(other.claim(10, &[], &[]).await.unwrap().is_empty());
+    let after: String = sqlx::query_scalar("SELECT to_jsonb(o)::text FROM sms_outbox o")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(before, after, "claims leave the row as it was");
+    assert_eq!(app.state_of(id).await.0, "pending");
 }
 
 #[tokio::test]
@@ -113,39 +117,63 @@ async fn until_drained_waits_for_another_relays_claim_and_gives_up_at_its_bound(
         ),
         "{error}"
     );
-    assert_eq!(app.state_of(id).await.0, "sending");
+    assert_eq!(app.state_of(id).await.0, "pending");
+    assert_eq!(app.held().await, 1, "still the other relay's");
 }
 
 #[tokio::test]
-async fn a_stale_relay_cannot_overwrite_a_newer_round() {
+async fn a_relay_that_lost_its_claim_cannot_overwrite_the_round_of_the_relay_that_took_over() {
     let app = TestApp::new().await;
     let id = app.otp("+8801712345678", "482913").await;
-    let store = app.store();
-    let stale = store
-        .claim(1, Duration::from_millis(1), "stale")
-        .await
-        .unwrap();
-    tokio::time::sleep(Duration::from_millis(20)).await;
-    let fresh = store
-        .claim(1, Duration::from_secs(60), "fresh")
-        .await
-        .unwrap();
-    assert_eq!((stale[0].round, fresh[0].round), (1, 2));
+    let lost = app.relay_session("lost");
+    let stale = lost.claim(1, &[], &[]).await.unwrap();
+    // Its connection ends mid-round (a network cut, a restarted server); another relay claims.
+    lost.pool().close().await;
+    let took_over = app.relay_session("fresh");
+    let fresh = took_over.claim(1, &[], &[]).await.unwrap();
+    assert_eq!((stale[0].round, fresh[0].round), (1, 1));
 
+    let store = app.store();
     store
-        .complete(&[ended_round(&stale[0], Disposition::Failed)], "stale", 0)
+        .complete(&[ended_round(&stale[0], Disposition::Failed)], "lost", 0)
         .await
         .unwrap();
     assert_eq!(
         app.state_of(id).await.0,
-        "sending",
-        "the stale completion is fenced off"
+        "pending",
+        "the lost relay's end of the round is not recorded"
     );
     store
         .complete(&[ended_round(&fresh[0], Disposition::Sent)], "fresh", 0)
         .await
         .unwrap();
     assert_eq!(app.state_of(id).await.0, "sent");
+}
+
+#[tokio::test]
+async fn an_acceptance_by_a_relay_that_lost_its_claim_makes_the_message_sent_after_all() {
+    let app = TestApp::new().await;
+    let id = app.otp("+8801712345678", "482913").await;
+    let lost = app.relay_session("lost");
+    let stale = lost.claim(1, &[], &[]).await.unwrap();
+    lost.pool().close().await;
+    let took_over = app.relay_session("fresh");
+    let fresh = took_over.claim(1, &[], &[]).await.unwrap();
+
+    let store = app.store();
+    store
+        .complete(&[ended_round(&fresh[0], Disposition::Failed)], "fresh", 0)
+        .await
+        .unwrap();
+    assert_eq!(app.state_of(id).await.0, "failed");
+    store
+        .complete(&[ended_round(&stale[0], Disposition::Sent)], "lost", 0)
+        .await
+        .unwrap();
+    let (state, reason) = app.state_of(id).await;
+    assert_eq!(state, "sent", "a provider accepted it: {reason:?}");
+    assert!(reason.unwrap().starts_with("sent after all"));
+    assert!(app.message(id).await.sent_at.is_some());
 }
 
 #[tokio::test]

@@ -2,6 +2,7 @@
 
 use uuid::Uuid;
 
+use super::claim::Holder;
 use crate::store::{MAX_COST_MICROS, Result, Store, pg_text};
 use crate::{
     domain::Segments,
@@ -37,11 +38,6 @@ impl Disposition {
             Disposition::Release => "release",
         }
     }
-
-    /// Whether the message comes back to the queue.
-    pub fn reschedules(self) -> bool {
-        matches!(self, Disposition::Retry | Disposition::Release)
-    }
 }
 
 /// The end of one claimed round of one message.
@@ -49,8 +45,10 @@ impl Disposition {
 pub struct Finish {
     /// Message id.
     pub id: Uuid,
-    /// The round this relay claimed; the update applies only if the message is still in it.
+    /// The round this relay claimed; the update applies only if the message is still before it.
     pub round: i32,
+    /// The session that held the message for this round.
+    pub holder: Holder,
     /// New state.
     pub disposition: Disposition,
     /// Wait before the retry (Retry only).
@@ -83,27 +81,44 @@ impl Finish {
     }
 }
 
-/// The UPDATE is fenced on `state = 'sending' AND attempts = round`, so a relay whose lease ran out
-/// and whose message was claimed again cannot overwrite the newer round. The attempt rows are
-/// inserted either way (the provider calls happened), and at most once, so a retried write is
-/// harmless. A retry turns into `cancelled` if a newer message for the same recipient and purpose
-/// exists (found without locking it), or into `expired` if it would come due too late. A message a
-/// provider accepted before (`sent_at`, a resend round) never ends unsent: such an end leaves it
-/// `sent` (the schema's transition check refuses anything else).
+/// The UPDATE is fenced on `state = 'pending' AND attempts = round - 1` and on the holding session
+/// being alive: then it still holds the message, so nothing else moved it. A round whose session
+/// ended meanwhile (the connection dropped, the server restarted) may have been claimed again by
+/// another relay, so only its acceptance is recorded: a message a provider accepted is sent,
+/// whatever the other round makes of it, even one that ended it unsent already (`late`). The
+/// attempt rows are inserted either way (the provider calls happened), and at most once, so a
+/// retried write is harmless. A retry turns into `cancelled` if a newer message for the same recipient and purpose
+/// superseded it meanwhile (`superseded_by`), or into `expired` if it would come due too late. A
+/// message a provider accepted before (`sent_at`, a resend round) never ends unsent: such an end
+/// leaves it `sent` (the schema's transition check refuses anything else).
 const COMPLETE: &str = r#"
 WITH f AS (
-    SELECT * FROM unnest($1::uuid[], $2::int[], $3::text[], $4::bigint[], $5::text[])
-        AS f(id, round, disposition, delay_ms, reason)
+    SELECT * FROM unnest($1::uuid[], $2::int[], $3::text[], $4::bigint[], $5::text[], $29::int[],
+                         $30::timestamptz[])
+        AS f(id, round, disposition, delay_ms, reason, holder, holder_since)
+), alive AS MATERIALIZED (
+    SELECT a.pid, a.backend_start FROM pg_stat_activity a WHERE a.pid IN (SELECT holder FROM f)
+), orphaned AS MATERIALIZED (
+    -- Rounds whose holding session has ended (nearly always none).
+    SELECT f.id FROM f
+     WHERE f.disposition = 'sent'
+       AND NOT EXISTS (SELECT 1 FROM alive WHERE alive.pid = f.holder AND alive.backend_start = f.holder_since)
+), late AS (
+    UPDATE sms_outbox o
+       SET state = 'sent', sent_at = now(), finished_at = now(),
+           last_error = concat('sent after all, by a round whose relay had lost its claim; before: ', o.last_error)
+      FROM orphaned
+     WHERE o.id = orphaned.id AND o.sent_at IS NULL AND o.state IN ('failed', 'expired', 'cancelled')
 ), updated AS (
     -- One pass: the decision reads the locked row itself (one primary-key lookup per message).
     UPDATE sms_outbox o
-       SET (state, next_attempt_at, finished_at, sent_at, last_error, claimed_by, resend_reason, resend_of) = (
+       SET (state, attempts, next_attempt_at, finished_at, sent_at, last_error, resend_reason, resend_of) = (
             SELECT CASE WHEN d.again THEN 'pending' ELSE d.disposition END::sms_state,
+                   f.round,
                    CASE WHEN d.again THEN now() + f.delay_ms * interval '1 millisecond' ELSE o.next_attempt_at END,
                    CASE WHEN d.again THEN NULL ELSE now() END,
                    CASE WHEN d.disposition = 'sent' THEN coalesce(o.sent_at, now()) ELSE o.sent_at END,
                    d.reason,
-                   NULL,
                    -- A resend round's reason is on its attempts now; a released round keeps it.
                    CASE WHEN f.disposition = 'release' THEN o.resend_reason END,
                    -- Until the resend is final, a delivered receipt for the attempt it replaces withdraws it.
@@ -121,15 +136,14 @@ WITH f AS (
                                            o.sent_at IS NOT NULL
                                                AND (superseded OR too_late OR f.disposition IN ('failed', 'expired', 'cancelled'))
                                                AS lost
-                                      FROM (SELECT f.disposition = 'retry' AND EXISTS (
-                                                       SELECT 1 FROM sms_outbox n
-                                                        WHERE n.recipient = o.recipient AND n.purpose = o.purpose
-                                                          AND n.supersede AND n.seq > o.seq) AS superseded,
+                                      FROM (SELECT f.disposition = 'retry' AND o.superseded_by IS NOT NULL AS superseded,
                                                    f.disposition = 'retry'
                                                        AND now() + (f.delay_ms + $6) * interval '1 millisecond' >= o.expires_at
                                                        AS too_late) s) l) c) d)
       FROM f
-     WHERE o.id = f.id AND o.state = 'sending' AND o.attempts = f.round
+     WHERE o.id = f.id AND o.state = 'pending' AND o.attempts = f.round - 1
+       AND (f.disposition = 'sent'
+            OR EXISTS (SELECT 1 FROM alive WHERE alive.pid = f.holder AND alive.backend_start = f.holder_since))
 )
 INSERT INTO sms_attempts (message_id, attempt_number, chain_step, provider, template, relay_id,
                           started_at, finished_at, outcome, http_status, error_code, error_message,
@@ -147,7 +161,7 @@ SELECT a.message_id, a.attempt_number, a.chain_step, a.provider, a.template, $7,
          finished_at, outcome, http_status, error_code, error_message,
          provider_message_id, segments, encoding, cost_micros, currency, client_ref,
          cause, resend_reason, country, operator)
-ON CONFLICT (message_id, attempt_number, chain_step) DO NOTHING
+ON CONFLICT (message_id, attempt_number, chain_step, started_at) DO NOTHING
 "#;
 
 /// Column arrays for the attempt rows of a batch.
@@ -273,6 +287,8 @@ impl Store {
             .bind(cols.resend_reason)
             .bind(cols.country)
             .bind(cols.operator)
+            .bind(batch.iter().map(|f| f.holder.pid).collect::<Vec<_>>())
+            .bind(batch.iter().map(|f| f.holder.since).collect::<Vec<_>>())
             .execute(&self.pool)
             .await?;
         Ok(())

@@ -5,10 +5,24 @@ use sms_relay::{
     db,
     store::{EnqueueRequest, Store, enqueue},
 };
-use sqlx::{Connection, PgConnection, PgPool};
+use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::db as server;
+
+/// One database session, as a relay's claim connection is: never recycled, named after `relay_id`.
+fn session(url: &str, relay_id: &str) -> Store {
+    let options: sqlx::postgres::PgConnectOptions = url.parse().unwrap();
+    Store::new(
+        sqlx::postgres::PgPoolOptions::new()
+            .max_connections(1)
+            .max_lifetime(None)
+            .idle_timeout(None)
+            .connect_lazy_with(
+                options.application_name(&sms_relay::store::presence_name(relay_id)),
+            ),
+    )
+}
 
 /// One test's relay world: a fresh, migrated database (its outbox, attempts and receipts) with
 /// verbs to enqueue messages, run relays over it, and read what happened to each message.
@@ -18,6 +32,11 @@ use super::db as server;
 pub struct TestApp {
     pub pool: PgPool,
     pub url: String,
+    /// The session rounds by hand claim on (and so hold messages with), as a relay's claim
+    /// connection does.
+    pub(super) hands: Store,
+    /// The seqs of the messages `hands` holds and has not recorded.
+    pub(super) hands_sending: std::sync::Mutex<Vec<i64>>,
     /// The database this suite created on the shared server (dropped when the test passes);
     /// `None` for one [`TestApp::attach`]ed.
     name: Option<String>,
@@ -29,6 +48,8 @@ impl TestApp {
         let (name, url) = server::create().await;
         let pool = db::connect(&url, 10).await.unwrap();
         Self {
+            hands: session(&url, "hands"),
+            hands_sending: Default::default(),
             pool,
             url,
             name: Some(name),
@@ -43,6 +64,8 @@ impl TestApp {
             .await
             .unwrap();
         Self {
+            hands: session(url, "hands"),
+            hands_sending: Default::default(),
             pool,
             url: url.to_owned(),
             name: None,
@@ -54,14 +77,10 @@ impl TestApp {
         Store::new(self.pool.clone())
     }
 
-    /// A connection that stands for a live relay named `relay_id`, as its LISTEN connection does.
-    pub async fn presence(&self, relay_id: &str) -> PgConnection {
-        let options: sqlx::postgres::PgConnectOptions = self.url.parse().unwrap();
-        PgConnection::connect_with(
-            &options.application_name(&sms_relay::store::presence_name(relay_id)),
-        )
-        .await
-        .unwrap()
+    /// A claim session of its own that stands for a live relay named `relay_id`: what it claims
+    /// stays held until it is closed (`.pool().close()`), as when that relay dies.
+    pub fn relay_session(&self, relay_id: &str) -> Store {
+        session(&self.url, relay_id)
     }
 
     /// Enqueues `request` as the auth backend does (`sms_enqueue()`), returning the message id.

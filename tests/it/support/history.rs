@@ -13,9 +13,8 @@ use super::TestApp;
 pub struct Message {
     pub state: String,
     pub last_error: Option<String>,
-    /// Rounds claimed so far (`attempts`).
+    /// Rounds finished so far (`attempts`).
     pub rounds: i32,
-    pub claimed_by: Option<String>,
     /// Resends queued and not withdrawn.
     pub resends: i32,
     /// The attempt a waiting resend follows.
@@ -81,7 +80,7 @@ impl TestApp {
     /// Message `id`'s row.
     pub async fn message(&self, id: Uuid) -> Message {
         sqlx::query_as(
-            "SELECT state::text AS state, last_error, attempts AS rounds, claimed_by, resends, \
+            "SELECT state::text AS state, last_error, attempts AS rounds, resends, \
                     resend_of, resend_reason, sent_at, expires_at, next_attempt_at, finished_at, \
                     superseded_by \
                FROM sms_outbox WHERE id = $1",
@@ -189,13 +188,17 @@ impl TestApp {
         self.states().await.values().sum()
     }
 
-    /// Messages still owed: pending or sending.
+    /// Messages still owed: pending (waiting, or being sent).
     pub async fn owed(&self) -> i64 {
-        let states = self.states().await;
-        ["pending", "sending"]
-            .iter()
-            .filter_map(|s| states.get(*s))
-            .sum()
+        self.states().await.get("pending").copied().unwrap_or(0)
+    }
+
+    /// Messages some relay is sending right now (held by its claim session).
+    pub async fn held(&self) -> i64 {
+        sqlx::query_scalar("SELECT coalesce(sum(messages), 0)::int8 FROM sms_holds")
+            .fetch_one(&self.pool)
+            .await
+            .unwrap()
     }
 
     /// Messages not `sent`.

@@ -26,7 +26,6 @@ pub mod webhooks;
 use std::time::Duration;
 
 pub use app::{TestApp, otp_request};
-pub use db::admin_url;
 pub use relays::{
     accepting, chain, failing, http_chain, provider_config, quick_retries, run_relay_until_drained,
     run_relay_until_idle, settings, simulator,

@@ -54,8 +54,6 @@ SELECT sms_enqueue(v.recipient, v.template, '{"code": "482913"}', idempotency_ke
 -- Same recipient and purpose as M7: the supersede trigger cancels M7.
 SELECT sms_enqueue('+8801710000007', 'otp', '{"code": "482914"}', idempotency_key => 'M8');
 
--- History follows the state machine: the messages that reached a provider were claimed first.
-UPDATE sms_outbox SET state = 'sending' WHERE idempotency_key NOT IN ('M7', 'M8', 'M9');
 UPDATE sms_outbox o
    SET state = v.state::sms_state,
        sent_at = CASE WHEN v.state = 'sent' THEN v.created::timestamptz + interval '30 seconds' END,

@@ -1,7 +1,6 @@
-//! A relay's rounds by hand, without running a relay: claiming due messages and recording how
-//! their rounds ended, as relay [`RELAY`] with a minute's lease, and making waiting messages due.
-
-use std::time::Duration;
+//! A relay's rounds by hand, without running a relay: claiming due messages (held by the test's
+//! own claim session) and recording how their rounds ended, as relay [`RELAY`], and making waiting
+//! messages due.
 
 use chrono::Utc;
 use sms_relay::{
@@ -16,17 +15,29 @@ use super::TestApp;
 pub const RELAY: &str = "r";
 
 impl TestApp {
-    /// Claims up to `n` due messages as [`RELAY`] for a minute.
+    /// Claims up to `n` due messages; they stay held until their rounds are recorded.
     pub async fn claim(&self, n: u32) -> Vec<ClaimedMessage> {
-        self.store()
-            .claim(n, Duration::from_secs(60), RELAY)
-            .await
-            .unwrap()
+        let sending = self.hands_sending.lock().unwrap().clone();
+        let claimed = self.hands.claim(n, &sending, &[]).await.unwrap();
+        (self.hands_sending.lock().unwrap()).extend(claimed.iter().map(|m| m.seq));
+        claimed
     }
 
-    /// Records `rounds` as [`RELAY`], as its completer does.
+    /// Records `rounds` as [`RELAY`] and gives their holds back, as its completer and its next
+    /// claim do.
     pub async fn complete(&self, rounds: &[Finish]) {
         self.store().complete(rounds, RELAY, 0).await.unwrap();
+        let ids: Vec<Uuid> = rounds.iter().map(|r| r.id).collect();
+        let seqs: Vec<i64> = sqlx::query_scalar("SELECT seq FROM sms_outbox WHERE id = ANY ($1)")
+            .bind(&ids)
+            .fetch_all(&self.pool)
+            .await
+            .unwrap();
+        self.hands_sending
+            .lock()
+            .unwrap()
+            .retain(|seq| !seqs.contains(seq));
+        self.hands.claim(0, &[], &seqs).await.unwrap();
     }
 
     /// Makes every waiting message due now, as if its retry time had come.
@@ -38,20 +49,15 @@ impl TestApp {
     }
 }
 
-/// A round of `id` in which every provider failed ("provider down"), asking for a retry.
-pub fn failed_round(id: Uuid, round: i32) -> Finish {
+/// A round of the claimed message `m` in which every provider failed ("provider down"), asking
+/// for a retry.
+pub fn failed_round(m: &ClaimedMessage) -> Finish {
     Finish {
-        id,
-        round,
         disposition: Disposition::Retry,
         delay_ms: 10,
         reason: Some("provider down".into()),
-        template: "otp".into(),
         segments: None,
-        attempts: Vec::new(),
-        resend_reason: None,
-        country: "BD".into(),
-        operator: "Grameenphone",
+        ..sent_round(m, Vec::new())
     }
 }
 
@@ -60,6 +66,7 @@ pub fn sent_round(m: &ClaimedMessage, attempts: Vec<AttemptRecord>) -> Finish {
     Finish {
         id: m.id,
         round: m.round,
+        holder: m.holder(),
         disposition: Disposition::Sent,
         delay_ms: 0,
         reason: None,
