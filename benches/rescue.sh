@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Rescue time: two relays (`sms-relay run`, simulator with 1 s per send so messages sit in flight)
 # share a burst; one is SIGKILLed; prints how long after the kill the last message it had claimed
-# was accepted through the survivor (database clock), with the lease at its default 60 s.
+# was accepted through the survivor (database clock), with the lease at its default 60 s (a dead
+# relay's holds end with its session, so the lease plays no part).
 #
 #   cargo build --release && benches/rescue.sh postgres://postgres@127.0.0.1:5432
 set -euo pipefail
@@ -28,10 +29,15 @@ run() {
 run victim; victim=$!
 run survivor; survivor=$!
 sleep 1.5
+# What the victim holds (its claim connection's locks), read just before the kill: its holds end with it.
+psql "$url" -qXc "create table victim_held as
+    select o.id from sms_outbox o
+      join pg_locks l on sms_hold_key(o.seq) = l.objid::int8::int4
+      join pg_stat_activity a on a.pid = l.pid
+     where l.locktype = 'advisory' and l.classid = 1397576497::oid and l.objsubid = 2
+       and a.application_name = 'sms-relay victim' and o.state = 'pending'" >/dev/null
 kill -9 "$victim"
 killed_at=$(psql "$url" -qXAt -c "select now()")
-psql "$url" -qXc "create table victim_held as
-    select id from sms_outbox where claimed_by = 'victim' and state = 'sending'" >/dev/null
 held=$(psql "$url" -qXAt -c "select count(*) from victim_held")
 for _ in $(seq 1 600); do
   left=$(psql "$url" -qXAt -c "select count(*) from sms_outbox where id in (select id from victim_held) and state <> 'sent'")

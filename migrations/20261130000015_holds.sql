@@ -64,7 +64,8 @@ DECLARE
 BEGIN
     PERFORM sms_unhold(d) FROM unnest(p_done) AS d;
     -- A set with logarithmic lookups.
-    mine := coalesce((SELECT jsonb_object_agg(h, true) FROM unnest(p_sending) AS h), '{}');
+    mine := CASE WHEN cardinality(p_sending) > 0
+                 THEN (SELECT jsonb_object_agg(h, true) FROM unnest(p_sending) AS h) ELSE '{}' END;
     IF p_limit > 0 THEN
         FOR c IN SELECT o.id, o.seq FROM sms_outbox o
                   WHERE o.state = 'pending' AND o.next_attempt_at <= now()
@@ -79,12 +80,20 @@ BEGIN
             END IF;
         END LOOP;
     END IF;
+    IF n = 0 THEN
+        RETURN;
+    END IF;
     live := ARRAY(SELECT o.id FROM sms_outbox o
                    WHERE o.id = ANY (ids) AND o.state = 'pending' AND o.next_attempt_at <= now());
     IF cardinality(live) < n THEN
         PERFORM sms_unhold(h.seq) FROM unnest(ids, seqs) AS h(id, seq) WHERE h.id <> ALL (live);
     END IF;
-    SELECT a.backend_start INTO since FROM pg_stat_activity a WHERE a.pid = pg_backend_pid();
+    -- This session's start, read once per session.
+    since := nullif(current_setting('sms.holder_since', true), '')::timestamptz;
+    IF since IS NULL THEN
+        SELECT a.backend_start INTO since FROM pg_stat_activity a WHERE a.pid = pg_backend_pid();
+        PERFORM set_config('sms.holder_since', since::text, false);
+    END IF;
     RETURN QUERY
         SELECT o.id, o.seq, o.recipient, o.template, o.locale, o.params::text, t.body, t.max_parts,
                o.attempts + 1, o.superseded_by IS NOT NULL,

@@ -64,8 +64,8 @@ pub async fn connect_lifting_budgets(
 }
 
 /// Opens a pool for `sms-relay run`, whose statements are bounded: one stuck behind a lock or on a
-/// sick server fails (and is retried, or its rows are put back) instead of holding claimed
-/// messages until their lease runs out.
+/// sick server fails and is retried (a claim that failed gives its holds back) instead of keeping
+/// the relay waiting with messages held.
 pub async fn connect_relay(url: &str, max_connections: u32) -> Result<PgPool, sqlx::Error> {
     let options: PgConnectOptions = url.parse()?;
     let bounded = options.options([("statement_timeout", "30s"), ("lock_timeout", "5s")]);

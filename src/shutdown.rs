@@ -19,7 +19,9 @@ pub fn cancel_on_signal(token: CancellationToken) -> std::io::Result<()> {
             _ = term.recv() => {}
             _ = int.recv() => {}
         }
-        tracing::warn!("second signal; exiting now (leases will release what was in flight)");
+        tracing::warn!(
+            "second signal; exiting now (what was in flight goes back to the queue with this process's connections)"
+        );
         std::process::exit(130);
     });
     Ok(())

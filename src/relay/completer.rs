@@ -33,7 +33,9 @@ pub(super) struct Completer {
     pub store: Store,
     /// Messages held; recorded ones move from `sending` to `done`.
     pub held: Held,
-    /// Woken after each write, so the claim loop gives the holds back and recomputes its sleep.
+    /// Woken when a message went back to the queue, so the claim loop recomputes its sleep. (The
+    /// holds of recorded messages go back with the next claim, whenever it runs: nothing else
+    /// wants a finished message.)
     pub wake: Arc<Notify>,
     pub relay_id: String,
     pub expiry_margin_ms: i64,
@@ -110,8 +112,9 @@ impl Completer {
             log_finish(f);
         }
         drop(permits);
-        // The claim loop gives the holds back, and sees rescheduled messages.
-        self.wake.notify_one();
+        if finishes.iter().any(|f| f.disposition.reschedules()) {
+            self.wake.notify_one();
+        }
         if finishes
             .iter()
             .any(|f| f.disposition == Disposition::Release)

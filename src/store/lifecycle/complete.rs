@@ -38,6 +38,11 @@ impl Disposition {
             Disposition::Release => "release",
         }
     }
+
+    /// Whether the message comes back to the queue.
+    pub fn reschedules(self) -> bool {
+        matches!(self, Disposition::Retry | Disposition::Release)
+    }
 }
 
 /// The end of one claimed round of one message.
