@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
 # The drain figure: N OTPs enqueued through sms_enqueue() in one transaction into a fresh database,
 # VACUUM ANALYZE, CHECKPOINT, then one `sms-relay run --until-idle` (default settings, the built-in
-# simulator) timed from start to exit, with the relay's peak RSS. Pass a ceiling script (one that
-# prints `…: N msgs/s` last, e.g. a pgbench run of a bare claim + complete of the same shape) to run
-# it against the same server right after and print the ratio.
+# simulator) timed from start to exit, with the relay's peak RSS and the WAL written meanwhile. Pass
+# a ceiling script (one that prints `…: N msgs/s` last, e.g. a pgbench run of a bare claim +
+# complete of the same shape) to run it against the same server right after and print the ratio.
 #
 #   cargo build --release && benches/drain.sh postgres://postgres@127.0.0.1:5432 [CEILING_SCRIPT]
 #   SMS_RELAY_BIN=/path/to/another/sms-relay benches/drain.sh …   # the same figure for another build
 #   SSLMODE=prefer benches/drain.sh …   # over TLS (the default connects as the ceiling does: no TLS)
 #   HISTORY=2000000 benches/drain.sh …  # the same drain with that many finished messages (one
 #                                       # delivered attempt each) already in the tables
+#   PRE_SQL='DROP INDEX …' benches/drain.sh …  # the same drain after a schema experiment
 set -euo pipefail
 base=${1:?usage: drain.sh POSTGRES_URL_WITHOUT_DATABASE [CEILING_SCRIPT]}
 ceiling=${2:-}
@@ -20,6 +21,8 @@ psql "$base/postgres" -qXc "create database $db" >/dev/null
 trap 'psql "$base/postgres" -qXc "drop database if exists $db with (force)" >/dev/null 2>&1' EXIT
 url="$base/$db"
 DATABASE_URL=$url RUST_LOG=warn "$bin" migrate >/dev/null
+# An experiment's schema change (e.g. an index dropped), applied before anything is enqueued.
+if [ -n "${PRE_SQL:-}" ]; then psql "$url" -qX -v ON_ERROR_STOP=1 -c "$PRE_SQL" >/dev/null; fi
 if [ "${HISTORY:-0}" -gt 0 ]; then
   # Finished history, written directly (triggers off: these rows were never enqueued here).
   psql "$url" -qX -v ON_ERROR_STOP=1 >/dev/null <<SQL
@@ -42,15 +45,17 @@ psql "$url" -qXAt -c "SET sms.lift_budgets = on" -c "SELECT count(sms_enqueue('+
 psql "$url" -qXc "vacuum analyze" >/dev/null
 # The setup's dirty pages are flushed before the clock starts, not by a checkpoint during the drain.
 psql "$url" -qXc "checkpoint" >/dev/null
+wal0=$(psql "$url" -qXAt -c "select pg_current_wal_lsn()")
 start=$(date +%s.%N)
 DATABASE_URL="$url?sslmode=${SSLMODE:-disable}" RUST_LOG=warn SMS_RELAY__WEBHOOKS__LISTEN="" \
   /usr/bin/time -f "%U %S %M" -o "/tmp/drain-rss-$$" "$bin" run --until-idle
 end=$(date +%s.%N)
 read -r cpu_user cpu_sys rss_kib < <(tail -1 "/tmp/drain-rss-$$"); rm -f "/tmp/drain-rss-$$"
 sent=$(psql "$url" -qXAt -c "select count(*) from sms_outbox where state = 'sent'")
+wal=$(psql "$url" -qXAt -c "select pg_wal_lsn_diff(pg_current_wal_lsn(), '$wal0')")
 sent=$((sent - ${HISTORY:-0}))
 rate=$(python3 -c "print(round($sent / ($end - $start)))")
-echo "drain: $sent of $N sent in $(python3 -c "print(round($end - $start, 2))") s: $rate msgs/s, relay peak RSS $(python3 -c "print(round($rss_kib / 1024, 1))") MiB, relay CPU ${cpu_user} s user + ${cpu_sys} s sys"
+echo "drain: $sent of $N sent in $(python3 -c "print(round($end - $start, 2))") s: $rate msgs/s, relay peak RSS $(python3 -c "print(round($rss_kib / 1024, 1))") MiB, relay CPU ${cpu_user} s user + ${cpu_sys} s sys, WAL $(python3 -c "print(round($wal / max($sent, 1)))") B/msg (whole server)"
 if [ -n "$ceiling" ]; then
   line=$("$ceiling" "$base" | tail -1)
   echo "$line"
