@@ -56,7 +56,7 @@ async fn enqueue_batch(pool: &PgPool, offset: u32, n: u32) {
 }
 
 async fn count_finished(pool: &PgPool) -> i64 {
-    sqlx::query_scalar("SELECT count(*) FROM sms_outbox WHERE state NOT IN ('pending', 'sending')")
+    sqlx::query_scalar("SELECT count(*) FROM sms_outbox WHERE state <> 'pending'")
         .fetch_one(pool)
         .await
         .expect("count")

@@ -67,9 +67,15 @@ BEGIN
     mine := CASE WHEN cardinality(p_sending) > 0
                  THEN (SELECT jsonb_object_agg(h, true) FROM unnest(p_sending) AS h) ELSE '{}' END;
     IF p_limit > 0 THEN
+        -- The LIMIT makes the planner walk the claim index in order instead of sorting every
+        -- waiting message (a loop's query is otherwise planned for reading all its rows); no
+        -- more messages can be held than the lock table has room for.
         FOR c IN SELECT o.id, o.seq FROM sms_outbox o
                   WHERE o.state = 'pending' AND o.next_attempt_at <= now()
                   ORDER BY o.priority, o.expires_at
+                  LIMIT p_limit + current_setting('max_locks_per_transaction')::integer
+                        * (current_setting('max_connections')::integer
+                           + current_setting('max_prepared_transactions')::integer)
         LOOP
             CONTINUE WHEN mine ? c.seq::text;
             IF sms_hold(c.seq) THEN

@@ -5,7 +5,7 @@ use std::time::Duration;
 use sms_relay::{
     providers::SimulatorSettings,
     relay::{Relay, StopWhen},
-    store::{Disposition, EnqueueRequest, Store},
+    store::{ClaimedMessage, Disposition, EnqueueRequest, Store},
 };
 use tokio_util::sync::CancellationToken;
 
@@ -121,21 +121,30 @@ async fn until_drained_waits_for_another_relays_claim_and_gives_up_at_its_bound(
     assert_eq!(app.held().await, 1, "still the other relay's");
 }
 
+/// One OTP in the same round of two relays: the first ("lost") claimed it and its session ended
+/// mid-round (a network cut, a restarted server), then the second ("fresh", whose session is
+/// returned and stays open) claimed it again. Returns the message, both claims and that session.
+async fn claimed_again_after_a_lost_session(
+    app: &TestApp,
+) -> (uuid::Uuid, ClaimedMessage, ClaimedMessage, Store) {
+    let id = app.otp("+8801712345678", "482913").await;
+    let lost = app.relay_session("lost");
+    let stale = lost.claim(1, &[], &[]).await.unwrap().remove(0);
+    lost.pool().close().await;
+    let took_over = app.relay_session("fresh");
+    let fresh = took_over.claim(1, &[], &[]).await.unwrap().remove(0);
+    (id, stale, fresh, took_over)
+}
+
 #[tokio::test]
 async fn a_relay_that_lost_its_claim_cannot_overwrite_the_round_of_the_relay_that_took_over() {
     let app = TestApp::new().await;
-    let id = app.otp("+8801712345678", "482913").await;
-    let lost = app.relay_session("lost");
-    let stale = lost.claim(1, &[], &[]).await.unwrap();
-    // Its connection ends mid-round (a network cut, a restarted server); another relay claims.
-    lost.pool().close().await;
-    let took_over = app.relay_session("fresh");
-    let fresh = took_over.claim(1, &[], &[]).await.unwrap();
-    assert_eq!((stale[0].round, fresh[0].round), (1, 1));
+    let (id, stale, fresh, _took_over) = claimed_again_after_a_lost_session(&app).await;
+    assert_eq!((stale.round, fresh.round), (1, 1));
 
     let store = app.store();
     store
-        .complete(&[ended_round(&stale[0], Disposition::Failed)], "lost", 0)
+        .complete(&[ended_round(&stale, Disposition::Failed)], "lost", 0)
         .await
         .unwrap();
     assert_eq!(
@@ -144,7 +153,7 @@ async fn a_relay_that_lost_its_claim_cannot_overwrite_the_round_of_the_relay_tha
         "the lost relay's end of the round is not recorded"
     );
     store
-        .complete(&[ended_round(&fresh[0], Disposition::Sent)], "fresh", 0)
+        .complete(&[ended_round(&fresh, Disposition::Sent)], "fresh", 0)
         .await
         .unwrap();
     assert_eq!(app.state_of(id).await.0, "sent");
@@ -153,21 +162,16 @@ async fn a_relay_that_lost_its_claim_cannot_overwrite_the_round_of_the_relay_tha
 #[tokio::test]
 async fn an_acceptance_by_a_relay_that_lost_its_claim_makes_the_message_sent_after_all() {
     let app = TestApp::new().await;
-    let id = app.otp("+8801712345678", "482913").await;
-    let lost = app.relay_session("lost");
-    let stale = lost.claim(1, &[], &[]).await.unwrap();
-    lost.pool().close().await;
-    let took_over = app.relay_session("fresh");
-    let fresh = took_over.claim(1, &[], &[]).await.unwrap();
+    let (id, stale, fresh, _took_over) = claimed_again_after_a_lost_session(&app).await;
 
     let store = app.store();
     store
-        .complete(&[ended_round(&fresh[0], Disposition::Failed)], "fresh", 0)
+        .complete(&[ended_round(&fresh, Disposition::Failed)], "fresh", 0)
         .await
         .unwrap();
     assert_eq!(app.state_of(id).await.0, "failed");
     store
-        .complete(&[ended_round(&stale[0], Disposition::Sent)], "lost", 0)
+        .complete(&[ended_round(&stale, Disposition::Sent)], "lost", 0)
         .await
         .unwrap();
     let (state, reason) = app.state_of(id).await;

@@ -158,7 +158,7 @@ pub fn unique_id(name: &str) -> String {
 }
 
 /// An `sms-relay run` process with its own relay id. Its pool connections carry the
-/// `application_name` `it-pool-<id>` (its presence connection is `sms-relay <id>`), so a test
+/// `application_name` `it-pool-<id>` (its claim connection is `sms-relay <id>`), so a test
 /// can find every backend it has. SIGKILLed if still running when dropped.
 pub struct RelayProcess {
     pub id: String,
