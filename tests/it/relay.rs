@@ -92,6 +92,44 @@ async fn a_claim_takes_no_message_another_session_holds_and_writes_nothing() {
 }
 
 #[tokio::test]
+async fn a_relay_refuses_to_hold_more_than_a_quarter_of_the_lock_table() {
+    let app = TestApp::new().await;
+    let id = app.otp("+8801712345678", "482913").await;
+    let size: i64 = sqlx::query_scalar(
+        "SELECT current_setting('max_locks_per_transaction')::int8 \
+           * (current_setting('max_connections')::int8 + current_setting('max_prepared_transactions')::int8)",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    let too_many = u32::try_from(size / 4 + 1).unwrap();
+    let relay = Relay::new(
+        app.store(),
+        chain([accepting("sim")]),
+        sms_relay::config::RelaySettings {
+            max_in_flight: too_many,
+            ..settings()
+        },
+        quick_retries(),
+    );
+    let error = within(
+        60,
+        relay.run(
+            StopWhen::Drained(Duration::from_secs(5)),
+            CancellationToken::new(),
+        ),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(error, sms_relay::relay::RelayError::LockTable { max_in_flight, .. } if max_in_flight == too_many),
+        "{error}"
+    );
+    assert_eq!(app.state_of(id).await.0, "pending", "nothing was claimed");
+    assert_eq!(app.held().await, 0);
+}
+
+#[tokio::test]
 async fn until_drained_waits_for_another_relays_claim_and_gives_up_at_its_bound() {
     let app = TestApp::new().await;
     let (id, _alive) = claimed_by_live_relay(&app, "other").await;
