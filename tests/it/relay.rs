@@ -91,36 +91,41 @@ async fn a_claim_takes_no_message_another_session_holds_and_writes_nothing() {
     assert_eq!(app.state_of(id).await.0, "pending");
 }
 
+/// Runs a relay with `settings` as `run --until-idle` does, bounded by `bound`; it must fail.
+async fn run_until_drained_fails(
+    app: &TestApp,
+    settings: sms_relay::config::RelaySettings,
+    bound: Duration,
+) -> sms_relay::relay::RelayError {
+    let relay = Relay::new(
+        app.store(),
+        chain([accepting("sim")]),
+        settings,
+        quick_retries(),
+    );
+    within(
+        60,
+        relay.run(StopWhen::Drained(bound), CancellationToken::new()),
+    )
+    .await
+    .unwrap_err()
+}
+
 #[tokio::test]
 async fn a_relay_refuses_to_hold_more_than_a_quarter_of_the_lock_table() {
     let app = TestApp::new().await;
     let id = app.otp("+8801712345678", "482913").await;
-    let size: i64 = sqlx::query_scalar(
-        "SELECT current_setting('max_locks_per_transaction')::int8 \
-           * (current_setting('max_connections')::int8 + current_setting('max_prepared_transactions')::int8)",
-    )
-    .fetch_one(&app.pool)
-    .await
-    .unwrap();
+    let size = app.store().lock_table_size().await.unwrap();
     let too_many = u32::try_from(size / 4 + 1).unwrap();
-    let relay = Relay::new(
-        app.store(),
-        chain([accepting("sim")]),
+    let error = run_until_drained_fails(
+        &app,
         sms_relay::config::RelaySettings {
             max_in_flight: too_many,
             ..settings()
         },
-        quick_retries(),
-    );
-    let error = within(
-        60,
-        relay.run(
-            StopWhen::Drained(Duration::from_secs(5)),
-            CancellationToken::new(),
-        ),
+        Duration::from_secs(5),
     )
-    .await
-    .unwrap_err();
+    .await;
     assert!(
         matches!(error, sms_relay::relay::RelayError::LockTable { max_in_flight, .. } if max_in_flight == too_many),
         "{error}"
@@ -133,21 +138,7 @@ async fn a_relay_refuses_to_hold_more_than_a_quarter_of_the_lock_table() {
 async fn until_drained_waits_for_another_relays_claim_and_gives_up_at_its_bound() {
     let app = TestApp::new().await;
     let (id, _alive) = claimed_by_live_relay(&app, "other").await;
-    let relay = Relay::new(
-        app.store(),
-        chain([accepting("sim")]),
-        settings(),
-        quick_retries(),
-    );
-    let error = within(
-        60,
-        relay.run(
-            StopWhen::Drained(Duration::from_millis(300)),
-            CancellationToken::new(),
-        ),
-    )
-    .await
-    .unwrap_err();
+    let error = run_until_drained_fails(&app, settings(), Duration::from_millis(300)).await;
     assert!(
         matches!(
             error,
