@@ -40,7 +40,7 @@ SELECT id, 1, 1, 'simulator', 'otp', 'history', sent_at, sent_at, 'accepted', 'S
   FROM sms_outbox;
 SQL
 fi
-psql "$url" -qXAt -c "SET sms.lift_budgets = on" -c "SELECT count(sms_enqueue('+8801' || lpad(i::text, 9, '0'), 'otp',
+psql "$url" -qXAt -c "SET sms.lift_budgets = on" -c "SET sms.fictional = on" -c "SELECT count(sms_enqueue('+88018' || lpad(i::text, 9, '0'), 'otp',
     jsonb_build_object('code', lpad((i % 1000000)::text, 6, '0')))) FROM generate_series(1, $N) AS i" >/dev/null
 psql "$url" -qXc "vacuum analyze" >/dev/null
 # The setup's dirty pages are flushed before the clock starts, not by a checkpoint during the drain.

@@ -20,7 +20,7 @@ trap cleanup EXIT
 url="$base/$db"
 printf '[[providers]]\nname = "sim"\nkind = "simulator"\nlatency_ms = 1000\n' > "$dir/relay.toml"
 DATABASE_URL=$url RUST_LOG=warn "$bin" migrate >/dev/null
-psql "$url" -qXAt -c "SET sms.lift_budgets = on" -c "SELECT count(sms_enqueue('+8801' || lpad(i::text, 9, '0'), 'otp',
+psql "$url" -qXAt -c "SET sms.lift_budgets = on" -c "SET sms.fictional = on" -c "SELECT count(sms_enqueue('+88018' || lpad(i::text, 9, '0'), 'otp',
     jsonb_build_object('code', '123456'))) FROM generate_series(1, 4000) AS i" >/dev/null
 run() {
   DATABASE_URL=$url RUST_LOG=warn SMS_RELAY__WEBHOOKS__LISTEN="" SMS_RELAY__RELAY__RELAY_ID=$1 \

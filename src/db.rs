@@ -63,6 +63,24 @@ pub async fn connect_lifting_budgets(
     .await
 }
 
+/// Opens a pool for `demo` and `bench`: its sessions may enqueue fictional numbers
+/// (`sms.fictional`), which the relay hands to the simulator only; with `lift_budgets`, they lift
+/// the enqueue budgets too (honoured for superusers only), for a load generator's floods.
+pub async fn connect_tool(
+    url: &str,
+    max_connections: u32,
+    lift_budgets: bool,
+) -> Result<PgPool, sqlx::Error> {
+    let options: PgConnectOptions = url.parse()?;
+    let options = options.options([("sms.fictional", "on")]);
+    let options = if lift_budgets {
+        options.options([("sms.lift_budgets", "on")])
+    } else {
+        options
+    };
+    connect_with(options, max_connections).await
+}
+
 /// Opens a pool for `sms-relay run`, whose statements are bounded: one stuck behind a lock or on a
 /// sick server fails and is retried (a claim that failed gives its holds back) instead of keeping
 /// the relay waiting with messages held.

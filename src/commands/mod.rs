@@ -192,7 +192,7 @@ enum Budgets {
 }
 
 /// Connects to `url`, or, without one, to a new throwaway PostgreSQL (kept alive by the returned
-/// guard); then applies the migrations.
+/// guard), with sessions that may enqueue the fictional numbers; then applies the migrations.
 async fn database_or_throwaway(
     url: Option<String>,
     durability: Durability,
@@ -208,10 +208,8 @@ async fn database_or_throwaway(
         tokio::task::spawn_blocking(move || ThrowawayPg::unless_given(url, durability))
             .await
             .map_err(std::io::Error::other)??;
-    let pool = match budgets {
-        Budgets::Apply => db::connect(&url, max_connections).await?,
-        Budgets::Lift => db::connect_lifting_budgets(&url, max_connections).await?,
-    };
+    let lift = matches!(budgets, Budgets::Lift);
+    let pool = db::connect_tool(&url, max_connections, lift).await?;
     db::migrate(&pool).await?;
     Ok((server, pool))
 }

@@ -27,6 +27,15 @@ impl Recipient {
     pub fn masked(&self) -> String {
         mask(&self.0)
     }
+
+    /// Whether this is one of the fictional numbers demo and bench use: a Bangladeshi mobile
+    /// prefix (`+8801` and 3 to 9) followed by nine digits, one more than any number there has,
+    /// so no subscriber can ever receive it. The database's `sms_fictional()` says the same.
+    pub fn is_fictional(&self) -> bool {
+        let digits = self.0.strip_prefix("+8801").map(str::as_bytes);
+        matches!(digits, Some([b'3'..=b'9', rest @ ..])
+            if rest.len() == 9 && rest.iter().all(u8::is_ascii_digit))
+    }
 }
 
 /// A phone number as it may be kept or printed: its first four characters and last two kept,
@@ -58,6 +67,22 @@ impl fmt::Debug for Recipient {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fictional_numbers_are_one_digit_too_long_for_a_bangladeshi_mobile_prefix() {
+        for (number, fictional) in [
+            ("+88017123456789", true),
+            ("+88013000000001", true),
+            ("+88019999999999", true),
+            ("+8801712345678", false),    // a real-looking number
+            ("+880171234567890", false),  // two digits too long: not E.164 anyway
+            ("+88012123456789", false),   // no operator has 012
+            ("+88017123456a89", false),
+            ("+44171234567890", false),
+        ] {
+            assert_eq!(Recipient::new(number).is_fictional(), fictional, "{number}");
+        }
+    }
 
     #[test]
     fn display_and_debug_hide_the_subscriber_digits() {

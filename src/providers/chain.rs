@@ -156,6 +156,11 @@ pub enum RoundResult {
     Interrupted,
 }
 
+/// Why a fictional number (see [`Recipient::is_fictional`]) goes nowhere but to the simulator.
+///
+/// [`Recipient::is_fictional`]: crate::domain::Recipient::is_fictional
+const FICTIONAL: &str = "a fictional number is sent through the simulator only";
+
 /// How one call through one link ended, before the chain decides what comes next.
 enum CallEnd {
     Answered(Result<Accepted, SendError>),
@@ -250,6 +255,10 @@ impl ProviderChain {
         stop: &CancellationToken,
     ) -> (RoundResult, Vec<AttemptRecord>) {
         let mut records = Vec::with_capacity(1);
+        let fictional = sms.recipient.is_fictional();
+        if fictional && self.links.iter().all(|l| l.provider.reaches_phones()) {
+            return (RoundResult::BadRecipient(FICTIONAL.to_owned()), records);
+        }
         let mut last_reason: Option<String> = None;
         let mut retry_after: Option<Duration> = None;
         let mut reopen: Option<Duration> = None;
@@ -258,6 +267,10 @@ impl ProviderChain {
                 return (RoundResult::OutOfTime, records);
             }
             let name = link.provider.name();
+            if fictional && link.provider.reaches_phones() {
+                last_reason.get_or_insert_with(|| format!("{name}: skipped, {FICTIONAL}"));
+                continue;
+            }
             if link.caps.iter().any(DailyCap::spent) {
                 last_reason.get_or_insert_with(|| format!("{name}: over its daily cap"));
                 continue;

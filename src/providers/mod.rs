@@ -223,6 +223,12 @@ pub trait Provider: Send + Sync {
     /// The configured name (`sms_attempts.provider`).
     fn name(&self) -> &str;
 
+    /// Whether messages handed to this provider can reach a phone (the simulator's cannot). A
+    /// fictional number is never handed to one that can.
+    fn reaches_phones(&self) -> bool {
+        true
+    }
+
     /// The shortest time-to-live the provider's API can express. A code with less validity left
     /// is not offered to this provider: it would be told the code lives longer than it does.
     fn min_validity(&self) -> Duration {

@@ -204,6 +204,10 @@ impl Provider for Simulator {
         &self.name
     }
 
+    fn reaches_phones(&self) -> bool {
+        false
+    }
+
     fn send<'a>(
         &'a self,
         sms: &'a OutgoingSms,

@@ -2,11 +2,12 @@
 
 use super::{Result, Store};
 
-/// `$1` OTPs to made-up Bangladeshi numbers (`+88017` and the row number), all through
+/// `$1` OTPs to fictional numbers (`+88017` and the row number in nine digits, one more than any
+/// Bangladeshi number has), all through
 /// `sms_enqueue()` in one statement: its guards and triggers run as for any message, without a
 /// round trip each.
 const ENQUEUE_NUMBERED: &str = r#"
-SELECT sms_enqueue('+88017' || lpad(i::text, 8, '0'), 'otp', jsonb_build_object('code', lpad(i::text, 6, '0')))
+SELECT sms_enqueue('+88017' || lpad(i::text, 9, '0'), 'otp', jsonb_build_object('code', lpad(i::text, 6, '0')))
   FROM generate_series(1, $1) AS i
 "#;
 
@@ -18,7 +19,7 @@ const VACUUM_ANALYZE_OUTBOX: &str = "VACUUM ANALYZE sms_outbox";
 const DURABILITY: &str = "SELECT current_setting('fsync'), current_setting('synchronous_commit')";
 
 impl Store {
-    /// Enqueues `n` OTPs in one statement, to `+8801700000001` onwards.
+    /// Enqueues `n` OTPs in one statement, to `+88017000000001` onwards.
     pub async fn enqueue_numbered(&self, n: u32) -> Result<()> {
         sqlx::query(ENQUEUE_NUMBERED)
             .bind(i64::from(n))

@@ -60,10 +60,12 @@ pub enum Refusal {
     BudgetSpent,
     /// SR017: a params value does not have the shape its template requires.
     BadShape,
+    /// SR018: a fictional number (demo and bench only), from a session that did not ask for them.
+    Fictional,
 }
 
 impl Refusal {
-    const ALL: [(Refusal, &'static str); 15] = [
+    const ALL: [(Refusal, &'static str); 16] = [
         (Refusal::InvalidRecipient, "SR001"),
         (Refusal::UnknownTemplate, "SR002"),
         (Refusal::ParamsNotObject, "SR003"),
@@ -79,6 +81,7 @@ impl Refusal {
         (Refusal::CallerLimited, "SR015"),
         (Refusal::BudgetSpent, "SR016"),
         (Refusal::BadShape, "SR017"),
+        (Refusal::Fictional, "SR018"),
     ];
 
     /// The SQLSTATE the database raises for this refusal.

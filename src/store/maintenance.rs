@@ -22,6 +22,8 @@ const DELETE_ATTEMPTS: &str =
     "SELECT sms_maintain_expire('attempts', $1 * interval '1 millisecond', $2)";
 const DELETE_RECEIPTS: &str =
     "SELECT sms_maintain_expire('receipts', $1 * interval '1 millisecond', $2)";
+const DELETE_REFUSALS: &str =
+    "SELECT sms_maintain_expire_refusals($1 * interval '1 millisecond', $2)";
 
 /// Takes the slot `$2` of job `$1` for relay `$3`; no row when another relay has it.
 const TAKE_SLOT: &str = r#"
@@ -114,10 +116,12 @@ pub async fn scrub(conn: &mut PgConnection, lookback: Duration) -> Result<i64> {
     batched(conn, SCRUB, lookback).await
 }
 
-/// Deletes what is past `retention`; returns the rows deleted.
+/// Deletes what is past `retention`; returns the rows deleted. Refusal counts are report data
+/// and go with the provider calls.
 pub async fn expire(conn: &mut PgConnection, retention: Retention) -> Result<i64> {
     let mut total = batched(conn, DELETE_MESSAGES, retention.messages).await?;
     total += batched(conn, DELETE_ATTEMPTS, retention.attempts).await?;
+    total += batched(conn, DELETE_REFUSALS, retention.attempts).await?;
     total += batched(conn, DELETE_RECEIPTS, retention.receipts).await?;
     Ok(total)
 }

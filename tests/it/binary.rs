@@ -224,6 +224,12 @@ async fn demo_settles_every_committed_login_and_reports_it() {
         !report.contains("+8801"),
         "the report shows no phone numbers"
     );
+    assert_eq!(
+        app.count("SELECT count(*) FROM sms_outbox WHERE NOT sms_fictional(recipient)")
+            .await,
+        0,
+        "the demo's numbers can never reach a subscriber"
+    );
 }
 
 #[tokio::test]
@@ -250,6 +256,12 @@ async fn bench_runs_and_reports_its_measures() {
         app.states().await.get("sent"),
         Some(&400),
         "every benchmark message was sent"
+    );
+    assert_eq!(
+        app.count("SELECT count(*) FROM sms_outbox WHERE NOT sms_fictional(recipient)")
+            .await,
+        0,
+        "the benchmark's numbers can never reach a subscriber"
     );
 
     let again = output(sms_relay(&app).args(["bench", "--drain", "10"]));

@@ -422,3 +422,65 @@ async fn an_attack_runs_refusals_are_counted_for_the_analysts() {
         )]
     );
 }
+
+#[tokio::test]
+async fn a_money_budget_counts_each_code_at_the_most_it_may_cost() {
+    let app = TestApp::new().await;
+    for sql in [
+        "DELETE FROM sms_budgets",
+        // 1.40 BDT an hour; a one-part code to Bangladesh at 0.35 BDT: four codes.
+        "INSERT INTO sms_budgets (scope, per, max_cost, currency) VALUES ('all', interval '1 hour', 1.40, 'BDT')",
+        "UPDATE sms_templates SET max_parts = 1 WHERE name = 'otp'",
+        // Banglalink numbers cost more: two of them take the whole budget.
+        "INSERT INTO sms_price_estimates (prefix, currency, per_part) VALUES ('+88019', 'BDT', 0.70)",
+    ] {
+        sqlx::query(sql).execute(&app.pool).await.unwrap();
+    }
+    let mut conn = budgeted(&app).await;
+    for recipient in ["+8801711000001", "+8801711000002", "+8801911000003"] {
+        enqueue(&mut conn, recipient, "otp", None)
+            .await
+            .unwrap_or_else(|e| panic!("within the budget, refused {e}"));
+    }
+    // 0.35 + 0.35 + 0.70 = 1.40 spent: a code to either prefix is one too many.
+    for recipient in ["+8801711000004", "+8801911000005"] {
+        assert_eq!(
+            enqueue(&mut conn, recipient, "otp", None).await,
+            Err("SR016".to_owned())
+        );
+    }
+    let spent: String =
+        sqlx::query_scalar("SELECT sum(spent)::numeric(10, 2)::text FROM sms_budget_usage")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(spent, "1.40");
+    // Another purpose has its own budget.
+    enqueue(&mut conn, "+8801711000006", "admin_2fa", None)
+        .await
+        .unwrap();
+    assert_eq!(app.message_count().await, 4);
+}
+
+#[tokio::test]
+async fn a_money_budget_refuses_a_destination_it_cannot_price() {
+    let app = TestApp::new().await;
+    for sql in [
+        "DELETE FROM sms_budgets",
+        "INSERT INTO sms_budgets (scope, per, max_cost, currency) VALUES ('all', interval '1 day', 1000, 'BDT')",
+        // Only Grameenphone numbers have a price.
+        "UPDATE sms_price_estimates SET prefix = '+88017'",
+    ] {
+        sqlx::query(sql).execute(&app.pool).await.unwrap();
+    }
+    let mut conn = budgeted(&app).await;
+    enqueue(&mut conn, "+8801711000001", "otp", None)
+        .await
+        .unwrap();
+    assert_eq!(
+        enqueue(&mut conn, "+8801911000002", "otp", None).await,
+        Err("SR016".to_owned()),
+        "no spend without a budget that can count it"
+    );
+    assert_eq!(app.message_count().await, 1);
+}

@@ -4,6 +4,7 @@
 use std::{process::Command, sync::Arc, time::Duration};
 
 use chrono::Utc;
+use sqlx::Connection;
 use serde_json::json;
 use sms_relay::{
     config::RelaySettings,
@@ -536,4 +537,54 @@ async fn a_provider_that_cannot_be_told_so_short_a_validity_is_skipped_with_the_
             && reason.contains("shortest it can be told is 20000 ms"),
         "{state}: {reason}"
     );
+}
+
+/// Enqueues an OTP for a fictional number, on a session that asks for them.
+async fn fictional_otp(app: &TestApp, recipient: &str) -> uuid::Uuid {
+    let mut conn = sqlx::PgConnection::connect(&app.url).await.unwrap();
+    sqlx::query("SET sms.fictional = on")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    sqlx::query_scalar("SELECT sms_enqueue($1, 'otp', '{\"code\": \"551234\"}')")
+        .bind(recipient)
+        .fetch_one(&mut conn)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_fictional_number_goes_to_the_simulator_only() {
+    let app = TestApp::new().await;
+    let fake = FakeProvider::start(Kind::SslWireless).await;
+    // A chain with a simulator behind the provider: the simulator sends it.
+    let simulated = fictional_otp(&app, "+88017120000011").await;
+    app.run_chain_until_idle(
+        http_chain(&[
+            provider_config(&fake, "ssl", json!({})),
+            ProviderConfig::simulator("sim", Default::default()),
+        ]),
+        quick_retries(),
+    )
+    .await;
+    assert_eq!(app.state_of(simulated).await.0, "sent");
+    assert_eq!(
+        app.attempts_of(simulated).await,
+        [("sim".into(), 1, 2, "accepted".into())]
+    );
+    // A chain of providers only: it fails at once, with the reason, and nothing is requested.
+    let nowhere = fictional_otp(&app, "+88017120000022").await;
+    app.run_chain_until_idle(
+        http_chain(&[provider_config(&fake, "ssl", json!({}))]),
+        quick_retries(),
+    )
+    .await;
+    let (state, reason) = app.state_of(nowhere).await;
+    assert_eq!(state, "failed");
+    assert!(
+        reason.as_deref().unwrap_or("").contains("fictional"),
+        "{reason:?}"
+    );
+    assert!(app.attempts_of(nowhere).await.is_empty());
+    assert!(fake.received().is_empty());
 }

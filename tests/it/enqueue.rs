@@ -671,3 +671,49 @@ async fn a_code_must_have_the_shape_its_template_asks() {
     enqueue(&app.pool, &admin("GLM-482")).await.unwrap();
     assert!(enqueue(&app.pool, &admin("482913")).await.is_err());
 }
+
+#[tokio::test]
+async fn a_fictional_number_is_refused_unless_the_session_asks_for_them() {
+    let app = TestApp::new().await;
+    let fictional = "+88017123456789";
+    assert_eq!(
+        refused(&app, otp_request(fictional, "482913")).await,
+        Refusal::Fictional
+    );
+    let mut tool = PgConnection::connect(&app.url).await.unwrap();
+    sqlx::query("SET sms.fictional = on")
+        .execute(&mut tool)
+        .await
+        .unwrap();
+    sqlx::query("SELECT sms_enqueue($1, 'otp', '{\"code\": \"482913\"}')")
+        .bind(fictional)
+        .execute(&mut tool)
+        .await
+        .unwrap();
+    assert_eq!(app.message_count().await, 1);
+}
+
+#[tokio::test]
+async fn the_database_and_the_relay_agree_on_which_numbers_are_fictional() {
+    let app = TestApp::new().await;
+    for number in [
+        "+88017123456789",
+        "+88013000000001",
+        "+8801712345678",
+        "+88012123456789",
+        "+88017123456a89",
+        "+44171234567890",
+        "+880171234567890",
+    ] {
+        let database: bool = sqlx::query_scalar("SELECT sms_fictional($1)")
+            .bind(number)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+        assert_eq!(
+            database,
+            sms_relay::domain::Recipient::new(number).is_fictional(),
+            "{number}"
+        );
+    }
+}

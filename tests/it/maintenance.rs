@@ -64,6 +64,14 @@ async fn maintain_now_prunes_scrubs_and_applies_the_retention() {
     .execute(&app.pool)
     .await
     .unwrap();
+    // Refusal counts from 500 days ago and from today.
+    sqlx::query(
+        "INSERT INTO sms_refusals (day, purpose, sqlstate, backend, refused) \
+         VALUES (current_date - 500, 'otp', 'SR016', 1, 9), (current_date, 'otp', 'SR016', 1, 4)",
+    )
+    .execute(&app.pool)
+    .await
+    .unwrap();
     sqlx::query(
         "INSERT INTO sms_provider_circuits (relay_id, provider, state, consecutive_failures, \
                                             recent_calls, recent_failures, updated_at) \
@@ -89,6 +97,11 @@ async fn maintain_now_prunes_scrubs_and_applies_the_retention() {
     assert_eq!(params(valid).await.unwrap(), r#"{"code": "482913"}"#);
     assert_eq!(count(&app, "SELECT count(*) FROM sms_outbox").await, 2);
     assert_eq!(count(&app, "SELECT count(*) FROM sms_attempts").await, 1);
+    // Refusal counts go with the provider calls' retention.
+    assert_eq!(
+        count(&app, "SELECT sum(refused)::int8 FROM sms_refusals").await,
+        4
+    );
     // The running window stays, besides the ones the enqueues above counted in.
     assert_eq!(
         count(
