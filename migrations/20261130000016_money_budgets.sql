@@ -197,3 +197,57 @@ SELECT day,
        sum(refused) AS refused
   FROM sms_refusals
  GROUP BY day, purpose, sqlstate;
+
+-- Prune also removes the record of maintenance runs after a week (the rematch job alone records
+-- a run every ten seconds).
+CREATE OR REPLACE FUNCTION sms_maintain_prune() RETURNS bigint
+LANGUAGE sql AS $$
+WITH usage AS (
+    DELETE FROM sms_budget_usage u USING sms_budgets b
+     WHERE b.id = u.budget_id AND u.window_start + b.per <= now()
+    RETURNING 1
+), recipients AS (
+    DELETE FROM sms_recipient_budget
+     WHERE window_start <= now() - (SELECT recipient_window FROM sms_settings)
+    RETURNING 1
+), circuits AS (
+    DELETE FROM sms_provider_circuits WHERE updated_at < now() - interval '10 minutes'
+    RETURNING 1
+), runs AS (
+    DELETE FROM sms_maintenance_runs WHERE started_at < now() - interval '7 days'
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM usage) + (SELECT count(*) FROM recipients) + (SELECT count(*) FROM circuits)
+     + (SELECT count(*) FROM runs)
+$$;
+
+COMMENT ON TABLE sms_maintenance_runs IS
+  'One row per maintenance run: job (prune, scrub, retention, rematch), the slot it ran for, the '
+  'relay that took it, when it started and finished, the rows it changed, and its error if it '
+  'failed. Kept for a week.';
+
+DO $$
+BEGIN
+    EXECUTE format('ALTER FUNCTION sms_maintain_prune() SECURITY DEFINER SET search_path = %I, pg_temp',
+                   current_schema());
+END $$;
+
+-- Receipts of one kind (p_source) stored unmatched within p_within (most came before their
+-- attempt was recorded), matched again against the attempts of p_providers; returns how many
+-- matched now. Owner-run like the other jobs: the operator's role reads no receipts.
+CREATE FUNCTION sms_maintain_rematch(p_source text, p_providers text[], p_within interval,
+                                     p_max_resends integer, p_expiry_margin interval)
+RETURNS bigint
+LANGUAGE sql AS $$
+SELECT count(*) FILTER (WHERE m.result IN ('applied', 'stale'))
+  FROM (SELECT id FROM sms_receipts
+         WHERE result = 'unmatched' AND source = p_source AND received_at > now() - p_within
+         ORDER BY provider_message_id, id) r,
+       LATERAL sms_apply_receipt(r.id, p_providers, p_max_resends, p_expiry_margin) m
+$$;
+
+DO $$
+BEGIN
+    EXECUTE format('ALTER FUNCTION sms_maintain_rematch(text, text[], interval, integer, interval) '
+                   'SECURITY DEFINER SET search_path = %I, pg_temp', current_schema());
+END $$;

@@ -76,7 +76,7 @@ pub struct MaintainArgs {
     /// Run now (the only mode; the schedules are `run`'s).
     #[arg(long, required = true)]
     pub now: bool,
-    /// The job to run (prune, scrub, retention); all of them if omitted.
+    /// The job to run (prune, scrub, retention, rematch); all of them if omitted.
     pub job: Option<String>,
 }
 

@@ -13,7 +13,7 @@ pub use crate::{
 };
 use crate::{
     maintenance::Maintenance,
-    providers::{ProviderChain, ProviderConfig, SimulatorSettings},
+    providers::{ProviderChain, ProviderConfig, SimulatorSettings, names_by_kind},
     receipts::{
         server::Webhooks,
         watch::{Poller, Sweeper},
@@ -155,6 +155,7 @@ impl Config {
     /// The maintenance jobs, run by this relay.
     pub fn maintenance(&self, store: Store) -> Maintenance {
         Maintenance::new(&self.maintenance, &self.relay.relay_id(), store)
+            .matching(names_by_kind(&self.providers), self.resend_rule())
     }
 
     /// The report poller for the providers of `chain` (built from this configuration).

@@ -10,7 +10,8 @@
 //! - [`relay`]: the claim → send → record loop, the completer, the retry policy.
 //! - [`receipts`]: the receipt services — webhook endpoints, report polling, the no-receipt and
 //!   unknown windows.
-//! - [`maintenance`]: scheduled jobs that prune, scrub codes and apply the retention.
+//! - [`maintenance`]: scheduled jobs that prune, scrub codes, apply the retention and match
+//!   early receipts again.
 //! - [`config`]: composes each module's settings section, loads file + environment, checks the
 //!   rules that span sections, and builds the services from their sections.
 //! - [`cli`], [`commands`], [`telemetry`], [`shutdown`]: the operator's side.

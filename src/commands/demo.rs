@@ -99,7 +99,7 @@ async fn login(pool: &PgPool, i: u32) -> Result<&'static str, CommandError> {
     let recipient = match scenario {
         5..=7 => format!("01{}{:08}", 3 + i % 7, i), // forgot the country code
         8 => format!("+4474{:08}", i),               // outside the allow-list
-        _ => format!("+8801{}{:09}", 3 + i % 7, i), // fictional: one digit too long
+        _ => format!("+8801{}{:09}", 3 + i % 7, i),  // fictional: one digit too long
     };
     let (template, locale, priority) = match scenario {
         14..=23 => ("admin_2fa", "en", 0),

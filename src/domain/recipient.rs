@@ -74,9 +74,9 @@ mod tests {
             ("+88017123456789", true),
             ("+88013000000001", true),
             ("+88019999999999", true),
-            ("+8801712345678", false),    // a real-looking number
-            ("+880171234567890", false),  // two digits too long: not E.164 anyway
-            ("+88012123456789", false),   // no operator has 012
+            ("+8801712345678", false),   // a real-looking number
+            ("+880171234567890", false), // two digits too long: not E.164 anyway
+            ("+88012123456789", false),  // no operator has 012
             ("+88017123456a89", false),
             ("+44171234567890", false),
         ] {

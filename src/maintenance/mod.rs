@@ -1,5 +1,6 @@
 //! Scheduled maintenance: pruning ended counters and dead relays' rows, scrubbing the codes of
-//! messages that can no longer be sent, and deleting what is past its retention.
+//! messages that can no longer be sent, deleting what is past its retention, and matching again
+//! the receipts that came before their attempt was recorded.
 //!
 //! Every relay runs the scheduler. A job's scheduled time (its slot) is taken by whichever relay
 //! records it first, and a job runs under a PostgreSQL advisory lock, so it runs once per slot
@@ -15,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use settings::MaintenanceSettings;
 
-use crate::store::{self, Store, maintenance};
+use crate::store::{self, ResendRule, Store, maintenance};
 
 /// A maintenance job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,14 +29,20 @@ pub enum Job {
     Scrub,
     /// Messages, provider calls and receipts past their retention.
     Retention,
+    /// Receipts stored `unmatched` in the last ten minutes (most came before the relay had
+    /// recorded their attempt), matched again.
+    Rematch,
 }
+
+/// How long an unmatched receipt is matched again.
+const REMATCH_WITHIN: Duration = Duration::from_secs(600);
 
 /// How far back a scrub pass looks for codes to scrub (older ones are caught by the retention).
 const SCRUB_LOOKBACK: Duration = Duration::from_secs(2 * 86_400);
 
 impl Job {
     /// Every job, in the order `maintain --now` runs them.
-    pub const ALL: [Job; 3] = [Job::Prune, Job::Scrub, Job::Retention];
+    pub const ALL: [Job; 4] = [Job::Prune, Job::Scrub, Job::Retention, Job::Rematch];
 
     /// The job's name (`sms_maintenance_runs.job`, the config key, the command's argument).
     pub fn name(self) -> &'static str {
@@ -43,6 +50,7 @@ impl Job {
             Job::Prune => "prune",
             Job::Scrub => "scrub",
             Job::Retention => "retention",
+            Job::Rematch => "rematch",
         }
     }
 
@@ -65,11 +73,21 @@ pub enum Ran {
     Failed(String),
 }
 
+/// What the `rematch` job matches receipts against.
+#[derive(Debug, Clone)]
+struct Rematch {
+    /// Provider names per kind (`sms_receipts.source`): a receipt matches only its kind's attempts.
+    kinds: Vec<(&'static str, Vec<String>)>,
+    /// How a matched receipt may ask for a resend.
+    rule: ResendRule,
+}
+
 /// Runs the maintenance jobs of one relay.
 pub struct Maintenance {
     store: Store,
     settings: MaintenanceSettings,
     relay_id: String,
+    rematch: Option<Rematch>,
 }
 
 impl Maintenance {
@@ -79,7 +97,29 @@ impl Maintenance {
             store,
             settings: settings.clone(),
             relay_id: relay_id.to_owned(),
+            rematch: None,
         }
+    }
+
+    /// Has the `rematch` job match receipts of `kinds` (provider names per kind) and resend by
+    /// `rule`; without it, the job matches nothing.
+    pub fn matching(mut self, kinds: Vec<(&'static str, Vec<String>)>, rule: ResendRule) -> Self {
+        self.rematch = Some(Rematch { kinds, rule });
+        self
+    }
+
+    /// Matches again the unmatched receipts of the last [`REMATCH_WITHIN`]; returns how many
+    /// matched now.
+    async fn rematch(&self, conn: &mut sqlx::PgConnection) -> store::Result<i64> {
+        let mut matched = 0;
+        let Some(rematch) = &self.rematch else {
+            return Ok(0);
+        };
+        for (source, names) in &rematch.kinds {
+            matched +=
+                maintenance::rematch(conn, source, names, REMATCH_WITHIN, rematch.rule).await?;
+        }
+        Ok(matched)
     }
 
     /// Runs `job` for `slot`, unless another relay took the slot or a run of it is still going,
@@ -99,6 +139,7 @@ impl Maintenance {
                 Job::Prune => maintenance::prune(conn).await,
                 Job::Scrub => maintenance::scrub(conn, SCRUB_LOOKBACK).await,
                 Job::Retention => maintenance::expire(conn, retention).await,
+                Job::Rematch => self.rematch(conn).await,
             })
             .await;
         let (ran, rows, error) = match done {

@@ -17,6 +17,8 @@ pub struct MaintenanceSettings {
     pub scrub: String,
     /// When `retention` runs.
     pub retention: String,
+    /// When `rematch` runs.
+    pub rematch: String,
     /// Messages (with their numbers) are deleted this many days after their enqueue.
     pub message_days: u32,
     /// Provider calls (no numbers; what the reports read) are deleted after this many days.
@@ -31,6 +33,7 @@ impl Default for MaintenanceSettings {
             prune: "0 */5 * * * *".into(),
             scrub: "30 * * * * *".into(),
             retention: "0 17 3 * * *".into(),
+            rematch: "*/10 * * * * *".into(),
             message_days: 30,
             attempt_days: 400,
             receipt_days: 30,
@@ -45,6 +48,7 @@ impl MaintenanceSettings {
             Job::Prune => &self.prune,
             Job::Scrub => &self.scrub,
             Job::Retention => &self.retention,
+            Job::Rematch => &self.rematch,
         }
     }
 

@@ -42,7 +42,7 @@ pub use fields::Credential;
 pub use kind::{BuildError, KindSettings};
 pub use pricing::{PriceRule, PriceTable};
 pub use receipt::{Delivery, Receipt, ReceiptError};
-pub use settings::{ProviderConfig, ProviderKind, build, from_config};
+pub use settings::{ProviderConfig, ProviderKind, build, from_config, names_by_kind};
 pub use simulator::{Simulator, SimulatorSettings};
 pub use throttle::RateLimit;
 pub use throttle::Throttle;

@@ -255,6 +255,20 @@ pub fn build(
     kind.build(&config.connection(), callback)
 }
 
+/// The configured providers' names per kind (`sms_receipts.source`), kinds in first-seen order:
+/// a receipt matches only the attempts of providers of its own kind.
+pub fn names_by_kind(configs: &[ProviderConfig]) -> Vec<(&'static str, Vec<String>)> {
+    let mut kinds: Vec<(&'static str, Vec<String>)> = Vec::new();
+    for config in configs {
+        let kind = config.kind.label();
+        match kinds.iter_mut().find(|(k, _)| *k == kind) {
+            Some((_, names)) => names.push(config.name.clone()),
+            None => kinds.push((kind, vec![config.name.clone()])),
+        }
+    }
+    kinds
+}
+
 /// Builds the chain from `[[providers]]`, in order, each with its circuit breaker, rate limit and
 /// price table.
 pub fn from_config(

@@ -23,12 +23,9 @@ pub struct Sweeper {
     rule: ResendRule,
     /// Providers whose accepted messages get receipts (`expect_receipts`).
     expecting: Vec<String>,
-    /// Provider names per kind (`sms_receipts.source`), for matching receipts again.
-    kinds: Vec<(&'static str, Vec<String>)>,
+    /// Every provider's name.
+    every: Vec<String>,
 }
-
-/// How long an unmatched receipt is matched again.
-const REMATCH_WITHIN: Duration = Duration::from_secs(600);
 
 /// Attempts marked `unknown` per statement.
 const UNKNOWN_BATCH: u32 = 5_000;
@@ -43,14 +40,6 @@ impl Sweeper {
         webhooks_reachable: bool,
         store: Store,
     ) -> Self {
-        let mut kinds: Vec<(&'static str, Vec<String>)> = Vec::new();
-        for p in providers {
-            let kind = p.kind.label();
-            match kinds.iter_mut().find(|(k, _)| *k == kind) {
-                Some((_, names)) => names.push(p.name.clone()),
-                None => kinds.push((kind, vec![p.name.clone()])),
-            }
-        }
         Self {
             store,
             settings: settings.clone(),
@@ -60,32 +49,15 @@ impl Sweeper {
                 .filter(|p| p.expects_receipts(webhooks_reachable))
                 .map(|p| p.name.clone())
                 .collect(),
-            kinds,
+            every: providers.iter().map(|p| p.name.clone()).collect(),
         }
     }
 
-    /// One pass: match receipts that came before their attempt was recorded (first, so that a
-    /// late-matched delivered receipt prevents a resend), resend what got no receipt in time,
-    /// and mark what never got a final receipt `unknown`. A step that fails is logged and the
-    /// others still run; the next pass tries again.
+    /// One pass: resend what got no receipt in time, and mark what never got a final receipt
+    /// `unknown`. A step that fails is logged and the other still runs; the next pass tries
+    /// again. (Receipts that came before their attempt was recorded are matched again by the
+    /// `rematch` maintenance job.)
     pub async fn sweep(&self) {
-        for (source, names) in &self.kinds {
-            match self
-                .store
-                .rematch_receipts(source, names, REMATCH_WITHIN, self.rule)
-                .await
-            {
-                Ok(matched) if matched.applied + matched.stale > 0 => {
-                    tracing::info!(
-                        source,
-                        ?matched,
-                        "receipts that came before their attempt matched"
-                    );
-                }
-                Ok(_) => {}
-                Err(error) => tracing::warn!(%error, source, "matching receipts again failed"),
-            }
-        }
         if !self.expecting.is_empty() && self.rule.max_resends > 0 {
             match self
                 .store
@@ -110,14 +82,9 @@ impl Sweeper {
                 Err(error) => tracing::warn!(%error, "the no-receipt resend pass failed"),
             }
         }
-        let every: Vec<String> = self
-            .kinds
-            .iter()
-            .flat_map(|(_, names)| names.iter().cloned())
-            .collect();
         match self
             .store
-            .expire_receipts(&every, self.settings.unknown_after(), UNKNOWN_BATCH)
+            .expire_receipts(&self.every, self.settings.unknown_after(), UNKNOWN_BATCH)
             .await
         {
             Ok(0) => {}

@@ -217,37 +217,6 @@ impl Store {
         Ok(totals)
     }
 
-    /// Matches receipts of `source` that came within `within` before their attempt was recorded
-    /// (they were stored `unmatched`) against attempts of `providers` again, and applies them.
-    pub async fn rematch_receipts(
-        &self,
-        source: &str,
-        providers: &[String],
-        within: Duration,
-        rule: ResendRule,
-    ) -> Result<Recorded> {
-        let rows: Vec<(String, bool)> = sqlx::query_as(
-            "SELECT m.result, m.resent FROM ( \
-                 SELECT id FROM sms_receipts \
-                  WHERE result = 'unmatched' AND source = $1 \
-                    AND received_at > now() - $2 * interval '1 millisecond' \
-                  ORDER BY provider_message_id, id) r, \
-               LATERAL sms_apply_receipt(r.id, $3, $4, $5 * interval '1 millisecond') m",
-        )
-        .bind(source)
-        .bind(interval_ms(within))
-        .bind(providers)
-        .bind(i32::try_from(rule.max_resends).unwrap_or(i32::MAX))
-        .bind(interval_ms(rule.expiry_margin))
-        .fetch_all(&self.pool)
-        .await?;
-        let mut totals = Recorded::default();
-        for (result, resent) in rows {
-            totals.add(&result, resent);
-        }
-        Ok(totals)
-    }
-
     /// Resends messages whose latest accepted attempt, through one of `providers` (those that
     /// send receipts), finished more than `window` ago without a final receipt while receipts
     /// about that provider kept coming.

@@ -6,7 +6,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 
-use super::{Result, Store, interval_ms};
+use super::{ResendRule, Result, Store, interval_ms};
 
 /// Rows changed per statement, so a large backlog never becomes one long write.
 const BATCH: i64 = 5_000;
@@ -24,6 +24,10 @@ const DELETE_RECEIPTS: &str =
     "SELECT sms_maintain_expire('receipts', $1 * interval '1 millisecond', $2)";
 const DELETE_REFUSALS: &str =
     "SELECT sms_maintain_expire_refusals($1 * interval '1 millisecond', $2)";
+/// Receipts of kind `$1` stored unmatched within `$3` ms, matched against `$2`'s attempts again,
+/// resending by `$4` (most resends) and `$5` (the validity a resend needs, in ms).
+const REMATCH: &str = "SELECT sms_maintain_rematch($1, $2, $3 * interval '1 millisecond', $4, \
+                       $5 * interval '1 millisecond')";
 
 /// Takes the slot `$2` of job `$1` for relay `$3`; no row when another relay has it.
 const TAKE_SLOT: &str = r#"
@@ -124,6 +128,26 @@ pub async fn expire(conn: &mut PgConnection, retention: Retention) -> Result<i64
     total += batched(conn, DELETE_REFUSALS, retention.attempts).await?;
     total += batched(conn, DELETE_RECEIPTS, retention.receipts).await?;
     Ok(total)
+}
+
+/// Matches again the receipts of kind `source` stored unmatched within `within` (most came
+/// before their attempt was recorded) against the attempts of `providers`, resending by `rule`;
+/// returns how many matched now.
+pub async fn rematch(
+    conn: &mut PgConnection,
+    source: &str,
+    providers: &[String],
+    within: Duration,
+    rule: ResendRule,
+) -> Result<i64> {
+    Ok(sqlx::query_scalar(REMATCH)
+        .bind(source)
+        .bind(providers)
+        .bind(interval_ms(within))
+        .bind(i32::try_from(rule.max_resends).unwrap_or(i32::MAX))
+        .bind(interval_ms(rule.expiry_margin))
+        .fetch_one(conn)
+        .await?)
 }
 
 /// Runs `sql` (`$1` an age in ms, `$2` the batch) until a batch changes fewer than [`BATCH`].

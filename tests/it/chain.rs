@@ -4,13 +4,13 @@
 use std::{process::Command, sync::Arc, time::Duration};
 
 use chrono::Utc;
-use sqlx::Connection;
 use serde_json::json;
 use sms_relay::{
     config::RelaySettings,
     providers::{self, ProviderConfig, UnknownPolicy},
     relay::{Relay, RetryPolicy, StopWhen},
 };
+use sqlx::Connection;
 use tokio_util::sync::CancellationToken;
 
 use crate::{

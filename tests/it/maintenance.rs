@@ -84,7 +84,7 @@ async fn maintain_now_prunes_scrubs_and_applies_the_retention() {
     let run = output(sms_relay(&app).args(["maintain", "--now"]));
     assert!(run.status.success(), "{}", text(&run.stderr));
     let printed = text(&run.stdout);
-    for job in ["prune:", "scrub:", "retention:"] {
+    for job in ["prune:", "scrub:", "retention:", "rematch:"] {
         assert!(printed.contains(job), "{printed}");
     }
 
@@ -125,7 +125,7 @@ async fn maintain_now_prunes_scrubs_and_applies_the_retention() {
             "SELECT count(*) FROM sms_maintenance_runs WHERE finished_at IS NOT NULL AND error IS NULL"
         )
         .await,
-        3
+        4
     );
 }
 

@@ -5,7 +5,10 @@ use std::time::Duration;
 
 use chrono::Utc;
 use reqwest::StatusCode;
-use sms_relay::config::Config;
+use sms_relay::{
+    config::Config,
+    maintenance::{Job, Ran},
+};
 use uuid::Uuid;
 
 use crate::{
@@ -390,7 +393,7 @@ async fn a_delivered_receipt_withdraws_a_resend_waiting_to_retry() {
 }
 
 #[tokio::test]
-async fn a_receipt_that_came_before_its_attempt_is_matched_later() {
+async fn a_receipt_that_came_before_its_attempt_is_matched_by_the_rematch_job() {
     let s = scene(&[Kind::Twilio, Kind::Vonage], None, |_| {}).await;
     // A receipt for a message id no attempt has yet…
     let early = "SM0000000000000000000000000000beef";
@@ -413,7 +416,13 @@ async fn a_receipt_that_came_before_its_attempt_is_matched_later() {
         .execute(&s.app.pool)
         .await
         .unwrap();
-    s.sweeper().sweep().await;
+    let ran = s
+        .config
+        .maintenance(s.app.store())
+        .run(Job::Rematch, Utc::now())
+        .await
+        .unwrap();
+    assert_eq!(ran, Ran::Done(1));
     let result = s.app.receipt_results().await.remove(0);
     assert_eq!(
         (s.delivery().await.as_deref(), result.as_str()),
