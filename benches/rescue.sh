@@ -23,7 +23,7 @@ DATABASE_URL=$url RUST_LOG=warn "$bin" migrate >/dev/null
 psql "$url" -qXAt -c "SET sms.lift_budgets = on" -c "SET sms.fictional = on" -c "SELECT count(sms_enqueue('+88018' || lpad(i::text, 9, '0'), 'otp',
     jsonb_build_object('code', '123456'))) FROM generate_series(1, 4000) AS i" >/dev/null
 run() {
-  DATABASE_URL=$url RUST_LOG=warn SMS_RELAY__WEBHOOKS__LISTEN="" SMS_RELAY__RELAY__RELAY_ID=$1 \
+  DATABASE_URL=$url RUST_LOG=warn SMS_RELAY__WEBHOOKS__LISTEN="" SMS_RELAY__ADMIN__LISTEN="" SMS_RELAY__RELAY__RELAY_ID=$1 \
     "$bin" --config "$dir/relay.toml" run >/dev/null 2>&1 &
 }
 run victim; victim=$!

@@ -5,13 +5,8 @@ use std::{collections::HashSet, path::Path, time::Duration};
 
 use serde::Deserialize;
 
-pub use crate::{
-    db::DatabaseSettings,
-    maintenance::MaintenanceSettings,
-    receipts::settings::{ReceiptSettings, WebhookSettings},
-    relay::{RelaySettings, RetryPolicy},
-};
 use crate::{
+    admin::AdminSettings,
     maintenance::Maintenance,
     providers::{ProviderChain, ProviderConfig, SimulatorSettings, names_by_kind},
     receipts::{
@@ -19,6 +14,12 @@ use crate::{
         watch::{Poller, Sweeper},
     },
     store::{ResendRule, Store},
+};
+pub use crate::{
+    db::DatabaseSettings,
+    maintenance::MaintenanceSettings,
+    receipts::settings::{ReceiptSettings, WebhookSettings},
+    relay::{RelaySettings, RetryPolicy},
 };
 
 /// Why the configuration could not be used. Never worth retrying: fix the file or environment.
@@ -50,6 +51,8 @@ pub struct Config {
     pub receipts: ReceiptSettings,
     /// Scheduled jobs and retention.
     pub maintenance: MaintenanceSettings,
+    /// The operators' listener (`/metrics`).
+    pub admin: AdminSettings,
 }
 
 impl Default for Config {
@@ -65,6 +68,7 @@ impl Default for Config {
             webhooks: WebhookSettings::default(),
             receipts: ReceiptSettings::default(),
             maintenance: MaintenanceSettings::default(),
+            admin: AdminSettings::default(),
         }
     }
 }
@@ -97,6 +101,7 @@ impl Config {
         self.webhooks.validate()?;
         self.receipts.validate()?;
         self.maintenance.validate()?;
+        self.admin.validate()?;
         if self.providers.is_empty() {
             return Err("at least one [[providers]] entry is needed".into());
         }

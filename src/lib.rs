@@ -12,6 +12,8 @@
 //!   unknown windows.
 //! - [`maintenance`]: scheduled jobs that prune, scrub codes, apply the retention and match
 //!   early receipts again.
+//! - [`admin`]: the operators' listener (`/metrics`); [`metrics`]: every metric's name, labels
+//!   and unit, recorded through the `metrics` facade.
 //! - [`config`]: composes each module's settings section, loads file + environment, checks the
 //!   rules that span sections, and builds the services from their sections.
 //! - [`cli`], [`commands`], [`telemetry`], [`shutdown`]: the operator's side.
@@ -19,19 +21,21 @@
 //!   the demo, the benchmark and the tests.
 //!
 //! # Imports run one way
-//! `domain` ← `providers` ← `store` ← `relay`, `receipts`, `maintenance` ← `config` ←
+//! `domain` ← `providers` ← `store` ← `relay`, `receipts`, `maintenance`, `admin` ← `config` ←
 //! `commands`: a module
-//! imports only from modules to its left (and from `db`, `telemetry`, `shutdown`,
+//! imports only from modules to its left (and from `db`, `telemetry`, `metrics`, `shutdown`,
 //! `throwaway_pg`, which import none of these). Inside `providers`, a provider's module imports
 //! the shared parts (`http`, `fields`, `kind`, `receipt`, `webhook`, `pricing`); only
 //! `providers::settings`, which lists the kinds, imports the providers' modules.
 
+pub mod admin;
 pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod db;
 pub mod domain;
 pub mod maintenance;
+pub mod metrics;
 pub mod providers;
 pub mod receipts;
 pub mod relay;

@@ -7,7 +7,10 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use super::{CommandError, build_relay, migrated};
-use crate::{config::Config, db, receipts::server, relay::StopWhen, shutdown, store::Store};
+use crate::{
+    admin::Admin, config::Config, db, metrics, receipts::server, relay::StopWhen, shutdown,
+    store::Store,
+};
 
 /// Serves until a signal, or (`until_idle`: the longest wait) until nothing is owed.
 pub(super) async fn run(
@@ -37,6 +40,31 @@ pub(super) async fn run(
         tasks.spawn(async move {
             if let Err(error) = server::serve(listener, router, limits, stop).await {
                 tracing::error!(%error, "the webhook server stopped");
+            }
+        });
+    }
+    if !config.admin.listen.is_empty() {
+        let handle = metrics::install().map_err(std::io::Error::other)?;
+        let listener = TcpListener::bind(&config.admin.listen)
+            .await
+            .map_err(|source| CommandError::Listen {
+                address: config.admin.listen.clone(),
+                source,
+            })?;
+        tracing::info!(address = %listener.local_addr()?, "serving /metrics");
+        let admin = Admin::new(
+            store.clone(),
+            relay.chain(),
+            handle,
+            config.admin.token.clone(),
+        );
+        let stop = beside.clone();
+        tasks.spawn(async move {
+            let served = axum::serve(listener, admin.router())
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await;
+            if let Err(error) = served {
+                tracing::error!(%error, "the admin server stopped");
             }
         });
     }

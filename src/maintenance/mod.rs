@@ -142,6 +142,7 @@ impl Maintenance {
                 Job::Rematch => self.rematch(conn).await,
             })
             .await;
+        crate::metrics::maintenance_run(job.name(), done.is_ok());
         let (ran, rows, error) = match done {
             Ok(Some(rows)) => {
                 tracing::info!(job = job.name(), rows, "maintenance ran");

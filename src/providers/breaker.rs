@@ -68,6 +68,9 @@ pub enum CircuitState {
 }
 
 impl CircuitState {
+    /// Every state's name, as [`CircuitState::as_str`] gives it.
+    pub const NAMES: [&'static str; 3] = ["closed", "open", "half_open"];
+
     /// The label stored in `sms_provider_circuits.state`.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -249,6 +252,16 @@ impl Inner {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_state_names_are_each_states_name() {
+        let states = [
+            CircuitState::Closed,
+            CircuitState::Open,
+            CircuitState::HalfOpen,
+        ];
+        assert_eq!(states.map(CircuitState::as_str), CircuitState::NAMES);
+    }
 
     fn breaker(consecutive: u32, rate: f64, window: u32) -> Breaker {
         Breaker::new(BreakerSettings {

@@ -15,8 +15,9 @@ use super::{
     Accepted, Cost, Lookup, Outcome, OutgoingSms, PriceTable, Provider, SendError, Throttle,
     breaker::{Admission, Breaker, CircuitSnapshot},
     cap::DailyCap,
+    throttle::Token,
 };
-use crate::domain::DbClock;
+use crate::{domain::DbClock, metrics};
 
 /// What to do when a call's outcome is unknown and the provider has no status lookup (or the
 /// lookup failed).
@@ -283,11 +284,14 @@ impl ProviderChain {
                 continue;
             }
             if let Some(throttle) = &link.throttle {
-                let got = tokio::select! {
-                    got = throttle.acquire(deadline) => got,
-                    () = stop.cancelled() => false,
+                let token = tokio::select! {
+                    token = throttle.acquire(deadline) => token,
+                    () = stop.cancelled() => Token::Missed,
                 };
-                if !got {
+                if token != Token::Ready {
+                    metrics::rate_limit_wait(name, token == Token::Waited);
+                }
+                if token == Token::Missed {
                     link.abandon(admission);
                     last_reason.get_or_insert_with(|| format!("{name}: rate limit reached"));
                     continue;

@@ -6,6 +6,17 @@ use std::{num::NonZeroU32, time::Duration};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use serde::Deserialize;
 
+/// How a call fared at the bucket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Token {
+    /// A token was there.
+    Ready,
+    /// A token came within the wait.
+    Waited,
+    /// None came in time: the call must not go out.
+    Missed,
+}
+
 /// One provider's token bucket, shared by all of a relay's sends.
 #[derive(Debug)]
 pub struct Throttle {
@@ -24,13 +35,16 @@ impl Throttle {
         }
     }
 
-    /// Waits for a token, at most `max_wait_ms` (and not past `deadline`). Returns whether one was
-    /// taken; without one the call must not go out.
-    pub async fn acquire(&self, deadline: tokio::time::Instant) -> bool {
+    /// Takes a token, waiting at most `max_wait_ms` (and not past `deadline`) for one.
+    pub async fn acquire(&self, deadline: tokio::time::Instant) -> Token {
+        if self.limiter.check().is_ok() {
+            return Token::Ready;
+        }
         let until = deadline.min(tokio::time::Instant::now() + self.max_wait);
-        tokio::time::timeout_at(until, self.limiter.until_ready())
-            .await
-            .is_ok()
+        match tokio::time::timeout_at(until, self.limiter.until_ready()).await {
+            Ok(()) => Token::Waited,
+            Err(_) => Token::Missed,
+        }
     }
 }
 

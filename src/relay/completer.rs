@@ -1,6 +1,7 @@
 //! Writes finished rounds to the database in batches, then frees their in-flight slots.
 
 use std::{
+    collections::{HashMap, HashSet},
     sync::{
         Arc,
         atomic::{AtomicBool, AtomicU64, Ordering},
@@ -14,8 +15,14 @@ use tokio::{
     time::Instant,
 };
 
+use uuid::Uuid;
+
 use super::{Held, lock};
-use crate::store::{Disposition, Finish, Store, StoreError};
+use crate::{
+    metrics,
+    providers::Outcome,
+    store::{Disposition, Finish, RoundEnd, Store, StoreError},
+};
 
 /// A finished round and the in-flight slot it holds until it is recorded.
 pub(super) struct Done {
@@ -91,7 +98,7 @@ impl Completer {
     async fn write(&self, batch: Vec<Done>, vacuum: &Arc<VacuumPace>) {
         let (finishes, permits): (Vec<Finish>, Vec<OwnedSemaphorePermit>) =
             batch.into_iter().map(|d| (d.finish, d.permit)).unzip();
-        record(
+        let written = record(
             &self.store,
             &finishes,
             &self.relay_id,
@@ -99,6 +106,7 @@ impl Completer {
             self.retry_for,
         )
         .await;
+        observe(&finishes, &written);
         {
             // Recorded (or given up on): the next claim gives their holds back.
             let mut held = lock(&self.held);
@@ -156,6 +164,43 @@ impl VacuumPace {
     }
 }
 
+/// What a recording wrote.
+#[derive(Debug, Default)]
+pub struct Written {
+    /// What became of each message whose round still held it.
+    pub ends: Vec<RoundEnd>,
+    /// The rounds whose provider calls were written.
+    pub with_calls: HashSet<Uuid>,
+}
+
+/// Counts what was recorded: the provider calls written, the messages that reached a final
+/// state, and how long after its enqueue each message was first offered to a provider and
+/// accepted by one.
+fn observe(finishes: &[Finish], written: &Written) {
+    let ends: HashMap<Uuid, &RoundEnd> = written.ends.iter().map(|e| (e.id, e)).collect();
+    for f in finishes {
+        if written.with_calls.contains(&f.id) {
+            for call in &f.attempts {
+                metrics::provider_call(&call.provider, call.outcome.as_str());
+            }
+        }
+        let Some(end) = ends.get(&f.id) else {
+            continue;
+        };
+        if end.state != "pending" {
+            metrics::message_finished(&end.state, f.disposition.as_str());
+        }
+        let since_enqueue =
+            |at: chrono::DateTime<chrono::Utc>| (at - end.created_at).as_seconds_f64().max(0.0);
+        if let Some(first) = f.attempts.first().filter(|_| f.round == 1) {
+            metrics::picked_up(since_enqueue(first.started_at));
+        }
+        if let Some(taken) = f.attempts.iter().find(|a| a.outcome == Outcome::Accepted) {
+            metrics::accepted(since_enqueue(taken.finished_at));
+        }
+    }
+}
+
 /// Records finished rounds. If the database refuses their data, writes the rounds one by one so a
 /// bad round cannot sink the others, and as a last resort records a round's outcome without its
 /// attempt rows, so a sent message is never left to be sent again. If the database is unreachable,
@@ -167,7 +212,8 @@ pub async fn record(
     relay_id: &str,
     expiry_margin_ms: i64,
     retry_for: Duration,
-) {
+) -> Written {
+    let mut written = Written::default();
     let writer = Writer {
         store,
         relay_id,
@@ -175,11 +221,19 @@ pub async fn record(
         give_up: Instant::now() + retry_for,
     };
     match writer.write(finishes).await {
-        Ok(()) => {}
+        Ok(ends) => {
+            written.ends = ends;
+            written.with_calls = finishes.iter().map(|f| f.id).collect();
+        }
         Err(error) if error.is_data_error() => {
             for finish in finishes {
-                let Err(error) = writer.write(std::slice::from_ref(finish)).await else {
-                    continue;
+                let error = match writer.write(std::slice::from_ref(finish)).await {
+                    Ok(ends) => {
+                        written.ends.extend(ends);
+                        written.with_calls.insert(finish.id);
+                        continue;
+                    }
+                    Err(error) => error,
                 };
                 tracing::error!(%error, message_id = %finish.id,
                     "the database refused this round's attempt rows; recording its outcome without them");
@@ -187,14 +241,18 @@ pub async fn record(
                     attempts: Vec::new(),
                     ..finish.clone()
                 };
-                if let Err(error) = writer.write(std::slice::from_ref(&bare)).await {
-                    tracing::error!(%error, message_id = %finish.id, "could not record this round at all");
+                match writer.write(std::slice::from_ref(&bare)).await {
+                    Ok(ends) => written.ends.extend(ends),
+                    Err(error) => {
+                        tracing::error!(%error, message_id = %finish.id, "could not record this round at all");
+                    }
                 }
             }
         }
         Err(error) => tracing::error!(%error, batch = finishes.len(),
             "could not record finished sends; they will be sent again"),
     }
+    written
 }
 
 /// One recording's writes: the same relay, margin and deadline for every try.
@@ -207,7 +265,7 @@ struct Writer<'a> {
 
 impl Writer<'_> {
     /// Tries a write until `give_up`, but only once if the data itself was refused.
-    async fn write(&self, finishes: &[Finish]) -> Result<(), StoreError> {
+    async fn write(&self, finishes: &[Finish]) -> Result<Vec<RoundEnd>, StoreError> {
         let mut pause = Duration::from_millis(100);
         let mut attempt = 1u32;
         loop {
@@ -216,7 +274,7 @@ impl Writer<'_> {
                 .complete(finishes, self.relay_id, self.expiry_margin_ms)
                 .await
             {
-                Ok(()) => return Ok(()),
+                Ok(ends) => return Ok(ends),
                 Err(error) if error.is_data_error() || Instant::now() + pause >= self.give_up => {
                     return Err(error);
                 }

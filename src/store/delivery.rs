@@ -6,7 +6,10 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::{MAX_COST_MICROS, Result, Store, interval_ms, is_data_error, pg_text};
-use crate::providers::{Receipt, fields::is_currency};
+use crate::{
+    metrics,
+    providers::{Receipt, fields::is_currency},
+};
 
 /// Where a receipt came from (`sms_receipts.via`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -204,6 +207,7 @@ impl Store {
                         tracing::info!(source, provider_message_id = %r.provider_message_id,
                             "receipt for a message we do not know (yet); kept in sms_receipts");
                     }
+                    metrics::receipts(source, r.status.as_str(), &result, 1);
                     totals.add(&result, resent);
                 }
                 Err(error) if is_data_error(&error) => {

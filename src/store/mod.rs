@@ -5,6 +5,7 @@ mod circuits;
 mod countries;
 mod delivery;
 mod enqueue;
+mod gauges;
 mod latency;
 mod lifecycle;
 pub mod maintenance;
@@ -21,8 +22,11 @@ use sqlx::PgPool;
 pub use circuits::CircuitRow;
 pub use delivery::{Recorded, ResendRule, Unanswered, Via};
 pub use enqueue::{EnqueueError, EnqueueRequest, Refusal, enqueue};
+pub use gauges::{BudgetGauge, QueueGauges, RelayGauges};
 pub use latency::Pickup;
-pub use lifecycle::{ClaimedMessage, Disposition, Finish, Holder, MAX_RELAY_ID_LEN, presence_name};
+pub use lifecycle::{
+    ClaimedMessage, Disposition, Finish, Holder, MAX_RELAY_ID_LEN, RoundEnd, presence_name,
+};
 pub use report_totals::{FailureTotal, MessageTotals, ProviderTotals};
 pub use reports::ReportRows;
 pub use status::{AcceptedToday, AttemptCount, StateCount, Status};

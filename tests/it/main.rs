@@ -11,6 +11,7 @@ mod conformance;
 mod enqueue;
 mod lifecycle;
 mod maintenance;
+mod metrics;
 mod outbound;
 mod outcomes;
 mod receipts;

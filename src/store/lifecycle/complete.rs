@@ -28,7 +28,8 @@ pub enum Disposition {
 }
 
 impl Disposition {
-    fn as_str(self) -> &'static str {
+    /// How the round ended, as the completion statement (and the metrics) name it.
+    pub fn as_str(self) -> &'static str {
         match self {
             Disposition::Sent => "sent",
             Disposition::Failed => "failed",
@@ -86,6 +87,9 @@ impl Finish {
     }
 }
 
+/// Returns, for each message the round's update applied to, its new state and its enqueue time
+/// (for the relay's metrics).
+///
 /// The UPDATE is fenced on `state = 'pending' AND attempts = round - 1` and on the holding session
 /// being alive: then it still holds the message, so nothing else moved it. A round whose session
 /// ended meanwhile (the connection dropped, the server restarted) may have been claimed again by
@@ -149,7 +153,8 @@ WITH f AS (
      WHERE o.id = f.id AND o.state = 'pending' AND o.attempts = f.round - 1
        AND (f.disposition = 'sent'
             OR EXISTS (SELECT 1 FROM alive WHERE alive.pid = f.holder AND alive.backend_start = f.holder_since))
-)
+    RETURNING o.id, o.state, o.created_at
+), inserted AS (
 INSERT INTO sms_attempts (message_id, attempt_number, chain_step, provider, template, relay_id,
                           started_at, finished_at, outcome, http_status, error_code, error_message,
                           provider_message_id, segments, encoding, cost, currency, client_ref,
@@ -167,7 +172,20 @@ SELECT a.message_id, a.attempt_number, a.chain_step, a.provider, a.template, $7,
          provider_message_id, segments, encoding, cost_micros, currency, client_ref,
          cause, resend_reason, country, operator)
 ON CONFLICT (message_id, attempt_number, chain_step, started_at) DO NOTHING
+)
+SELECT id, state::text AS state, created_at FROM updated
 "#;
+
+/// What a recorded round made of its message.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct RoundEnd {
+    /// Message id.
+    pub id: Uuid,
+    /// Its state now (`pending` again for a retry or a release).
+    pub state: String,
+    /// When it was enqueued.
+    pub created_at: chrono::DateTime<chrono::Utc>,
+}
 
 /// Column arrays for the attempt rows of a batch.
 #[derive(Default)]
@@ -238,13 +256,13 @@ impl AttemptColumns {
 
 impl Store {
     /// Records a batch of finished rounds. `expiry_margin_ms` is the validity a retry must still
-    /// have when it comes due.
+    /// have when it comes due. Returns what became of the messages whose rounds still held them.
     pub async fn complete(
         &self,
         batch: &[Finish],
         relay_id: &str,
         expiry_margin_ms: i64,
-    ) -> Result<()> {
+    ) -> Result<Vec<RoundEnd>> {
         let mut cols = AttemptColumns::default();
         for finish in batch {
             if let Some(segments) = finish.segments {
@@ -253,7 +271,7 @@ impl Store {
                 }
             }
         }
-        sqlx::query(COMPLETE)
+        let ends = sqlx::query_as(COMPLETE)
             .bind(batch.iter().map(|f| f.id).collect::<Vec<_>>())
             .bind(batch.iter().map(|f| f.round).collect::<Vec<_>>())
             .bind(
@@ -294,8 +312,8 @@ impl Store {
             .bind(cols.operator)
             .bind(batch.iter().map(|f| f.holder.pid).collect::<Vec<_>>())
             .bind(batch.iter().map(|f| f.holder.since).collect::<Vec<_>>())
-            .execute(&self.pool)
+            .fetch_all(&self.pool)
             .await?;
-        Ok(())
+        Ok(ends)
     }
 }

@@ -21,5 +21,5 @@ mod complete;
 mod holds;
 
 pub use claim::{ClaimedMessage, Holder};
-pub use complete::{Disposition, Finish};
+pub use complete::{Disposition, Finish, RoundEnd};
 pub use holds::{MAX_RELAY_ID_LEN, presence_name};

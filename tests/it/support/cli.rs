@@ -38,6 +38,7 @@ fn against(cmd: &mut Command, url: &str) {
     cmd.env("DATABASE_URL", url)
         .env_remove("SMS_RELAY_CONFIG")
         .env("SMS_RELAY__WEBHOOKS__LISTEN", "127.0.0.1:0")
+        .env("SMS_RELAY__ADMIN__LISTEN", "127.0.0.1:0")
         .env("RUST_LOG", "debug")
         .stdin(Stdio::null());
 }

@@ -1,0 +1,130 @@
+//! The operators' listener, apart from the public webhooks: `GET /metrics` in the Prometheus
+//! text format, with the queue, the relays, the budgets and the circuits read at each scrape.
+
+pub mod settings;
+
+use std::sync::Arc;
+
+use axum::{
+    Router,
+    extract::{Request, State},
+    http::{StatusCode, header},
+    middleware::{self, Next},
+    response::{IntoResponse, Response},
+    routing::get,
+};
+use metrics_exporter_prometheus::PrometheusHandle;
+use secrecy::{ExposeSecret, SecretString};
+use subtle::ConstantTimeEq;
+
+pub use settings::AdminSettings;
+
+use crate::{
+    metrics,
+    providers::{CircuitState, ProviderChain},
+    store::{self, Store},
+};
+
+/// What the admin routes read.
+pub struct Admin {
+    store: Store,
+    chain: Arc<ProviderChain>,
+    handle: PrometheusHandle,
+    token: Option<SecretString>,
+}
+
+impl Admin {
+    /// The admin routes over `store` and `chain`, rendering through `handle`, asking for `token`
+    /// if one is set.
+    pub fn new(
+        store: Store,
+        chain: Arc<ProviderChain>,
+        handle: PrometheusHandle,
+        token: Option<SecretString>,
+    ) -> Self {
+        Self {
+            store,
+            chain,
+            handle,
+            token,
+        }
+    }
+
+    /// `GET /metrics`, behind the token when one is set.
+    pub fn router(self) -> Router {
+        let admin = Arc::new(self);
+        Router::new()
+            .route("/metrics", get(scrape))
+            .route_layer(middleware::from_fn_with_state(admin.clone(), authorize))
+            .with_state(admin)
+    }
+
+    /// Sets the gauges read from the database; the in-process metrics render regardless.
+    async fn refresh(&self) {
+        for (provider, snapshot) in self.chain.circuits() {
+            metrics::circuit(&provider, snapshot.state.as_str(), &CircuitState::NAMES);
+        }
+        let read = async {
+            let queue = self.store.queue_gauges().await?;
+            metrics::queue(queue.waiting, queue.due, queue.oldest_due_age_s);
+            let relays = self.store.relay_gauges().await?;
+            metrics::relays(relays.in_flight, relays.relays);
+            for b in self.store.budget_gauges().await? {
+                let labels = [
+                    ("scope", b.scope),
+                    ("subject", b.subject),
+                    ("purpose", b.purpose),
+                    ("per", b.per),
+                ];
+                if let Some(limit) = b.max_messages {
+                    metrics::budget(labels.clone(), "messages", b.used_messages, limit);
+                }
+                if let (Some(limit), Some(currency)) = (b.max_cost, b.currency) {
+                    metrics::budget(labels, &currency, b.used_cost, limit);
+                }
+            }
+            Ok::<(), store::StoreError>(())
+        };
+        let up = match read.await {
+            Ok(()) => true,
+            Err(error) => {
+                tracing::warn!(%error, "metrics: cannot read the queue");
+                false
+            }
+        };
+        metrics::database_up(up);
+    }
+}
+
+/// Refuses a request without the bearer token, when one is set.
+async fn authorize(State(admin): State<Arc<Admin>>, request: Request, next: Next) -> Response {
+    if let Some(token) = &admin.token {
+        let given = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or_default();
+        if !bool::from(given.as_bytes().ct_eq(token.expose_secret().as_bytes())) {
+            return (
+                StatusCode::UNAUTHORIZED,
+                [(header::WWW_AUTHENTICATE, "Bearer")],
+                "a bearer token is required\n",
+            )
+                .into_response();
+        }
+    }
+    next.run(request).await
+}
+
+async fn scrape(State(admin): State<Arc<Admin>>) -> Response {
+    admin.refresh().await;
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        admin.handle.render(),
+    )
+        .into_response()
+}

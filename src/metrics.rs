@@ -1,0 +1,185 @@
+//! The relay's Prometheus metrics: every name, label and unit in one place, recorded through the
+//! `metrics` facade, which does nothing until [`install`] sets the Prometheus recorder (`run`
+//! does; the tests' in-process relays and the other commands record nothing).
+//!
+//! Labels are bounded sets only (provider, outcome, state, task, …): never a number, a
+//! message id or a code. Counters count what this relay process recorded since it started;
+//! queue gauges are read from the database at each scrape.
+
+use metrics::{Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge};
+use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, PrometheusHandle};
+
+/// Provider calls recorded, by provider and outcome.
+pub const PROVIDER_CALLS: &str = "sms_relay_provider_calls_total";
+/// Messages this relay's rounds ended, by final state and how the round ended.
+pub const MESSAGES_FINISHED: &str = "sms_relay_messages_finished_total";
+/// From a message's enqueue to its first provider call.
+pub const PICKUP_SECONDS: &str = "sms_relay_pickup_seconds";
+/// From a message's enqueue to a provider accepting it.
+pub const ACCEPTED_SECONDS: &str = "sms_relay_accepted_seconds";
+/// Rounds that found a provider's rate limit empty and waited (or passed it over).
+pub const RATE_LIMIT_WAITS: &str = "sms_relay_rate_limit_waits_total";
+/// Delivery receipts recorded, by provider kind, status and what they did.
+pub const RECEIPTS: &str = "sms_relay_receipts_total";
+/// Maintenance runs by job (label `task`: Prometheus keeps `job` for the scrape job) and result
+/// (`ok`, `failed`).
+pub const MAINTENANCE_RUNS: &str = "sms_relay_maintenance_runs_total";
+/// 1, with the relay's version as a label.
+pub const BUILD_INFO: &str = "sms_relay_build_info";
+/// Messages waiting to be sent, by whether they are due now.
+pub const QUEUE_MESSAGES: &str = "sms_relay_queue_messages";
+/// How long the oldest due message has waited.
+pub const OLDEST_DUE_SECONDS: &str = "sms_relay_oldest_due_age_seconds";
+/// Messages relays are sending right now.
+pub const IN_FLIGHT: &str = "sms_relay_in_flight_messages";
+/// Relay processes connected to the database.
+pub const RELAYS: &str = "sms_relay_relays";
+/// 1 while the scrape could read the database.
+pub const DATABASE_UP: &str = "sms_relay_database_up";
+/// 1 for each provider's current circuit state.
+pub const CIRCUIT_STATE: &str = "sms_relay_circuit_state";
+/// A budget's use in its current window, in codes (`unit="messages"`) or money (`unit` the
+/// currency).
+pub const BUDGET_USED: &str = "sms_relay_budget_used";
+/// A budget's limit, in the same units.
+pub const BUDGET_LIMIT: &str = "sms_relay_budget_limit";
+
+/// Bounds of the latency histograms, in seconds: a code should reach its provider in
+/// milliseconds and its phone within seconds.
+const LATENCY_BUCKETS: [f64; 14] = [
+    0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+/// Sets the Prometheus recorder for this process and describes every metric; the handle renders
+/// the text exposition.
+pub fn install() -> Result<PrometheusHandle, BuildError> {
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &LATENCY_BUCKETS)?
+        .install_recorder()?;
+    describe_counter!(
+        PROVIDER_CALLS,
+        "Provider calls recorded, by provider and outcome."
+    );
+    describe_counter!(
+        MESSAGES_FINISHED,
+        "Messages this relay's rounds ended, by final state and how the round ended."
+    );
+    describe_histogram!(
+        PICKUP_SECONDS,
+        Unit::Seconds,
+        "From a message's enqueue to its first provider call."
+    );
+    describe_histogram!(
+        ACCEPTED_SECONDS,
+        Unit::Seconds,
+        "From a message's enqueue to a provider accepting it."
+    );
+    describe_counter!(
+        RATE_LIMIT_WAITS,
+        "Calls that found a provider's rate limit empty, by provider and whether a token came in time."
+    );
+    describe_counter!(
+        RECEIPTS,
+        "Delivery receipts recorded, by provider kind, delivery status and result."
+    );
+    describe_counter!(
+        MAINTENANCE_RUNS,
+        "Maintenance runs by job (task) and result."
+    );
+    describe_gauge!(BUILD_INFO, "1, labelled with the relay's version.");
+    describe_gauge!(
+        QUEUE_MESSAGES,
+        "Messages waiting to be sent, by whether they are due now."
+    );
+    describe_gauge!(
+        OLDEST_DUE_SECONDS,
+        Unit::Seconds,
+        "How long the oldest due message has waited (0 when none is due)."
+    );
+    describe_gauge!(IN_FLIGHT, "Messages relays are sending right now.");
+    describe_gauge!(RELAYS, "Relay processes connected to the database.");
+    describe_gauge!(DATABASE_UP, "1 while the scrape could read the database.");
+    describe_gauge!(
+        CIRCUIT_STATE,
+        "1 for each provider's current circuit state."
+    );
+    describe_gauge!(BUDGET_USED, "A budget's use in its current window.");
+    describe_gauge!(BUDGET_LIMIT, "A budget's limit in its window.");
+    gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+    Ok(handle)
+}
+
+/// One provider call was recorded.
+pub fn provider_call(provider: &str, outcome: &'static str) {
+    counter!(PROVIDER_CALLS, "provider" => provider.to_owned(), "outcome" => outcome).increment(1);
+}
+
+/// A round ended its message in `state`; `round` is how the relay's round ended (`sent`,
+/// `failed`, `expired`, `cancelled`, or `retry` turned final by the database).
+pub fn message_finished(state: &str, round: &'static str) {
+    counter!(MESSAGES_FINISHED, "state" => state.to_owned(), "round" => round).increment(1);
+}
+
+/// A message's first provider call started `seconds` after its enqueue.
+pub fn picked_up(seconds: f64) {
+    metrics::histogram!(PICKUP_SECONDS).record(seconds);
+}
+
+/// A provider accepted a message `seconds` after its enqueue.
+pub fn accepted(seconds: f64) {
+    metrics::histogram!(ACCEPTED_SECONDS).record(seconds);
+}
+
+/// A call found `provider`'s rate limit empty; `got` whether a token came within the wait.
+pub fn rate_limit_wait(provider: &str, got: bool) {
+    let result = if got { "waited" } else { "passed_over" };
+    counter!(RATE_LIMIT_WAITS, "provider" => provider.to_owned(), "result" => result).increment(1);
+}
+
+/// `n` receipts of `source` (a provider kind) with `status` were recorded with `result`.
+pub fn receipts(source: &str, status: &str, result: &str, n: u64) {
+    counter!(RECEIPTS, "source" => source.to_owned(), "status" => status.to_owned(),
+             "result" => result.to_owned())
+    .increment(n);
+}
+
+/// A maintenance run of `job` ended; `ok` unless it failed.
+pub fn maintenance_run(job: &'static str, ok: bool) {
+    let result = if ok { "ok" } else { "failed" };
+    counter!(MAINTENANCE_RUNS, "task" => job, "result" => result).increment(1);
+}
+
+/// The waiting queue as read at a scrape.
+pub fn queue(waiting: i64, due: i64, oldest_due_age_s: f64) {
+    gauge!(QUEUE_MESSAGES, "due" => "true").set(due as f64);
+    gauge!(QUEUE_MESSAGES, "due" => "false").set((waiting - due) as f64);
+    gauge!(OLDEST_DUE_SECONDS).set(oldest_due_age_s);
+}
+
+/// The relays and their holds as read at a scrape.
+pub fn relays(in_flight: i64, relays: i64) {
+    gauge!(IN_FLIGHT).set(in_flight as f64);
+    gauge!(RELAYS).set(relays as f64);
+}
+
+/// Whether the scrape could read the database.
+pub fn database_up(up: bool) {
+    gauge!(DATABASE_UP).set(if up { 1.0 } else { 0.0 });
+}
+
+/// `provider`'s circuit is in `state` (one of `states`, each of which gets 1 or 0).
+pub fn circuit(provider: &str, state: &str, states: &[&'static str]) {
+    for s in states {
+        gauge!(CIRCUIT_STATE, "provider" => provider.to_owned(), "state" => *s)
+            .set(if *s == state { 1.0 } else { 0.0 });
+    }
+}
+
+/// One budget's use and limit in `unit` (`messages` or a currency); `labels` name the budget
+/// (scope, subject, purpose, per).
+pub fn budget(labels: [(&'static str, String); 4], unit: &str, used: f64, limit: f64) {
+    let mut all: Vec<(&'static str, String)> = labels.to_vec();
+    all.push(("unit", unit.to_owned()));
+    gauge!(BUDGET_USED, &all).set(used);
+    gauge!(BUDGET_LIMIT, &all).set(limit);
+}
