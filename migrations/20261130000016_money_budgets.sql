@@ -128,8 +128,8 @@ BEGIN
 END $$;
 
 -- Numbers that can never reach a subscriber: a Bangladeshi mobile prefix (+8801 and 3 to 9)
--- followed by nine digits, one more than any number in the national plan has. They still read as
--- the operator and country of their prefix, so a demo's reports look like real traffic.
+-- followed by nine digits, one more than any number in the national plan has. They count as
+-- country BD, operator 'other BD' (sms_operator() knows only numbers of the plan's length).
 CREATE FUNCTION sms_fictional(recipient text) RETURNS boolean
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
   SELECT recipient ~ '^\+8801[3-9][0-9]{9}$'
