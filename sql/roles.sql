@@ -14,9 +14,11 @@
 --                     sms_outbox without RETURNING). It cannot read anything.
 --   sms_relay_worker  `sms-relay run`: reads and writes the queue, attempts, receipts and its
 --                     bookkeeping tables; runs the maintenance jobs (as owner-run functions).
---   sms_operator      the operator commands (status, report, maintain): the queue's counts and
---                     times, attempts, circuits, reports and the maintenance jobs, but never a
---                     phone number or a code (no SELECT on sms_outbox.recipient or .params).
+--   sms_operator      the operator commands (status, report, maintain, messages, templates): the
+--                     queue's counts and times, messages with masked numbers (sms_messages),
+--                     attempts, receipts without payloads, circuits, reports, retry and cancel of
+--                     one message, and the maintenance jobs, but never a phone number or a code
+--                     (no SELECT on sms_outbox.recipient or .params).
 --   sms_analyst       reads the sms_report_* views and sms_attempts, which hold no phone numbers.
 --                     Nothing on sms_outbox, sms_receipts or sms_recipient_budget.
 --
@@ -51,7 +53,7 @@ BEGIN
     FOR r IN SELECT * FROM (VALUES
         ('sms_auth', 'sms-relay: enqueue only (sms_enqueue, INSERT into sms_outbox); reads nothing.'),
         ('sms_relay_worker', 'sms-relay: the relay process (sms-relay run).'),
-        ('sms_operator', 'sms-relay: status, report and maintain; never a phone number or a code.'),
+        ('sms_operator', 'sms-relay: status, report, maintain, messages and templates; never a phone number or a code.'),
         ('sms_analyst', 'sms-relay: SELECT on the sms_report_* views and sms_attempts; no phone numbers.'))
         AS v(name, note)
     LOOP
@@ -138,6 +140,9 @@ BEGIN
 END $$;
 GRANT SELECT ON sms_attempts, sms_provider_circuits, sms_maintenance_runs, sms_holds, _sqlx_migrations TO sms_operator;
 GRANT INSERT, UPDATE ON sms_maintenance_runs TO sms_operator;
+-- `messages` and `templates preview`: messages with masked numbers and no codes, receipts without
+-- their payloads, the templates (no secrets in them).
+GRANT SELECT ON sms_messages, sms_message_receipts, sms_templates TO sms_operator;
 
 -- sms_analyst -----------------------------------------------------------------------------------
 
@@ -167,7 +172,8 @@ BEGIN
         IF obj.proname LIKE 'sms\_report\_%' THEN
             EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO sms_analyst, sms_operator', obj.name);
         END IF;
-        IF obj.proname LIKE 'sms\_maintain\_%' THEN
+        IF obj.proname LIKE 'sms\_maintain\_%'
+           OR obj.proname IN ('sms_retry', 'sms_cancel', 'sms_mask', 'sms_operator', 'sms_uuid_v7_floor') THEN
             EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO sms_operator', obj.name);
         END IF;
     END LOOP;

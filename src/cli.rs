@@ -68,6 +68,127 @@ pub enum Command {
     /// counters and dead relays' rows, scrub the codes of messages that can no longer be sent,
     /// delete what is past its retention), and record each run. Exits non-zero if one fails.
     Maintain(MaintainArgs),
+    /// Find, inspect and act on single messages (numbers masked, codes never shown): list them,
+    /// show one's whole history, retry or cancel one through the message lifecycle.
+    #[command(subcommand)]
+    Messages(MessagesCommand),
+    /// Show how a text is encoded and how many parts it is billed as, and what it costs through
+    /// each configured provider with a price table.
+    Segments(SegmentsArgs),
+    /// Inspect the message templates.
+    #[command(subcommand)]
+    Templates(TemplatesCommand),
+}
+
+/// How the operator commands print.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutputFormat {
+    /// Tables for people.
+    Table,
+    /// JSON for scripts.
+    Json,
+}
+
+/// `messages` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum MessagesCommand {
+    /// The newest messages matching the filters.
+    List(ListArgs),
+    /// One message's whole history: its rounds, provider calls with outcome and cost, receipts,
+    /// resends, and why it ended.
+    Show(MessageArgs),
+    /// Send a message again: a failed one gets one more round, a waiting retry goes now. Refused
+    /// (with the reason) unless its code is still valid and no relay is sending it.
+    Retry(MessageArgs),
+    /// Cancel a waiting message (a waiting resend is withdrawn; the message stays sent). Refused
+    /// (with the reason) when it has ended or a relay is sending it right now.
+    Cancel(CancelArgs),
+}
+
+/// `messages list` options.
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Only messages in this state (pending, sent, failed, expired, cancelled).
+    #[arg(long)]
+    pub state: Option<String>,
+    /// Only messages enqueued within this window (30m, 24h, 7d).
+    #[arg(long, default_value = "1d", value_parser = parse_since)]
+    pub since: String,
+    /// Only messages of this template.
+    #[arg(long)]
+    pub template: Option<String>,
+    /// Only messages this provider was called for.
+    #[arg(long)]
+    pub provider: Option<String>,
+    /// At most this many, newest first.
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(i64).range(1..=10_000))]
+    pub limit: i64,
+    /// Output.
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: OutputFormat,
+}
+
+/// Options naming one message.
+#[derive(Debug, Args)]
+pub struct MessageArgs {
+    /// The message id (`sms_outbox.id`).
+    pub id: uuid::Uuid,
+    /// Output.
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: OutputFormat,
+}
+
+/// `messages cancel` options.
+#[derive(Debug, Args)]
+pub struct CancelArgs {
+    /// The message id (`sms_outbox.id`).
+    pub id: uuid::Uuid,
+    /// Why (kept as the message's last error).
+    #[arg(long)]
+    pub reason: String,
+    /// Output.
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: OutputFormat,
+}
+
+/// `segments` options.
+#[derive(Debug, Args)]
+pub struct SegmentsArgs {
+    /// The text as it would be sent.
+    pub text: String,
+    /// The destination the costs are for.
+    #[arg(long, default_value = "+8801700000000")]
+    pub to: String,
+    /// Output.
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: OutputFormat,
+}
+
+/// `templates` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum TemplatesCommand {
+    /// Render a template with sample params and show its text, encoding, parts and cost per
+    /// provider before anyone sends it.
+    Preview(PreviewArgs),
+}
+
+/// `templates preview` options.
+#[derive(Debug, Args)]
+pub struct PreviewArgs {
+    /// The template's name.
+    pub name: String,
+    /// Its locale.
+    #[arg(long, default_value = "en")]
+    pub locale: String,
+    /// A placeholder's value, `name=value` (repeat for each; a missing `code` is 123456).
+    #[arg(long = "param", value_parser = parse_param)]
+    pub params: Vec<(String, String)>,
+    /// The destination the costs are for.
+    #[arg(long, default_value = "+8801700000000")]
+    pub to: String,
+    /// Output.
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: OutputFormat,
 }
 
 /// `maintain` options.

@@ -4,22 +4,26 @@ mod bench;
 mod demo;
 mod enqueue;
 mod maintain;
+mod messages;
+mod output;
 mod provider_check;
 mod report;
 mod run;
 mod status;
+mod templates;
 
 use std::sync::Arc;
 
 use sqlx::PgPool;
 
 use crate::{
-    cli::{Cli, Command, ProvidersCommand},
+    cli::{Cli, Command, ProvidersCommand, TemplatesCommand},
     config::{Config, ConfigError},
     db,
+    domain::RenderError,
     providers::{self, BuildError},
     relay::{Relay, RelayError},
-    store::{EnqueueError, Store, StoreError},
+    store::{EnqueueError, EventError, Store, StoreError},
     throwaway_pg::{Durability, ThrowawayPg, ThrowawayPgError},
 };
 
@@ -69,9 +73,9 @@ pub enum CommandError {
     },
     /// A load generator was pointed at a database that already holds messages.
     #[error(
-        "{tool} needs a database without messages (it enqueues codes to made-up numbers, which a \
-         relay with real providers would send): unset DATABASE_URL for a throwaway server, point it \
-         at a scratch database{force}"
+        "{tool} needs a database without messages (its floods of codes to fictional numbers would \
+         mix with real traffic and its figures): unset DATABASE_URL for a throwaway server, point \
+         it at a scratch database{force}"
     )]
     NotEmpty {
         /// The command.
@@ -80,8 +84,20 @@ pub enum CommandError {
         force: &'static str,
     },
     /// `maintain` was given a job that does not exist.
-    #[error("no maintenance job {0:?} (prune, scrub, retention)")]
+    #[error("no maintenance job {0:?} (prune, scrub, retention, rematch)")]
     UnknownJob(String),
+    /// No message has this id.
+    #[error("no message {0}")]
+    NoSuchMessage(uuid::Uuid),
+    /// No template has this name and locale.
+    #[error("no template {0:?} in locale {1:?}")]
+    NoSuchTemplate(String, String),
+    /// The params given for a preview do not render the template.
+    #[error("cannot render the template: {0}")]
+    Render(#[from] RenderError),
+    /// An operator's retry or cancel did not happen.
+    #[error(transparent)]
+    Event(#[from] EventError),
     /// A maintenance job failed (its run is recorded with the error).
     #[error("maintenance job {job} failed: {error}")]
     MaintenanceFailed {
@@ -126,6 +142,13 @@ pub async fn execute(cli: Cli) -> Result<(), CommandError> {
         Command::Bench(args) => bench::bench(&config, url, args).await,
         Command::Maintain(args) => {
             maintain::maintain(&config, &url.ok_or(CommandError::NoDatabase)?, args).await
+        }
+        Command::Messages(command) => {
+            messages::messages(&url.ok_or(CommandError::NoDatabase)?, command).await
+        }
+        Command::Segments(args) => templates::segments(&config, args),
+        Command::Templates(TemplatesCommand::Preview(args)) => {
+            templates::preview(&config, &url.ok_or(CommandError::NoDatabase)?, args).await
         }
     }
 }

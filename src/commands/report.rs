@@ -4,7 +4,7 @@
 use comfy_table::Table;
 use serde_json::{Map, Value};
 
-use super::{CommandError, connect_migrated};
+use super::{CommandError, connect_migrated, output::cell};
 use crate::{
     cli::{ReportArgs, ReportFormat},
     store::{ReportRows, Store},
@@ -16,18 +16,9 @@ fn cells(report: &ReportRows) -> impl Iterator<Item = Vec<String>> + '_ {
         report
             .columns
             .iter()
-            .map(|c| text(row.get(c).unwrap_or(&Value::Null)))
+            .map(|c| cell(row.get(c).unwrap_or(&Value::Null)))
             .collect()
     })
-}
-
-/// A value as a table or CSV cell: NULL is empty, strings are bare.
-fn text(value: &Value) -> String {
-    match value {
-        Value::Null => String::new(),
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    }
 }
 
 /// A CSV field (RFC 4180): quoted when it holds a comma, a quote or a line break.

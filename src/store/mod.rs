@@ -9,10 +9,12 @@ mod gauges;
 mod latency;
 mod lifecycle;
 pub mod maintenance;
+mod messages;
 mod report_totals;
 mod reports;
 mod schema;
 mod status;
+mod templates;
 mod wakeup;
 
 use std::time::Duration;
@@ -27,9 +29,11 @@ pub use latency::Pickup;
 pub use lifecycle::{
     ClaimedMessage, Disposition, Finish, Holder, MAX_RELAY_ID_LEN, RoundEnd, presence_name,
 };
+pub use messages::{EventError, MessageFilter, MessageHistory};
 pub use report_totals::{FailureTotal, MessageTotals, ProviderTotals};
 pub use reports::ReportRows;
 pub use status::{AcceptedToday, AttemptCount, StateCount, Status};
+pub use templates::TemplateRow;
 pub use wakeup::WAKEUP_CHANNEL;
 
 /// Errors from the store: the database was unreachable or refused a statement. Worth retrying

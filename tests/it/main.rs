@@ -12,6 +12,7 @@ mod enqueue;
 mod lifecycle;
 mod maintenance;
 mod metrics;
+mod operator;
 mod outbound;
 mod outcomes;
 mod receipts;

@@ -335,7 +335,8 @@ async fn the_relay_runs_as_its_own_role() {
 async fn operators_see_the_queue_but_no_number_or_code() {
     let app = TestApp::new().await;
     apply_roles(&app);
-    app.otps(3).await;
+    let ids = app.otps(3).await;
+    let one = ids[0].to_string();
     let login = format!("oncall_{}", uuid::Uuid::new_v4().simple());
     sqlx::raw_sql(AssertSqlSafe(format!(
         "CREATE ROLE {login} LOGIN IN ROLE sms_operator"
@@ -351,6 +352,10 @@ async fn operators_see_the_queue_but_no_number_or_code() {
         vec!["status"],
         vec!["report", "--since", "1d"],
         vec!["maintain", "--now"],
+        vec!["messages", "list"],
+        vec!["messages", "show", &one],
+        vec!["templates", "preview", "otp"],
+        vec!["messages", "cancel", &one, "--reason", "on-call test"],
     ] {
         let run = crate::support::cli::output(crate::support::cli::sms_relay_at(&url).args(&args));
         assert!(
