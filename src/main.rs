@@ -13,7 +13,7 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     // The demo and the benchmark print their own report; their logs would only get in its way.
     let default_filter = match cli.command {
-        Command::Demo(_) | Command::Bench(_) => "warn,sqlx=error",
+        Command::Demo(_) | Command::Bench(_) => "error",
         _ => "info,sqlx=warn",
     };
     telemetry::init(cli.log_format, default_filter);

@@ -193,7 +193,7 @@ async fn require_empty(
     tool: &'static str,
     force: Option<bool>,
 ) -> Result<(), CommandError> {
-    if force == Some(true) || store.status().await?.total() == 0 {
+    if force == Some(true) || store.is_empty().await? {
         return Ok(());
     }
     Err(CommandError::NotEmpty {

@@ -9,6 +9,9 @@ use crate::store::Store;
 pub(super) async fn status(url: &str) -> Result<(), CommandError> {
     let store = Store::new(connect_migrated(url, 1).await?);
     let status = store.status().await?;
+    println!(
+        "messages: every waiting one; of those that ended, the ones enqueued in the last 24 h"
+    );
     let mut states = Table::new();
     states.set_header(["state", "messages"]);
     for s in &status.states {
@@ -23,6 +26,7 @@ pub(super) async fn status(url: &str) -> Result<(), CommandError> {
         Some(age) => println!("oldest due message has waited {age:.1} s"),
         None => println!("nothing is due"),
     }
+    println!("provider calls of the last 24 h");
     let mut attempts = Table::new();
     attempts.set_header(["provider", "outcome", "attempts"]);
     for a in &status.attempts {

@@ -1,4 +1,7 @@
 //! What `sms-relay status` shows: the queue by state, its oldest due message, attempts by outcome.
+//! Every count reads what is waiting (through the queue's partial index) or the last day (through
+//! the time-ordered message ids and the block-range index on attempts), so it costs the same at
+//! millions of finished messages.
 
 use super::{Result, Store};
 
@@ -25,13 +28,14 @@ pub struct AttemptCount {
 /// A snapshot of the queue.
 #[derive(Debug, Clone)]
 pub struct Status {
-    /// Messages per state (every state a message can be in listed, zeros included).
+    /// Messages per state (every state a message can be in listed, zeros included): every
+    /// waiting one, and the ones enqueued in the last 24 hours that have ended.
     pub states: Vec<StateCount>,
     /// Waiting messages a relay is sending right now (held by its claim).
     pub in_flight: i64,
     /// How long the oldest due message has been waiting, in seconds.
     pub oldest_due_age_s: Option<f64>,
-    /// Attempts per provider and outcome.
+    /// Provider calls of the last 24 hours per provider and outcome.
     pub attempts: Vec<AttemptCount>,
 }
 
@@ -71,6 +75,20 @@ pub struct AcceptedToday {
     pub cost_micros: i64,
 }
 
+/// Every state with its count: `pending` through the waiting messages' partial index, the
+/// others over the messages enqueued in the last 24 hours (a range of the time-ordered ids).
+const STATES: &str = r#"
+SELECT s.state::text AS state,
+       CASE WHEN s.state = 'pending' THEN (SELECT count(*) FROM sms_outbox WHERE state = 'pending')
+            ELSE coalesce(d.count, 0) END AS count
+  FROM unnest(enum_range(NULL::sms_state)) AS s(state)
+  LEFT JOIN (SELECT state, count(*) AS count FROM sms_outbox
+              WHERE id >= sms_uuid_v7_floor(now() - interval '1 day') AND state <> 'pending'
+              GROUP BY state) d ON d.state = s.state
+ WHERE s.state <> 'sending'
+ ORDER BY s.state
+"#;
+
 impl Store {
     /// What each of `providers` accepted today (UTC) across every relay, per currency.
     pub async fn accepted_today(&self, providers: &[String]) -> Result<Vec<AcceptedToday>> {
@@ -80,17 +98,20 @@ impl Store {
             .await?)
     }
 
-    /// Reads the queue's state. Scans the outbox: meant for operators, not hot paths.
-    pub async fn status(&self) -> Result<Status> {
-        let states = sqlx::query_as::<_, StateCount>(
-            "SELECT s.state::text AS state, count(o.id) AS count \
-               FROM unnest(enum_range(NULL::sms_state)) AS s(state) \
-               LEFT JOIN sms_outbox o ON o.state = s.state \
-              WHERE s.state <> 'sending' \
-              GROUP BY s.state ORDER BY s.state",
+    /// Whether the outbox holds no message at all.
+    pub async fn is_empty(&self) -> Result<bool> {
+        Ok(
+            sqlx::query_scalar("SELECT NOT EXISTS (SELECT 1 FROM sms_outbox)")
+                .fetch_one(&self.pool)
+                .await?,
         )
-        .fetch_all(&self.pool)
-        .await?;
+    }
+
+    /// Reads the queue's state.
+    pub async fn status(&self) -> Result<Status> {
+        let states = sqlx::query_as::<_, StateCount>(STATES)
+            .fetch_all(&self.pool)
+            .await?;
         let in_flight =
             sqlx::query_scalar("SELECT coalesce(sum(messages), 0)::int8 FROM sms_holds")
                 .fetch_one(&self.pool)
@@ -103,6 +124,7 @@ impl Store {
         .await?;
         let attempts = sqlx::query_as::<_, AttemptCount>(
             "SELECT provider, outcome::text AS outcome, count(*) AS count FROM sms_attempts \
+              WHERE started_at >= now() - interval '1 day' \
               GROUP BY provider, outcome ORDER BY provider, outcome",
         )
         .fetch_all(&self.pool)
