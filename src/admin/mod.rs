@@ -1,6 +1,8 @@
 //! The operators' listener, apart from the public webhooks: `GET /metrics` in the Prometheus
-//! text format, with the queue, the relays, the budgets and the circuits read at each scrape.
+//! text format, with the queue, the relays, the budgets and the circuits read at each scrape, and
+//! `GET /`, the operator page.
 
+pub mod page;
 pub mod settings;
 
 use std::sync::Arc;
@@ -10,7 +12,7 @@ use axum::{
     extract::{Request, State},
     http::{StatusCode, header},
     middleware::{self, Next},
-    response::{IntoResponse, Response},
+    response::{Html, IntoResponse, Response},
     routing::get,
 };
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -21,9 +23,10 @@ pub use settings::AdminSettings;
 
 use crate::{
     metrics,
-    providers::{CircuitState, ProviderChain},
+    providers::{CircuitState, ProviderChain, cap::Measure},
     store::{self, Store},
 };
+use page::{CapUse, Page};
 
 /// What the admin routes read.
 pub struct Admin {
@@ -50,13 +53,52 @@ impl Admin {
         }
     }
 
-    /// `GET /metrics`, behind the token when one is set.
+    /// `GET /metrics` and `GET /`, behind the token when one is set.
     pub fn router(self) -> Router {
         let admin = Arc::new(self);
         Router::new()
+            .route("/", get(operator_page))
             .route("/metrics", get(scrape))
             .route_layer(middleware::from_fn_with_state(admin.clone(), authorize))
             .with_state(admin)
+    }
+
+    /// Reads what the operator page shows.
+    async fn page(&self) -> store::Result<Page> {
+        let names: Vec<String> = self.chain.names().into_iter().map(str::to_owned).collect();
+        let today = self.store.accepted_today(&names).await?;
+        let caps = self
+            .chain
+            .caps()
+            .map(|(provider, cap)| {
+                let of_provider = today.iter().filter(|t| t.provider == provider);
+                let used = match cap.measure() {
+                    Measure::Messages => of_provider.map(|t| t.messages).sum::<i64>(),
+                    Measure::Spend(currency) => of_provider
+                        .filter(|t| t.currency.as_deref() == Some(currency.as_str()))
+                        .map(|t| t.cost_micros)
+                        .sum(),
+                };
+                CapUse {
+                    provider: provider.to_owned(),
+                    measure: cap.measure().clone(),
+                    used: u64::try_from(used).unwrap_or(0),
+                    limit: cap.limit(),
+                }
+            })
+            .collect();
+        Ok(Page {
+            at: chrono::Utc::now(),
+            status: self.store.status().await?,
+            holds: self.store.holds().await?,
+            circuits: self.store.circuits().await?,
+            providers: self.store.providers_last_hour().await?,
+            caps,
+            budgets: self.store.budget_gauges().await?,
+            delivery: self.store.delivery_last_day().await?,
+            unsent: self.store.latest_unsent().await?,
+            runs: self.store.latest_runs().await?,
+        })
     }
 
     /// Sets the gauges read from the database; the in-process metrics render regardless.
@@ -115,6 +157,20 @@ async fn authorize(State(admin): State<Arc<Admin>>, request: Request, next: Next
         }
     }
     next.run(request).await
+}
+
+async fn operator_page(State(admin): State<Arc<Admin>>) -> Response {
+    match admin.page().await {
+        Ok(page) => Html(page::render(&page).into_string()).into_response(),
+        Err(error) => {
+            tracing::warn!(%error, "operator page: cannot read the database");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("cannot read the database: {error}\n"),
+            )
+                .into_response()
+        }
+    }
 }
 
 async fn scrape(State(admin): State<Arc<Admin>>) -> Response {

@@ -77,6 +77,11 @@ impl DailyCap {
         &self.measure
     }
 
+    /// The most it allows per UTC day (messages, or millionths of the currency).
+    pub fn limit(&self) -> u64 {
+        self.limit
+    }
+
     /// Whether today's cap is used up (by every relay's use at the last refresh, and this
     /// relay's acceptances since).
     pub fn spent(&self) -> bool {

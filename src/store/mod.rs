@@ -10,6 +10,7 @@ mod latency;
 mod lifecycle;
 pub mod maintenance;
 mod messages;
+mod overview;
 mod report_totals;
 mod reports;
 mod schema;
@@ -30,6 +31,7 @@ pub use lifecycle::{
     ClaimedMessage, Disposition, Finish, Holder, MAX_RELAY_ID_LEN, RoundEnd, presence_name,
 };
 pub use messages::{EventError, MessageFilter, MessageHistory};
+pub use overview::{DeliveryDay, ProviderHour, RelayHolds, Run, Unsent};
 pub use report_totals::{FailureTotal, MessageTotals, ProviderTotals};
 pub use reports::ReportRows;
 pub use status::{AcceptedToday, AttemptCount, StateCount, Status};

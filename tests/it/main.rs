@@ -13,6 +13,7 @@ mod lifecycle;
 mod maintenance;
 mod metrics;
 mod operator;
+mod operator_page;
 mod outbound;
 mod outcomes;
 mod receipts;

@@ -1,6 +1,7 @@
 //! `/metrics` on the admin listener of a running relay: the real Prometheus parser accepts it,
 //! every counter equals what the database holds after a scripted run, no label carries a number,
-//! an id or a code, and a listener with a token refuses requests without it.
+//! an id or a code, and a listener with a token refuses requests without it (the operator page
+//! too).
 
 use std::{collections::HashMap, io::Write, process::Stdio};
 
@@ -187,6 +188,8 @@ async fn a_token_guards_the_admin_listener() {
     let app = TestApp::new().await;
     let scratch = Scratch::new();
     let address = free_address();
+    // Bound to every interface, which needs a token.
+    let address = address.replace("127.0.0.1", "0.0.0.0");
     let relay = sms_relay(&app)
         .arg("run")
         .env("SMS_RELAY__ADMIN__LISTEN", &address)
@@ -196,8 +199,9 @@ async fn a_token_guards_the_admin_listener() {
         .spawn()
         .unwrap();
     let client = reqwest::Client::new();
-    let get = async |token: Option<&str>| {
-        let mut request = client.get(format!("http://{address}/metrics"));
+    let local = address.replace("0.0.0.0", "127.0.0.1");
+    let get = async |path: &str, token: Option<&str>| {
+        let mut request = client.get(format!("http://{local}{path}"));
         if let Some(token) = token {
             request = request.bearer_auth(token);
         }
@@ -207,9 +211,12 @@ async fn a_token_guards_the_admin_listener() {
             .map(|r| r.status().as_u16())
             .unwrap_or(0)
     };
-    eventually(async || get(Some("s3cret-token")).await == 200).await;
-    assert_eq!(get(None).await, 401);
-    assert_eq!(get(Some("wrong")).await, 401);
+    eventually(async || get("/metrics", Some("s3cret-token")).await == 200).await;
+    for path in ["/metrics", "/"] {
+        assert_eq!(get(path, None).await, 401, "{path}");
+        assert_eq!(get(path, Some("wrong")).await, 401, "{path}");
+        assert_eq!(get(path, Some("s3cret-token")).await, 200, "{path}");
+    }
     assert!(stop(relay).await.success());
 }
 
