@@ -13,7 +13,8 @@ use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, Promet
 pub const PROVIDER_CALLS: &str = "sms_relay_provider_calls_total";
 /// Messages this relay's rounds ended, by final state and how the round ended.
 pub const MESSAGES_FINISHED: &str = "sms_relay_messages_finished_total";
-/// From a message's enqueue to its first provider call.
+/// From a message's enqueue to the first provider call of its first round (a round whose every
+/// provider was skipped, circuits open, makes none).
 pub const PICKUP_SECONDS: &str = "sms_relay_pickup_seconds";
 /// From a message's enqueue to a provider accepting it.
 pub const ACCEPTED_SECONDS: &str = "sms_relay_accepted_seconds";
@@ -67,7 +68,7 @@ pub fn install() -> Result<PrometheusHandle, BuildError> {
     describe_histogram!(
         PICKUP_SECONDS,
         Unit::Seconds,
-        "From a message's enqueue to its first provider call."
+        "From a message's enqueue to the first provider call of its first round."
     );
     describe_histogram!(
         ACCEPTED_SECONDS,
@@ -120,7 +121,7 @@ pub fn message_finished(state: &str, round: &'static str) {
     counter!(MESSAGES_FINISHED, "state" => state.to_owned(), "round" => round).increment(1);
 }
 
-/// A message's first provider call started `seconds` after its enqueue.
+/// A message's first round made its first provider call `seconds` after the enqueue.
 pub fn picked_up(seconds: f64) {
     metrics::histogram!(PICKUP_SECONDS).record(seconds);
 }

@@ -63,11 +63,11 @@ impl Admin {
             .with_state(admin)
     }
 
-    /// Reads what the operator page shows.
-    async fn page(&self) -> store::Result<Page> {
+    /// Each provider's daily caps against what every relay got accepted today.
+    async fn cap_uses(&self) -> store::Result<Vec<CapUse>> {
         let names: Vec<String> = self.chain.names().into_iter().map(str::to_owned).collect();
         let today = self.store.accepted_today(&names).await?;
-        let caps = self
+        Ok(self
             .chain
             .caps()
             .map(|(provider, cap)| {
@@ -86,14 +86,18 @@ impl Admin {
                     limit: cap.limit(),
                 }
             })
-            .collect();
+            .collect())
+    }
+
+    /// Reads what the operator page shows.
+    async fn page(&self) -> store::Result<Page> {
         Ok(Page {
             at: chrono::Utc::now(),
             status: self.store.status().await?,
             holds: self.store.holds().await?,
             circuits: self.store.circuits().await?,
             providers: self.store.providers_last_hour().await?,
-            caps,
+            caps: self.cap_uses().await?,
             budgets: self.store.budget_gauges().await?,
             delivery: self.store.delivery_last_day().await?,
             unsent: self.store.latest_unsent().await?,
@@ -123,6 +127,26 @@ impl Admin {
                 }
                 if let (Some(limit), Some(currency)) = (b.max_cost, b.currency) {
                     metrics::budget(labels, &currency, b.used_cost, limit);
+                }
+            }
+            // A provider's daily caps are its budget: scope `provider`, every purpose.
+            for cap in self.cap_uses().await? {
+                let labels = [
+                    ("scope", "provider".to_owned()),
+                    ("subject", cap.provider),
+                    ("purpose", "*".to_owned()),
+                    ("per", "day".to_owned()),
+                ];
+                match cap.measure {
+                    Measure::Messages => {
+                        metrics::budget(labels, "messages", cap.used as f64, cap.limit as f64);
+                    }
+                    Measure::Spend(currency) => metrics::budget(
+                        labels,
+                        &currency,
+                        cap.used as f64 / 1e6,
+                        cap.limit as f64 / 1e6,
+                    ),
                 }
             }
             Ok::<(), store::StoreError>(())

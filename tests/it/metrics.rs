@@ -97,7 +97,9 @@ async fn metrics_parse_and_equal_what_the_database_holds() {
         &config,
         "[relay]\npoll_interval_ms = 100\n\
          [retry]\nbase_ms = 10\ncap_ms = 50\n\
-         [[providers]]\nname = \"sim\"\nkind = \"simulator\"\nbad_recipient = 0.3\nprovider_error = 0.3\n",
+         [[providers]]\nname = \"sim\"\nkind = \"simulator\"\nbad_recipient = 0.3\nprovider_error = 0.3\n\
+         daily_cap = 1000\n\
+         circuit = { consecutive_failures = 5, failure_rate = 0.5, window = 20, open_ms = 200 }\n",
     )
     .unwrap();
     let address = free_address();
@@ -110,12 +112,24 @@ async fn metrics_parse_and_equal_what_the_database_holds() {
         .spawn()
         .unwrap();
     eventually(async || app.owed().await == 0).await;
-    let body = reqwest::get(format!("http://{address}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    // The relay counts a batch once the database has it: scrape until all 30 are counted.
+    let scrape = async || {
+        reqwest::get(format!("http://{address}/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+    let finished = |body: &str| {
+        samples(body)
+            .iter()
+            .filter(|(n, ..)| n == "sms_relay_messages_finished_total")
+            .map(|(.., v)| *v)
+            .sum::<f64>()
+    };
+    eventually(async || finished(&scrape().await) == 30.0).await;
+    let body = scrape().await;
     assert!(stop(relay).await.success());
 
     promtool_accepts(&body).unwrap();
@@ -162,11 +176,34 @@ async fn metrics_parse_and_equal_what_the_database_holds() {
     assert_eq!(gauge("sms_relay_queue_messages"), 0.0);
     assert_eq!(gauge("sms_relay_database_up"), 1.0);
     assert_eq!(gauge("sms_relay_relays"), 1.0);
+    let first_rounds_with_a_call: i64 = sqlx::query_scalar(
+        "SELECT count(DISTINCT message_id) FROM sms_attempts WHERE attempt_number = 1",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
     assert_eq!(
         gauge("sms_relay_pickup_seconds_count"),
-        30.0,
-        "each message's first call"
+        first_rounds_with_a_call as f64,
+        "each first round's first call"
     );
+    // The provider's daily cap against what it accepted today.
+    let accepted: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM sms_attempts WHERE provider = 'sim' AND outcome = 'accepted'",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    let cap = |name: &str| {
+        samples
+            .iter()
+            .find(|(n, labels, _)| {
+                n == name && labels.get("scope").map(String::as_str) == Some("provider")
+            })
+            .map(|(.., v)| *v)
+    };
+    assert_eq!(cap("sms_relay_budget_used"), Some(accepted as f64));
+    assert_eq!(cap("sms_relay_budget_limit"), Some(1000.0));
     // No label value is a number, an id or a code.
     let codes: Vec<String> = sqlx::query_scalar("SELECT params->>'code' FROM sms_outbox")
         .fetch_all(&app.pool)
