@@ -63,9 +63,11 @@ pub enum CommandError {
     /// A provider entry could not be built.
     #[error(transparent)]
     Provider(#[from] BuildError),
-    /// The webhook server's address could not be bound.
-    #[error("cannot listen on {address} ([webhooks] listen): {source}")]
+    /// A listener's address could not be bound.
+    #[error("cannot listen on {address} ([{section}] listen): {source}")]
     Listen {
+        /// The config section (`webhooks`, `admin`).
+        section: &'static str,
         /// The configured address.
         address: String,
         /// Why (often: the port is taken).

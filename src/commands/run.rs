@@ -27,12 +27,7 @@ pub(super) async fn run(
     let beside = CancellationToken::new();
     let mut tasks = tokio::task::JoinSet::new();
     if !config.webhooks.listen.is_empty() {
-        let listener = TcpListener::bind(&config.webhooks.listen)
-            .await
-            .map_err(|source| CommandError::Listen {
-                address: config.webhooks.listen.clone(),
-                source,
-            })?;
+        let listener = listen("webhooks", &config.webhooks.listen).await?;
         tracing::info!(address = %listener.local_addr()?, "serving receipt webhooks, /healthz and /readyz");
         let router = config.webhooks(store.clone()).router();
         let stop = beside.clone();
@@ -45,12 +40,7 @@ pub(super) async fn run(
     }
     if !config.admin.listen.is_empty() {
         let handle = metrics::install().map_err(std::io::Error::other)?;
-        let listener = TcpListener::bind(&config.admin.listen)
-            .await
-            .map_err(|source| CommandError::Listen {
-                address: config.admin.listen.clone(),
-                source,
-            })?;
+        let listener = listen("admin", &config.admin.listen).await?;
         tracing::info!(address = %listener.local_addr()?, "serving /metrics");
         let admin = Admin::new(
             store.clone(),
@@ -84,4 +74,15 @@ pub(super) async fn run(
     tasks.join_all().await;
     result?;
     Ok(())
+}
+
+/// Binds `address`, the `listen` of section `section`.
+async fn listen(section: &'static str, address: &str) -> Result<TcpListener, CommandError> {
+    TcpListener::bind(address)
+        .await
+        .map_err(|source| CommandError::Listen {
+            section,
+            address: address.to_owned(),
+            source,
+        })
 }

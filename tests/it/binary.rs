@@ -7,8 +7,8 @@ use crate::chaos::{freeze, in_flight, thaw};
 use crate::support::{
     TestApp,
     cli::{
-        Scratch, duplicate_sends, journal_counts, journaling_config, output, sms_relay,
-        sms_relay_with_clock, spawn_run, stop, text,
+        Scratch, duplicate_sends, free_address, journal_counts, journaling_config, output,
+        sms_relay, sms_relay_with_clock, spawn_run, stop, text,
     },
     eventually,
 };
@@ -283,10 +283,7 @@ async fn run_serves_health_and_readiness_and_refuses_a_taken_address() {
     let scratch = Scratch::new();
     let config = scratch.path("relay.toml");
     std::fs::write(&config, "[relay]\npoll_interval_ms = 100\n").unwrap();
-    let address = {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.local_addr().unwrap().to_string()
-    };
+    let address = free_address();
     let relay = sms_relay(&app)
         .args(["run", "--config"])
         .arg(&config)

@@ -10,7 +10,6 @@ use sms_relay::{
     providers::{self, ProviderConfig, UnknownPolicy},
     relay::{Relay, RetryPolicy, StopWhen},
 };
-use sqlx::Connection;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
@@ -539,26 +538,12 @@ async fn a_provider_that_cannot_be_told_so_short_a_validity_is_skipped_with_the_
     );
 }
 
-/// Enqueues an OTP for a fictional number, on a session that asks for them.
-async fn fictional_otp(app: &TestApp, recipient: &str) -> uuid::Uuid {
-    let mut conn = sqlx::PgConnection::connect(&app.url).await.unwrap();
-    sqlx::query("SET sms.fictional = on")
-        .execute(&mut conn)
-        .await
-        .unwrap();
-    sqlx::query_scalar("SELECT sms_enqueue($1, 'otp', '{\"code\": \"551234\"}')")
-        .bind(recipient)
-        .fetch_one(&mut conn)
-        .await
-        .unwrap()
-}
-
 #[tokio::test]
 async fn a_fictional_number_goes_to_the_simulator_only() {
     let app = TestApp::new().await;
     let fake = FakeProvider::start(Kind::SslWireless).await;
     // A chain with a simulator behind the provider: the simulator sends it.
-    let simulated = fictional_otp(&app, "+88017120000011").await;
+    let simulated = app.fictional_otp("+88017120000011").await;
     app.run_chain_until_idle(
         http_chain(&[
             provider_config(&fake, "ssl", json!({})),
@@ -573,7 +558,7 @@ async fn a_fictional_number_goes_to_the_simulator_only() {
         [("sim".into(), 1, 2, "accepted".into())]
     );
     // A chain of providers only: it fails at once, with the reason, and nothing is requested.
-    let nowhere = fictional_otp(&app, "+88017120000022").await;
+    let nowhere = app.fictional_otp("+88017120000022").await;
     app.run_chain_until_idle(
         http_chain(&[provider_config(&fake, "ssl", json!({}))]),
         quick_retries(),

@@ -680,16 +680,7 @@ async fn a_fictional_number_is_refused_unless_the_session_asks_for_them() {
         refused(&app, otp_request(fictional, "482913")).await,
         Refusal::Fictional
     );
-    let mut tool = PgConnection::connect(&app.url).await.unwrap();
-    sqlx::query("SET sms.fictional = on")
-        .execute(&mut tool)
-        .await
-        .unwrap();
-    sqlx::query("SELECT sms_enqueue($1, 'otp', '{\"code\": \"482913\"}')")
-        .bind(fictional)
-        .execute(&mut tool)
-        .await
-        .unwrap();
+    app.fictional_otp(fictional).await;
     assert_eq!(app.message_count().await, 1);
 }
 

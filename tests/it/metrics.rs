@@ -7,15 +7,9 @@ use std::{collections::HashMap, io::Write, process::Stdio};
 
 use crate::support::{
     TestApp,
-    cli::{Scratch, sms_relay, stop},
+    cli::{Scratch, free_address, sms_relay, spawn_with_admin, stop},
     eventually,
 };
-
-/// A free local address.
-fn free_address() -> String {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().to_string()
-}
 
 /// One sample: the metric's name, its labels, its value.
 type Sample = (String, HashMap<String, String>, f64);
@@ -46,33 +40,6 @@ fn samples(text: &str) -> Vec<Sample> {
         .collect()
 }
 
-/// `promtool check metrics` on `text`: the Prometheus project's own parser and linter.
-fn promtool_accepts(text: &str) -> Result<(), String> {
-    let mut child = std::process::Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool is installed (.ci/run installs Debian's prometheus package)");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ))
-    }
-}
-
 /// Sums `name`'s samples per the values of `label_names`.
 fn by_labels(samples: &[Sample], name: &str, label_names: &[&str]) -> HashMap<Vec<String>, i64> {
     let mut sums = HashMap::new();
@@ -92,25 +59,15 @@ async fn metrics_parse_and_equal_what_the_database_holds() {
     // run ends messages sent and failed and records calls of several outcomes.
     app.otps(30).await;
     let scratch = Scratch::new();
-    let config = scratch.path("relay.toml");
-    std::fs::write(
-        &config,
+    let (relay, address) = spawn_with_admin(
+        &app,
+        &scratch,
         "[relay]\npoll_interval_ms = 100\n\
          [retry]\nbase_ms = 10\ncap_ms = 50\n\
          [[providers]]\nname = \"sim\"\nkind = \"simulator\"\nbad_recipient = 0.3\nprovider_error = 0.3\n\
          daily_cap = 1000\n\
          circuit = { consecutive_failures = 5, failure_rate = 0.5, window = 20, open_ms = 200 }\n",
-    )
-    .unwrap();
-    let address = free_address();
-    let relay = sms_relay(&app)
-        .args(["run", "--config"])
-        .arg(&config)
-        .env("SMS_RELAY__ADMIN__LISTEN", &address)
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(scratch.path("run.log")).unwrap())
-        .spawn()
-        .unwrap();
+    );
     eventually(async || app.owed().await == 0).await;
     // The relay counts a batch once the database has it: scrape until all 30 are counted.
     let scrape = async || {
@@ -132,7 +89,8 @@ async fn metrics_parse_and_equal_what_the_database_holds() {
     let body = scrape().await;
     assert!(stop(relay).await.success());
 
-    promtool_accepts(&body).unwrap();
+    // promtool reads the exposition with the Prometheus project's own parser and linter.
+    promtool(&["check", "metrics"], &body).unwrap();
     let samples = samples(&body);
     // Provider calls, as sms_attempts holds them.
     let calls: Vec<(String, String, i64)> = sqlx::query_as(
@@ -257,14 +215,25 @@ async fn a_token_guards_the_admin_listener() {
     assert!(stop(relay).await.success());
 }
 
-/// Runs `promtool` with `args` in `deploy/prometheus`; its output if it fails.
-fn promtool(args: &[&str]) -> Result<(), String> {
+/// Runs `promtool` with `args` in `deploy/prometheus`, `input` on its stdin; its output if it
+/// fails.
+fn promtool(args: &[&str], input: &str) -> Result<(), String> {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/prometheus");
-    let out = std::process::Command::new("promtool")
+    let mut child = std::process::Command::new("promtool")
         .args(args)
         .current_dir(dir)
-        .output()
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .expect("promtool is installed (.ci/run installs Debian's prometheus package)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
     if out.status.success() {
         Ok(())
     } else {
@@ -278,8 +247,8 @@ fn promtool(args: &[&str]) -> Result<(), String> {
 
 #[test]
 fn the_alert_rules_pass_their_checks_and_unit_tests() {
-    promtool(&["check", "rules", "alerts.yml"]).unwrap();
-    promtool(&["test", "rules", "alerts.test.yml"]).unwrap();
+    promtool(&["check", "rules", "alerts.yml"], "").unwrap();
+    promtool(&["test", "rules", "alerts.test.yml"], "").unwrap();
 }
 
 #[test]
@@ -311,5 +280,5 @@ fn every_dashboard_query_is_valid_promql_over_the_relays_metrics() {
         ));
     }
     std::fs::write(&rules, yaml).unwrap();
-    promtool(&["check", "rules", rules.to_str().unwrap()]).unwrap();
+    promtool(&["check", "rules", rules.to_str().unwrap()], "").unwrap();
 }

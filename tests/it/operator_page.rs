@@ -3,19 +3,13 @@
 //! numbers. The test keeps a phone-sized screenshot under the target directory (not committed).
 //! (`metrics.rs` checks that a listener beyond loopback asks for its token, for the page too.)
 
-use std::{path::PathBuf, process::Stdio};
+use std::path::PathBuf;
 
 use crate::support::{
     TestApp,
-    cli::{Scratch, sms_relay, stop},
+    cli::{Scratch, spawn_with_admin, stop},
     eventually,
 };
-
-/// A free local port.
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
-}
 
 /// Runs headless Chromium with `args` then `url`; its stdout and its log (stderr).
 fn chromium(args: &[&str], url: &str) -> (String, String) {
@@ -68,26 +62,16 @@ async fn the_operator_page_shows_what_the_database_holds_in_a_real_browser() {
     let app = TestApp::new().await;
     app.otps(30).await;
     let scratch = Scratch::new();
-    let config = scratch.path("relay.toml");
-    std::fs::write(
-        &config,
+    let (relay, address) = spawn_with_admin(
+        &app,
+        &scratch,
         "[relay]\npoll_interval_ms = 100\n\
          [[providers]]\nname = \"sim\"\nkind = \"simulator\"\nbad_recipient = 0.3\ndaily_cap = 1000\n\
          prices = [{ prefix = \"+880\", per_part = 0.35, currency = \"BDT\" }]\n",
-    )
-    .unwrap();
-    let port = free_port();
-    let relay = sms_relay(&app)
-        .args(["run", "--config"])
-        .arg(&config)
-        .env("SMS_RELAY__ADMIN__LISTEN", format!("127.0.0.1:{port}"))
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(scratch.path("run.log")).unwrap())
-        .spawn()
-        .unwrap();
+    );
     eventually(async || app.owed().await == 0).await;
 
-    let page = format!("http://127.0.0.1:{port}/");
+    let page = format!("http://{address}/");
     let (dom, log) = chromium(&["--dump-dom"], &page);
     assert!(
         dom.contains("<h1>sms-relay</h1>"),

@@ -5,7 +5,7 @@ use sms_relay::{
     db,
     store::{EnqueueRequest, Store, enqueue},
 };
-use sqlx::PgPool;
+use sqlx::{Connection, PgPool};
 use uuid::Uuid;
 
 use super::db as server;
@@ -91,6 +91,21 @@ impl TestApp {
     /// Enqueues an English OTP for `recipient` with `code`.
     pub async fn otp(&self, recipient: &str, code: &str) -> Uuid {
         self.enqueue(&otp_request(recipient, code)).await
+    }
+
+    /// Enqueues an OTP for a fictional number, on a session that asks for them (as demo and bench
+    /// do).
+    pub async fn fictional_otp(&self, recipient: &str) -> Uuid {
+        let mut conn = sqlx::PgConnection::connect(&self.url).await.unwrap();
+        sqlx::query("SET sms.fictional = on")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        sqlx::query_scalar("SELECT sms_enqueue($1, 'otp', '{\"code\": \"551234\"}')")
+            .bind(recipient)
+            .fetch_one(&mut conn)
+            .await
+            .unwrap()
     }
 
     /// Enqueues an English OTP for `recipient` that expires in `secs` seconds.

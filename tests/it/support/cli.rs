@@ -43,6 +43,12 @@ fn against(cmd: &mut Command, url: &str) {
         .stdin(Stdio::null());
 }
 
+/// A local address no one listens on now (`127.0.0.1:<port>`), for a listener of the relay's.
+pub fn free_address() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().to_string()
+}
+
 /// Runs `cmd` to completion.
 pub fn output(cmd: &mut Command) -> Output {
     cmd.output().expect("run sms-relay")
@@ -131,6 +137,19 @@ pub fn run_at(url: &str, config: &Path, log: &Path) -> Command {
 /// Starts `sms-relay run --config <config>` against `app` in the background, logging to `log`.
 pub fn spawn_run(app: &TestApp, config: &Path, log: &Path) -> Child {
     run_at(&app.url, config, log).spawn().unwrap()
+}
+
+/// Writes `config` (TOML) into `scratch` and starts `sms-relay run` with it against `app`, its
+/// admin listener on a free local address; returns the process and that address.
+pub fn spawn_with_admin(app: &TestApp, scratch: &Scratch, config: &str) -> (Child, String) {
+    let path = scratch.path("relay.toml");
+    std::fs::write(&path, config).unwrap();
+    let address = free_address();
+    let child = run_at(&app.url, &path, &scratch.path("run.log"))
+        .env("SMS_RELAY__ADMIN__LISTEN", &address)
+        .spawn()
+        .unwrap();
+    (child, address)
 }
 
 /// Sends SIGTERM to `child`.
