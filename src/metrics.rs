@@ -35,6 +35,8 @@ pub const OLDEST_DUE_SECONDS: &str = "sms_relay_oldest_due_age_seconds";
 pub const IN_FLIGHT: &str = "sms_relay_in_flight_messages";
 /// Relay processes connected to the database.
 pub const RELAYS: &str = "sms_relay_relays";
+/// Of a provider's calls accepted in the last hour with a final receipt, the share delivered.
+pub const DELIVERY_RATIO: &str = "sms_relay_delivery_ratio";
 /// 1 while the scrape could read the database.
 pub const DATABASE_UP: &str = "sms_relay_database_up";
 /// 1 for each provider's current circuit state.
@@ -100,6 +102,10 @@ pub fn install() -> Result<PrometheusHandle, BuildError> {
     describe_gauge!(IN_FLIGHT, "Messages relays are sending right now.");
     describe_gauge!(RELAYS, "Relay processes connected to the database.");
     describe_gauge!(DATABASE_UP, "1 while the scrape could read the database.");
+    describe_gauge!(
+        DELIVERY_RATIO,
+        "Of a provider's calls accepted in the last hour with a final receipt, the share delivered."
+    );
     describe_gauge!(
         CIRCUIT_STATE,
         "1 for each provider's current circuit state."
@@ -183,4 +189,9 @@ pub fn budget(labels: [(&'static str, String); 4], unit: &str, used: f64, limit:
     all.push(("unit", unit.to_owned()));
     gauge!(BUDGET_USED, &all).set(used);
     gauge!(BUDGET_LIMIT, &all).set(limit);
+}
+
+/// `provider`'s delivery ratio over the last hour.
+pub fn delivery_ratio(provider: &str, ratio: f64) {
+    gauge!(DELIVERY_RATIO, "provider" => provider.to_owned()).set(ratio);
 }

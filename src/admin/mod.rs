@@ -115,6 +115,9 @@ impl Admin {
             metrics::queue(queue.waiting, queue.due, queue.oldest_due_age_s);
             let relays = self.store.relay_gauges().await?;
             metrics::relays(relays.in_flight, relays.relays);
+            for d in self.store.delivery_gauges().await? {
+                metrics::delivery_ratio(&d.provider, d.ratio);
+            }
             for b in self.store.budget_gauges().await? {
                 let labels = [
                     ("scope", b.scope),

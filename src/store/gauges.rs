@@ -31,6 +31,26 @@ SELECT b.scope, u.subject, u.purpose, CASE WHEN b.per = interval '1 hour' THEN '
  GROUP BY b.id, b.scope, u.subject, u.purpose, b.per, b.max_messages, b.max_cost, b.currency
 "#;
 
+/// Per provider, of the calls accepted in the last hour whose receipts are final, the share
+/// delivered (found through the block-range index on `started_at`).
+const DELIVERY: &str = r#"
+SELECT provider,
+       (count(*) FILTER (WHERE delivery_status = 'delivered'))::float8 / count(*) AS ratio
+  FROM sms_attempts
+ WHERE started_at >= now() - interval '1 hour' AND outcome = 'accepted'
+   AND delivery_status IN ('delivered', 'undelivered', 'failed', 'expired')
+ GROUP BY provider
+"#;
+
+/// One provider's delivery ratio over the last hour.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct DeliveryGauge {
+    /// Provider name.
+    pub provider: String,
+    /// Delivered ÷ accepted calls with a final receipt.
+    pub ratio: f64,
+}
+
 /// The queue as a scrape sees it.
 #[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
 pub struct QueueGauges {
@@ -83,6 +103,11 @@ impl Store {
     /// The relays and their holds.
     pub async fn relay_gauges(&self) -> Result<RelayGauges> {
         Ok(sqlx::query_as(RELAYS).fetch_one(&self.pool).await?)
+    }
+
+    /// Each provider's delivery ratio over the last hour.
+    pub async fn delivery_gauges(&self) -> Result<Vec<DeliveryGauge>> {
+        Ok(sqlx::query_as(DELIVERY).fetch_all(&self.pool).await?)
     }
 
     /// Every budget's use in its current window.

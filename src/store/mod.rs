@@ -25,7 +25,7 @@ use sqlx::PgPool;
 pub use circuits::CircuitRow;
 pub use delivery::{Recorded, ResendRule, Unanswered, Via};
 pub use enqueue::{EnqueueError, EnqueueRequest, Refusal, enqueue};
-pub use gauges::{BudgetGauge, QueueGauges, RelayGauges};
+pub use gauges::{BudgetGauge, DeliveryGauge, QueueGauges, RelayGauges};
 pub use latency::Pickup;
 pub use lifecycle::{
     ClaimedMessage, Disposition, Finish, Holder, MAX_RELAY_ID_LEN, RoundEnd, presence_name,

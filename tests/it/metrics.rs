@@ -64,11 +64,19 @@ async fn metrics_parse_and_equal_what_the_database_holds() {
         &scratch,
         "[relay]\npoll_interval_ms = 100\n\
          [retry]\nbase_ms = 10\ncap_ms = 50\n\
+         [receipts]\nmax_resends = 0\npoll_interval_ms = 100\n\
          [[providers]]\nname = \"sim\"\nkind = \"simulator\"\nbad_recipient = 0.3\nprovider_error = 0.3\n\
-         daily_cap = 1000\n\
+         receipts = true\nundelivered = 0.3\ndaily_cap = 1000\n\
          circuit = { consecutive_failures = 5, failure_rate = 0.5, window = 20, open_ms = 200 }\n",
     );
     eventually(async || app.owed().await == 0).await;
+    // Every accepted message gets its report (the simulator answers polls).
+    eventually(async || {
+        app.count("SELECT count(*) FROM sms_attempts WHERE outcome = 'accepted' AND delivery_status IS NULL")
+            .await
+            == 0
+    })
+    .await;
     // The relay counts a batch once the database has it: scrape until all 30 are counted.
     let scrape = async || {
         reqwest::get(format!("http://{address}/metrics"))
@@ -145,6 +153,34 @@ async fn metrics_parse_and_equal_what_the_database_holds() {
         first_rounds_with_a_call as f64,
         "each first round's first call"
     );
+    // Receipts, as sms_receipts holds them, and the delivery ratio they make.
+    let receipts: Vec<(String, String, String, i64)> = sqlx::query_as(
+        "SELECT source, delivery_status::text, result, count(*) FROM sms_receipts GROUP BY 1, 2, 3",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    assert!(!receipts.is_empty());
+    let expected: HashMap<Vec<String>, i64> = receipts
+        .into_iter()
+        .map(|(source, status, result, n)| (vec![source, status, result], n))
+        .collect();
+    assert_eq!(
+        by_labels(
+            &samples,
+            "sms_relay_receipts_total",
+            &["source", "status", "result"]
+        ),
+        expected
+    );
+    let ratio: f64 = sqlx::query_scalar(
+        "SELECT (count(*) FILTER (WHERE delivery_status = 'delivered'))::float8 / count(*) \
+           FROM sms_attempts WHERE outcome = 'accepted'",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(gauge("sms_relay_delivery_ratio"), ratio);
     // The provider's daily cap against what it accepted today.
     let accepted: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM sms_attempts WHERE provider = 'sim' AND outcome = 'accepted'",
