@@ -47,7 +47,7 @@ psql "$url" -qXc "vacuum analyze" >/dev/null
 psql "$url" -qXc "checkpoint" >/dev/null
 wal0=$(psql "$url" -qXAt -c "select pg_current_wal_lsn()")
 start=$(date +%s.%N)
-DATABASE_URL="$url?sslmode=${SSLMODE:-disable}" RUST_LOG=warn SMS_RELAY__WEBHOOKS__LISTEN="" SMS_RELAY__ADMIN__LISTEN="" \
+DATABASE_URL="$url?sslmode=${SSLMODE:-disable}" RUST_LOG=warn SMS_RELAY__WEBHOOKS__LISTEN="" \
   /usr/bin/time -f "%U %S %M" -o "/tmp/drain-rss-$$" "$bin" run --until-idle
 end=$(date +%s.%N)
 read -r cpu_user cpu_sys rss_kib < <(tail -1 "/tmp/drain-rss-$$"); rm -f "/tmp/drain-rss-$$"

@@ -116,25 +116,27 @@ pub fn install() -> Result<PrometheusHandle, BuildError> {
     Ok(handle)
 }
 
-/// One provider call was recorded.
-pub fn provider_call(provider: &str, outcome: &'static str) {
-    counter!(PROVIDER_CALLS, "provider" => provider.to_owned(), "outcome" => outcome).increment(1);
+/// `n` provider calls of `provider` with `outcome` were recorded.
+pub fn provider_calls(provider: &str, outcome: &'static str, n: u64) {
+    counter!(PROVIDER_CALLS, "provider" => provider.to_owned(), "outcome" => outcome).increment(n);
 }
 
-/// A round ended its message in `state`; `round` is how the relay's round ended (`sent`,
+/// Rounds ended `n` messages in `state`; `round` is how the relay's rounds ended (`sent`,
 /// `failed`, `expired`, `cancelled`, or `retry` turned final by the database).
-pub fn message_finished(state: &str, round: &'static str) {
-    counter!(MESSAGES_FINISHED, "state" => state.to_owned(), "round" => round).increment(1);
+pub fn messages_finished(state: &str, round: &'static str, n: u64) {
+    counter!(MESSAGES_FINISHED, "state" => state.to_owned(), "round" => round).increment(n);
 }
 
-/// A message's first round made its first provider call `seconds` after the enqueue.
-pub fn picked_up(seconds: f64) {
-    metrics::histogram!(PICKUP_SECONDS).record(seconds);
+/// Messages whose first round made its first provider call these many seconds after the enqueue.
+pub fn picked_up(seconds: &[f64]) {
+    let histogram = metrics::histogram!(PICKUP_SECONDS);
+    seconds.iter().for_each(|s| histogram.record(*s));
 }
 
-/// A provider accepted a message `seconds` after its enqueue.
-pub fn accepted(seconds: f64) {
-    metrics::histogram!(ACCEPTED_SECONDS).record(seconds);
+/// Messages a provider accepted these many seconds after their enqueue.
+pub fn accepted(seconds: &[f64]) {
+    let histogram = metrics::histogram!(ACCEPTED_SECONDS);
+    seconds.iter().for_each(|s| histogram.record(*s));
 }
 
 /// A call found `provider`'s rate limit empty; `got` whether a token came within the wait.

@@ -175,30 +175,45 @@ pub struct Written {
 
 /// Counts what was recorded: the provider calls written, the messages that reached a final
 /// state, and how long after its enqueue each message was first offered to a provider and
-/// accepted by one.
+/// accepted by one. Counts are summed over the batch first: one update per label set.
 fn observe(finishes: &[Finish], written: &Written) {
     let ends: HashMap<Uuid, &RoundEnd> = written.ends.iter().map(|e| (e.id, e)).collect();
+    let mut calls: HashMap<(&str, &'static str), u64> = HashMap::new();
+    let mut finished: HashMap<(&str, &'static str), u64> = HashMap::new();
+    let (mut picked_up, mut accepted) = (Vec::new(), Vec::new());
     for f in finishes {
         if written.with_calls.contains(&f.id) {
             for call in &f.attempts {
-                metrics::provider_call(&call.provider, call.outcome.as_str());
+                *calls
+                    .entry((call.provider.as_str(), call.outcome.as_str()))
+                    .or_default() += 1;
             }
         }
         let Some(end) = ends.get(&f.id) else {
             continue;
         };
         if end.state != "pending" {
-            metrics::message_finished(&end.state, f.disposition.as_str());
+            *finished
+                .entry((end.state.as_str(), f.disposition.as_str()))
+                .or_default() += 1;
         }
         let since_enqueue =
             |at: chrono::DateTime<chrono::Utc>| (at - end.created_at).as_seconds_f64().max(0.0);
         if let Some(first) = f.attempts.first().filter(|_| f.round == 1) {
-            metrics::picked_up(since_enqueue(first.started_at));
+            picked_up.push(since_enqueue(first.started_at));
         }
         if let Some(taken) = f.attempts.iter().find(|a| a.outcome == Outcome::Accepted) {
-            metrics::accepted(since_enqueue(taken.finished_at));
+            accepted.push(since_enqueue(taken.finished_at));
         }
     }
+    for ((provider, outcome), n) in calls {
+        metrics::provider_calls(provider, outcome, n);
+    }
+    for ((state, round), n) in finished {
+        metrics::messages_finished(state, round, n);
+    }
+    metrics::picked_up(&picked_up);
+    metrics::accepted(&accepted);
 }
 
 /// Records finished rounds. If the database refuses their data, writes the rounds one by one so a
