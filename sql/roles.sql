@@ -122,8 +122,9 @@ GRANT SELECT, INSERT, UPDATE, DELETE ON sms_provider_circuits, sms_relay_sleeper
 GRANT SELECT ON sms_templates, sms_country_prefixes, sms_holds, _sqlx_migrations TO sms_relay_worker;
 -- The record of maintenance runs (the jobs themselves are owner-run sms_maintain_* functions).
 GRANT SELECT, INSERT, UPDATE ON sms_maintenance_runs TO sms_relay_worker;
--- The budgets and their use in the current window, for /metrics (caller keys only as digests).
-GRANT SELECT ON sms_budgets, sms_budget_usage TO sms_relay_worker;
+-- The budgets and their use in the current window, for /metrics (caller keys only as digests);
+-- the messages with masked numbers, for the operator page.
+GRANT SELECT ON sms_budgets, sms_budget_usage, sms_messages TO sms_relay_worker;
 
 -- sms_operator ----------------------------------------------------------------------------------
 

@@ -115,6 +115,19 @@ impl Config {
             }
             p.validate()?;
         }
+        // A delivered receipt that came before its attempt was recorded is matched only by the
+        // rematch job; without it, the no-receipt pass would resend a delivered code.
+        let reachable = self.webhooks_reachable();
+        if self.receipts.max_resends > 0
+            && self.maintenance.rematch.is_empty()
+            && self.providers.iter().any(|p| p.expects_receipts(reachable))
+        {
+            return Err(
+                "maintenance.rematch must run while receipts.max_resends > 0 and a provider sends \
+                 receipts (an early delivered receipt would otherwise be resent)"
+                    .into(),
+            );
+        }
         Ok(())
     }
 
@@ -300,5 +313,19 @@ mod tests {
         assert!(config.webhooks_reachable());
         config.webhooks.listen = String::new();
         assert!(!config.webhooks_reachable());
+    }
+
+    #[test]
+    fn resends_need_the_rematch_job_when_receipts_come() {
+        let with = |rematch: &str, resends: u32| {
+            load_str(&format!(
+                "[maintenance]\nrematch = \"{rematch}\"\n[receipts]\nmax_resends = {resends}\n\
+                 [[providers]]\nname = \"sim\"\nkind = \"simulator\"\nreceipts = true\n"
+            ))
+        };
+        let err = with("", 1).unwrap_err().to_string();
+        assert!(err.contains("maintenance.rematch"), "{err}");
+        assert!(with("", 0).is_ok(), "without resends nothing is resent");
+        assert!(with("*/10 * * * * *", 1).is_ok());
     }
 }

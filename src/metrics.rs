@@ -23,7 +23,7 @@ pub const RATE_LIMIT_WAITS: &str = "sms_relay_rate_limit_waits_total";
 /// Delivery receipts recorded, by provider kind, status and what they did.
 pub const RECEIPTS: &str = "sms_relay_receipts_total";
 /// Maintenance runs by job (label `task`: Prometheus keeps `job` for the scrape job) and result
-/// (`ok`, `failed`).
+/// (`ok`, `failed`, or `busy` when a run of the same job was still going).
 pub const MAINTENANCE_RUNS: &str = "sms_relay_maintenance_runs_total";
 /// 1, with the relay's version as a label.
 pub const BUILD_INFO: &str = "sms_relay_build_info";
@@ -152,10 +152,19 @@ pub fn receipts(source: &str, status: &str, result: &str, n: u64) {
     .increment(n);
 }
 
-/// A maintenance run of `job` ended; `ok` unless it failed.
-pub fn maintenance_run(job: &'static str, ok: bool) {
-    let result = if ok { "ok" } else { "failed" };
+/// What became of a maintenance run.
+pub const MAINTENANCE_RESULTS: [&str; 3] = ["ok", "failed", "busy"];
+
+/// A maintenance run of `job` ended with `result` (one of [`MAINTENANCE_RESULTS`]).
+pub fn maintenance_run(job: &'static str, result: &'static str) {
     counter!(MAINTENANCE_RUNS, "task" => job, "result" => result).increment(1);
+}
+
+/// Shows `job`'s counters at 0 before its first run, so that a first failure is an increase.
+pub fn maintenance_job(job: &'static str) {
+    for result in MAINTENANCE_RESULTS {
+        counter!(MAINTENANCE_RUNS, "task" => job, "result" => result).increment(0);
+    }
 }
 
 /// The waiting queue as read at a scrape.
@@ -184,16 +193,22 @@ pub fn circuit(provider: &str, state: &str, states: &[&'static str]) {
     }
 }
 
-/// One budget's use and limit in `unit` (`messages` or a currency); `labels` name the budget
-/// (scope, subject, purpose, per).
-pub fn budget(labels: [(&'static str, String); 4], unit: &str, used: f64, limit: f64) {
-    let mut all: Vec<(&'static str, String)> = labels.to_vec();
-    all.push(("unit", unit.to_owned()));
-    gauge!(BUDGET_USED, &all).set(used);
-    gauge!(BUDGET_LIMIT, &all).set(limit);
+/// The labels of one budget gauge: budget (its id, or `provider`), scope, subject, purpose, per
+/// and unit (`messages` or a currency).
+pub type BudgetLabels = [(&'static str, String); 6];
+
+/// One budget's use and limit.
+pub fn budget(labels: &BudgetLabels, used: f64, limit: f64) {
+    gauge!(BUDGET_USED, labels).set(used);
+    gauge!(BUDGET_LIMIT, labels).set(limit);
 }
 
-/// `provider`'s delivery ratio over the last hour.
-pub fn delivery_ratio(provider: &str, ratio: f64) {
-    gauge!(DELIVERY_RATIO, "provider" => provider.to_owned()).set(ratio);
+/// A budget counted nothing in its current window (its last window's use stays behind otherwise).
+pub fn budget_unused(labels: &BudgetLabels) {
+    gauge!(BUDGET_USED, labels).set(0.0);
+}
+
+/// `provider`'s delivery ratio over the last hour; `None` without final receipts in that hour.
+pub fn delivery_ratio(provider: &str, ratio: Option<f64>) {
+    gauge!(DELIVERY_RATIO, "provider" => provider.to_owned()).set(ratio.unwrap_or(f64::NAN));
 }

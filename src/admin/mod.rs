@@ -5,7 +5,10 @@
 pub mod page;
 pub mod settings;
 
-use std::sync::Arc;
+use std::{
+    collections::HashSet,
+    sync::{Arc, Mutex},
+};
 
 use axum::{
     Router,
@@ -34,6 +37,7 @@ pub struct Admin {
     chain: Arc<ProviderChain>,
     handle: PrometheusHandle,
     token: Option<SecretString>,
+    seen: Mutex<Seen>,
 }
 
 impl Admin {
@@ -50,6 +54,7 @@ impl Admin {
             chain,
             handle,
             token,
+            seen: Mutex::default(),
         }
     }
 
@@ -105,7 +110,9 @@ impl Admin {
         })
     }
 
-    /// Sets the gauges read from the database; the in-process metrics render regardless.
+    /// Sets the gauges read from the database; the in-process metrics render regardless. A
+    /// budget or provider seen at an earlier scrape and absent now reads as unused, or as no
+    /// ratio, rather than keeping its last value.
     async fn refresh(&self) {
         for (provider, snapshot) in self.chain.circuits() {
             metrics::circuit(&provider, snapshot.state.as_str(), &CircuitState::NAMES);
@@ -115,47 +122,67 @@ impl Admin {
             metrics::queue(queue.waiting, queue.due, queue.oldest_due_age_s);
             let relays = self.store.relay_gauges().await?;
             metrics::relays(relays.in_flight, relays.relays);
-            for d in self.store.delivery_gauges().await? {
-                metrics::delivery_ratio(&d.provider, d.ratio);
-            }
+            let ratios = self.store.delivery_gauges().await?;
+            let mut budgets: Vec<(metrics::BudgetLabels, f64, f64)> = Vec::new();
             for b in self.store.budget_gauges().await? {
-                let labels = [
-                    ("scope", b.scope),
-                    ("subject", b.subject),
-                    ("purpose", b.purpose),
-                    ("per", b.per),
-                ];
+                let labels = |unit: &str| {
+                    [
+                        ("budget", b.budget.to_string()),
+                        ("scope", b.scope.clone()),
+                        ("subject", b.subject.clone()),
+                        ("purpose", b.purpose.clone()),
+                        ("per", b.per.clone()),
+                        ("unit", unit.to_owned()),
+                    ]
+                };
                 if let Some(limit) = b.max_messages {
-                    metrics::budget(labels.clone(), "messages", b.used_messages, limit);
+                    budgets.push((labels("messages"), b.used_messages, limit));
                 }
-                if let (Some(limit), Some(currency)) = (b.max_cost, b.currency) {
-                    metrics::budget(labels, &currency, b.used_cost, limit);
+                if let (Some(limit), Some(currency)) = (b.max_cost, &b.currency) {
+                    budgets.push((labels(currency), b.used_cost, limit));
                 }
             }
             // A provider's daily caps are its budget: scope `provider`, every purpose.
             for cap in self.cap_uses().await? {
+                let (unit, scale) = match &cap.measure {
+                    Measure::Messages => ("messages".to_owned(), 1.0),
+                    Measure::Spend(currency) => (currency.clone(), 1e6),
+                };
                 let labels = [
+                    ("budget", "provider".to_owned()),
                     ("scope", "provider".to_owned()),
                     ("subject", cap.provider),
                     ("purpose", "*".to_owned()),
                     ("per", "day".to_owned()),
+                    ("unit", unit),
                 ];
-                match cap.measure {
-                    Measure::Messages => {
-                        metrics::budget(labels, "messages", cap.used as f64, cap.limit as f64);
-                    }
-                    Measure::Spend(currency) => metrics::budget(
-                        labels,
-                        &currency,
-                        cap.used as f64 / 1e6,
-                        cap.limit as f64 / 1e6,
-                    ),
-                }
+                budgets.push((labels, cap.used as f64 / scale, cap.limit as f64 / scale));
             }
-            Ok::<(), store::StoreError>(())
+            Ok::<_, store::StoreError>((ratios, budgets))
         };
         let up = match read.await {
-            Ok(()) => true,
+            Ok((ratios, budgets)) => {
+                let mut seen = lock(&self.seen);
+                let providers: HashSet<String> =
+                    ratios.iter().map(|d| d.provider.clone()).collect();
+                for gone in seen.ratios.difference(&providers) {
+                    metrics::delivery_ratio(gone, None);
+                }
+                for d in &ratios {
+                    metrics::delivery_ratio(&d.provider, Some(d.ratio));
+                }
+                let labels: HashSet<metrics::BudgetLabels> =
+                    budgets.iter().map(|(l, ..)| l.clone()).collect();
+                for gone in seen.budgets.difference(&labels) {
+                    metrics::budget_unused(gone);
+                }
+                for (labels, used, limit) in &budgets {
+                    metrics::budget(labels, *used, *limit);
+                }
+                seen.ratios.extend(providers);
+                seen.budgets.extend(labels);
+                true
+            }
             Err(error) => {
                 tracing::warn!(%error, "metrics: cannot read the queue");
                 false
@@ -163,6 +190,19 @@ impl Admin {
         };
         metrics::database_up(up);
     }
+}
+
+/// The label sets the database-read gauges have had, so that one absent now is reset.
+#[derive(Default)]
+struct Seen {
+    ratios: HashSet<String>,
+    budgets: HashSet<metrics::BudgetLabels>,
+}
+
+/// Locks `seen`, whatever a panicking holder left.
+fn lock(seen: &Mutex<Seen>) -> std::sync::MutexGuard<'_, Seen> {
+    seen.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Refuses a request without the bearer token, when one is set.

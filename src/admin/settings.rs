@@ -2,7 +2,7 @@
 
 use std::net::SocketAddr;
 
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 /// `[admin]`
@@ -41,6 +41,13 @@ impl AdminSettings {
                 "admin.token must be set when admin.listen is not a loopback address".into(),
             );
         }
+        if self
+            .token
+            .as_ref()
+            .is_some_and(|t| t.expose_secret().trim().len() < 16)
+        {
+            return Err("admin.token must be at least 16 characters".into());
+        }
         Ok(())
     }
 }
@@ -59,7 +66,18 @@ mod tests {
         assert!(with("[::1]:9464", None).validate().is_ok());
         assert!(with("", None).validate().is_ok());
         assert!(with("0.0.0.0:9464", None).validate().is_err());
-        assert!(with("0.0.0.0:9464", Some("s3cret")).validate().is_ok());
+        assert!(with("0.0.0.0:9464", Some("")).validate().is_err());
+        assert!(
+            with("0.0.0.0:9464", Some("                "))
+                .validate()
+                .is_err()
+        );
+        assert!(with("0.0.0.0:9464", Some("short")).validate().is_err());
+        assert!(
+            with("0.0.0.0:9464", Some("a-long-enough-secret"))
+                .validate()
+                .is_ok()
+        );
         assert!(with("localhost:9464", None).validate().is_err());
     }
 }

@@ -142,7 +142,12 @@ impl Maintenance {
                 Job::Rematch => self.rematch(conn).await,
             })
             .await;
-        crate::metrics::maintenance_run(job.name(), done.is_ok());
+        let result = match &done {
+            Ok(Some(_)) => "ok",
+            Ok(None) => "busy",
+            Err(_) => "failed",
+        };
+        crate::metrics::maintenance_run(job.name(), result);
         let (ran, rows, error) = match done {
             Ok(Some(rows)) => {
                 tracing::info!(job = job.name(), rows, "maintenance ran");
@@ -171,6 +176,9 @@ impl Maintenance {
             .into_iter()
             .filter_map(|job| Some((job, self.settings.schedule(job)?)))
             .collect();
+        for (job, _) in &schedules {
+            crate::metrics::maintenance_job(job.name());
+        }
         if schedules.is_empty() {
             return;
         }

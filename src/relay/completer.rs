@@ -189,7 +189,8 @@ fn observe(finishes: &[Finish], written: &Written) {
                     .or_default() += 1;
             }
         }
-        let Some(end) = ends.get(&f.id) else {
+        // A message sent before this round (a resend) was counted when it was first sent.
+        let Some(end) = ends.get(&f.id).filter(|e| !e.sent_before) else {
             continue;
         };
         if end.state != "pending" {

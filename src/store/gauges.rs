@@ -22,7 +22,10 @@ const RELAYS: &str = "SELECT (SELECT coalesce(sum(messages), 0)::int8 FROM sms_h
 /// subject; budgets counted per caller are left out (their subjects are digests of caller keys,
 /// an unbounded set).
 const BUDGETS: &str = r#"
-SELECT b.scope, u.subject, u.purpose, CASE WHEN b.per = interval '1 hour' THEN 'hour' ELSE 'day' END AS per,
+SELECT b.id AS budget, b.scope,
+       -- A prefix as long as a number is shown masked: a label never carries a phone number.
+       CASE WHEN b.scope = 'prefix' AND length(u.subject) >= 10 THEN sms_mask(u.subject) ELSE u.subject END AS subject,
+       u.purpose, CASE WHEN b.per = interval '1 hour' THEN 'hour' ELSE 'day' END AS per,
        sum(u.used)::float8 AS used_messages, b.max_messages::float8 AS max_messages,
        sum(u.spent)::float8 AS used_cost, b.max_cost::float8 AS max_cost, b.currency::text AS currency
   FROM sms_budgets b
@@ -74,6 +77,8 @@ pub struct RelayGauges {
 /// One budget's use in its current window.
 #[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
 pub struct BudgetGauge {
+    /// `sms_budgets.id`.
+    pub budget: i32,
     /// `sms_budgets.scope`.
     pub scope: String,
     /// `*`, a prefix, an operator or a template.

@@ -43,10 +43,16 @@ SELECT id::text AS id, state, template, recipient, finished_at, coalesce(last_er
 /// Messages each relay holds right now.
 const HOLDS: &str = "SELECT relay, messages FROM sms_holds ORDER BY relay";
 
-/// The latest maintenance runs.
+/// Each job's latest run, and the latest failed runs of any job (the rematch job alone runs six
+/// times a minute, so a plain "latest runs" would show nothing else).
 const LATEST_RUNS: &str = r#"
-SELECT job, slot, relay_id, finished_at, rows, error
-  FROM sms_maintenance_runs ORDER BY id DESC LIMIT 12
+SELECT * FROM (
+    (SELECT DISTINCT ON (job) job, slot, relay_id, finished_at, rows, error
+       FROM sms_maintenance_runs ORDER BY job, slot DESC)
+    UNION
+    (SELECT job, slot, relay_id, finished_at, rows, error
+       FROM sms_maintenance_runs WHERE error IS NOT NULL ORDER BY id DESC LIMIT 5)
+) runs ORDER BY slot DESC
 "#;
 
 /// One provider's last hour.
@@ -149,7 +155,7 @@ impl Store {
         Ok(sqlx::query_as(HOLDS).fetch_all(&self.pool).await?)
     }
 
-    /// The latest maintenance runs.
+    /// Each job's latest run and the latest failures.
     pub async fn latest_runs(&self) -> Result<Vec<Run>> {
         Ok(sqlx::query_as(LATEST_RUNS).fetch_all(&self.pool).await?)
     }

@@ -64,17 +64,19 @@ async fn metrics_parse_and_equal_what_the_database_holds() {
         &scratch,
         "[relay]\npoll_interval_ms = 100\n\
          [retry]\nbase_ms = 10\ncap_ms = 50\n\
-         [receipts]\nmax_resends = 0\npoll_interval_ms = 100\n\
+         [receipts]\npoll_interval_ms = 100\n\
          [[providers]]\nname = \"sim\"\nkind = \"simulator\"\nbad_recipient = 0.3\nprovider_error = 0.3\n\
          receipts = true\nundelivered = 0.3\ndaily_cap = 1000\n\
          circuit = { consecutive_failures = 5, failure_rate = 0.5, window = 20, open_ms = 200 }\n",
     );
-    eventually(async || app.owed().await == 0).await;
-    // Every accepted message gets its report (the simulator answers polls).
+    // Every message ends and every accepted call gets its report (the simulator answers polls;
+    // an undelivered one queues a resend, whose call gets its own).
     eventually(async || {
-        app.count("SELECT count(*) FROM sms_attempts WHERE outcome = 'accepted' AND delivery_status IS NULL")
-            .await
-            == 0
+        app.owed().await == 0
+            && app
+                .count("SELECT count(*) FROM sms_attempts WHERE outcome = 'accepted' AND delivery_status IS NULL")
+                .await
+                == 0
     })
     .await;
     // The relay counts a batch once the database has it: scrape until all 30 are counted.
@@ -224,7 +226,7 @@ async fn a_token_guards_the_admin_listener() {
     let relay = sms_relay(&app)
         .arg("run")
         .env("SMS_RELAY__ADMIN__LISTEN", &address)
-        .env("SMS_RELAY__ADMIN__TOKEN", "s3cret-token")
+        .env("SMS_RELAY__ADMIN__TOKEN", "s3cret-admin-token-1")
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(scratch.path("run.log")).unwrap())
         .spawn()
@@ -242,11 +244,11 @@ async fn a_token_guards_the_admin_listener() {
             .map(|r| r.status().as_u16())
             .unwrap_or(0)
     };
-    eventually(async || get("/metrics", Some("s3cret-token")).await == 200).await;
+    eventually(async || get("/metrics", Some("s3cret-admin-token-1")).await == 200).await;
     for path in ["/metrics", "/"] {
         assert_eq!(get(path, None).await, 401, "{path}");
         assert_eq!(get(path, Some("wrong")).await, 401, "{path}");
-        assert_eq!(get(path, Some("s3cret-token")).await, 200, "{path}");
+        assert_eq!(get(path, Some("s3cret-admin-token-1")).await, 200, "{path}");
     }
     assert!(stop(relay).await.success());
 }

@@ -259,6 +259,18 @@ async fn the_relay_runs_as_its_own_role() {
         .await
         .expect("status as sms_relay_worker");
     assert_eq!(status.count("sent"), 3);
+    // What /metrics and the operator page read, as the relay's role.
+    let store = Store::new(pool.clone());
+    store.queue_gauges().await.expect("queue gauges");
+    store.relay_gauges().await.expect("relay gauges");
+    store.budget_gauges().await.expect("budget gauges");
+    store.delivery_gauges().await.expect("delivery gauges");
+    store.holds().await.expect("holds");
+    store.providers_last_hour().await.expect("providers");
+    store.delivery_last_day().await.expect("delivery");
+    store.latest_unsent().await.expect("latest unsent");
+    store.latest_runs().await.expect("maintenance runs");
+    store.circuits().await.expect("circuits");
     let located: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM sms_attempts WHERE country = 'BD' AND operator = 'Grameenphone'",
     )

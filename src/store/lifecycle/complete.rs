@@ -87,8 +87,8 @@ impl Finish {
     }
 }
 
-/// Returns, for each message the round's update applied to, its new state and its enqueue time
-/// (for the relay's metrics).
+/// Returns, for each message the round's update applied to, its new state, its enqueue time and
+/// whether it had been sent before this round (for the relay's metrics).
 ///
 /// The UPDATE is fenced on `state = 'pending' AND attempts = round - 1` and on the holding session
 /// being alive: then it still holds the message, so nothing else moved it. A round whose session
@@ -153,7 +153,7 @@ WITH f AS (
      WHERE o.id = f.id AND o.state = 'pending' AND o.attempts = f.round - 1
        AND (f.disposition = 'sent'
             OR EXISTS (SELECT 1 FROM alive WHERE alive.pid = f.holder AND alive.backend_start = f.holder_since))
-    RETURNING o.id, o.state, o.created_at
+    RETURNING o.id, o.state, o.created_at, coalesce(o.sent_at < now(), false) AS sent_before
 ), inserted AS (
 INSERT INTO sms_attempts (message_id, attempt_number, chain_step, provider, template, relay_id,
                           started_at, finished_at, outcome, http_status, error_code, error_message,
@@ -173,7 +173,7 @@ SELECT a.message_id, a.attempt_number, a.chain_step, a.provider, a.template, $7,
          cause, resend_reason, country, operator)
 ON CONFLICT (message_id, attempt_number, chain_step, started_at) DO NOTHING
 )
-SELECT id, state::text AS state, created_at FROM updated
+SELECT id, state::text AS state, created_at, sent_before FROM updated
 "#;
 
 /// What a recorded round made of its message.
@@ -185,6 +185,8 @@ pub struct RoundEnd {
     pub state: String,
     /// When it was enqueued.
     pub created_at: chrono::DateTime<chrono::Utc>,
+    /// Whether a provider had accepted it before this round (a resend, or a retry of one).
+    pub sent_before: bool,
 }
 
 /// Column arrays for the attempt rows of a batch.
