@@ -234,7 +234,8 @@ END $$;
 
 -- Receipts of one kind (p_source) stored unmatched within p_within (most came before their
 -- attempt was recorded), matched again against the attempts of p_providers; returns how many
--- matched now. Owner-run like the other jobs: the operator's role reads no receipts.
+-- matched now. Owner-run like the other jobs: the operator's role reads no receipts. Whoever
+-- calls it, a receipt queues at most 5 resends (the most receipts.max_resends allows).
 CREATE FUNCTION sms_maintain_rematch(p_source text, p_providers text[], p_within interval,
                                      p_max_resends integer, p_expiry_margin interval)
 RETURNS bigint
@@ -243,7 +244,7 @@ SELECT count(*) FILTER (WHERE m.result IN ('applied', 'stale'))
   FROM (SELECT id FROM sms_receipts
          WHERE result = 'unmatched' AND source = p_source AND received_at > now() - p_within
          ORDER BY provider_message_id, id) r,
-       LATERAL sms_apply_receipt(r.id, p_providers, p_max_resends, p_expiry_margin) m
+       LATERAL sms_apply_receipt(r.id, p_providers, least(p_max_resends, 5), p_expiry_margin) m
 $$;
 
 DO $$
