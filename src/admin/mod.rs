@@ -68,7 +68,7 @@ impl Admin {
             .with_state(admin)
     }
 
-    /// Each provider's daily caps against what every relay got accepted today.
+    /// Each provider's caps against what every relay got accepted in their windows.
     async fn cap_uses(&self) -> store::Result<Vec<CapUse>> {
         let names: Vec<String> = self.chain.names().into_iter().map(str::to_owned).collect();
         let today = self.store.accepted_today(&names).await?;
@@ -76,17 +76,15 @@ impl Admin {
             .chain
             .caps()
             .map(|(provider, cap)| {
-                let of_provider = today.iter().filter(|t| t.provider == provider);
-                let used = match cap.measure() {
-                    Measure::Messages => of_provider.map(|t| t.messages).sum::<i64>(),
-                    Measure::Spend(currency) => of_provider
-                        .filter(|t| t.currency.as_deref() == Some(currency.as_str()))
-                        .map(|t| t.cost_micros)
-                        .sum(),
-                };
+                let used: i64 = today
+                    .iter()
+                    .filter(|t| t.provider == provider)
+                    .map(|t| t.used(cap.measure(), cap.per()))
+                    .sum();
                 CapUse {
                     provider: provider.to_owned(),
                     measure: cap.measure().clone(),
+                    per: cap.per(),
                     used: u64::try_from(used).unwrap_or(0),
                     limit: cap.limit(),
                 }
@@ -142,7 +140,7 @@ impl Admin {
                     budgets.push((labels(currency), b.used_cost, limit));
                 }
             }
-            // A provider's daily caps are its budget: scope `provider`, every purpose.
+            // A provider's caps are its budget: scope `provider`, every purpose.
             for cap in self.cap_uses().await? {
                 let (unit, scale) = match &cap.measure {
                     Measure::Messages => ("messages".to_owned(), 1.0),
@@ -153,7 +151,7 @@ impl Admin {
                     ("scope", "provider".to_owned()),
                     ("subject", cap.provider),
                     ("purpose", "*".to_owned()),
-                    ("per", "day".to_owned()),
+                    ("per", cap.per.as_str().to_owned()),
                     ("unit", unit),
                 ];
                 budgets.push((labels, cap.used as f64 / scale, cap.limit as f64 / scale));

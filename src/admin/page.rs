@@ -6,21 +6,23 @@ use chrono::{DateTime, Utc};
 use maud::{DOCTYPE, Markup, PreEscaped, html};
 
 use crate::{
-    providers::cap::Measure,
+    providers::{Per, cap::Measure},
     store::{BudgetGauge, CircuitRow, DeliveryDay, ProviderHour, RelayHolds, Run, Status, Unsent},
 };
 
 /// How often the page reloads itself, in seconds.
 const REFRESH_S: u32 = 15;
 
-/// One provider's daily cap and today's use.
+/// One provider's cap and its window's use.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CapUse {
     /// Provider name.
     pub provider: String,
     /// Messages or a currency.
     pub measure: Measure,
-    /// Used today (messages, or millionths of the currency).
+    /// Its window.
+    pub per: Per,
+    /// Used in the current window (messages, or millionths of the currency).
     pub used: u64,
     /// The cap (same unit).
     pub limit: u64,
@@ -39,7 +41,7 @@ pub struct Page {
     pub circuits: Vec<CircuitRow>,
     /// Each provider's last hour.
     pub providers: Vec<ProviderHour>,
-    /// The providers' daily caps.
+    /// The providers' hourly and daily caps.
     pub caps: Vec<CapUse>,
     /// The enqueue budgets' current windows.
     pub budgets: Vec<BudgetGauge>,
@@ -189,10 +191,10 @@ pub fn render(page: &Page) -> Markup {
                 }
                 @if !page.caps.is_empty() {
                     div.scroll { table id="caps" {
-                        tr { th { "provider" } th { "used today" } th { "daily cap" } }
+                        tr { th { "provider" } th { "per" } th { "used" } th { "cap" } }
                         @for cap in &page.caps {
                             tr {
-                                td { (cap.provider) }
+                                td { (cap.provider) } td { (cap.per.as_str()) }
                                 @match &cap.measure {
                                     Measure::Messages => { td.n { (cap.used) } td.n { (cap.limit) " messages" } }
                                     Measure::Spend(currency) => {

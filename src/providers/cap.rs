@@ -1,5 +1,5 @@
-//! A provider's daily caps: the most messages it may accept, or the most it may cost in one
-//! currency, per UTC day across every relay. The chain skips a provider over a cap, so the next one
+//! A provider's caps: the most messages it may accept, or the most it may cost in one currency,
+//! per UTC hour or day across every relay. The chain skips a provider over a cap, so the next one
 //! within its own takes over.
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -7,6 +7,25 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use serde::Deserialize;
 
 use super::{Cost, fields::is_currency};
+
+/// The window a cap counts in: the current UTC hour or day.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Per {
+    /// The current UTC hour.
+    Hour,
+    /// The current UTC day.
+    Day,
+}
+
+impl Per {
+    /// `hour` or `day`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Per::Hour => "hour",
+            Per::Day => "day",
+        }
+    }
+}
 
 /// What a cap counts.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,7 +37,7 @@ pub enum Measure {
     Spend(String),
 }
 
-/// `daily_spend_cap = { amount = 500.0, currency = "BDT" }`.
+/// `daily_spend_cap = { amount = 500.0, currency = "BDT" }` (or `hourly_spend_cap`).
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct SpendCap {
@@ -41,35 +60,42 @@ impl SpendCap {
     }
 }
 
-/// One daily cap and how much of today's is used: the count across relays as last read from the
-/// database, plus what this relay's calls got accepted since.
+/// One cap and how much of its current window is used: the count across relays as last read
+/// from the database, plus what this relay's calls got accepted since.
 #[derive(Debug)]
-pub struct DailyCap {
+pub struct Cap {
     measure: Measure,
+    per: Per,
     limit: u64,
     counted: AtomicU64,
     since: AtomicU64,
 }
 
-impl DailyCap {
-    /// At most `limit` accepted messages per UTC day.
-    pub fn messages(limit: u32) -> Self {
-        Self::new(Measure::Messages, u64::from(limit))
+impl Cap {
+    /// At most `limit` accepted messages `per` hour or day.
+    pub fn messages(limit: u32, per: Per) -> Self {
+        Self::new(Measure::Messages, per, u64::from(limit))
     }
 
-    /// At most `cap` spent per UTC day.
-    pub fn spend(cap: &SpendCap) -> Self {
+    /// At most `cap` spent `per` hour or day.
+    pub fn spend(cap: &SpendCap, per: Per) -> Self {
         let micros = (cap.amount * 1_000_000.0).round() as u64;
-        Self::new(Measure::Spend(cap.currency.clone()), micros)
+        Self::new(Measure::Spend(cap.currency.clone()), per, micros)
     }
 
-    fn new(measure: Measure, limit: u64) -> Self {
+    fn new(measure: Measure, per: Per, limit: u64) -> Self {
         Self {
             measure,
+            per,
             limit,
             counted: AtomicU64::new(0),
             since: AtomicU64::new(0),
         }
+    }
+
+    /// The window it counts in.
+    pub fn per(&self) -> Per {
+        self.per
     }
 
     /// What this cap counts.
@@ -77,12 +103,12 @@ impl DailyCap {
         &self.measure
     }
 
-    /// The most it allows per UTC day (messages, or millionths of the currency).
+    /// The most it allows per window (messages, or millionths of the currency).
     pub fn limit(&self) -> u64 {
         self.limit
     }
 
-    /// Whether today's cap is used up (by every relay's use at the last refresh, and this
+    /// Whether the window's cap is used up (by every relay's use at the last refresh, and this
     /// relay's acceptances since).
     pub fn spent(&self) -> bool {
         self.counted.load(Ordering::Relaxed) + self.since.load(Ordering::Relaxed) >= self.limit
@@ -100,7 +126,7 @@ impl DailyCap {
         self.since.fetch_add(used, Ordering::Relaxed);
     }
 
-    /// Takes today's use across relays (messages, or millionths of the currency) as the
+    /// Takes the window's use across relays (messages, or millionths of the currency) as the
     /// database now holds it, this relay's recorded acceptances included.
     pub fn refresh(&self, used_today: u64) {
         self.counted.store(used_today, Ordering::Relaxed);
@@ -121,7 +147,7 @@ mod tests {
 
     #[test]
     fn a_message_cap_counts_messages_from_both_sources() {
-        let cap = DailyCap::messages(3);
+        let cap = Cap::messages(3, Per::Day);
         assert!(!cap.spent());
         cap.refresh(2);
         assert!(!cap.spent());
@@ -134,10 +160,13 @@ mod tests {
 
     #[test]
     fn a_spend_cap_counts_its_currency_only() {
-        let cap = DailyCap::spend(&SpendCap {
-            amount: 1.0,
-            currency: "BDT".into(),
-        });
+        let cap = Cap::spend(
+            &SpendCap {
+                amount: 1.0,
+                currency: "BDT".into(),
+            },
+            Per::Hour,
+        );
         cap.accepted(Some(&cost(600_000, "BDT")));
         cap.accepted(Some(&cost(900_000, "USD")));
         cap.accepted(None);

@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use super::{
     Accepted, Cost, Lookup, Outcome, OutgoingSms, PriceTable, Provider, SendError, Throttle,
     breaker::{Admission, Breaker, CircuitSnapshot},
-    cap::DailyCap,
+    cap::{Cap, Per},
     throttle::Token,
 };
 use crate::{domain::DbClock, metrics};
@@ -37,7 +37,7 @@ pub struct Link {
     prices: PriceTable,
     breaker: Option<Breaker>,
     throttle: Option<Throttle>,
-    caps: Vec<DailyCap>,
+    caps: Vec<Cap>,
 }
 
 impl Link {
@@ -89,8 +89,8 @@ impl Link {
         Self { throttle, ..self }
     }
 
-    /// Sets the daily caps.
-    pub fn with_caps(self, caps: Vec<DailyCap>) -> Self {
+    /// Sets the hourly and daily caps.
+    pub fn with_caps(self, caps: Vec<Cap>) -> Self {
         Self { caps, ..self }
     }
 }
@@ -196,8 +196,8 @@ impl ProviderChain {
         Self { on_unknown, ..self }
     }
 
-    /// The providers' daily caps, with the provider's name.
-    pub fn caps(&self) -> impl Iterator<Item = (&str, &DailyCap)> {
+    /// The providers' caps, with the provider's name.
+    pub fn caps(&self) -> impl Iterator<Item = (&str, &Cap)> {
         self.links
             .iter()
             .flat_map(|l| l.caps.iter().map(move |cap| (l.provider.name(), cap)))
@@ -272,8 +272,13 @@ impl ProviderChain {
                 last_reason.get_or_insert_with(|| format!("{name}: skipped, {FICTIONAL}"));
                 continue;
             }
-            if link.caps.iter().any(DailyCap::spent) {
-                last_reason.get_or_insert_with(|| format!("{name}: over its daily cap"));
+            if let Some(cap) = link.caps.iter().find(|c| c.spent()) {
+                let per = if cap.per() == Per::Hour {
+                    "hourly"
+                } else {
+                    "daily"
+                };
+                last_reason.get_or_insert_with(|| format!("{name}: over its {per} cap"));
                 continue;
             }
             let admission = link.admit();

@@ -36,7 +36,7 @@ use uuid::Uuid;
 use crate::domain::{Recipient, Segments};
 
 pub use breaker::{Breaker, BreakerSettings, CircuitSnapshot, CircuitState};
-pub use cap::{DailyCap, Measure, SpendCap};
+pub use cap::{Cap, Measure, Per, SpendCap};
 pub use chain::{AttemptRecord, Link, ProviderChain, RoundResult, UnknownPolicy};
 pub use fields::Credential;
 pub use kind::{BuildError, KindSettings};

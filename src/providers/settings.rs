@@ -10,7 +10,7 @@ use super::{
     alpha_sms::AlphaSmsSettings,
     breaker::{Breaker, BreakerSettings},
     bulksmsbd::BulkSmsBdSettings,
-    cap::{DailyCap, SpendCap},
+    cap::{Cap, Per, SpendCap},
     chain::{Link, ProviderChain, UnknownPolicy},
     http::Connection,
     infobip::InfobipSettings,
@@ -57,6 +57,13 @@ pub struct ProviderConfig {
     /// one currency; beyond it the chain skips it. None: no cap.
     #[serde(default)]
     pub daily_spend_cap: Option<SpendCap>,
+    /// Most messages this provider may accept per UTC hour across every relay. None: no cap.
+    #[serde(default)]
+    pub hourly_cap: Option<u32>,
+    /// The most this provider's accepted messages may cost per UTC hour across every relay, in
+    /// one currency. None: no cap.
+    #[serde(default)]
+    pub hourly_spend_cap: Option<SpendCap>,
     /// Whether this provider's accepted messages get delivery receipts, so that a missing one
     /// means something (`receipts.resend_after_ms`). Defaults to yes for Twilio, Vonage and
     /// Infobip when `[webhooks] public_base_url` is set (Infobip also when `pull_reports`), and
@@ -128,6 +135,8 @@ impl ProviderConfig {
             prices: Vec::new(),
             daily_cap: None,
             daily_spend_cap: None,
+            hourly_cap: None,
+            hourly_spend_cap: None,
             expect_receipts: None,
         }
     }
@@ -149,11 +158,21 @@ impl ProviderConfig {
             .map(|u| u.trim_end_matches('/').to_owned())
     }
 
-    /// The daily caps this entry sets.
-    pub fn caps(&self) -> Vec<DailyCap> {
-        let messages = self.daily_cap.map(DailyCap::messages);
-        let spend = self.daily_spend_cap.as_ref().map(DailyCap::spend);
-        messages.into_iter().chain(spend).collect()
+    /// The hourly and daily caps this entry sets.
+    pub fn caps(&self) -> Vec<Cap> {
+        [
+            self.hourly_cap.map(|n| Cap::messages(n, Per::Hour)),
+            self.hourly_spend_cap
+                .as_ref()
+                .map(|c| Cap::spend(c, Per::Hour)),
+            self.daily_cap.map(|n| Cap::messages(n, Per::Day)),
+            self.daily_spend_cap
+                .as_ref()
+                .map(|c| Cap::spend(c, Per::Day)),
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
     }
 
     /// How the adapter reaches the provider: name, API root and timeouts.
@@ -203,12 +222,15 @@ impl ProviderConfig {
         self.circuit
             .validate()
             .map_err(|e| format!("provider {name:?}: {e}"))?;
-        if self.daily_cap == Some(0) {
+        if self.daily_cap == Some(0) || self.hourly_cap == Some(0) {
             return Err(format!(
-                "provider {name:?}: daily_cap must be at least 1 (remove the entry to stop using it)"
+                "provider {name:?}: daily_cap and hourly_cap must be at least 1 (remove the entry to stop using it)"
             ));
         }
-        if let Some(cap) = &self.daily_spend_cap {
+        for cap in [&self.daily_spend_cap, &self.hourly_spend_cap]
+            .into_iter()
+            .flatten()
+        {
             cap.validate()
                 .map_err(|e| format!("provider {name:?}: {e}"))?;
         }

@@ -35,7 +35,7 @@ pub use completer::record;
 pub use settings::RelaySettings;
 
 use crate::{
-    providers::{Measure, ProviderChain},
+    providers::ProviderChain,
     store::{Store, WAKEUP_CHANNEL, presence_name},
 };
 
@@ -467,10 +467,10 @@ async fn report_circuits(
     }
 }
 
-/// How often the providers' daily caps take every relay's count from the database.
+/// How often the providers' caps take every relay's count from the database.
 const CAP_REFRESH: Duration = Duration::from_secs(10);
 
-/// Gives the chain's daily caps what every relay's calls got accepted today.
+/// Gives the chain's caps what every relay's calls got accepted in their windows.
 async fn refresh_caps(store: &Store, chain: &ProviderChain) {
     let capped: Vec<String> = chain.caps().map(|(name, _)| name.to_owned()).collect();
     if capped.is_empty() {
@@ -482,24 +482,18 @@ async fn refresh_caps(store: &Store, chain: &ProviderChain) {
                 let used: i64 = rows
                     .iter()
                     .filter(|row| row.provider == name)
-                    .map(|row| match cap.measure() {
-                        Measure::Messages => row.messages,
-                        Measure::Spend(currency) if row.currency.as_ref() == Some(currency) => {
-                            row.cost_micros
-                        }
-                        Measure::Spend(_) => 0,
-                    })
+                    .map(|row| row.used(cap.measure(), cap.per()))
                     .sum();
                 cap.refresh(u64::try_from(used).unwrap_or(0));
             }
         }
         Err(error) => {
-            tracing::warn!(%error, "cannot read the providers' counts for their daily caps");
+            tracing::warn!(%error, "cannot read the providers' counts for their caps");
         }
     }
 }
 
-/// Refreshes the daily caps every [`CAP_REFRESH`]. Between refreshes each relay counts its own
+/// Refreshes the caps every [`CAP_REFRESH`]. Between refreshes each relay counts its own
 /// acceptances, so relays together overshoot a cap by at most what the others accepted in one
 /// interval.
 async fn keep_caps_fresh(store: Store, chain: Arc<ProviderChain>, stop: CancellationToken) {

@@ -4,6 +4,7 @@
 //! millions of finished messages.
 
 use super::{Result, Store};
+use crate::providers::{Measure, Per};
 
 /// Messages in one state.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
@@ -54,10 +55,14 @@ impl Status {
     }
 }
 
-/// Calls each of `$1` got accepted since the UTC day began, and what they cost, per currency
-/// (none where no cost is known), found through the block-range index on `started_at`.
+/// Calls each of `$1` got accepted since the UTC day began, and since the hour began, and what
+/// they cost, per currency (none where no cost is known), found through the block-range index
+/// on `started_at`.
 const ACCEPTED_TODAY: &str = "SELECT provider, currency::text AS currency, count(*) AS messages, \
-            coalesce(sum(cost) * 1000000, 0)::int8 AS cost_micros \
+            coalesce(sum(cost) * 1000000, 0)::int8 AS cost_micros, \
+            count(*) FILTER (WHERE started_at >= date_trunc('hour', now())) AS messages_hour, \
+            coalesce(sum(cost) FILTER (WHERE started_at >= date_trunc('hour', now())) * 1000000, 0)::int8 \
+                AS cost_micros_hour \
        FROM sms_attempts \
       WHERE outcome = 'accepted' AND provider = ANY ($1) AND started_at >= date_trunc('day', now(), 'UTC') \
       GROUP BY provider, currency";
@@ -73,6 +78,25 @@ pub struct AcceptedToday {
     pub messages: i64,
     /// Their cost in millionths of the currency.
     pub cost_micros: i64,
+    /// Of those, accepted this UTC hour.
+    pub messages_hour: i64,
+    /// Their cost.
+    pub cost_micros_hour: i64,
+}
+
+impl AcceptedToday {
+    /// What counts against a cap of `measure` per `per` in this row (0 for another currency).
+    pub fn used(&self, measure: &Measure, per: Per) -> i64 {
+        let (messages, cost) = match per {
+            Per::Hour => (self.messages_hour, self.cost_micros_hour),
+            Per::Day => (self.messages, self.cost_micros),
+        };
+        match measure {
+            Measure::Messages => messages,
+            Measure::Spend(currency) if self.currency.as_ref() == Some(currency) => cost,
+            Measure::Spend(_) => 0,
+        }
+    }
 }
 
 /// Every state with its count: `pending` through the waiting messages' partial index, the

@@ -2,6 +2,7 @@
 //! a burst on one operator gets at most its budget, and a flood of one purpose neither refuses
 //! nor holds up another purpose's codes.
 
+use sms_relay::providers::Per;
 use sqlx::{Connection, PgConnection};
 
 use crate::support::TestApp;
@@ -299,12 +300,20 @@ async fn a_resend_counts_against_the_budgets_and_a_spent_one_leaves_the_message_
     assert_eq!(app.message(second).await.resends, 0);
 }
 
-/// A chain of two simulators that accept everything, the first capped at `cap` a day.
-fn capped_chain(cap: u32) -> std::sync::Arc<sms_relay::providers::ProviderChain> {
+/// A chain of two simulators that accept everything, the first capped at `cap` messages `per`
+/// hour or day.
+fn capped_chain(cap: u32, per: Per) -> std::sync::Arc<sms_relay::providers::ProviderChain> {
     use sms_relay::providers::{ProviderConfig, SimulatorSettings};
-    let first = ProviderConfig {
-        daily_cap: Some(cap),
-        ..ProviderConfig::simulator("first", SimulatorSettings::default())
+    let simulator = ProviderConfig::simulator("first", SimulatorSettings::default());
+    let first = match per {
+        Per::Day => ProviderConfig {
+            daily_cap: Some(cap),
+            ..simulator
+        },
+        Per::Hour => ProviderConfig {
+            hourly_cap: Some(cap),
+            ..simulator
+        },
     };
     let second = ProviderConfig::simulator("second", SimulatorSettings::default());
     crate::support::http_chain(&[first, second])
@@ -321,32 +330,38 @@ async fn accepted_by(app: &TestApp) -> Vec<(String, i64)> {
 }
 
 #[tokio::test]
-async fn a_provider_over_its_daily_cap_is_skipped_for_the_next() {
-    let app = TestApp::new().await;
-    app.otps(5).await;
-    app.run_chain_until_idle(capped_chain(2), crate::support::quick_retries())
-        .await;
-    assert_eq!(
-        accepted_by(&app).await,
-        [("first".to_owned(), 2), ("second".to_owned(), 3)]
-    );
+async fn a_provider_over_its_hourly_or_daily_cap_is_skipped_for_the_next() {
+    for per in [Per::Day, Per::Hour] {
+        let app = TestApp::new().await;
+        app.otps(5).await;
+        app.run_chain_until_idle(capped_chain(2, per), crate::support::quick_retries())
+            .await;
+        assert_eq!(
+            accepted_by(&app).await,
+            [("first".to_owned(), 2), ("second".to_owned(), 3)],
+            "{per:?}"
+        );
+    }
 }
 
 #[tokio::test]
-async fn a_daily_cap_counts_what_every_relay_sent_today() {
-    let app = TestApp::new().await;
-    // Earlier today, other relays got 3 messages accepted by "first".
-    app.otps(3).await;
-    app.run_chain_until_idle(capped_chain(100), crate::support::quick_retries())
-        .await;
-    // A relay starting now, with a cap of 3, reads that count and sends through "second".
-    app.otps_ending_in(2, "9").await;
-    app.run_chain_until_idle(capped_chain(3), crate::support::quick_retries())
-        .await;
-    assert_eq!(
-        accepted_by(&app).await,
-        [("first".to_owned(), 3), ("second".to_owned(), 2)]
-    );
+async fn a_cap_counts_what_every_relay_sent_in_its_window() {
+    for per in [Per::Day, Per::Hour] {
+        let app = TestApp::new().await;
+        // Earlier in the window, other relays got 3 messages accepted by "first".
+        app.otps(3).await;
+        app.run_chain_until_idle(capped_chain(100, per), crate::support::quick_retries())
+            .await;
+        // A relay starting now, with a cap of 3, reads that count and sends through "second".
+        app.otps_ending_in(2, "9").await;
+        app.run_chain_until_idle(capped_chain(3, per), crate::support::quick_retries())
+            .await;
+        assert_eq!(
+            accepted_by(&app).await,
+            [("first".to_owned(), 3), ("second".to_owned(), 2)],
+            "{per:?}"
+        );
+    }
 }
 
 /// Two accepting simulators at 0.35 BDT a part; the first capped at `cap` BDT a day, if any.
