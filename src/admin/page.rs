@@ -56,21 +56,21 @@ pub struct Page {
 /// A horizontal bar chart: one bar per `(label, value, caption)`, scaled to the largest value
 /// (or `max`, when given).
 fn bars(id: &str, rows: &[(String, f64, String)], max: Option<f64>) -> Markup {
-    const ROW: f64 = 22.0;
-    const LABEL: f64 = 150.0;
-    const WIDTH: f64 = 320.0;
+    const ROW: f64 = 30.0;
+    const LABEL: f64 = 230.0;
+    const WIDTH: f64 = 260.0;
     let top = max
         .unwrap_or_else(|| rows.iter().map(|r| r.1).fold(0.0, f64::max))
         .max(f64::MIN_POSITIVE);
     let height = ROW * rows.len() as f64 + 4.0;
     html! {
-        svg id=(id) class="chart" role="img" viewBox=(format!("0 0 {} {height}", LABEL + WIDTH + 90.0))
+        svg id=(id) class="chart" role="img" viewBox=(format!("0 0 {} {height}", LABEL + WIDTH + 130.0))
             xmlns="http://www.w3.org/2000/svg" {
             @for (i, (label, value, caption)) in rows.iter().enumerate() {
                 @let y = ROW * i as f64 + 2.0;
-                text x="0" y=(y + 15.0) class="label" { (label) }
-                rect x=(LABEL) y=(y + 3.0) height=(ROW - 6.0) width=(WIDTH * (value / top).clamp(0.0, 1.0)) {}
-                text x=(LABEL + WIDTH * (value / top).clamp(0.0, 1.0) + 6.0) y=(y + 15.0) { (caption) }
+                text x="0" y=(y + 21.0) class="label" { (label) }
+                rect x=(LABEL) y=(y + 4.0) height=(ROW - 8.0) width=(WIDTH * (value / top).clamp(0.0, 1.0)) {}
+                text x=(LABEL + WIDTH * (value / top).clamp(0.0, 1.0) + 6.0) y=(y + 21.0) { (caption) }
             }
         }
     }
@@ -96,7 +96,7 @@ table{border-collapse:collapse;font-size:.9rem}td,th{padding:.2rem .5rem;border-
 td.n{text-align:right;font-variant-numeric:tabular-nums}.scroll{overflow-x:auto}
 .tiles{display:flex;flex-wrap:wrap;gap:.5rem}.tile{border:1px solid #ddd;border-radius:6px;padding:.4rem .7rem;min-width:7rem}
 .tile b{display:block;font-size:1.3rem}.open{color:#b00020;font-weight:bold}.muted{color:#777}
-svg.chart{width:100%;max-width:40rem;height:auto}svg rect{fill:#3a7bd5}svg text{font-size:12px;fill:#222}
+svg.chart{width:100%;max-width:40rem;height:auto}svg rect{fill:#3a7bd5}svg text{font-size:18px;fill:#222}
 "#;
 
 /// The whole page.
