@@ -7,7 +7,7 @@ use std::{collections::HashMap, io::Write, process::Stdio};
 
 use crate::support::{
     TestApp,
-    cli::{Scratch, free_address, sms_relay, spawn_with_admin, stop},
+    cli::{RelayProcess, Scratch, free_address, spawn_with_admin, unique_id},
     eventually,
 };
 
@@ -97,7 +97,7 @@ async fn metrics_parse_and_equal_what_the_database_holds() {
     };
     eventually(async || finished(&scrape().await) == 30.0).await;
     let body = scrape().await;
-    assert!(stop(relay).await.success());
+    assert!(relay.stop().await.success());
 
     // promtool reads the exposition with the Prometheus project's own parser and linter.
     promtool(&["check", "metrics"], &body).unwrap();
@@ -220,19 +220,22 @@ async fn metrics_parse_and_equal_what_the_database_holds() {
 async fn a_token_guards_the_admin_listener() {
     let app = TestApp::new().await;
     let scratch = Scratch::new();
-    let address = free_address();
+    let local = free_address();
     // Bound to every interface, which needs a token.
-    let address = address.replace("127.0.0.1", "0.0.0.0");
-    let relay = sms_relay(&app)
-        .arg("run")
-        .env("SMS_RELAY__ADMIN__LISTEN", &address)
-        .env("SMS_RELAY__ADMIN__TOKEN", "s3cret-admin-token-1")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(scratch.path("run.log")).unwrap())
-        .spawn()
-        .unwrap();
+    let every = local.replace("127.0.0.1", "0.0.0.0");
+    let config = scratch.path("relay.toml");
+    std::fs::write(&config, "").unwrap();
+    let relay = RelayProcess::start_with(
+        &app.url,
+        &unique_id("token"),
+        &config,
+        &scratch,
+        &[
+            ("SMS_RELAY__ADMIN__LISTEN", &every),
+            ("SMS_RELAY__ADMIN__TOKEN", "s3cret-admin-token-1"),
+        ],
+    );
     let client = reqwest::Client::new();
-    let local = address.replace("0.0.0.0", "127.0.0.1");
     let get = async |path: &str, token: Option<&str>| {
         let mut request = client.get(format!("http://{local}{path}"));
         if let Some(token) = token {
@@ -250,7 +253,7 @@ async fn a_token_guards_the_admin_listener() {
         assert_eq!(get(path, Some("wrong")).await, 401, "{path}");
         assert_eq!(get(path, Some("s3cret-admin-token-1")).await, 200, "{path}");
     }
-    assert!(stop(relay).await.success());
+    assert!(relay.stop().await.success());
 }
 
 /// Runs `promtool` with `args` in `deploy/prometheus`, `input` on its stdin; its output if it

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use crate::support::{
     TestApp,
-    cli::{Scratch, spawn_with_admin, stop},
+    cli::{Scratch, spawn_with_admin},
     eventually,
 };
 
@@ -92,7 +92,7 @@ async fn the_operator_page_shows_what_the_database_holds_in_a_real_browser() {
         "a screenshot at {}",
         shot.display()
     );
-    assert!(stop(relay).await.success());
+    assert!(relay.stop().await.success());
 
     // The queue's counts, as the database holds them.
     let states: Vec<(String, i64)> =

@@ -139,19 +139,6 @@ pub fn spawn_run(app: &TestApp, config: &Path, log: &Path) -> Child {
     run_at(&app.url, config, log).spawn().unwrap()
 }
 
-/// Writes `config` (TOML) into `scratch` and starts `sms-relay run` with it against `app`, its
-/// admin listener on a free local address; returns the process and that address.
-pub fn spawn_with_admin(app: &TestApp, scratch: &Scratch, config: &str) -> (Child, String) {
-    let path = scratch.path("relay.toml");
-    std::fs::write(&path, config).unwrap();
-    let address = free_address();
-    let child = run_at(&app.url, &path, &scratch.path("run.log"))
-        .env("SMS_RELAY__ADMIN__LISTEN", &address)
-        .spawn()
-        .unwrap();
-    (child, address)
-}
-
 /// Sends SIGTERM to `child`.
 fn sigterm(child: &Child) {
     let status = Command::new("kill")
@@ -189,11 +176,23 @@ impl RelayProcess {
     /// Starts a relay named `id` on the database at `url` with the config file `config`, logging
     /// to `<id>-run-<suffix>.log` in `scratch`.
     pub fn start(url: &str, id: &str, config: &Path, scratch: &Scratch) -> Self {
+        Self::start_with(url, id, config, scratch, &[])
+    }
+
+    /// [`RelayProcess::start`] with the environment variables `env` set on top.
+    pub fn start_with(
+        url: &str,
+        id: &str,
+        config: &Path,
+        scratch: &Scratch,
+        env: &[(&str, &str)],
+    ) -> Self {
         let separator = if url.contains('?') { '&' } else { '?' };
         let tagged = format!("{url}{separator}application_name=it-pool-{id}");
         let log = scratch.path(&format!("{id}-{}.log", unique_id("run")));
         let child = run_at(&tagged, config, &log)
             .env("SMS_RELAY__RELAY__RELAY_ID", id)
+            .envs(env.iter().copied())
             .spawn()
             .unwrap();
         Self {
@@ -236,4 +235,21 @@ impl Drop for RelayProcess {
             let _ = child.wait();
         }
     }
+}
+
+/// Writes `config` (TOML) into `scratch` and starts a relay with it against `app`, its admin
+/// listener on a free local address; returns the relay (killed if the test ends first) and
+/// that address.
+pub fn spawn_with_admin(app: &TestApp, scratch: &Scratch, config: &str) -> (RelayProcess, String) {
+    let path = scratch.path("relay.toml");
+    std::fs::write(&path, config).unwrap();
+    let address = free_address();
+    let relay = RelayProcess::start_with(
+        &app.url,
+        &unique_id("admin"),
+        &path,
+        scratch,
+        &[("SMS_RELAY__ADMIN__LISTEN", &address)],
+    );
+    (relay, address)
 }
