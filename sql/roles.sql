@@ -36,7 +36,7 @@
 -- - sms_enqueue() and the sms_outbox triggers are SECURITY DEFINER (migration ..._reports.sql):
 --   they run as the owner, which is why sms_auth needs no privilege on the tables they read.
 --   Let a dedicated non-superuser role own the schema rather than a superuser.
--- - The relay's periodic `VACUUM sms_outbox` (relay.vacuum_every) needs the table's owner; as
+-- - The relay's periodic `VACUUM sms_queue` (relay.vacuum_every) needs the table's owner; as
 --   sms_relay_worker PostgreSQL skips it with a warning and autovacuum does the work. Set
 --   relay.vacuum_every = 0 to silence the warning.
 -- - A plain INSERT with `RETURNING id` needs SELECT on sms_outbox; sms_auth has none, so use
@@ -119,7 +119,7 @@ GRANT SELECT, INSERT, UPDATE ON sms_attempts, sms_receipts TO sms_relay_worker;
 GRANT SELECT, INSERT, UPDATE, DELETE ON sms_provider_circuits, sms_relay_sleepers TO sms_relay_worker;
 -- Template bodies for rendering; country prefixes for sms_country() on attempt rows; the migration
 -- history for the "is the schema up to date" check every command makes.
-GRANT SELECT ON sms_templates, sms_country_prefixes, sms_holds, _sqlx_migrations TO sms_relay_worker;
+GRANT SELECT ON sms_templates, sms_country_prefixes, sms_holds, sms_queue, _sqlx_migrations TO sms_relay_worker;
 -- The record of maintenance runs (the jobs themselves are owner-run sms_maintain_* functions).
 GRANT SELECT, INSERT, UPDATE ON sms_maintenance_runs TO sms_relay_worker;
 -- The budgets and their use in the current window, for /metrics (caller keys only as digests);
@@ -139,7 +139,7 @@ BEGIN
        AND attname NOT IN ('recipient', 'params');
     EXECUTE format('GRANT SELECT (%s) ON sms_outbox TO sms_operator', cols);
 END $$;
-GRANT SELECT ON sms_attempts, sms_provider_circuits, sms_maintenance_runs, sms_holds, _sqlx_migrations TO sms_operator;
+GRANT SELECT ON sms_attempts, sms_provider_circuits, sms_maintenance_runs, sms_holds, sms_queue, _sqlx_migrations TO sms_operator;
 GRANT INSERT, UPDATE ON sms_maintenance_runs TO sms_operator;
 -- `messages` and `templates preview`: messages with masked numbers and no codes, receipts without
 -- their payloads, the templates (no secrets in them).

@@ -135,8 +135,8 @@ impl Completer {
         if self.vacuum_every > 0 && vacuum.due(finishes.len() as u64, self.vacuum_every) {
             let (store, vacuum) = (self.store.clone(), vacuum.clone());
             tokio::spawn(async move {
-                if let Err(error) = store.vacuum_outbox().await {
-                    tracing::warn!(%error, "VACUUM sms_outbox failed; autovacuum will have to do");
+                if let Err(error) = store.vacuum_queue().await {
+                    tracing::warn!(%error, "VACUUM sms_queue failed; autovacuum will have to do");
                 }
                 vacuum.running.store(false, Ordering::Release);
             });
@@ -287,7 +287,7 @@ impl Writer<'_> {
         loop {
             match self
                 .store
-                .complete(finishes, self.relay_id, self.expiry_margin_ms)
+                .complete(finishes, self.relay_id, self.expiry_margin_ms, attempt > 1)
                 .await
             {
                 Ok(ends) => return Ok(ends),

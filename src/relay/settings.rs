@@ -29,7 +29,7 @@ pub struct RelaySettings {
     pub expiry_margin_ms: u64,
     /// On SIGTERM, how long in-flight sends may take before they are released.
     pub shutdown_grace_ms: u64,
-    /// Finished messages between two `VACUUM sms_outbox` runs by this relay, which keep the claim
+    /// Finished messages between two `VACUUM sms_queue` runs by this relay, which keep the claim
     /// index free of dead entries after bursts; 0 leaves it to autovacuum.
     pub vacuum_every: u64,
     /// After an `unknown` outcome that no status lookup resolved: `fall_over` to the next

@@ -1,16 +1,16 @@
 //! What the metrics read from the database at each scrape: reads of the waiting part of the queue
-//! (through its partial indexes), the holds, the live relays and the budgets, all bounded by what
+//! (`sms_queue`), the holds, the live relays and the budgets, all bounded by what
 //! is waiting or configured, never by the history.
 
 use super::{Result, Store};
 
 /// Waiting messages, those due now, and how long the oldest due one has waited (0 when none is
-/// due). Both counts read `sms_outbox_due_idx`, which holds waiting messages only.
+/// due), read from `sms_queue`, which holds waiting messages only.
 const QUEUE: &str = "SELECT count(*) AS waiting, \
             count(*) FILTER (WHERE next_attempt_at <= now()) AS due, \
             coalesce(extract(epoch FROM now() - min(next_attempt_at) FILTER (WHERE next_attempt_at <= now())), 0)::float8 \
                 AS oldest_due_age_s \
-       FROM sms_outbox WHERE state = 'pending'";
+       FROM sms_queue";
 
 /// Messages held by relays right now, and relay processes connected to this database (each
 /// keeps one claim session named `sms-relay <id>`).

@@ -1,5 +1,5 @@
 //! What `sms-relay status` shows: the queue by state, its oldest due message, attempts by outcome.
-//! Every count reads what is waiting (through the queue's partial index) or the last day (through
+//! Every count reads what is waiting (`sms_queue`) or the last day (through
 //! the time-ordered message ids and the block-range index on attempts), so it costs the same at
 //! millions of finished messages.
 
@@ -99,11 +99,11 @@ impl AcceptedToday {
     }
 }
 
-/// Every state with its count: `pending` through the waiting messages' partial index, the
+/// Every state with its count: `pending` from the queue of waiting messages, the
 /// others over the messages enqueued in the last 24 hours (a range of the time-ordered ids).
 const STATES: &str = r#"
 SELECT s.state::text AS state,
-       CASE WHEN s.state = 'pending' THEN (SELECT count(*) FROM sms_outbox WHERE state = 'pending')
+       CASE WHEN s.state = 'pending' THEN (SELECT count(*) FROM sms_queue)
             ELSE coalesce(d.count, 0) END AS count
   FROM unnest(enum_range(NULL::sms_state)) AS s(state)
   LEFT JOIN (SELECT state, count(*) AS count FROM sms_outbox
@@ -142,7 +142,7 @@ impl Store {
                 .await?;
         let oldest_due_age_s: Option<f64> = sqlx::query_scalar(
             "SELECT CASE WHEN due <= now() THEN extract(epoch FROM now() - due)::float8 END \
-               FROM (SELECT min(next_attempt_at) AS due FROM sms_outbox WHERE state = 'pending') d",
+               FROM (SELECT min(next_attempt_at) AS due FROM sms_queue) d",
         )
         .fetch_one(&self.pool)
         .await?;

@@ -49,8 +49,8 @@ impl Store {
     /// messages being sent.
     pub async fn next_due_in_ms(&self) -> Result<Option<f64>> {
         let due: Option<f64> = sqlx::query_scalar(
-            "SELECT (extract(epoch FROM (SELECT next_attempt_at FROM sms_outbox \
-                 WHERE state = 'pending' AND sms_free(seq) ORDER BY next_attempt_at LIMIT 1) \
+            "SELECT (extract(epoch FROM (SELECT next_attempt_at FROM sms_queue \
+                 WHERE sms_free(seq) ORDER BY next_attempt_at LIMIT 1) \
                  - now()) * 1000)::float8",
         )
         .fetch_one(&self.pool)
@@ -78,10 +78,10 @@ impl Store {
         Ok(())
     }
 
-    /// Vacuums the outbox so the claim index sheds the dead entries every claim and completion
-    /// leave behind. Skipped if another VACUUM holds the table; needs the table's owner.
-    pub async fn vacuum_outbox(&self) -> Result<()> {
-        sqlx::query("VACUUM (SKIP_LOCKED, INDEX_CLEANUP ON) sms_outbox")
+    /// Vacuums the queue so the claim index sheds the dead entries every finished message leaves
+    /// behind. Skipped if another VACUUM holds the table; needs the table's owner.
+    pub async fn vacuum_queue(&self) -> Result<()> {
+        sqlx::query("VACUUM (SKIP_LOCKED, INDEX_CLEANUP ON) sms_queue")
             .execute(&self.pool)
             .await?;
         Ok(())

@@ -14,8 +14,8 @@ use uuid::Uuid;
 use crate::{
     fakes::{FakeProvider, Kind},
     support::{
-        TestApp, accepted_call, accepting, ended_round, http_chain, otp_request, provider_config,
-        quick_retries, sent_round,
+        TestApp, accepted_call, accepting, ended_round, failed_round, http_chain, otp_request,
+        provider_config, quick_retries, sent_round,
     },
 };
 
@@ -237,6 +237,7 @@ async fn message_in(app: &TestApp, start: Start) -> Uuid {
         (start.state().as_str().to_owned(), start.was_sent()),
         "setting up {start:?}"
     );
+    app.assert_queue_follows_outbox().await;
     id
 }
 
@@ -277,6 +278,7 @@ async fn check(start: Start, to: State, verdict: Verdict) {
             );
         }
     }
+    app.assert_queue_follows_outbox().await;
 }
 
 /// One test per (start, target) pair, plus `ROWS` listing them for the coverage check.
@@ -323,6 +325,69 @@ transitions! {
     cancelled_to_sent_when_never_sent: Cancelled -> Sent Allowed;
     cancelled_to_failed_is_refused: Cancelled -> Failed Refused;
     cancelled_to_expired_is_refused: Cancelled -> Expired Refused;
+}
+
+/// `sms_queue` is derived from the messages' state by a trigger, whoever changes them: a plain
+/// INSERT, a retry rescheduled by a round, an UPDATE by hand of the claim order's columns, one
+/// statement ending some messages and leaving others, a DELETE.
+#[tokio::test]
+async fn the_queue_holds_exactly_the_waiting_messages_whoever_changes_them() {
+    let app = TestApp::new().await;
+    let retried = app.otp(NUMBER, "482913").await;
+    let kept = app.otp("+8801812345678", "551234").await;
+    sqlx::query(
+        "INSERT INTO sms_outbox (recipient, template, params, purpose) \
+         VALUES ('+8801912345678', 'otp', '{\"code\": \"112233\"}', 'login')",
+    )
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let plain: Uuid =
+        sqlx::query_scalar("SELECT id FROM sms_outbox WHERE recipient = '+8801912345678'")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    app.assert_queue_follows_outbox().await;
+    assert_eq!(app.count("SELECT count(*) FROM sms_queue").await, 3);
+
+    let claimed = app.claim(1).await;
+    assert_eq!(claimed[0].id, retried);
+    app.complete(&[failed_round(&claimed[0])]).await;
+    app.assert_queue_follows_outbox().await;
+
+    sqlx::query("UPDATE sms_outbox SET priority = 1, next_attempt_at = now() + interval '1 hour'")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    app.assert_queue_follows_outbox().await;
+
+    sqlx::query(
+        "UPDATE sms_outbox SET state = CASE WHEN id = $1 THEN 'cancelled' ELSE state END, \
+             finished_at = CASE WHEN id = $1 THEN now() END, next_attempt_at = now()",
+    )
+    .bind(retried)
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    app.assert_queue_follows_outbox().await;
+    assert_eq!(app.count("SELECT count(*) FROM sms_queue").await, 2);
+
+    sqlx::query("DELETE FROM sms_outbox WHERE id = $1")
+        .bind(plain)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    app.assert_queue_follows_outbox().await;
+    let left: Vec<Uuid> = sqlx::query_scalar("SELECT id FROM sms_queue")
+        .fetch_all(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(left, [kept]);
+    assert_eq!(
+        claim(&app, kept).await.round,
+        1,
+        "the claim walks the queue"
+    );
 }
 
 #[tokio::test]

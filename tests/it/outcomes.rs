@@ -381,7 +381,10 @@ async fn odd_provider_values_are_recorded_without_failing_the_batch() {
         .collect();
     app.complete(&finishes).await;
     // Writing the same batch again (a retry after a lost acknowledgement) changes nothing.
-    app.complete(&finishes).await;
+    app.store()
+        .complete(&finishes, RELAY, 0, true)
+        .await
+        .unwrap();
 
     for &id in &ids {
         assert_eq!(app.state_of(id).await.0, "sent");
@@ -417,7 +420,10 @@ async fn a_round_the_database_refuses_is_still_recorded_and_spares_the_rest() {
         .map(|(m, step)| sent_round(m, vec![attempt(m, step)]))
         .collect();
     let store = app.store();
-    let err = store.complete(&finishes, RELAY, 0).await.unwrap_err();
+    let err = store
+        .complete(&finishes, RELAY, 0, false)
+        .await
+        .unwrap_err();
     assert!(err.is_data_error(), "{err}");
 
     // The relay's completer, given the same batch, records both outcomes.

@@ -173,7 +173,12 @@ async fn a_relay_that_lost_its_claim_cannot_overwrite_the_round_of_the_relay_tha
 
     let store = app.store();
     store
-        .complete(&[ended_round(&stale, Disposition::Failed)], "lost", 0)
+        .complete(
+            &[ended_round(&stale, Disposition::Failed)],
+            "lost",
+            0,
+            false,
+        )
         .await
         .unwrap();
     assert_eq!(
@@ -182,7 +187,7 @@ async fn a_relay_that_lost_its_claim_cannot_overwrite_the_round_of_the_relay_tha
         "the lost relay's end of the round is not recorded"
     );
     store
-        .complete(&[ended_round(&fresh, Disposition::Sent)], "fresh", 0)
+        .complete(&[ended_round(&fresh, Disposition::Sent)], "fresh", 0, false)
         .await
         .unwrap();
     assert_eq!(app.state_of(id).await.0, "sent");
@@ -195,12 +200,17 @@ async fn an_acceptance_by_a_relay_that_lost_its_claim_makes_the_message_sent_aft
 
     let store = app.store();
     store
-        .complete(&[ended_round(&fresh, Disposition::Failed)], "fresh", 0)
+        .complete(
+            &[ended_round(&fresh, Disposition::Failed)],
+            "fresh",
+            0,
+            false,
+        )
         .await
         .unwrap();
     assert_eq!(app.state_of(id).await.0, "failed");
     store
-        .complete(&[ended_round(&stale, Disposition::Sent)], "lost", 0)
+        .complete(&[ended_round(&stale, Disposition::Sent)], "lost", 0, false)
         .await
         .unwrap();
     let (state, reason) = app.state_of(id).await;
@@ -349,7 +359,7 @@ async fn sends_outlasting_the_grace_are_released_and_sent_later() {
 }
 
 #[tokio::test]
-async fn the_relay_vacuums_the_outbox_after_a_burst() {
+async fn the_relay_vacuums_the_queue_after_a_burst() {
     let app = TestApp::new().await;
     app.otps(200).await;
     let relay = Relay::new(
@@ -364,7 +374,7 @@ async fn the_relay_vacuums_the_outbox_after_a_burst() {
     run_relay_until_idle(relay).await;
     eventually(async || {
         app.count(
-            "SELECT (vacuum_count)::int8 FROM pg_stat_user_tables WHERE relname = 'sms_outbox'",
+            "SELECT (vacuum_count)::int8 FROM pg_stat_user_tables WHERE relname = 'sms_queue'",
         )
         .await
             > 0

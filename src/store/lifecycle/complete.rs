@@ -95,8 +95,9 @@ impl Finish {
 /// ended meanwhile (the connection dropped, the server restarted) may have been claimed again by
 /// another relay, so only its acceptance is recorded: a message a provider accepted is sent,
 /// whatever the other round makes of it, even one that ended it unsent already (`late`). The
-/// attempt rows are inserted either way (the provider calls happened), and at most once, so a
-/// retried write is harmless. A retry turns into `cancelled` if a newer message for the same recipient and purpose
+/// attempt rows are inserted either way (the provider calls happened), and at most once: a retried
+/// write (`$31`, after a try whose outcome is unknown) skips the calls already recorded. A first
+/// try inserts without that check, as the unique call key would refuse a duplicate anyway. A retry turns into `cancelled` if a newer message for the same recipient and purpose
 /// superseded it meanwhile (`superseded_by`), or into `expired` if it would come due too late. A
 /// message a provider accepted before (`sent_at`, a resend round) never ends unsent: such an end
 /// leaves it `sent` (the schema's transition check refuses anything else).
@@ -171,7 +172,10 @@ SELECT a.message_id, a.attempt_number, a.chain_step, a.provider, a.template, $7,
          finished_at, outcome, http_status, error_code, error_message,
          provider_message_id, segments, encoding, cost_micros, currency, client_ref,
          cause, resend_reason, country, operator)
-ON CONFLICT (message_id, attempt_number, chain_step, started_at) DO NOTHING
+ WHERE NOT $31
+    OR NOT EXISTS (SELECT 1 FROM sms_attempts x
+                    WHERE (x.message_id, x.attempt_number, x.chain_step, x.started_at)
+                          = (a.message_id, a.attempt_number, a.chain_step, a.started_at))
 )
 SELECT id, state::text AS state, created_at, sent_before FROM updated
 "#;
@@ -258,12 +262,14 @@ impl AttemptColumns {
 
 impl Store {
     /// Records a batch of finished rounds. `expiry_margin_ms` is the validity a retry must still
-    /// have when it comes due. Returns what became of the messages whose rounds still held them.
+    /// have when it comes due; `retried` says an earlier try of this write may have committed.
+    /// Returns what became of the messages whose rounds still held them.
     pub async fn complete(
         &self,
         batch: &[Finish],
         relay_id: &str,
         expiry_margin_ms: i64,
+        retried: bool,
     ) -> Result<Vec<RoundEnd>> {
         let mut cols = AttemptColumns::default();
         for finish in batch {
@@ -314,6 +320,7 @@ impl Store {
             .bind(cols.operator)
             .bind(batch.iter().map(|f| f.holder.pid).collect::<Vec<_>>())
             .bind(batch.iter().map(|f| f.holder.since).collect::<Vec<_>>())
+            .bind(retried)
             .fetch_all(&self.pool)
             .await?;
         Ok(ends)

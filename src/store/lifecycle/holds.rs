@@ -48,7 +48,7 @@ impl Store {
 
     /// Messages some relay could still send: waiting (due now or later) or being sent.
     pub async fn owed(&self) -> Result<i64> {
-        let owed = sqlx::query_scalar("SELECT count(*) FROM sms_outbox WHERE state = 'pending'")
+        let owed = sqlx::query_scalar("SELECT count(*) FROM sms_queue")
             .fetch_one(&self.pool)
             .await?;
         Ok(owed)

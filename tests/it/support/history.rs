@@ -76,6 +76,19 @@ const ATTEMPT: &str = "SELECT id, provider, attempt_number AS round, chain_step 
     currency::text AS currency, finished_at, latency_ms, delivery_status::text AS delivery_status, \
     delivery_error, delivered_at, receipt_checked_at FROM sms_attempts";
 
+/// Waiting messages missing from `sms_queue` or different there, and queue rows of messages that
+/// are not waiting; then the messages per state.
+const STATES: &str = r#"
+SELECT (SELECT count(*)
+          FROM (SELECT seq, id, priority, expires_at, next_attempt_at FROM sms_outbox WHERE state = 'pending') o
+          FULL JOIN sms_queue q USING (seq)
+         WHERE o.seq IS NULL OR q.seq IS NULL
+            OR (o.id, o.priority, o.expires_at, o.next_attempt_at)
+               IS DISTINCT FROM (q.id, q.priority, q.expires_at, q.next_attempt_at)),
+       coalesce(array_agg(s.state), '{}'), coalesce(array_agg(s.n), '{}')
+  FROM (SELECT state::text AS state, count(*) AS n FROM sms_outbox GROUP BY 1) s
+"#;
+
 impl TestApp {
     /// Message `id`'s row.
     pub async fn message(&self, id: Uuid) -> Message {
@@ -171,16 +184,19 @@ impl TestApp {
             .collect()
     }
 
-    /// Messages per state.
+    /// Messages per state. Read in one statement with a check that `sms_queue` holds exactly the
+    /// waiting messages, as they are: every test that counts states also checks that the queue
+    /// followed every change it made.
     pub async fn states(&self) -> HashMap<String, i64> {
-        sqlx::query_as::<_, (String, i64)>(
-            "SELECT state::text, count(*) FROM sms_outbox GROUP BY 1",
-        )
-        .fetch_all(&self.pool)
-        .await
-        .unwrap()
-        .into_iter()
-        .collect()
+        let (mismatched, states, counts): (i64, Vec<String>, Vec<i64>) =
+            sqlx::query_as(STATES).fetch_one(&self.pool).await.unwrap();
+        assert_eq!(mismatched, 0, "sms_queue differs from the waiting messages");
+        states.into_iter().zip(counts).collect()
+    }
+
+    /// Asserts that `sms_queue` holds exactly the waiting messages, as they are.
+    pub async fn assert_queue_follows_outbox(&self) {
+        self.states().await;
     }
 
     /// Messages in the outbox, whatever their state.

@@ -26,7 +26,10 @@ impl TestApp {
     /// Records `rounds` as [`RELAY`] and gives their holds back, as its completer and its next
     /// claim do.
     pub async fn complete(&self, rounds: &[Finish]) {
-        self.store().complete(rounds, RELAY, 0).await.unwrap();
+        self.store()
+            .complete(rounds, RELAY, 0, false)
+            .await
+            .unwrap();
         let ids: Vec<Uuid> = rounds.iter().map(|r| r.id).collect();
         let seqs: Vec<i64> = sqlx::query_scalar("SELECT seq FROM sms_outbox WHERE id = ANY ($1)")
             .bind(&ids)
