@@ -42,7 +42,7 @@ impl Default for RelaySettings {
         Self {
             relay_id: None,
             batch_size: 500,
-            max_in_flight: 1_000,
+            max_in_flight: 1_500,
             lease_ms: 60_000,
             poll_interval_ms: 1_000,
             expiry_margin_ms: 3_000,

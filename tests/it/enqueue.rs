@@ -708,3 +708,45 @@ async fn the_database_and_the_relay_agree_on_which_numbers_are_fictional() {
         );
     }
 }
+
+/// What the guard refuses at enqueue it refuses on an UPDATE that sets the column too: a
+/// recipient that is not E.164 (SR001), params that are not an object (SR003). The maintenance
+/// scrub's `params = '{}'` is an object and passes.
+#[tokio::test]
+async fn an_update_setting_a_bad_recipient_or_params_is_refused_like_an_insert() {
+    let app = TestApp::new().await;
+    let id = app.otp(NUMBER, "482913").await;
+    for (sql, code) in [
+        (
+            "UPDATE sms_outbox SET recipient = '01712345678' WHERE id = $1",
+            "SR001",
+        ),
+        (
+            "UPDATE sms_outbox SET params = '[\"482913\"]' WHERE id = $1",
+            "SR003",
+        ),
+    ] {
+        let error = sqlx::query(sql)
+            .bind(id)
+            .execute(&app.pool)
+            .await
+            .unwrap_err();
+        assert_eq!(
+            error.as_database_error().and_then(|e| e.code()).as_deref(),
+            Some(code),
+            "{sql}: {error}"
+        );
+    }
+    sqlx::query("UPDATE sms_outbox SET params = '{}' WHERE id = $1")
+        .bind(id)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let params: String =
+        sqlx::query_scalar("SELECT recipient || ' ' || params::text FROM sms_outbox WHERE id = $1")
+            .bind(id)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(params, format!("{NUMBER} {{}}"));
+}
