@@ -160,13 +160,16 @@ impl Simulator {
             });
         }
         // The fate of the message rides in its id, so a report can tell it without any state.
-        let fate = if rand::rng().random::<f64>() < s.undelivered {
+        let mut rng = rand::rng();
+        let fate = if rng.random::<f64>() < s.undelivered {
             UNDELIVERED
         } else {
             DELIVERED
         };
+        // From the thread's generator: a v4 UUID would ask the kernel for randomness each time.
+        let id = uuid::Builder::from_random_bytes(rng.random()).into_uuid();
         Ok(Accepted {
-            provider_message_id: format!("sim-{fate}-{}", uuid::Uuid::new_v4()),
+            provider_message_id: format!("sim-{fate}-{id}"),
             http_status: Some(200),
             cost: None,
             note: None,

@@ -81,7 +81,7 @@ impl Store {
     /// Vacuums the queue so the claim index sheds the dead entries every finished message leaves
     /// behind. Skipped if another VACUUM holds the table; needs the table's owner.
     pub async fn vacuum_queue(&self) -> Result<()> {
-        sqlx::query("VACUUM (SKIP_LOCKED, INDEX_CLEANUP ON) sms_queue")
+        sqlx::query("VACUUM (SKIP_LOCKED, INDEX_CLEANUP ON, PARALLEL 0) sms_queue")
             .execute(&self.pool)
             .await?;
         Ok(())
