@@ -40,6 +40,7 @@ pub(super) async fn run(
     }
     if !config.admin.listen.is_empty() {
         let handle = metrics::install().map_err(std::io::Error::other)?;
+        tasks.spawn(metrics::upkeep(handle.clone(), beside.clone()));
         let listener = listen("admin", &config.admin.listen).await?;
         tracing::info!(address = %listener.local_addr()?, "serving /metrics");
         let admin = Admin::new(
