@@ -726,16 +726,7 @@ async fn an_update_setting_a_bad_recipient_or_params_is_refused_like_an_insert()
             "SR003",
         ),
     ] {
-        let error = sqlx::query(sql)
-            .bind(id)
-            .execute(&app.pool)
-            .await
-            .unwrap_err();
-        assert_eq!(
-            error.as_database_error().and_then(|e| e.code()).as_deref(),
-            Some(code),
-            "{sql}: {error}"
-        );
+        assert_eq!(app.refusal(sql, id).await, code, "{sql}");
     }
     sqlx::query("UPDATE sms_outbox SET params = '{}' WHERE id = $1")
         .bind(id)

@@ -394,15 +394,10 @@ async fn the_queue_holds_exactly_the_waiting_messages_whoever_changes_them() {
 async fn no_message_is_ever_in_the_retired_sending_state() {
     let app = TestApp::new().await;
     let id = app.otp(NUMBER, "482913").await;
-    let error = sqlx::query("UPDATE sms_outbox SET state = 'sending' WHERE id = $1")
-        .bind(id)
-        .execute(&app.pool)
-        .await
-        .unwrap_err();
     assert_eq!(
-        error.as_database_error().and_then(|e| e.code()).as_deref(),
-        Some(TRANSITION_REFUSED),
-        "{error}"
+        app.refusal("UPDATE sms_outbox SET state = 'sending' WHERE id = $1", id)
+            .await,
+        TRANSITION_REFUSED
     );
     let inserted = sqlx::query(
         "INSERT INTO sms_outbox (recipient, template, params, state) \

@@ -155,6 +155,18 @@ impl TestApp {
             .unwrap();
     }
 
+    /// The SQLSTATE with which the database refuses `sql` run for the message `id` (it must fail).
+    pub async fn refusal(&self, sql: &'static str, id: Uuid) -> String {
+        let error = sqlx::query(sql)
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .expect_err(sql);
+        let code = error.as_database_error().and_then(|e| e.code());
+        code.unwrap_or_else(|| panic!("{sql}: {error}"))
+            .into_owned()
+    }
+
     /// The single count `sql` selects, for what only SQL can say (server statistics, another
     /// table's rows).
     pub async fn count(&self, sql: &'static str) -> i64 {
