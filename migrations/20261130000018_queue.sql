@@ -34,35 +34,41 @@ CREATE INDEX sms_queue_claim_idx ON sms_queue (priority, expires_at, next_attemp
 -- When the next message comes due (the relay sleeps until then), and the queue gauges.
 CREATE INDEX sms_queue_due_idx ON sms_queue (next_attempt_at);
 
+-- No message may change between the fill and the triggers below (the lock lasts until the
+-- migration commits); enqueues wait that long.
+LOCK TABLE sms_outbox IN SHARE ROW EXCLUSIVE MODE;
 INSERT INTO sms_queue (seq, id, priority, expires_at, next_attempt_at)
 SELECT seq, id, priority, expires_at, next_attempt_at FROM sms_outbox WHERE state = 'pending';
 
 -- Keeps sms_queue equal to the waiting messages of sms_outbox, once per statement over the rows it
--- changed: whatever changes a message (a relay's round, superseding, an operator, a receipt, a
--- plain UPDATE by hand) keeps the queue right. The deletes go through the primary key whatever
--- plan is cached (`= ANY (ARRAY(…))`).
+-- changed: whatever changes a message through SQL (a relay's round, superseding, an operator, a
+-- receipt, a plain UPDATE by hand, a TRUNCATE) keeps the queue right. Only what skips triggers
+-- (`session_replication_role = replica`, a disabled trigger) can leave it behind. Every statement
+-- reaches sms_queue through its primary key or the messages' ids, whatever plan is cached.
 CREATE FUNCTION sms_queue_sync() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
     IF TG_OP = 'INSERT' THEN
+        -- The rows as they are now: a later row of the same statement may have superseded one.
         INSERT INTO sms_queue (seq, id, priority, expires_at, next_attempt_at)
-        SELECT n.seq, n.id, n.priority, n.expires_at, n.next_attempt_at
-          FROM sms_new_rows n WHERE n.state = 'pending';
+        SELECT o.seq, o.id, o.priority, o.expires_at, o.next_attempt_at
+          FROM sms_outbox o
+         WHERE o.id = ANY (ARRAY(SELECT n.id FROM sms_new_rows n)) AND o.state = 'pending';
     ELSIF TG_OP = 'UPDATE' THEN
         DELETE FROM sms_queue q
          WHERE q.seq = ANY (ARRAY(SELECT n.seq FROM sms_new_rows n WHERE n.state <> 'pending'));
         INSERT INTO sms_queue AS q (seq, id, priority, expires_at, next_attempt_at)
         SELECT n.seq, n.id, n.priority, n.expires_at, n.next_attempt_at
-          FROM sms_new_rows n JOIN sms_old_rows o ON o.seq = n.seq
-         WHERE n.state = 'pending'
-           AND (o.state <> 'pending'
-                OR (o.priority, o.expires_at, o.next_attempt_at)
-                   IS DISTINCT FROM (n.priority, n.expires_at, n.next_attempt_at))
+          FROM sms_new_rows n WHERE n.state = 'pending'
         ON CONFLICT (seq) DO UPDATE
            SET priority = excluded.priority, expires_at = excluded.expires_at,
-               next_attempt_at = excluded.next_attempt_at;
-    ELSE
+               next_attempt_at = excluded.next_attempt_at
+         WHERE (q.priority, q.expires_at, q.next_attempt_at)
+               IS DISTINCT FROM (excluded.priority, excluded.expires_at, excluded.next_attempt_at);
+    ELSIF TG_OP = 'DELETE' THEN
         DELETE FROM sms_queue q WHERE q.seq = ANY (ARRAY(SELECT o.seq FROM sms_old_rows o));
+    ELSE
+        TRUNCATE sms_queue;
     END IF;
     RETURN NULL;
 END $$;
@@ -81,6 +87,20 @@ CREATE TRIGGER sms_queue_update AFTER UPDATE ON sms_outbox
     FOR EACH STATEMENT EXECUTE FUNCTION sms_queue_sync();
 CREATE TRIGGER sms_queue_delete AFTER DELETE ON sms_outbox
     REFERENCING OLD TABLE AS sms_old_rows FOR EACH STATEMENT EXECUTE FUNCTION sms_queue_sync();
+CREATE TRIGGER sms_queue_truncate AFTER TRUNCATE ON sms_outbox
+    FOR EACH STATEMENT EXECUTE FUNCTION sms_queue_sync();
+
+-- Relays and operators read the queue (sql/roles.sql grants the same when run again): granted here
+-- too where those roles exist, so relays keep claiming right after this migration.
+DO $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'sms_relay_worker') THEN
+        GRANT SELECT ON sms_queue TO sms_relay_worker;
+    END IF;
+    IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'sms_operator') THEN
+        GRANT SELECT ON sms_queue TO sms_operator;
+    END IF;
+END $$;
 
 -- No index of sms_outbox may cover a column a round changes, or its updates are not HOT. The
 -- recipient index answers superseding's lookup of a recipient's waiting messages (a recipient's

@@ -49,7 +49,7 @@ pub(super) struct Completer {
     /// How long a batch's write is retried while the database is unreachable (the lease); after
     /// that the messages are given back and sent again.
     pub retry_for: Duration,
-    /// Finished messages between two VACUUMs of `sms_outbox` (0: leave it to autovacuum).
+    /// Finished messages between two VACUUMs of `sms_queue` (0: leave it to autovacuum).
     pub vacuum_every: u64,
 }
 
@@ -291,7 +291,12 @@ impl Writer<'_> {
                 .await
             {
                 Ok(ends) => return Ok(ends),
-                Err(error) if error.is_data_error() || Instant::now() + pause >= self.give_up => {
+                // A retry that met the rows of a try still committing waits like any other: the
+                // next one skips them.
+                Err(error)
+                    if (error.is_data_error() && !(attempt > 1 && error.is_duplicate()))
+                        || Instant::now() + pause >= self.give_up =>
+                {
                     return Err(error);
                 }
                 Err(error) => {

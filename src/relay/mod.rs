@@ -32,7 +32,7 @@ use uuid::Uuid;
 
 pub use backoff::RetryPolicy;
 pub use completer::record;
-pub use settings::RelaySettings;
+pub use settings::{DEFAULT_MAX_IN_FLIGHT, RelaySettings};
 
 use crate::{
     providers::ProviderChain,
@@ -50,10 +50,6 @@ pub(crate) struct Holds {
 
 /// [`Holds`], shared by the claim loop and the completer.
 pub(crate) type Held = Arc<Mutex<Holds>>;
-
-/// The share of PostgreSQL's lock table one relay may fill with holds: the auth backend, other
-/// relays and everything else on the server need the rest.
-const LOCK_TABLE_SHARE: i64 = 4;
 
 /// When [`Relay::run`] returns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -171,12 +167,12 @@ impl Relay {
             .lock_table_size()
             .await
             .map_err(RelayError::LockTableSize)?;
-        if i64::from(self.settings.max_in_flight) > size / LOCK_TABLE_SHARE {
+        let Some(max_in_flight) = self.settings.max_in_flight_for(size) else {
             return Err(RelayError::LockTable {
-                max_in_flight: self.settings.max_in_flight,
+                max_in_flight: self.settings.max_in_flight.unwrap_or(DEFAULT_MAX_IN_FLIGHT),
                 size,
             });
-        }
+        };
         let wake = Arc::new(Notify::new());
         let mut listener = PgListener::connect_with(self.store.pool())
             .await
@@ -187,8 +183,7 @@ impl Relay {
             .map_err(RelayError::Listen)?;
         let listening = tokio::spawn(forward_notifications(listener, wake.clone()));
 
-        let max_in_flight = self.settings.max_in_flight as usize;
-        let slots = Arc::new(Semaphore::new(max_in_flight));
+        let slots = Arc::new(Semaphore::new(max_in_flight as usize));
         let (done_tx, done_rx) = mpsc::unbounded_channel();
         let held = Held::default();
         let completer = tokio::spawn(
@@ -339,7 +334,7 @@ impl Relay {
                     Some(poll.as_millis() as f64)
                 }
             };
-            let idle = slots.available_permits() == max_in_flight;
+            let idle = slots.available_permits() == max_in_flight as usize;
             let stop_now = match stop {
                 StopWhen::Cancelled => false,
                 StopWhen::Idle => idle && next_due_ms.is_none_or(|ms| ms > 0.0),
@@ -371,7 +366,7 @@ impl Relay {
                 biased;
                 () = cancel.cancelled() => break,
                 () = wake.notified() => {}
-                _ = slots.acquire_many(self.settings.max_in_flight), if ends_when_idle => {}
+                _ = slots.acquire_many(max_in_flight), if ends_when_idle => {}
                 () = tokio::time::sleep(nap) => {}
             }
         }

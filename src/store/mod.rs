@@ -50,6 +50,14 @@ impl StoreError {
     pub fn is_data_error(&self) -> bool {
         is_data_error(&self.0)
     }
+
+    /// Whether a unique key refused the row: when a write is retried after a try whose outcome
+    /// was unknown, that try committed meanwhile, and a further retry finds its rows.
+    pub fn is_duplicate(&self) -> bool {
+        self.0
+            .as_database_error()
+            .is_some_and(|db| db.is_unique_violation())
+    }
 }
 
 /// See [`StoreError::is_data_error`].

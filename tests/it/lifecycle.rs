@@ -390,6 +390,48 @@ async fn the_queue_holds_exactly_the_waiting_messages_whoever_changes_them() {
     );
 }
 
+/// One INSERT of two codes for the same recipient: the second supersedes the first inside the
+/// statement, and only the second waits. A change of a message's `seq` is refused; a TRUNCATE
+/// empties the queue too.
+#[tokio::test]
+async fn the_queue_follows_a_superseding_multi_row_insert_and_a_truncate() {
+    let app = TestApp::new().await;
+    sqlx::query(
+        "INSERT INTO sms_outbox (recipient, template, params, purpose) \
+         VALUES ($1, 'otp', '{\"code\": \"111111\"}', 'login'), \
+                ($1, 'otp', '{\"code\": \"222222\"}', 'login')",
+    )
+    .bind(NUMBER)
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    app.assert_queue_follows_outbox().await;
+    assert_eq!(app.count("SELECT count(*) FROM sms_queue").await, 1);
+    let waiting: String = sqlx::query_scalar(
+        "SELECT o.params ->> 'code' FROM sms_queue q JOIN sms_outbox o ON o.id = q.id",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(waiting, "222222");
+
+    let id: Uuid = sqlx::query_scalar("SELECT id FROM sms_queue")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        app.refusal("UPDATE sms_outbox SET seq = seq + 1000 WHERE id = $1", id)
+            .await,
+        TRANSITION_REFUSED
+    );
+
+    sqlx::query("TRUNCATE sms_outbox")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(app.count("SELECT count(*) FROM sms_queue").await, 0);
+}
+
 #[tokio::test]
 async fn no_message_is_ever_in_the_retired_sending_state() {
     let app = TestApp::new().await;

@@ -120,7 +120,7 @@ async fn a_relay_refuses_to_hold_more_than_a_quarter_of_the_lock_table() {
     let error = run_until_drained_fails(
         &app,
         sms_relay::config::RelaySettings {
-            max_in_flight: too_many,
+            max_in_flight: Some(too_many),
             ..settings()
         },
         Duration::from_secs(5),
