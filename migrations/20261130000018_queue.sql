@@ -50,10 +50,13 @@ LANGUAGE plpgsql AS $$
 BEGIN
     IF TG_OP = 'INSERT' THEN
         -- The rows as they are now: a later row of the same statement may have superseded one.
+        -- One primary-key lookup per row (the plan is cached per session, and a plan made while
+        -- the table was empty would otherwise scan it whole for good).
         INSERT INTO sms_queue (seq, id, priority, expires_at, next_attempt_at)
         SELECT o.seq, o.id, o.priority, o.expires_at, o.next_attempt_at
-          FROM sms_outbox o
-         WHERE o.id = ANY (ARRAY(SELECT n.id FROM sms_new_rows n)) AND o.state = 'pending';
+          FROM sms_new_rows n
+         CROSS JOIN LATERAL (SELECT * FROM sms_outbox x WHERE x.id = n.id OFFSET 0) o
+         WHERE o.state = 'pending';
     ELSIF TG_OP = 'UPDATE' THEN
         DELETE FROM sms_queue q
          WHERE q.seq = ANY (ARRAY(SELECT n.seq FROM sms_new_rows n WHERE n.state <> 'pending'));
