@@ -36,7 +36,7 @@ pub use settings::{DEFAULT_MAX_IN_FLIGHT, RelaySettings};
 
 use crate::{
     providers::ProviderChain,
-    store::{Store, WAKEUP_CHANNEL, presence_name},
+    store::{Ahead, Claim, Store, WAKEUP_CHANNEL, presence_name},
 };
 
 /// The messages this relay holds: claimed and not yet recorded, or recorded and not yet given back.
@@ -276,10 +276,13 @@ impl Relay {
                 let sending: Vec<i64> = holds.sending.values().copied().collect();
                 (sending, std::mem::take(&mut holds.done))
             };
-            let claimed = match claims.claim(want, &sending, &done).await {
-                Ok(claimed) => {
+            let Claim {
+                messages: claimed,
+                ahead,
+            } = match claims.claim(want, &sending, &done).await {
+                Ok(claim) => {
                     claim_failures = 0;
-                    claimed
+                    claim
                 }
                 Err(error) => {
                     owe_release = true;
@@ -292,8 +295,7 @@ impl Relay {
                     }
                 }
             };
-            let got = claimed.len();
-            report.claimed += got as u64;
+            report.claimed += claimed.len() as u64;
             lock(&held)
                 .sending
                 .extend(claimed.iter().map(|m| (m.id, m.seq)));
@@ -308,13 +310,17 @@ impl Relay {
                     let _ = done_tx.send(completer::Done { finish, permit });
                 });
             }
-            if got == want as usize {
-                // A full batch: a backlog. Inserts need not notify us until we sleep again.
-                if registered.take().is_some() {
-                    self.log_registration(self.store.deregister_sleeper(&self.relay_id).await);
+            let next_due_ms = match ahead {
+                Ahead::More => {
+                    // A full batch: a backlog. Inserts need not notify us until we sleep again.
+                    if registered.take().is_some() {
+                        self.log_registration(self.store.deregister_sleeper(&self.relay_id).await);
+                    }
+                    continue;
                 }
-                continue;
-            }
+                Ahead::DueIn(ms) => Some(ms),
+                Ahead::Nothing => None,
+            };
             // Nothing more due that we could take. Register as idle so commits NOTIFY us, and after
             // a fresh registration look once more, so a commit just before it is not missed. A
             // partial batch stays registered: a trickle costs one claim per wake-up, not a claim
@@ -327,17 +333,10 @@ impl Relay {
                     continue;
                 }
             }
-            let next_due_ms = match self.store.next_due_in_ms().await {
-                Ok(next) => next,
-                Err(error) => {
-                    tracing::warn!(%error, "cannot read the next due time; polling");
-                    Some(poll.as_millis() as f64)
-                }
-            };
             let idle = slots.available_permits() == max_in_flight as usize;
             let stop_now = match stop {
                 StopWhen::Cancelled => false,
-                StopWhen::Idle => idle && next_due_ms.is_none_or(|ms| ms > 0.0),
+                StopWhen::Idle => idle,
                 StopWhen::Drained(bound) => {
                     // Nothing waiting that we could send; nothing another relay is sending either.
                     let drained = idle
@@ -352,14 +351,13 @@ impl Relay {
             if stop_now {
                 break;
             }
-            // A due message nobody holds that this claim missed (it came due, or was given back,
-            // just after): look again soon, but do not spin. Messages other relays are sending
-            // are not due here; if such a relay dies, the next poll finds them free.
-            let nap = match next_due_ms {
-                Some(ms) if ms > 0.0 => Duration::from_secs_f64(ms / 1000.0).min(poll),
-                Some(_) => (poll / 10).max(Duration::from_millis(10)),
-                None => poll,
-            };
+            // Messages other relays are sending are not due here; if such a relay dies, the next
+            // poll finds them free.
+            let nap = next_due_ms.map_or(poll, |ms| {
+                Duration::try_from_secs_f64(ms / 1000.0)
+                    .unwrap_or_default()
+                    .min(poll)
+            });
             // A run that ends when idle looks again as soon as its last round is recorded.
             let ends_when_idle = !idle && !matches!(stop, StopWhen::Cancelled);
             tokio::select! {

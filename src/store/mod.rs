@@ -28,7 +28,8 @@ pub use enqueue::{EnqueueError, EnqueueRequest, Refusal, enqueue};
 pub use gauges::{BudgetGauge, DeliveryGauge, QueueGauges, RelayGauges};
 pub use latency::Pickup;
 pub use lifecycle::{
-    ClaimedMessage, Disposition, Finish, Holder, MAX_RELAY_ID_LEN, RoundEnd, presence_name,
+    Ahead, Claim, ClaimedMessage, Disposition, Finish, Holder, MAX_RELAY_ID_LEN, RoundEnd,
+    presence_name,
 };
 pub use messages::{EventError, MessageFilter, MessageHistory};
 pub use overview::{DeliveryDay, ProviderHour, RelayHolds, Run, Unsent};

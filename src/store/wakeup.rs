@@ -44,20 +44,6 @@ impl Store {
         Ok(())
     }
 
-    /// Milliseconds until the earliest waiting message no relay is sending is due (negative:
-    /// already due); `None` when there is none. Walks the due index from its head past the
-    /// messages being sent.
-    pub async fn next_due_in_ms(&self) -> Result<Option<f64>> {
-        let due: Option<f64> = sqlx::query_scalar(
-            "SELECT (extract(epoch FROM (SELECT next_attempt_at FROM sms_queue \
-                 WHERE sms_free(seq) ORDER BY next_attempt_at LIMIT 1) \
-                 - now()) * 1000)::float8",
-        )
-        .fetch_one(&self.pool)
-        .await?;
-        Ok(due)
-    }
-
     /// Reads the database's clock against this host's monotonic one (the instant halfway through
     /// the round trip is taken as the moment the database read its time).
     pub async fn db_clock(&self) -> Result<DbClock> {

@@ -485,7 +485,7 @@ async fn a_relay_restarted_under_the_same_id_gets_its_old_claims_back() {
 
 /// Claims up to `n` due messages on `session`, returning their seqs.
 async fn claim_seqs(session: &Store, n: u32) -> Vec<i64> {
-    let claimed = session.claim(n, &[], &[]).await.unwrap();
+    let claimed = session.claim(n, &[], &[]).await.unwrap().messages;
     claimed.into_iter().map(|m| m.seq).collect()
 }
 

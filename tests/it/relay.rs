@@ -5,7 +5,7 @@ use std::time::Duration;
 use sms_relay::{
     providers::SimulatorSettings,
     relay::{Relay, StopWhen},
-    store::{ClaimedMessage, Disposition, EnqueueRequest, Store},
+    store::{Ahead, ClaimedMessage, Disposition, EnqueueRequest, Store},
 };
 use tokio_util::sync::CancellationToken;
 
@@ -39,12 +39,59 @@ async fn claims_by_priority_then_earliest_deadline() {
     assert!(app.claim(10).await.is_empty());
 }
 
+#[tokio::test]
+async fn a_claim_short_of_its_limit_says_when_the_next_free_message_comes_due() {
+    let app = TestApp::new().await;
+    let one = app.relay_session("one");
+    let nothing = one.claim(10, &[], &[]).await.unwrap();
+    assert!(nothing.messages.is_empty());
+    assert_eq!(nothing.ahead, Ahead::Nothing);
+
+    app.otp("+8801711111111", "111111").await;
+    app.otp("+8801722222222", "222222").await;
+    let full = one.claim(1, &[], &[]).await.unwrap();
+    assert_eq!((full.messages.len(), full.ahead), (1, Ahead::More));
+    let mut held = vec![full.messages[0].seq];
+    let short = one.claim(10, &held, &[]).await.unwrap();
+    assert_eq!((short.messages.len(), short.ahead), (1, Ahead::Nothing));
+    held.push(short.messages[0].seq);
+
+    // Due in a minute, and due in ten seconds but held by another relay (its retry recorded, its
+    // hold not yet given back): the first is the next one this relay could send.
+    let later = app.otp("+8801733333333", "333333").await;
+    let theirs = app.otp("+8801744444444", "444444").await;
+    let two = app.relay_session("two");
+    sqlx::query(
+        "UPDATE sms_outbox SET next_attempt_at = now() + interval '1 minute' WHERE id = $1",
+    )
+    .bind(later)
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        two.claim(10, &[], &[]).await.unwrap().messages[0].id,
+        theirs
+    );
+    sqlx::query("UPDATE sms_outbox SET next_attempt_at = now() + interval '10 s' WHERE id = $1")
+        .bind(theirs)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let waiting = one.claim(10, &held, &[]).await.unwrap();
+    assert!(waiting.messages.is_empty());
+    let Ahead::DueIn(ms) = waiting.ahead else {
+        panic!("expected a due time, got {:?}", waiting.ahead);
+    };
+    // Theirs is due in 10 s at most; the minute-away one, in more (unless this test stalled 50 s).
+    assert!(ms > 10_000.0 && ms <= 60_000.0, "{ms} ms");
+}
+
 /// One OTP, claimed by relay `relay_id`'s claim session (returned): it holds the message until it
 /// is closed.
 async fn claimed_by_live_relay(app: &TestApp, relay_id: &str) -> (uuid::Uuid, Store) {
     let id = app.otp("+8801712345678", "482913").await;
     let session = app.relay_session(relay_id);
-    let claimed = session.claim(10, &[], &[]).await.unwrap();
+    let claimed = session.claim(10, &[], &[]).await.unwrap().messages;
     assert_eq!(claimed.len(), 1);
     (id, session)
 }
@@ -82,7 +129,7 @@ async fn a_claim_takes_no_message_another_session_holds_and_writes_nothing() {
         .await
         .unwrap();
     let other = app.relay_session("two");
-    assert!(other.claim(10, &[], &[]).await.unwrap().is_empty());
+    assert!(other.claim(10, &[], &[]).await.unwrap().messages.is_empty());
     let after: String = sqlx::query_scalar("SELECT to_jsonb(o)::text FROM sms_outbox o")
         .fetch_one(&app.pool)
         .await
@@ -158,10 +205,15 @@ async fn claimed_again_after_a_lost_session(
 ) -> (uuid::Uuid, ClaimedMessage, ClaimedMessage, Store) {
     let id = app.otp("+8801712345678", "482913").await;
     let lost = app.relay_session("lost");
-    let stale = lost.claim(1, &[], &[]).await.unwrap().remove(0);
+    let stale = lost.claim(1, &[], &[]).await.unwrap().messages.remove(0);
     lost.pool().close().await;
     let took_over = app.relay_session("fresh");
-    let fresh = took_over.claim(1, &[], &[]).await.unwrap().remove(0);
+    let fresh = took_over
+        .claim(1, &[], &[])
+        .await
+        .unwrap()
+        .messages
+        .remove(0);
     (id, stale, fresh, took_over)
 }
 

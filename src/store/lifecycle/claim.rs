@@ -1,6 +1,7 @@
 //! Claiming due messages: one statement that holds them for this session and writes nothing.
 
 use chrono::{DateTime, Utc};
+use sqlx::{FromRow, Row};
 use uuid::Uuid;
 
 use crate::store::{Result, Store};
@@ -61,9 +62,31 @@ impl ClaimedMessage {
     }
 }
 
+/// What a claim saw beyond the messages it took.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Ahead {
+    /// It took as many as asked for: more may be due now.
+    More,
+    /// Every due message no relay holds is taken; the next waiting one comes due in this many
+    /// milliseconds (by the database's clock).
+    DueIn(f64),
+    /// Every due message no relay holds is taken, and none waits to come due later.
+    Nothing,
+}
+
+/// One claim's result.
+#[derive(Debug)]
+pub struct Claim {
+    /// The messages now held, in priority then deadline order.
+    pub messages: Vec<ClaimedMessage>,
+    /// When to look again.
+    pub ahead: Ahead,
+}
+
 /// The claim runs as `sms_claim()`, so that the holds it takes, the re-read of the held rows with a
-/// fresh snapshot and the giving back of holds no longer needed happen in one round trip, on the
-/// connection that keeps the holds.
+/// fresh snapshot, the giving back of holds no longer needed and the look at when the next message
+/// comes due happen in one round trip, on the connection that keeps the holds. Below the limit,
+/// its last row has no message, only `next_due_ms`.
 const CLAIM: &str = "SELECT * FROM sms_claim($1, $2, $3)";
 
 impl Store {
@@ -71,18 +94,27 @@ impl Store {
     /// session holds already (`sending`, by seq), after giving back the holds on `done` (the seqs
     /// of messages whose round is recorded). Must run on the claim connection: the claimed
     /// messages are held by its session.
-    pub async fn claim(
-        &self,
-        limit: u32,
-        sending: &[i64],
-        done: &[i64],
-    ) -> Result<Vec<ClaimedMessage>> {
-        let rows = sqlx::query_as::<_, ClaimedMessage>(CLAIM)
+    pub async fn claim(&self, limit: u32, sending: &[i64], done: &[i64]) -> Result<Claim> {
+        let rows = sqlx::query(CLAIM)
             .bind(i32::try_from(limit).unwrap_or(i32::MAX))
             .bind(sending)
             .bind(done)
             .fetch_all(&self.pool)
             .await?;
-        Ok(rows)
+        let mut claim = Claim {
+            messages: Vec::with_capacity(rows.len()),
+            ahead: Ahead::More,
+        };
+        for row in &rows {
+            if row.try_get::<Option<Uuid>, _>("id")?.is_some() {
+                claim.messages.push(ClaimedMessage::from_row(row)?);
+            } else {
+                claim.ahead = match row.try_get::<Option<f64>, _>("next_due_ms")? {
+                    Some(ms) => Ahead::DueIn(ms),
+                    None => Ahead::Nothing,
+                };
+            }
+        }
+        Ok(claim)
     }
 }

@@ -20,6 +20,6 @@ mod claim;
 mod complete;
 mod holds;
 
-pub use claim::{ClaimedMessage, Holder};
+pub use claim::{Ahead, Claim, ClaimedMessage, Holder};
 pub use complete::{Disposition, Finish, RoundEnd};
 pub use holds::{MAX_RELAY_ID_LEN, presence_name};

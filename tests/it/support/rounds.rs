@@ -18,7 +18,7 @@ impl TestApp {
     /// Claims up to `n` due messages; they stay held until their rounds are recorded.
     pub async fn claim(&self, n: u32) -> Vec<ClaimedMessage> {
         let sending = self.hands_sending.lock().unwrap().clone();
-        let claimed = self.hands.claim(n, &sending, &[]).await.unwrap();
+        let claimed = self.hands.claim(n, &sending, &[]).await.unwrap().messages;
         (self.hands_sending.lock().unwrap()).extend(claimed.iter().map(|m| m.seq));
         claimed
     }
