@@ -4,6 +4,7 @@
 /// The reference stem of one round of one message: `<base-36 outbox seq>r<round>`. The chain
 /// appends `s<step>`. A 63-bit sequence is at most 13 characters, so a whole reference stays
 /// within SSL Wireless's 20-alphanumeric `csms_id` for any realistic round and chain length.
+/// The database reads the seq back (`sms_reference_seq()`) to tie a receipt to its message.
 pub fn stem(seq: i64, round: i32) -> String {
     format!("{}r{round}", base36(seq.unsigned_abs()))
 }

@@ -142,6 +142,62 @@ async fn receipts_for(kind: Kind) {
     assert_eq!(app.delivery_of(attempt3.id).await, (None, None, false));
 }
 
+/// A receipt for a later part of a long message carries that part's own id, which no attempt
+/// holds, and our reference for the call: it is matched through the message the reference names.
+#[tokio::test]
+async fn a_receipt_known_only_by_our_reference_is_matched_to_its_call() {
+    let s = Scene::new(&[Kind::Vonage], None, |_| {}).await;
+    let w = words(Kind::Vonage);
+    let reference = s.attempt.client_ref.as_deref().expect("a client reference");
+    let part_two = Dlr {
+        id: "0000000000000000aaaa",
+        client_ref: reference,
+        status: w.delivered,
+        error: "",
+        signed_at: None,
+    };
+    assert_eq!(s.poster(0).post(&part_two).await, StatusCode::OK);
+    assert_eq!(
+        s.app.delivery_of(s.attempt.id).await,
+        (Some("delivered".into()), None, true)
+    );
+    assert_eq!(s.app.receipt_results().await, ["applied"]);
+}
+
+/// The database reads back the seq of every reference the relay writes, and nothing from text
+/// that is not one.
+#[tokio::test]
+async fn the_database_reads_the_message_seq_out_of_the_relays_references() {
+    let app = TestApp::new().await;
+    let mut seqs = vec![0, 1, 35, 36, 1295, 1296, i64::MAX];
+    seqs.extend((0..200).map(|_| rand::random_range(0..=i64::MAX)));
+    for seq in seqs {
+        let reference = format!("{}s2", sms_relay::domain::reference::stem(seq, 3));
+        let read: Option<i64> = sqlx::query_scalar("SELECT sms_reference_seq($1)")
+            .bind(&reference)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+        assert_eq!(read, Some(seq), "{reference}");
+    }
+    for other in [
+        "",
+        "att_01",
+        "1r1",
+        "1R1S1",
+        "-1r1s1",
+        "zzzzzzzzzzzzzr1s1",
+        "1r1s1x",
+    ] {
+        let read: Option<i64> = sqlx::query_scalar("SELECT sms_reference_seq($1)")
+            .bind(other)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+        assert_eq!(read, None, "{other}");
+    }
+}
+
 #[tokio::test]
 async fn twilio_receipts() {
     receipts_for(Kind::Twilio).await;
