@@ -278,6 +278,7 @@ impl Relay {
             };
             let Claim {
                 messages: claimed,
+                gone,
                 ahead,
             } = match claims.claim(want, &sending, &done).await {
                 Ok(claim) => {
@@ -296,9 +297,11 @@ impl Relay {
                 }
             };
             report.claimed += claimed.len() as u64;
-            lock(&held)
-                .sending
-                .extend(claimed.iter().map(|m| (m.id, m.seq)));
+            {
+                let mut holds = lock(&held);
+                holds.sending.extend(claimed.iter().map(|m| (m.id, m.seq)));
+                holds.done.extend(gone);
+            }
             for msg in claimed {
                 let Ok(permit) = slots.clone().try_acquire_owned() else {
                     unreachable!("claims never exceed the free slots counted before them");
