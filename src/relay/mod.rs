@@ -278,7 +278,6 @@ impl Relay {
             };
             let Claim {
                 messages: claimed,
-                gone,
                 ahead,
             } = match claims.claim(want, &sending, &done).await {
                 Ok(claim) => {
@@ -297,11 +296,9 @@ impl Relay {
                 }
             };
             report.claimed += claimed.len() as u64;
-            {
-                let mut holds = lock(&held);
-                holds.sending.extend(claimed.iter().map(|m| (m.id, m.seq)));
-                holds.done.extend(gone);
-            }
+            lock(&held)
+                .sending
+                .extend(claimed.iter().map(|m| (m.id, m.seq)));
             for msg in claimed {
                 let Ok(permit) = slots.clone().try_acquire_owned() else {
                     unreachable!("claims never exceed the free slots counted before them");

@@ -79,18 +79,14 @@ pub enum Ahead {
 pub struct Claim {
     /// The messages now held, in priority then deadline order.
     pub messages: Vec<ClaimedMessage>,
-    /// The seqs of messages held but finished by another relay after the walk began: their holds
-    /// go back with the next claim (`done`).
-    pub gone: Vec<i64>,
     /// When to look again.
     pub ahead: Ahead,
 }
 
-/// The claim runs as `sms_claim()`, so that the holds it takes, the read of the held rows with a
+/// The claim runs as `sms_claim()`, so that the holds it takes, the re-read of the held rows with a
 /// fresh snapshot, the giving back of holds no longer needed and the look at when the next message
-/// comes due happen in one round trip, on the connection that keeps the holds. A row whose
-/// `waiting` is false is a message finished meanwhile; below the limit, the last row has no
-/// message, only `next_due_ms`.
+/// comes due happen in one round trip, on the connection that keeps the holds. Below the limit,
+/// its last row has no message, only `next_due_ms`.
 const CLAIM: &str = "SELECT * FROM sms_claim($1, $2, $3)";
 
 impl Store {
@@ -107,19 +103,16 @@ impl Store {
             .await?;
         let mut claim = Claim {
             messages: Vec::with_capacity(rows.len()),
-            gone: Vec::new(),
             ahead: Ahead::More,
         };
         for row in &rows {
-            match row.try_get::<Option<bool>, _>("waiting")? {
-                Some(true) => claim.messages.push(ClaimedMessage::from_row(row)?),
-                Some(false) => claim.gone.push(row.try_get("seq")?),
-                None => {
-                    claim.ahead = match row.try_get::<Option<f64>, _>("next_due_ms")? {
-                        Some(ms) => Ahead::DueIn(ms),
-                        None => Ahead::Nothing,
-                    };
-                }
+            if row.try_get::<Option<Uuid>, _>("id")?.is_some() {
+                claim.messages.push(ClaimedMessage::from_row(row)?);
+            } else {
+                claim.ahead = match row.try_get::<Option<f64>, _>("next_due_ms")? {
+                    Some(ms) => Ahead::DueIn(ms),
+                    None => Ahead::Nothing,
+                };
             }
         }
         Ok(claim)
