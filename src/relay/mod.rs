@@ -15,9 +15,12 @@ pub mod settings;
 
 use std::{
     collections::HashMap,
+    panic::AssertUnwindSafe,
     sync::{Arc, Mutex},
     time::Duration,
 };
+
+use futures_util::{FutureExt, StreamExt, stream::FuturesUnordered};
 
 use sqlx::{
     PgPool,
@@ -299,17 +302,26 @@ impl Relay {
             lock(&held)
                 .sending
                 .extend(claimed.iter().map(|m| (m.id, m.seq)));
+            // One task per claim, its messages sent concurrently within it: a task per message
+            // cost the relay a spawn, a move of the send's state and a cross-thread wake-up each.
+            let mut sending_now = FuturesUnordered::new();
             for msg in claimed {
                 let Ok(permit) = slots.clone().try_acquire_owned() else {
                     unreachable!("claims never exceed the free slots counted before them");
                 };
                 let (ctx, done_tx) = (ctx.clone(), done_tx.clone());
-                sends.spawn(async move {
-                    let finish = dispatch::dispatch(&ctx, msg, claimed_at).await;
-                    // The completer outlives every send task, so this cannot fail.
-                    let _ = done_tx.send(completer::Done { finish, permit });
+                sending_now.push(async move {
+                    // A send that panics loses only its own message (as a task of its own would).
+                    let sent = AssertUnwindSafe(dispatch::dispatch(&ctx, msg, claimed_at))
+                        .catch_unwind()
+                        .await;
+                    if let Ok(finish) = sent {
+                        // The completer outlives every send task, so this cannot fail.
+                        let _ = done_tx.send(completer::Done { finish, permit });
+                    }
                 });
             }
+            sends.spawn(async move { while sending_now.next().await.is_some() {} });
             let next_due_ms = match ahead {
                 Ahead::More => {
                     // A full batch: a backlog. Inserts need not notify us until we sleep again.
@@ -375,7 +387,7 @@ impl Relay {
             .is_err()
         {
             tracing::warn!(
-                in_flight = sends.len(),
+                in_flight = max_in_flight as usize - slots.available_permits(),
                 "shutdown grace ran out; releasing messages still in flight"
             );
             ctx.hard_stop.cancel();
