@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # The drain figure: N OTPs enqueued through sms_enqueue() in one transaction into a fresh database,
 # VACUUM ANALYZE, CHECKPOINT, then one `sms-relay run --until-idle` (default settings, the built-in
-# simulator) timed from start to exit, with the relay's peak RSS and the WAL written meanwhile. Pass
-# a ceiling script (one that prints `…: N msgs/s` last, e.g. a pgbench run of a bare claim +
-# complete of the same shape) to run it against the same server right after and print the ratio.
+# simulator) timed from start to exit, with the relay's peak RSS, the WAL written meanwhile and,
+# for a server on this host, the CPU time per message of PostgreSQL and of the relay and how much
+# of the machine sat idle. Pass a ceiling script (one that prints `…: N msgs/s` last, e.g. a
+# pgbench run of a bare claim + complete of the same shape) to run it against the same server
+# right after and print the ratio.
 #
 #   cargo build --release && benches/drain.sh postgres://postgres@127.0.0.1:5432 [CEILING_SCRIPT]
 #   SMS_RELAY_BIN=/path/to/another/sms-relay benches/drain.sh …   # the same figure for another build
@@ -46,16 +48,46 @@ psql "$url" -qXc "vacuum analyze" >/dev/null
 # The setup's dirty pages are flushed before the clock starts, not by a checkpoint during the drain.
 psql "$url" -qXc "checkpoint" >/dev/null
 wal0=$(psql "$url" -qXAt -c "select pg_current_wal_lsn()")
+# Where the machine's time goes (a server on this host only): CPU seconds of all of PostgreSQL's
+# processes, the exited ones included (their parent has reaped them), and idle and total seconds of
+# the whole machine, from /proc. Prints nothing when the server's processes cannot be read.
+server=$(psql "$url" -qXAt -c "select pid from pg_stat_activity where backend_type = 'checkpointer'")
+machine() {
+  python3 - "$server" <<'PY' 2>/dev/null || true
+import os, sys
+hz = os.sysconf("SC_CLK_TCK")
+def stat(pid):
+    text = open(f"/proc/{pid}/stat").read()
+    return text[text.rindex(")") + 2:].split()
+postmaster = stat(sys.argv[1])[1]
+fields = stat(postmaster)
+server = sum(int(f) for f in fields[11:15])
+for pid in filter(str.isdigit, os.listdir("/proc")):
+    try:
+        child = stat(pid)
+    except OSError:
+        continue
+    if child[1] == postmaster:
+        server += int(child[11]) + int(child[12])
+cpu = [int(f) for f in open("/proc/stat").readline().split()[1:9]]
+print(server / hz, (cpu[3] + cpu[4]) / hz, sum(cpu) / hz)
+PY
+}
+read -r server0 idle0 total0 < <(machine)
 start=$(date +%s.%N)
 DATABASE_URL="$url?sslmode=${SSLMODE:-disable}" RUST_LOG=warn SMS_RELAY__WEBHOOKS__LISTEN="" \
   /usr/bin/time -f "%U %S %M" -o "/tmp/drain-rss-$$" "$bin" run --until-idle
 end=$(date +%s.%N)
+read -r server1 idle1 total1 < <(machine)
 read -r cpu_user cpu_sys rss_kib < <(tail -1 "/tmp/drain-rss-$$"); rm -f "/tmp/drain-rss-$$"
 sent=$(psql "$url" -qXAt -c "select count(*) from sms_outbox where state = 'sent'")
 wal=$(psql "$url" -qXAt -c "select pg_wal_lsn_diff(pg_current_wal_lsn(), '$wal0')")
 sent=$((sent - ${HISTORY:-0}))
 rate=$(python3 -c "print(round($sent / ($end - $start)))")
 echo "drain: $sent of $N sent in $(python3 -c "print(round($end - $start, 2))") s: $rate msgs/s, relay peak RSS $(python3 -c "print(round($rss_kib / 1024, 1))") MiB, relay CPU ${cpu_user} s user + ${cpu_sys} s sys, WAL $(python3 -c "print(round($wal / max($sent, 1)))") B/msg (whole server)"
+if [ -n "${server1:-}" ] && [ -n "${server0:-}" ]; then
+  echo "time: PostgreSQL $(python3 -c "print(round(($server1 - $server0) * 1e6 / max($sent, 1), 1))") us CPU/msg, relay $(python3 -c "print(round(($cpu_user + $cpu_sys) * 1e6 / max($sent, 1), 1))") us CPU/msg, machine idle $(python3 -c "print(round(100 * ($idle1 - $idle0) / ($total1 - $total0)))") %"
+fi
 if [ -n "$ceiling" ]; then
   line=$("$ceiling" "$base" | tail -1)
   echo "$line"
