@@ -311,7 +311,8 @@ impl Relay {
                 };
                 let (ctx, done_tx) = (ctx.clone(), done_tx.clone());
                 sending_now.push(async move {
-                    // A send that panics loses only its own message (as a task of its own would).
+                    // A send that panics touches no other message: its slot is freed and it
+                    // stays held here until this relay stops, as when each send had its own task.
                     let sent = AssertUnwindSafe(dispatch::dispatch(&ctx, msg, claimed_at))
                         .catch_unwind()
                         .await;
