@@ -515,3 +515,41 @@ async fn a_failed_claims_holds_are_given_back_and_the_messages_being_sent_stay_h
         "only the given-back ones are claimable"
     );
 }
+
+#[tokio::test]
+async fn a_claimed_message_found_finished_or_gone_when_read_again_is_let_go_and_not_returned() {
+    let app = TestApp::new().await;
+    let ids = app.otps(4).await;
+    // The queue still lists the first two, but one is finished and the other deleted: what a
+    // claim's re-read finds when another relay finished a message after the claim's walk passed
+    // it. (Writing as a replica leaves the queue as it was.)
+    let mut tx = app.pool.begin().await.unwrap();
+    sqlx::query("SET LOCAL session_replication_role = replica")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    sqlx::query(
+        "UPDATE sms_outbox SET state = 'sent', sent_at = now(), finished_at = now() WHERE id = $1",
+    )
+    .bind(ids[0])
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    sqlx::query("DELETE FROM sms_outbox WHERE id = $1")
+        .bind(ids[1])
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+
+    let session = app.relay_session("r1");
+    let mut claimed: Vec<Uuid> = (session.claim(10, &[], &[]).await.unwrap().messages)
+        .into_iter()
+        .map(|m| m.id)
+        .collect();
+    claimed.sort();
+    let mut waiting = ids[2..].to_vec();
+    waiting.sort();
+    assert_eq!(claimed, waiting, "only the messages still waiting");
+    assert_eq!(app.held().await, 2, "and only their holds are kept");
+}
