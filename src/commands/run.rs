@@ -70,7 +70,13 @@ pub(super) async fn run(
         tasks.spawn(poller.run(beside.clone()));
     }
     let stop = until_idle.map_or(StopWhen::Cancelled, StopWhen::Drained);
-    let result = relay.run(stop, cancel).await;
+    // On the runtime's workers rather than the main thread: the claim loop trades wake-ups with
+    // the sends and the recorder hundreds of times a second, and each one that crosses to a
+    // thread outside the runtime costs a futex wake-up of that thread.
+    let result = match tokio::spawn(relay.run(stop, cancel)).await {
+        Ok(result) => result,
+        Err(error) => std::panic::resume_unwind(error.into_panic()),
+    };
     beside.cancel();
     tasks.join_all().await;
     result?;

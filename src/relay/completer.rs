@@ -1,7 +1,6 @@
 //! Writes finished rounds to the database in batches, then frees their in-flight slots.
 
 use std::{
-    collections::{HashMap, HashSet},
     sync::{
         Arc,
         atomic::{AtomicBool, AtomicU64, Ordering},
@@ -15,6 +14,7 @@ use tokio::{
     time::Instant,
 };
 
+use foldhash::{HashMap, HashSet};
 use uuid::Uuid;
 
 use super::{Held, lock};
@@ -178,8 +178,8 @@ pub struct Written {
 /// accepted by one. Counts are summed over the batch first: one update per label set.
 fn observe(finishes: &[Finish], written: &Written) {
     let ends: HashMap<Uuid, &RoundEnd> = written.ends.iter().map(|e| (e.id, e)).collect();
-    let mut calls: HashMap<(&str, &'static str), u64> = HashMap::new();
-    let mut finished: HashMap<(&str, &'static str), u64> = HashMap::new();
+    let mut calls: HashMap<(&str, &'static str), u64> = HashMap::default();
+    let mut finished: HashMap<(&str, &'static str), u64> = HashMap::default();
     let (mut picked_up, mut accepted) = (Vec::new(), Vec::new());
     for f in finishes {
         if written.with_calls.contains(&f.id) {

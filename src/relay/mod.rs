@@ -14,12 +14,12 @@ mod dispatch;
 pub mod settings;
 
 use std::{
-    collections::HashMap,
     panic::AssertUnwindSafe,
     sync::{Arc, Mutex},
     time::Duration,
 };
 
+use foldhash::HashMap;
 use futures_util::{FutureExt, StreamExt, stream::FuturesUnordered};
 
 use sqlx::{

@@ -70,11 +70,11 @@ impl Recorded {
 /// A JSON value with NUL characters removed from every string (jsonb refuses `\u0000`).
 fn without_nul(value: &Value) -> Value {
     match value {
-        Value::String(s) => Value::String(pg_text(s)),
+        Value::String(s) => Value::String(pg_text(s).into_owned()),
         Value::Array(items) => Value::Array(items.iter().map(without_nul).collect()),
         Value::Object(map) => Value::Object(
             map.iter()
-                .map(|(k, v)| (pg_text(k), without_nul(v)))
+                .map(|(k, v)| (pg_text(k).into_owned(), without_nul(v)))
                 .collect(),
         ),
         other => other.clone(),

@@ -18,7 +18,7 @@ mod status;
 mod templates;
 mod wakeup;
 
-use std::time::Duration;
+use std::{borrow::Cow, time::Duration};
 
 use sqlx::PgPool;
 
@@ -72,9 +72,13 @@ fn is_data_error(error: &sqlx::Error) -> bool {
 /// The largest cost `numeric(14, 6)` holds, in micros; a larger reported price is dropped.
 const MAX_COST_MICROS: i64 = 99_999_999_999_999;
 
-/// Text as PostgreSQL accepts it: no NUL characters.
-fn pg_text(s: &str) -> String {
-    s.replace('\0', "")
+/// Text as PostgreSQL accepts it: no NUL characters (copied only if it had some).
+fn pg_text(s: &str) -> Cow<'_, str> {
+    if s.contains('\0') {
+        Cow::Owned(s.replace('\0', ""))
+    } else {
+        Cow::Borrowed(s)
+    }
 }
 
 /// Result alias for store calls.

@@ -1,13 +1,13 @@
 //! Claiming due messages: one statement that holds them for this session and writes nothing.
 
 use chrono::{DateTime, Utc};
-use sqlx::{FromRow, Row};
+use sqlx::{Row, postgres::PgRow};
 use uuid::Uuid;
 
 use crate::store::{Result, Store};
 
 /// A message this relay holds until its round is recorded.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct ClaimedMessage {
     /// `sms_outbox.id`.
     pub id: Uuid,
@@ -53,6 +53,29 @@ pub struct Holder {
 }
 
 impl ClaimedMessage {
+    /// Reads one of `sms_claim()`'s message rows by position, in the function's column order:
+    /// a claim returns hundreds of rows, and looking each column up by name cost more than
+    /// decoding it.
+    fn decode(row: &PgRow) -> sqlx::Result<Self> {
+        Ok(Self {
+            id: row.try_get(0)?,
+            seq: row.try_get(1)?,
+            recipient: row.try_get(2)?,
+            template: row.try_get(3)?,
+            locale: row.try_get(4)?,
+            params: row.try_get(5)?,
+            body: row.try_get(6)?,
+            max_parts: row.try_get(7)?,
+            round: row.try_get(8)?,
+            superseded: row.try_get(9)?,
+            remaining_ms: row.try_get(10)?,
+            resend_reason: row.try_get(11)?,
+            resend_skip: row.try_get(12)?,
+            holder: row.try_get(13)?,
+            holder_since: row.try_get(14)?,
+        })
+    }
+
     /// The session holding this message.
     pub fn holder(&self) -> Holder {
         Holder {
@@ -88,6 +111,8 @@ pub struct Claim {
 /// comes due happen in one round trip, on the connection that keeps the holds. Below the limit,
 /// its last row has no message, only `next_due_ms`.
 const CLAIM: &str = "SELECT * FROM sms_claim($1, $2, $3)";
+/// The position of `next_due_ms` in `sms_claim()`'s rows.
+const NEXT_DUE_MS: usize = 15;
 
 impl Store {
     /// Claims up to `limit` due messages, in priority then deadline order, other than those this
@@ -106,10 +131,10 @@ impl Store {
             ahead: Ahead::More,
         };
         for row in &rows {
-            if row.try_get::<Option<Uuid>, _>("id")?.is_some() {
-                claim.messages.push(ClaimedMessage::from_row(row)?);
+            if row.try_get::<Option<Uuid>, _>(0)?.is_some() {
+                claim.messages.push(ClaimedMessage::decode(row)?);
             } else {
-                claim.ahead = match row.try_get::<Option<f64>, _>("next_due_ms")? {
+                claim.ahead = match row.try_get::<Option<f64>, _>(NEXT_DUE_MS)? {
                     Some(ms) => Ahead::DueIn(ms),
                     None => Ahead::Nothing,
                 };

@@ -1,5 +1,7 @@
 //! Recording a batch of finished sends: attempt rows plus the messages' new states, one statement.
 
+use std::borrow::Cow;
+
 use uuid::Uuid;
 
 use super::claim::Holder;
@@ -181,7 +183,7 @@ SELECT id, state::text AS state, created_at, sent_before FROM updated
 "#;
 
 /// What a recorded round made of its message.
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RoundEnd {
     /// Message id.
     pub id: Uuid,
@@ -193,37 +195,41 @@ pub struct RoundEnd {
     pub sent_before: bool,
 }
 
-/// Column arrays for the attempt rows of a batch.
+/// A row of the completion's result, read by position: looking up each of a batch's columns by
+/// name cost more than decoding it.
+type EndRow = (Uuid, String, chrono::DateTime<chrono::Utc>, bool);
+
+/// Column arrays for the attempt rows of a batch, borrowing the batch's text.
 #[derive(Default)]
-struct AttemptColumns {
+struct AttemptColumns<'a> {
     message_id: Vec<Uuid>,
     attempt_number: Vec<i32>,
     chain_step: Vec<i32>,
-    provider: Vec<String>,
-    template: Vec<String>,
+    provider: Vec<Cow<'a, str>>,
+    template: Vec<&'a str>,
     started_at: Vec<chrono::DateTime<chrono::Utc>>,
     finished_at: Vec<chrono::DateTime<chrono::Utc>>,
     outcome: Vec<&'static str>,
     http_status: Vec<Option<i16>>,
-    error_code: Vec<Option<String>>,
-    error_message: Vec<Option<String>>,
-    provider_message_id: Vec<Option<String>>,
+    error_code: Vec<Option<Cow<'a, str>>>,
+    error_message: Vec<Option<Cow<'a, str>>>,
+    provider_message_id: Vec<Option<Cow<'a, str>>>,
     segments: Vec<i16>,
     encoding: Vec<&'static str>,
     cost_micros: Vec<Option<i64>>,
     currency: Vec<Option<String>>,
-    client_ref: Vec<String>,
+    client_ref: Vec<Cow<'a, str>>,
     cause: Vec<&'static str>,
-    resend_reason: Vec<Option<String>>,
-    country: Vec<String>,
+    resend_reason: Vec<Option<Cow<'a, str>>>,
+    country: Vec<Cow<'a, str>>,
     operator: Vec<&'static str>,
 }
 
-impl AttemptColumns {
+impl<'a> AttemptColumns<'a> {
     /// Adds one attempt, bent to fit the table's constraints so one odd value cannot fail the
     /// whole batch: clock steps, negative prices (Twilio reports prices negative), absurd prices,
     /// odd currencies.
-    fn push(&mut self, finish: &Finish, segments: Segments, index: usize, a: &AttemptRecord) {
+    fn push(&mut self, finish: &'a Finish, segments: Segments, index: usize, a: &'a AttemptRecord) {
         let cost = a.cost.as_ref().and_then(|c| {
             let currency = c.currency.to_ascii_uppercase();
             let micros = c.micros.checked_abs().filter(|m| *m <= MAX_COST_MICROS);
@@ -235,7 +241,7 @@ impl AttemptColumns {
         self.attempt_number.push(finish.round);
         self.chain_step.push(a.chain_step);
         self.provider.push(pg_text(&a.provider));
-        self.template.push(finish.template.clone());
+        self.template.push(&finish.template);
         self.started_at.push(a.started_at);
         self.finished_at.push(a.finished_at.max(a.started_at));
         self.outcome.push(a.outcome.as_str());
@@ -279,7 +285,7 @@ impl Store {
                 }
             }
         }
-        let ends = sqlx::query_as(COMPLETE)
+        let rows: Vec<EndRow> = sqlx::query_as(COMPLETE)
             .bind(batch.iter().map(|f| f.id).collect::<Vec<_>>())
             .bind(batch.iter().map(|f| f.round).collect::<Vec<_>>())
             .bind(
@@ -323,6 +329,14 @@ impl Store {
             .bind(retried)
             .fetch_all(&self.pool)
             .await?;
-        Ok(ends)
+        Ok(rows
+            .into_iter()
+            .map(|(id, state, created_at, sent_before)| RoundEnd {
+                id,
+                state,
+                created_at,
+                sent_before,
+            })
+            .collect())
     }
 }
