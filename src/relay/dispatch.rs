@@ -4,6 +4,7 @@ use std::{sync::Arc, time::Duration};
 
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
 
 use super::RetryPolicy;
 use crate::{
@@ -13,7 +14,7 @@ use crate::{
         parse_params, reference, render, segments,
     },
     providers::{OutgoingSms, ProviderChain, RoundResult},
-    store::{ClaimedMessage, Disposition, Finish},
+    store::{ClaimedMessage, Disposition, Finish, Holder},
 };
 
 /// What every dispatch shares.
@@ -161,6 +162,30 @@ pub(super) async fn dispatch(ctx: &Context, msg: ClaimedMessage, claimed_at: Ins
             circuits_reopen,
         } => retry(ctx, finish, msg.round, reason, retry_after, circuits_reopen),
     }
+}
+
+/// The end of a round whose send panicked: retried like a round every provider failed, as
+/// nothing says whether a provider took the message, so a message that always makes the relay
+/// panic fails after its last round instead of staying held. The round's calls are not recorded.
+pub(super) fn panicked(ctx: &Context, id: Uuid, round: i32, holder: Holder) -> Finish {
+    tracing::error!(message_id = %id, round, "the relay panicked while sending this message");
+    let finish = Finish {
+        id,
+        round,
+        holder,
+        disposition: Disposition::Retry,
+        delay_ms: 0,
+        reason: None,
+        // Only attempt rows carry these, and there are none.
+        template: String::new(),
+        segments: None,
+        attempts: Vec::new(),
+        resend_reason: None,
+        country: String::new(),
+        operator: "unknown",
+    };
+    let reason = "the relay panicked while sending (its log has the details)".to_owned();
+    retry(ctx, finish, round, reason, None, None)
 }
 
 /// Schedules the next round (not before `not_before`), or fails the message if it has used all

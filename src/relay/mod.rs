@@ -310,16 +310,19 @@ impl Relay {
                     unreachable!("claims never exceed the free slots counted before them");
                 };
                 let (ctx, done_tx) = (ctx.clone(), done_tx.clone());
+                let (id, round, holder) = (msg.id, msg.round, msg.holder());
                 sending_now.push(async move {
-                    // A send that panics touches no other message: its slot is freed and it
-                    // stays held here until this relay stops, as when each send had its own task.
-                    let sent = AssertUnwindSafe(dispatch::dispatch(&ctx, msg, claimed_at))
+                    let finish = match AssertUnwindSafe(dispatch::dispatch(&ctx, msg, claimed_at))
                         .catch_unwind()
-                        .await;
-                    if let Ok(finish) = sent {
-                        // The completer outlives every send task, so this cannot fail.
-                        let _ = done_tx.send(completer::Done { finish, permit });
-                    }
+                        .await
+                    {
+                        Ok(finish) => finish,
+                        // A send that panicked touches no other message, and its own is not
+                        // left held: its round ends as one every provider failed.
+                        Err(_) => dispatch::panicked(&ctx, id, round, holder),
+                    };
+                    // The completer outlives every send task, so this cannot fail.
+                    let _ = done_tx.send(completer::Done { finish, permit });
                 });
             }
             sends.spawn(async move { while sending_now.next().await.is_some() {} });

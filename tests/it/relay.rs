@@ -1,9 +1,12 @@
 //! The relay loop: claim order, holds, concurrency, wake-ups, graceful shutdown.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use sms_relay::{
-    providers::SimulatorSettings,
+    providers::{
+        Accepted, BoxFuture, Link, OutgoingSms, Provider, ProviderChain, SendError,
+        SimulatorSettings,
+    },
     relay::{Relay, StopWhen},
     store::{Ahead, ClaimedMessage, Disposition, EnqueueRequest, Store},
 };
@@ -488,4 +491,63 @@ async fn attempts_carry_country_and_operator_as_the_sql_functions_derive_them() 
     );
     let countries: Vec<&str> = rows.iter().map(|r| r.0.as_str()).collect();
     assert_eq!(&countries[..3], ["US", "GB", "BD"]);
+}
+
+/// Accepts every message but one, and panics on that one.
+struct PanicsOn(uuid::Uuid);
+
+impl Provider for PanicsOn {
+    fn name(&self) -> &str {
+        "panics"
+    }
+
+    fn reaches_phones(&self) -> bool {
+        false
+    }
+
+    fn send<'a>(
+        &'a self,
+        sms: &'a OutgoingSms,
+        reference: &'a str,
+    ) -> BoxFuture<'a, Result<Accepted, SendError>> {
+        assert_ne!(
+            sms.message_id, self.0,
+            "this provider panics on this message"
+        );
+        Box::pin(async move {
+            Ok(Accepted {
+                provider_message_id: reference.to_owned(),
+                http_status: Some(200),
+                cost: None,
+                note: None,
+            })
+        })
+    }
+}
+
+#[tokio::test]
+async fn a_message_whose_send_panics_fails_after_its_last_round_and_the_rest_are_sent() {
+    let app = TestApp::new().await;
+    let ids = app.otps(5).await;
+    let chain = Arc::new(ProviderChain::new(vec![Link::new(Arc::new(PanicsOn(
+        ids[2],
+    )))]));
+    let policy = quick_retries();
+    app.run_chain_until_drained(chain, policy.clone()).await;
+
+    let poison = app.message(ids[2]).await;
+    assert_eq!(poison.state, "failed");
+    assert!(
+        poison
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("panicked")),
+        "{:?}",
+        poison.last_error
+    );
+    assert_eq!(u32::try_from(poison.rounds).unwrap(), policy.max_rounds);
+    for id in [ids[0], ids[1], ids[3], ids[4]] {
+        assert_eq!(app.state_of(id).await.0, "sent");
+    }
+    assert_eq!(app.held().await, 0, "no message is left held");
 }
