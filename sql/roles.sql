@@ -174,7 +174,8 @@ BEGIN
             EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO sms_analyst, sms_operator', obj.name);
         END IF;
         IF obj.proname LIKE 'sms\_maintain\_%'
-           OR obj.proname IN ('sms_retry', 'sms_cancel', 'sms_mask', 'sms_operator', 'sms_uuid_v7_floor') THEN
+           OR obj.proname IN ('sms_retry', 'sms_cancel', 'sms_mask', 'sms_operator', 'sms_uuid_v7_floor',
+                              'sms_hold_group_size') THEN
             EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO sms_operator', obj.name);
         END IF;
     END LOOP;

@@ -111,9 +111,7 @@ impl Completer {
             // Recorded (or given up on): the next claim gives their holds back.
             let mut held = lock(&self.held);
             for f in &finishes {
-                if let Some(seq) = held.sending.remove(&f.id) {
-                    held.done.push(seq);
-                }
+                held.recorded(&f.id);
             }
         }
         for f in &finishes {

@@ -35,20 +35,57 @@ use uuid::Uuid;
 
 pub use backoff::RetryPolicy;
 pub use completer::record;
-pub use settings::{DEFAULT_MAX_IN_FLIGHT, RelaySettings};
+pub use settings::RelaySettings;
 
 use crate::{
     providers::ProviderChain,
-    store::{Ahead, Claim, Store, WAKEUP_CHANNEL, presence_name},
+    store::{Ahead, Claim, ClaimedMessage, Store, WAKEUP_CHANNEL, presence_name},
 };
 
 /// The messages this relay holds: claimed and not yet recorded, or recorded and not yet given back.
 #[derive(Debug, Default)]
 pub(crate) struct Holds {
-    /// Claimed and not yet recorded: id → seq.
-    sending: HashMap<Uuid, i64>,
+    /// Claimed and not yet recorded: id → (seq, hold key).
+    sending: HashMap<Uuid, (i64, i32)>,
+    /// Hold key → messages being sent under it: the lock-table entries the holds fill once the
+    /// next claim has given back those of `done`.
+    locks: HashMap<i32, u32>,
     /// Recorded: the seqs whose holds the next claim gives back.
     done: Vec<i64>,
+}
+
+impl Holds {
+    /// The seqs of the messages being sent.
+    fn sending(&self) -> Vec<i64> {
+        self.sending.values().map(|&(seq, _)| seq).collect()
+    }
+
+    /// Lock-table entries in use once the next claim has given back those of `done`.
+    fn locks(&self) -> usize {
+        self.locks.len()
+    }
+
+    /// `claimed` are being sent now.
+    fn claimed(&mut self, claimed: &[ClaimedMessage]) {
+        for m in claimed {
+            self.sending.insert(m.id, (m.seq, m.hold));
+            *self.locks.entry(m.hold).or_default() += 1;
+        }
+    }
+
+    /// Message `id`'s round is recorded: the next claim gives its hold back.
+    pub(crate) fn recorded(&mut self, id: &Uuid) {
+        let Some((seq, hold)) = self.sending.remove(id) else {
+            return;
+        };
+        self.done.push(seq);
+        if let Some(left) = self.locks.get_mut(&hold) {
+            *left -= 1;
+            if *left == 0 {
+                self.locks.remove(&hold);
+            }
+        }
+    }
 }
 
 /// [`Holds`], shared by the claim loop and the completer.
@@ -80,14 +117,14 @@ pub enum RelayError {
     /// The database's clock could not be read; check the database (worth retrying).
     #[error("cannot read the database's clock: {0}")]
     Clock(#[source] crate::store::StoreError),
-    /// `relay.max_in_flight` holds would take too much of the server's lock table; lower it or
-    /// raise `max_locks_per_transaction` (not worth retrying as is).
+    /// `relay.max_locks` would take too much of the server's lock table; lower it or raise
+    /// `max_locks_per_transaction` (not worth retrying as is).
     #[error(
-        "relay.max_in_flight = {max_in_flight} would hold more than a quarter of the server's lock table ({size} locks: max_locks_per_transaction × (max_connections + max_prepared_transactions)); lower it or raise max_locks_per_transaction"
+        "relay.max_locks = {max_locks} is more than a quarter of the server's lock table ({size} locks: max_locks_per_transaction × (max_connections + max_prepared_transactions)); lower it or raise max_locks_per_transaction"
     )]
     LockTable {
         /// The setting.
-        max_in_flight: u32,
+        max_locks: u32,
         /// The server's lock table size.
         size: i64,
     },
@@ -170,12 +207,14 @@ impl Relay {
             .lock_table_size()
             .await
             .map_err(RelayError::LockTableSize)?;
-        let Some(max_in_flight) = self.settings.max_in_flight_for(size) else {
+        let Some(max_locks) = self.settings.max_locks_for(size) else {
             return Err(RelayError::LockTable {
-                max_in_flight: self.settings.max_in_flight.unwrap_or(DEFAULT_MAX_IN_FLIGHT),
+                max_locks: self.settings.max_locks.unwrap_or_default(),
                 size,
             });
         };
+        let max_locks = max_locks as usize;
+        let max_in_flight = self.settings.max_in_flight;
         let wake = Arc::new(Notify::new());
         let mut listener = PgListener::connect_with(self.store.pool())
             .await
@@ -248,17 +287,26 @@ impl Relay {
                     _ = slots.acquire() => continue,
                 }
             }
+            // Each message claimed may need a lock-table entry of its own.
+            let locks_free = max_locks.saturating_sub(lock(&held).locks());
+            if locks_free == 0 {
+                // Wait for a recording: it may free an entry.
+                tokio::select! {
+                    biased;
+                    () = cancel.cancelled() => break,
+                    _ = slots.acquire_many(u32::try_from(free + 1).unwrap_or(u32::MAX)) => continue,
+                }
+            }
             let want = self
                 .settings
                 .batch_size
-                .min(u32::try_from(free).unwrap_or(u32::MAX));
+                .min(u32::try_from(free.min(locks_free)).unwrap_or(u32::MAX));
             if owe_release {
                 // Whatever is done now is given back with the rest; what the completer moves to
                 // `done` meanwhile is still in `sending` here, so it stays for the next claim.
                 let (sending, taken) = {
                     let mut holds = lock(&held);
-                    let sending: Vec<i64> = holds.sending.values().copied().collect();
-                    (sending, std::mem::take(&mut holds.done))
+                    (holds.sending(), std::mem::take(&mut holds.done))
                 };
                 match claims.unhold_all_but(&sending).await {
                     Ok(released) => {
@@ -276,8 +324,7 @@ impl Relay {
             let claimed_at = Instant::now();
             let (sending, done) = {
                 let mut holds = lock(&held);
-                let sending: Vec<i64> = holds.sending.values().copied().collect();
-                (sending, std::mem::take(&mut holds.done))
+                (holds.sending(), std::mem::take(&mut holds.done))
             };
             let Claim {
                 messages: claimed,
@@ -299,9 +346,7 @@ impl Relay {
                 }
             };
             report.claimed += claimed.len() as u64;
-            lock(&held)
-                .sending
-                .extend(claimed.iter().map(|m| (m.id, m.seq)));
+            lock(&held).claimed(&claimed);
             // One task per claim, its messages sent concurrently within it: a task per message
             // cost the relay a spawn, a move of the send's state and a cross-thread wake-up each.
             let mut sending_now = FuturesUnordered::new();

@@ -15,10 +15,12 @@ pub struct RelaySettings {
     pub relay_id: Option<String>,
     /// Most messages claimed by one statement.
     pub batch_size: u32,
-    /// Most messages claimed but not yet recorded, across all sends. Each is one lock in the
-    /// server's shared lock table while it is sent; the relay refuses to start if this is more than
-    /// a quarter of that table. Unset: [`DEFAULT_MAX_IN_FLIGHT`], or that quarter if less.
-    pub max_in_flight: Option<u32>,
+    /// Most messages claimed but not yet recorded, across all sends.
+    pub max_in_flight: u32,
+    /// Most entries of the server's shared lock table this relay's holds fill: one per group of
+    /// consecutive messages (by seq) it is sending. The relay refuses to start if this is more than
+    /// a quarter of that table, and claims less while it is full. Unset: that quarter.
+    pub max_locks: Option<u32>,
     /// The longest one round through the chain may take, and how long a relay cut off from the
     /// database (lost machine, partition) keeps its claims before the server drops them. A relay
     /// process that dies gives its claims up at once.
@@ -37,10 +39,6 @@ pub struct RelaySettings {
     pub on_unknown: UnknownPolicy,
 }
 
-/// `relay.max_in_flight` when unset: three batches, so that two recordings and a claim can run at
-/// once.
-pub const DEFAULT_MAX_IN_FLIGHT: u32 = 1_500;
-
 /// The share of PostgreSQL's lock table one relay may fill with holds: the auth backend, other
 /// relays and everything else on the server need the rest.
 pub(crate) const LOCK_TABLE_SHARE: i64 = 4;
@@ -50,7 +48,8 @@ impl Default for RelaySettings {
         Self {
             relay_id: None,
             batch_size: 500,
-            max_in_flight: None,
+            max_in_flight: 3_000,
+            max_locks: None,
             lease_ms: 60_000,
             poll_interval_ms: 1_000,
             expiry_margin_ms: 3_000,
@@ -91,14 +90,14 @@ impl RelaySettings {
         Duration::from_millis(self.shutdown_grace_ms)
     }
 
-    /// The most messages this relay may hold on a server whose lock table has `lock_table` slots:
-    /// the setting, or `None` if it is more than a quarter of the table; unset,
-    /// [`DEFAULT_MAX_IN_FLIGHT`] or that quarter if less (at least one).
-    pub fn max_in_flight_for(&self, lock_table: i64) -> Option<u32> {
+    /// The most lock-table entries this relay's holds may fill on a server whose lock table has
+    /// `lock_table` slots: the setting, or `None` if it is more than a quarter of the table; unset,
+    /// that quarter (at least one).
+    pub fn max_locks_for(&self, lock_table: i64) -> Option<u32> {
         let quarter = u32::try_from((lock_table / LOCK_TABLE_SHARE).max(1)).unwrap_or(u32::MAX);
-        match self.max_in_flight {
+        match self.max_locks {
             Some(set) => (set <= quarter).then_some(set),
-            None => Some(DEFAULT_MAX_IN_FLIGHT.min(quarter)),
+            None => Some(quarter),
         }
     }
 
@@ -107,8 +106,11 @@ impl RelaySettings {
         if !(1..=1_000).contains(&self.batch_size) {
             return Err("relay.batch_size must be 1..=1000".into());
         }
-        if self.max_in_flight.is_some_and(|m| m < self.batch_size) {
+        if self.max_in_flight < self.batch_size {
             return Err("relay.max_in_flight must be at least relay.batch_size".into());
+        }
+        if self.max_locks == Some(0) {
+            return Err("relay.max_locks must be at least 1".into());
         }
         if let Some(id) = &self.relay_id
             && (id.is_empty()
@@ -136,25 +138,25 @@ mod tests {
     use super::*;
 
     #[test]
-    fn max_in_flight_fits_a_quarter_of_the_lock_table() {
-        // (setting, lock table slots) → holds allowed
+    fn max_locks_fits_a_quarter_of_the_lock_table() {
+        // (setting, lock table slots) → entries allowed
         let table = [
-            (None, 6_400, Some(1_500)),
+            (None, 6_400, Some(1_600)),
             (None, 4_000, Some(1_000)),
             (None, 2, Some(1)),
             (Some(200), 6_400, Some(200)),
             (Some(1_600), 6_400, Some(1_600)),
             (Some(1_601), 6_400, None),
         ];
-        for (max_in_flight, lock_table, allowed) in table {
+        for (max_locks, lock_table, allowed) in table {
             let settings = RelaySettings {
-                max_in_flight,
+                max_locks,
                 ..RelaySettings::default()
             };
             assert_eq!(
-                settings.max_in_flight_for(lock_table),
+                settings.max_locks_for(lock_table),
                 allowed,
-                "{max_in_flight:?} with {lock_table} locks"
+                "{max_locks:?} with {lock_table} locks"
             );
         }
     }

@@ -123,7 +123,7 @@ async fn a_bad_recipient_fails_without_touching_the_next_provider() {
 fn one_at_a_time() -> RelaySettings {
     RelaySettings {
         batch_size: 1,
-        max_in_flight: Some(1),
+        max_in_flight: 1,
         ..settings()
     }
 }

@@ -492,30 +492,30 @@ async fn claim_seqs(session: &Store, n: u32) -> Vec<i64> {
 #[tokio::test]
 async fn a_failed_claims_holds_are_given_back_and_the_messages_being_sent_stay_held() {
     let app = TestApp::new().await;
-    app.otps(6).await;
+    app.otps_ending_in(4, "1").await;
+    app.next_hold_group().await;
+    app.otps_ending_in(2, "2").await;
     let mine = app.relay_session("r1");
     let theirs = app.relay_session("r2");
     let sending = claim_seqs(&mine, 4).await;
     assert_eq!(claim_seqs(&theirs, 2).await.len(), 2);
     assert_eq!(app.held().await, 6);
 
-    // r1 is sending its first message; the other three holds a failed claim left behind.
+    // r1 is sending its first message; the other three holds a failed claim left behind. Their
+    // lock stays, for the message being sent, and no other relay can take them yet.
     let given_back = mine.unhold_all_but(&sending[..1]).await.unwrap();
     assert_eq!(given_back, 3);
-    assert_eq!(
-        app.held().await,
-        3,
-        "r1's message being sent and r2's two stay held"
-    );
     let third = app.relay_session("r3");
-    let reclaimed = claim_seqs(&third, 10).await;
+    assert!(claim_seqs(&third, 10).await.is_empty());
+    // It is held once, for that one message: giving that back lets the whole group go, and r2's
+    // two stay held.
+    mine.claim(0, &[], &sending[..1]).await.unwrap();
     assert_eq!(
-        reclaimed,
-        sending[1..],
-        "only the given-back ones are claimable"
+        claim_seqs(&third, 10).await,
+        sending,
+        "r1's four are claimable, r2's are not"
     );
 }
-
 #[tokio::test]
 async fn a_claimed_message_found_finished_or_gone_when_read_again_is_let_go_and_not_returned() {
     let app = TestApp::new().await;
@@ -551,5 +551,12 @@ async fn a_claimed_message_found_finished_or_gone_when_read_again_is_let_go_and_
     let mut waiting = ids[2..].to_vec();
     waiting.sort();
     assert_eq!(claimed, waiting, "only the messages still waiting");
-    assert_eq!(app.held().await, 2, "and only their holds are kept");
+    // Only their holds are kept: giving those two back leaves the session holding nothing.
+    let seqs: Vec<i64> = sqlx::query_scalar("SELECT seq FROM sms_outbox WHERE id = ANY ($1)")
+        .bind(&claimed)
+        .fetch_all(&app.pool)
+        .await
+        .unwrap();
+    session.claim(0, &[], &seqs).await.unwrap();
+    assert_eq!(app.held().await, 0, "and only their holds were kept");
 }

@@ -60,8 +60,11 @@ async fn a_claim_short_of_its_limit_says_when_the_next_free_message_comes_due() 
     held.push(short.messages[0].seq);
 
     // Due in a minute, and due in ten seconds but held by another relay (its retry recorded, its
-    // hold not yet given back): the first is the next one this relay could send.
+    // hold not yet given back): the first is the next one this relay could send. Each starts a
+    // hold group of its own, so that a relay holding one holds neither of the others.
+    app.next_hold_group().await;
     let later = app.otp("+8801733333333", "333333").await;
+    app.next_hold_group().await;
     let theirs = app.otp("+8801744444444", "444444").await;
     let two = app.relay_session("two");
     sqlx::query(
@@ -141,6 +144,81 @@ async fn a_claim_takes_no_message_another_session_holds_and_writes_nothing() {
     assert_eq!(app.state_of(id).await.0, "pending");
 }
 
+/// The lock-table entries and waiting messages a relay session's holds cover, from `sms_holds`.
+async fn holds_of(app: &TestApp, relay_id: &str) -> (i64, i64) {
+    sqlx::query_as(
+        "SELECT coalesce(sum(holds), 0)::int8, coalesce(sum(messages), 0)::int8 \
+           FROM sms_holds WHERE relay = 'sms-relay ' || $1",
+    )
+    .bind(relay_id)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn consecutive_messages_share_one_lock_and_other_relays_pass_over_their_group() {
+    let app = TestApp::new().await;
+    let size: i64 = app.count("SELECT sms_hold_group_size()::int8").await;
+    app.next_hold_group().await;
+    let n = size + 4;
+    app.otps(usize::try_from(n).unwrap()).await;
+    let (one, two) = (app.relay_session("one"), app.relay_session("two"));
+    let first = one.claim(10, &[], &[]).await.unwrap().messages;
+    assert_eq!(first.len(), 10);
+    assert_eq!(
+        holds_of(&app, "one").await,
+        (1, size),
+        "one entry covers the whole group"
+    );
+
+    // The rest of the group is the first relay's to send; the next group is free.
+    let second = two.claim(100, &[], &[]).await.unwrap().messages;
+    assert_eq!(second.len(), 4);
+    assert!(second.iter().all(|m| m.hold != first[0].hold));
+    let sending: Vec<i64> = first.iter().map(|m| m.seq).collect();
+    let rest = one.claim(100, &sending, &[]).await.unwrap().messages;
+    assert_eq!(rest.len(), usize::try_from(size).unwrap() - 10);
+    assert!(rest.iter().all(|m| m.hold == first[0].hold));
+    assert_eq!(holds_of(&app, "one").await.0, 1, "no new entry for them");
+
+    // Each message is given back once: the lock goes with the last of them.
+    let all: Vec<i64> = sending
+        .iter()
+        .chain(rest.iter().map(|m| &m.seq))
+        .copied()
+        .collect();
+    one.claim(0, &all[1..], &all[..1]).await.unwrap();
+    assert_eq!(holds_of(&app, "one").await.0, 1);
+    one.claim(0, &[], &all[1..]).await.unwrap();
+    assert_eq!(holds_of(&app, "one").await, (0, 0));
+}
+
+#[tokio::test]
+async fn a_relay_whose_lock_table_share_is_full_waits_for_a_recording_and_sends_every_message() {
+    let app = TestApp::new().await;
+    let mut ids = Vec::new();
+    for suffix in ["1", "2", "3"] {
+        app.next_hold_group().await;
+        ids.extend(app.otps_ending_in(3, suffix).await);
+    }
+    let sim = accepting("sim");
+    let relay = Relay::new(
+        app.store(),
+        chain([sim.clone()]),
+        sms_relay::config::RelaySettings {
+            max_locks: Some(1),
+            ..settings()
+        },
+        quick_retries(),
+    );
+    crate::support::run_relay_until_drained(relay).await;
+    assert_eq!(sim.sent(), 9, "each message once");
+    for id in ids {
+        assert_eq!(app.state_of(id).await.0, "sent");
+    }
+}
+
 /// Runs a relay with `settings` as `run --until-idle` does, bounded by `bound`; it must fail.
 async fn run_until_drained_fails(
     app: &TestApp,
@@ -162,7 +240,7 @@ async fn run_until_drained_fails(
 }
 
 #[tokio::test]
-async fn a_relay_refuses_to_hold_more_than_a_quarter_of_the_lock_table() {
+async fn a_relay_refuses_to_fill_more_than_a_quarter_of_the_lock_table() {
     let app = TestApp::new().await;
     let id = app.otp("+8801712345678", "482913").await;
     let size = app.store().lock_table_size().await.unwrap();
@@ -170,20 +248,19 @@ async fn a_relay_refuses_to_hold_more_than_a_quarter_of_the_lock_table() {
     let error = run_until_drained_fails(
         &app,
         sms_relay::config::RelaySettings {
-            max_in_flight: Some(too_many),
+            max_locks: Some(too_many),
             ..settings()
         },
         Duration::from_secs(5),
     )
     .await;
     assert!(
-        matches!(error, sms_relay::relay::RelayError::LockTable { max_in_flight, .. } if max_in_flight == too_many),
+        matches!(error, sms_relay::relay::RelayError::LockTable { max_locks, .. } if max_locks == too_many),
         "{error}"
     );
     assert_eq!(app.state_of(id).await.0, "pending", "nothing was claimed");
     assert_eq!(app.held().await, 0);
 }
-
 #[tokio::test]
 async fn until_drained_waits_for_another_relays_claim_and_gives_up_at_its_bound() {
     let app = TestApp::new().await;

@@ -40,6 +40,9 @@ pub struct ClaimedMessage {
     pub holder: i32,
     /// When the claim session began (a pid alone may be reused by a later session).
     pub holder_since: DateTime<Utc>,
+    /// The key of the hold's lock, which consecutive messages share: one lock-table entry
+    /// however many of them the session holds.
+    pub hold: i32,
 }
 
 /// The session that holds a claimed message: its round is recorded as this relay's only while
@@ -73,6 +76,7 @@ impl ClaimedMessage {
             resend_skip: row.try_get(12)?,
             holder: row.try_get(13)?,
             holder_since: row.try_get(14)?,
+            hold: row.try_get(HOLD)?,
         })
     }
 
@@ -113,6 +117,8 @@ pub struct Claim {
 const CLAIM: &str = "SELECT * FROM sms_claim($1, $2, $3)";
 /// The position of `next_due_ms` in `sms_claim()`'s rows.
 const NEXT_DUE_MS: usize = 15;
+/// The position of `hold` in `sms_claim()`'s rows.
+const HOLD: usize = 16;
 
 impl Store {
     /// Claims up to `limit` due messages, in priority then deadline order, other than those this

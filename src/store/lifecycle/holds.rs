@@ -1,8 +1,10 @@
 //! What a relay holds: the messages it is sending, as session advisory locks on its claim
 //! connection.
 //!
-//! A claim writes nothing; `sms_claim()` takes one lock per message on the connection that runs it,
-//! and the relay gives each back once the message's round is recorded. PostgreSQL drops a
+//! A claim writes nothing; `sms_claim()` takes a lock once per message on the connection that runs
+//! it, and the relay gives it back once per message when the message's round is recorded. Sixteen
+//! consecutive messages share one lock (`sms_hold_key(seq)`), so they fill one entry of the
+//! server's shared lock table. PostgreSQL drops a
 //! session's locks the moment its connection ends, so the messages of a relay process that dies
 //! (crash, SIGKILL, OOM kill) are claimable by the others at once. A lost machine or a network
 //! partition closes no socket: the TCP keepalive the relay sets on its claim connection ends that
@@ -27,9 +29,9 @@ const LOCK_TABLE_SIZE: &str = "SELECT current_setting('max_locks_per_transaction
     * (current_setting('max_connections')::int8 + current_setting('max_prepared_transactions')::int8)";
 
 impl Store {
-    /// Gives back every hold of this connection's session except those on `keep` (the seqs of the
-    /// messages the relay is sending): the holds a claim took before it failed. Must run on the
-    /// claim connection. Returns how many it gave back.
+    /// Gives back every hold of this connection's session except one per message of `keep` (the
+    /// seqs of the messages the relay is sending): the holds a claim took before it failed. Must
+    /// run on the claim connection. Returns how many it gave back.
     pub async fn unhold_all_but(&self, keep: &[i64]) -> Result<i64> {
         let released = sqlx::query_scalar("SELECT sms_unhold_all_but($1)")
             .bind(keep)

@@ -122,6 +122,19 @@ impl TestApp {
         self.otps_ending_in(n, "").await
     }
 
+    /// Makes the next message enqueued the first of a new hold group, so that no message enqueued
+    /// before shares its hold: two relay sessions in one test then hold them apart.
+    pub async fn next_hold_group(&self) {
+        sqlx::query(
+            "SELECT setval('sms_outbox_seq', \
+                    (coalesce(pg_sequence_last_value('sms_outbox_seq'), 0) / sms_hold_group_size() + 1) \
+                    * sms_hold_group_size() - 1)",
+        )
+        .execute(&self.pool)
+        .await
+        .unwrap();
+    }
+
     /// Enqueues `n` OTPs to distinct Grameenphone numbers that end in `suffix` (e.g. the digits
     /// that pick a fake provider's scenario), one transaction each, returning their ids.
     pub async fn otps_ending_in(&self, n: usize, suffix: &str) -> Vec<Uuid> {
