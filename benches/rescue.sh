@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Rescue time: two relays (`sms-relay run`, simulator with 1 s per send so messages sit in flight)
-# share a burst; one is SIGKILLed; prints how long after the kill the last message it had claimed
+# share a burst, each with at most 1,500 messages in flight, so that the burst takes two rounds
+# and each relay holds a second round's messages at the kill; one is SIGKILLed; prints how long after the kill the last message it had claimed
 # was accepted through the survivor (database clock), with the lease at its default 60 s (a dead
 # relay's holds end with its session, so the lease plays no part).
 #
@@ -18,7 +19,7 @@ cleanup() {
 }
 trap cleanup EXIT
 url="$base/$db"
-printf '[[providers]]\nname = "sim"\nkind = "simulator"\nlatency_ms = 1000\n' > "$dir/relay.toml"
+printf '[relay]\nmax_in_flight = 1500\n\n[[providers]]\nname = "sim"\nkind = "simulator"\nlatency_ms = 1000\n' > "$dir/relay.toml"
 DATABASE_URL=$url RUST_LOG=warn "$bin" migrate >/dev/null
 psql "$url" -qXAt -c "SET sms.lift_budgets = on" -c "SET sms.fictional = on" -c "SELECT count(sms_enqueue('+88018' || lpad(i::text, 9, '0'), 'otp',
     jsonb_build_object('code', '123456'))) FROM generate_series(1, 4000) AS i" >/dev/null
