@@ -194,18 +194,71 @@ async fn consecutive_messages_share_one_lock_and_other_relays_pass_over_their_gr
     assert_eq!(holds_of(&app, "one").await, (0, 0));
 }
 
+/// Accepts every message after a short wait, noting which of `groups` (message → group) have
+/// messages in flight at once.
+struct GroupsInFlight {
+    groups: std::collections::HashMap<uuid::Uuid, usize>,
+    in_flight: std::sync::Mutex<Vec<usize>>,
+    most: std::sync::atomic::AtomicUsize,
+}
+
+impl Provider for GroupsInFlight {
+    fn name(&self) -> &str {
+        "groups"
+    }
+
+    fn reaches_phones(&self) -> bool {
+        false
+    }
+
+    fn send<'a>(
+        &'a self,
+        sms: &'a OutgoingSms,
+        reference: &'a str,
+    ) -> BoxFuture<'a, Result<Accepted, SendError>> {
+        let group = self.groups[&sms.message_id];
+        {
+            let mut in_flight = self.in_flight.lock().unwrap();
+            in_flight.push(group);
+            let mut distinct = in_flight.clone();
+            distinct.sort_unstable();
+            distinct.dedup();
+            self.most
+                .fetch_max(distinct.len(), std::sync::atomic::Ordering::SeqCst);
+        }
+        Box::pin(async move {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            let mut in_flight = self.in_flight.lock().unwrap();
+            let at = in_flight.iter().position(|g| *g == group).unwrap();
+            in_flight.swap_remove(at);
+            Ok(Accepted {
+                provider_message_id: reference.to_owned(),
+                http_status: Some(200),
+                cost: None,
+                note: None,
+            })
+        })
+    }
+}
+
 #[tokio::test]
 async fn a_relay_whose_lock_table_share_is_full_waits_for_a_recording_and_sends_every_message() {
     let app = TestApp::new().await;
-    let mut ids = Vec::new();
-    for suffix in ["1", "2", "3"] {
+    let mut groups = std::collections::HashMap::new();
+    for (group, suffix) in ["1", "2", "3"].into_iter().enumerate() {
         app.next_hold_group().await;
-        ids.extend(app.otps_ending_in(3, suffix).await);
+        for id in app.otps_ending_in(3, suffix).await {
+            groups.insert(id, group);
+        }
     }
-    let sim = accepting("sim");
+    let provider = Arc::new(GroupsInFlight {
+        groups: groups.clone(),
+        in_flight: std::sync::Mutex::new(Vec::new()),
+        most: std::sync::atomic::AtomicUsize::new(0),
+    });
     let relay = Relay::new(
         app.store(),
-        chain([sim.clone()]),
+        Arc::new(ProviderChain::new(vec![Link::new(provider.clone())])),
         sms_relay::config::RelaySettings {
             max_locks: Some(1),
             ..settings()
@@ -213,10 +266,14 @@ async fn a_relay_whose_lock_table_share_is_full_waits_for_a_recording_and_sends_
         quick_retries(),
     );
     crate::support::run_relay_until_drained(relay).await;
-    assert_eq!(sim.sent(), 9, "each message once");
-    for id in ids {
-        assert_eq!(app.state_of(id).await.0, "sent");
+    for id in groups.keys() {
+        assert_eq!(app.state_of(*id).await.0, "sent");
     }
+    assert_eq!(
+        provider.most.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "one lock-table entry: never two groups in flight at once"
+    );
 }
 
 /// Runs a relay with `settings` as `run --until-idle` does, bounded by `bound`; it must fail.
