@@ -194,6 +194,16 @@ async fn consecutive_messages_share_one_lock_and_other_relays_pass_over_their_gr
     assert_eq!(holds_of(&app, "one").await, (0, 0));
 }
 
+/// A test provider's acceptance of the call with `reference`.
+fn accepted(reference: &str) -> Result<Accepted, SendError> {
+    Ok(Accepted {
+        provider_message_id: reference.to_owned(),
+        http_status: Some(200),
+        cost: None,
+        note: None,
+    })
+}
+
 /// Accepts every message after a short wait, noting which of `groups` (message → group) have
 /// messages in flight at once.
 struct GroupsInFlight {
@@ -231,12 +241,7 @@ impl Provider for GroupsInFlight {
             let mut in_flight = self.in_flight.lock().unwrap();
             let at = in_flight.iter().position(|g| *g == group).unwrap();
             in_flight.swap_remove(at);
-            Ok(Accepted {
-                provider_message_id: reference.to_owned(),
-                http_status: Some(200),
-                cost: None,
-                note: None,
-            })
+            accepted(reference)
         })
     }
 }
@@ -648,14 +653,7 @@ impl Provider for PanicsOn {
             sms.message_id, self.0,
             "this provider panics on this message"
         );
-        Box::pin(async move {
-            Ok(Accepted {
-                provider_message_id: reference.to_owned(),
-                http_status: Some(200),
-                cost: None,
-                note: None,
-            })
-        })
+        Box::pin(async move { accepted(reference) })
     }
 }
 
