@@ -5,7 +5,8 @@
 # for a server on this host, the CPU time per message of PostgreSQL and of the relay and how much
 # of the machine sat idle. Pass a ceiling script (one that prints `…: N msgs/s` last, e.g. a
 # pgbench run of a bare claim + complete of the same shape) to run it against the same server
-# right after and print the ratio.
+# right before the relay starts and right after it exits, and print the ratio to the mean of the
+# two: the machine's speed swings from minute to minute, so the three runs are seconds apart.
 #
 #   cargo build --release && benches/drain.sh postgres://postgres@127.0.0.1:5432 [CEILING_SCRIPT]
 #   SMS_RELAY_BIN=/path/to/another/sms-relay benches/drain.sh …   # the same figure for another build
@@ -45,6 +46,9 @@ fi
 psql "$url" -qXAt -c "SET sms.lift_budgets = on" -c "SET sms.fictional = on" -c "SELECT count(sms_enqueue('+88018' || lpad(i::text, 9, '0'), 'otp',
     jsonb_build_object('code', lpad((i % 1000000)::text, 6, '0')))) FROM generate_series(1, $N) AS i" >/dev/null
 psql "$url" -qXc "vacuum analyze" >/dev/null
+# The ceiling's rate: the number on the script's last line, `…: N msgs/s`.
+ceiling_rate() { "$ceiling" "$base" | tail -1 | sed -n 's/.*: \([0-9]*\) msgs\/s$/\1/p'; }
+if [ -n "$ceiling" ]; then top0=$(ceiling_rate); fi
 # The setup's dirty pages are flushed before the clock starts, not by a checkpoint during the drain.
 psql "$url" -qXc "checkpoint" >/dev/null
 wal0=$(psql "$url" -qXAt -c "select pg_current_wal_lsn()")
@@ -89,8 +93,7 @@ if [ -n "${server1:-}" ] && [ -n "${server0:-}" ]; then
   echo "time: PostgreSQL $(python3 -c "print(round(($server1 - $server0) * 1e6 / max($sent, 1), 1))") us CPU/msg, relay $(python3 -c "print(round(($cpu_user + $cpu_sys) * 1e6 / max($sent, 1), 1))") us CPU/msg, machine idle $(python3 -c "print(round(100 * ($idle1 - $idle0) / ($total1 - $total0)))") %"
 fi
 if [ -n "$ceiling" ]; then
-  line=$("$ceiling" "$base" | tail -1)
-  echo "$line"
-  top=$(echo "$line" | sed -n 's/.*: \([0-9]*\) msgs\/s$/\1/p')
-  echo "ratio: $(python3 -c "print(round($rate / $top, 2))")"
+  top1=$(ceiling_rate)
+  echo "ceiling: $top0 msgs/s right before, $top1 right after"
+  echo "ratio: $(python3 -c "print(round($rate / (($top0 + $top1) / 2), 2))")"
 fi
